@@ -1,0 +1,68 @@
+# Two commands: `make demo` and `make test`. Both set up what they need (venv, Debian packages) and skip what is there.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.a2llm-installed
+DEB_PACKAGES := libzmq3-dev cppzmq-dev mono-mcs mono-runtime espeak-ng sox cmake g++ pkg-config
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+NATIVE_BUILD := build/native
+PYTEST_ARGS ?=
+
+.PHONY: help setup venv deb native test lint demo gpu-check bench clean
+
+help:
+	@echo "make demo   - run the demo on the embedded tiny models, outputs in demo_out/"
+	@echo "make test   - install everything needed, then run ruff and the whole test suite"
+	@echo "make gpu-check - gpu-marked tests and GPU benchmarks (on a machine with CUDA)"
+	@echo "make bench  - CPU benchmarks (tables + JSON in bench/results/)"
+
+# --- setup -----------------------------------------------------------------------------------------------------------
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+# torch is pinned to the build the Makefile installs: on a machine without CUDA `pip install torch==2.13.0` takes the
+# CPU wheel; with CUDA it takes PyPI's CUDA build of the same version.
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+deb:
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+setup: deb venv
+
+native: setup
+	@if [ -f plugin_bridge/native/CMakeLists.txt ]; then \
+	  cmake -S plugin_bridge/native -B $(NATIVE_BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null && \
+	  cmake --build $(NATIVE_BUILD) -j2 >/dev/null; fi
+
+# --- the two commands ------------------------------------------------------------------------------------------------
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check . >/dev/null || echo "note: ruff format would reformat some files"
+
+test: setup native lint
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+demo: setup
+	$(PY) -m a2llm_rt.demo --out demo_out
+
+# --- measuring -------------------------------------------------------------------------------------------------------
+bench: setup
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b --device cpu || exit 1; done
+
+gpu-check: setup native
+	$(PY) -m pytest -q -m gpu -p no:cacheprovider $(PYTEST_ARGS)
+	@for b in bench/*.py; do echo "== $$b (cuda)"; $(PY) $$b --device cuda || exit 1; done
+
+clean:
+	rm -rf build demo_out bench/results .pytest_cache
