@@ -29,7 +29,9 @@ class StreamingState:
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The state's tensor fields by name (the order used for exported graph inputs/outputs)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if torch.is_tensor(getattr(self, f.name))}
+        return {
+            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if torch.is_tensor(getattr(self, f.name))
+        }
 
     def reset(self, mask: torch.Tensor | None = None) -> None:
         """Zero the state of the batch entries where ``mask`` ([B] bool) is True, or of all entries (in place).

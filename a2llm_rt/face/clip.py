@@ -1,4 +1,4 @@
-"""``MotionClip``: a face-motion sequence in one of the layouts, with its frame rate. Every file format reads into it."""
+"""``MotionClip``: a face-motion sequence in one layout, with its frame rate. Every file format reads into it."""
 
 from __future__ import annotations
 

@@ -20,9 +20,15 @@ FLAME_EXPRESSION = slice(0, 50)
 FLAME_JAW = slice(50, 53)
 FLAME_GLOBAL = slice(53, 56)
 FLAME_EYELIDS = slice(56, 58)
-FLAME58_NAMES: tuple[str, ...] = (
-    tuple(f"exp{i:02d}" for i in range(FLAME_N_EXPRESSION))
-    + ("jaw_x", "jaw_y", "jaw_z", "global_x", "global_y", "global_z", "eyelid_left", "eyelid_right")
+FLAME58_NAMES: tuple[str, ...] = tuple(f"exp{i:02d}" for i in range(FLAME_N_EXPRESSION)) + (
+    "jaw_x",
+    "jaw_y",
+    "jaw_z",
+    "global_x",
+    "global_y",
+    "global_z",
+    "eyelid_left",
+    "eyelid_right",
 )
 
 # --- ARKIT52 -------------------------------------------------------------------------------------------------------
