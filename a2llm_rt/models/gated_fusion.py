@@ -1,0 +1,53 @@
+"""Token-as-query gated fusion (after Ex-Omni's TQGF, arXiv 2602.07106), the connector's ``fusion="gated"`` option.
+
+The window's query tokens ask the memory (the previous window's motion-token embeddings) through a pre-norm
+cross-attention, and a sigmoid gate computed from the (normalised) query decides, per channel, how much of the
+answer is injected into the residual stream ("controlled semantic injection"); then a x4 GELU feed-forward::
+
+    [x = x + SelfAttn(LN(x))]                       # optional, as in the cross-attention layer
+    h = LN_q(x);  a = CrossAttn(h, LN_m(mem))
+    x = x + sigmoid(W_g h + b_g) * a                # gate from the query
+    x = x + FFN(LN(x))                              # Linear(d, 4d) -> GELU -> Linear(4d, d)
+
+The gate bias starts at 0 (gate 0.5). Same call signature as
+:class:`a2llm_rt.models.connector.CrossAttentionLayer`, so :class:`~a2llm_rt.models.connector.MotionConnector`
+swaps one for the other through ``ConnectorConfig.fusion``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from a2llm_rt.models.connector import Attention, FeedForward
+
+
+class GatedFusionLayer(nn.Module):
+    """One token-as-query gated fusion layer: queries [B, Tq, d] x memory [B, Tk, d] -> [B, Tq, d]."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float, ffn_mult: int = 4, self_attention: bool = True):
+        super().__init__()
+        self.self_attn = Attention(d_model, n_heads, dropout) if self_attention else None
+        self.norm_sa = nn.LayerNorm(d_model) if self_attention else None
+        self.norm_q = nn.LayerNorm(d_model)
+        self.norm_mem = nn.LayerNorm(d_model)
+        self.cross_attn = Attention(d_model, n_heads, dropout)
+        self.gate = nn.Linear(d_model, d_model)
+        nn.init.zeros_(self.gate.bias)
+        self.norm_ff = nn.LayerNorm(d_model)
+        self.ff = FeedForward(d_model, ffn_mult, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mem: torch.Tensor, query_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` [B, Tq, d], ``mem`` [B, Tk, d], ``query_mask`` [B, Tq] bool (False = padding query) -> [B, Tq, d]."""
+        if self.self_attn is not None:
+            h = self.norm_sa(x)
+            x = x + self.drop(self.self_attn(h, h, query_mask))
+        h = self.norm_q(x)
+        g = torch.sigmoid(self.gate(h))
+        x = x + self.drop(g * self.cross_attn(h, self.norm_mem(mem)))
+        return x + self.drop(self.ff(self.norm_ff(x)))
+
+    def gate_values(self, x: torch.Tensor) -> torch.Tensor:
+        """The cross-attention gate for queries ``x`` [B, Tq, d] -> [B, Tq, d] in (0, 1) (for inspection)."""
+        return torch.sigmoid(self.gate(self.norm_q(x)))

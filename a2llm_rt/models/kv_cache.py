@@ -1,0 +1,81 @@
+"""Static key/value cache with per-row lengths, for batched decoding of sessions of different lengths.
+
+Design (why not transformers' ``StaticCache``): ``StaticCache`` writes every row at one shared cache position, so
+batching sessions whose histories differ in length needs left padding and re-alignment whenever a session joins.
+Here each batch row is one session slot with its own length:
+
+- ``k``/``v``: ``[B, L, H_kv, S, D]`` preallocated (``S`` = ``max_len``); row ``b`` holds its tokens in slots
+  ``0 .. lengths[b] - 1``, token ``j`` of the row at slot ``j`` and RoPE position ``j`` (no padding inside a row).
+- ``lengths``: ``[B]`` int64; the next token of row ``b`` is written at slot ``lengths[b]`` with position
+  ``lengths[b]`` and attends to slots ``<= lengths[b]`` of its own row only.
+
+So a batched step gives each row exactly what it would get alone (same positions, same visible keys), sessions can
+join (prefill into a free row), continue (a new turn extends the row) or leave (``reset(mask)``) independently, and
+all shapes stay static for CUDA-graph capture. Slots past a row's length may hold stale values: they are never
+visible. The cache is updated in place (the one exception to ``StreamingState``'s copy-on-step rule, as a static
+cache must be for graph capture); ``select``/``cat``/``reset`` come from :class:`StreamingState`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from a2llm_rt.streaming import StreamingState
+
+
+@dataclasses.dataclass
+class KVCache(StreamingState):
+    """Per-row static KV cache of a decoder: see the module docstring."""
+
+    k: torch.Tensor
+    """``[B, L, H_kv, S, D]`` keys (RoPE applied)."""
+    v: torch.Tensor
+    """``[B, L, H_kv, S, D]`` values."""
+    lengths: torch.Tensor
+    """``[B]`` int64 tokens held per row (= next write slot and next position)."""
+
+    @classmethod
+    def allocate(
+        cls,
+        batch_size: int,
+        num_layers: int,
+        num_kv_heads: int,
+        head_dim: int,
+        max_len: int,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> KVCache:
+        shape = (batch_size, num_layers, num_kv_heads, max_len, head_dim)
+        return cls(
+            k=torch.zeros(shape, dtype=dtype, device=device),
+            v=torch.zeros(shape, dtype=dtype, device=device),
+            lengths=torch.zeros(batch_size, dtype=torch.long, device=device),
+        )
+
+    @property
+    def batch_size(self) -> int:
+        return self.k.shape[0]
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[3]
+
+    def reset(self, mask: torch.Tensor | None = None) -> None:
+        """Empty the rows where ``mask`` ([B] bool) is True, or all rows. Only lengths change (stale slots are
+        invisible), so this is cheap."""
+        if mask is None:
+            self.lengths.zero_()
+        else:
+            self.lengths.masked_fill_(mask.to(self.lengths.device), 0)
+
+    def truncate(self, row: int, length: int) -> None:
+        """Forget the tokens of ``row`` from ``length`` on (e.g. to drop a cancelled turn's tail)."""
+        if not 0 <= length <= int(self.lengths[row]):
+            raise ValueError(f"cannot truncate row {row} of length {int(self.lengths[row])} to {length}")
+        self.lengths[row] = length
+
+    def layer(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Views ``[B, H_kv, S, D]`` of layer ``i``'s keys and values."""
+        return self.k[:, i], self.v[:, i]

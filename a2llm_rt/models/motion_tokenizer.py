@@ -1,0 +1,410 @@
+"""The motion tokenizer: a causal, streaming RVQ-VAE over face-motion frames (25 fps -> 5 Hz tokens).
+
+Encoder (frame rate)   : causal conv(D->W, k3) | N residual blocks (causal k3, dilation 3^i) | ELU, conv(k=G, s=G)
+Encoder (token rate)   : ELU, conv 1x1 (W -> latent)                                      -> latents [B, T/G, latent]
+Residual VQ            : N_q EMA codebooks of K codes                                      -> codes   [B, T/G, N_q]
+Decoder (token rate)   : conv(latent->W, k = context + 1 + lookahead) (the only non-causal layer, by ``lookahead``)
+Decoder (frame rate)   : ELU, transposed conv (k=G, s=G) | N residual blocks | ELU, causal conv(W->D, k3)
+
+Every conv is causal, so both halves stream with explicit per-layer caches (typed states below): decoding token by
+token gives exactly the frames of a whole-sequence decode, and frame j of token i depends on tokens ``<= i +
+lookahead`` only. Frames are normalised by per-curve mean/std buffers set from the training data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from a2llm_rt.config import Config
+from a2llm_rt.errors import InputError
+from a2llm_rt.face.layouts import get_layout
+from a2llm_rt.quantization.base import QuantizedResult
+from a2llm_rt.quantization.rvq import ResidualVectorQuantizer
+from a2llm_rt.streaming import StreamingModule, StreamingState
+
+
+@dataclass
+class MotionTokenizerConfig(Config):
+    """RVQ-VAE hyperparameters; the defaults are the paper's (ARCHITECTURE §2)."""
+
+    layout: str = "flame58"
+    """Face layout of the frames (``flame58``: 58 values, ``arkit52``: 52)."""
+    fps: float = 25.0
+    """Frame rate of the motion the tokenizer was trained on."""
+    group: int = 5
+    """G: frames per token (25 fps / 5 = 5 Hz tokens)."""
+    width: int = 128
+    """Channels of the encoder and decoder convs."""
+    num_res_blocks: int = 3
+    """Residual blocks in the encoder and in the decoder."""
+    latent_dim: int = 256
+    """Size of the quantized latent vectors."""
+    num_quantizers: int = 6
+    """N_q residual codebooks."""
+    codebook_size: int = 256
+    """K codes per codebook."""
+    dropout: float = 0.05
+    """Dropout in the residual blocks."""
+    commitment: float = 0.25
+    """gamma of the VQ commitment loss."""
+    ema_decay: float = 0.99
+    """EMA decay of the codebooks."""
+    kmeans_init: bool = True
+    """Initialise the codebooks by k-means on the first batch."""
+    dead_code_threshold: float = 1.0
+    """A code whose EMA cluster size falls below this is restarted (0: never)."""
+    kernel_size: int = 3
+    """Kernel of the frame-rate causal convs."""
+    dilation_growth: int = 3
+    """Dilation of residual block i is ``dilation_growth ** i``."""
+    token_context: int = 2
+    """Past tokens the decoder's first conv sees."""
+    lookahead: int = 0
+    """Future tokens the decoder's first conv sees (frames of token i depend on tokens <= i + lookahead)."""
+    std_floor: float = 0.05
+    """Lower bound of the per-curve std used to normalise frames (keeps near-constant curves from blowing up)."""
+
+    @property
+    def motion_dim(self) -> int:
+        return get_layout(self.layout).dim
+
+    def validate(self) -> None:
+        try:
+            get_layout(self.layout)
+        except KeyError as e:
+            raise ValueError(str(e.args[0])) from None
+        for name in ("group", "width", "latent_dim", "num_quantizers", "codebook_size", "kernel_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_res_blocks < 0 or self.token_context < 0 or self.lookahead < 0:
+            raise ValueError("num_res_blocks, token_context and lookahead must be >= 0")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.fps <= 0 or self.std_floor <= 0:
+            raise ValueError("fps and std_floor must be > 0")
+
+
+# --- building blocks ----------------------------------------------------------------------------------------------
+class CausalConv1d(nn.Conv1d):
+    """Conv1d padded on the left only; ``step`` carries the last ``context`` inputs ``[B, C_in, context]``."""
+
+    def __init__(self, cin: int, cout: int, kernel_size: int, dilation: int = 1):
+        super().__init__(cin, cout, kernel_size, dilation=dilation)
+        self.context = (kernel_size - 1) * dilation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, T] -> [B, C', T]
+        return super().forward(F.pad(x, (self.context, 0)))
+
+    def step(self, x: torch.Tensor, ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        inp = torch.cat([ctx, x], -1)
+        y = super().forward(inp)
+        return y, inp[..., inp.shape[-1] - self.context :]
+
+
+class ResBlock(nn.Module):
+    """``x + dropout(conv1x1(elu(causal_conv(elu(x)))))`` (SEANet-style block, causal)."""
+
+    def __init__(self, width: int, kernel_size: int, dilation: int, dropout: float):
+        super().__init__()
+        self.conv = CausalConv1d(width, width, kernel_size, dilation)
+        self.proj = nn.Conv1d(width, width, 1)
+        self.drop = nn.Dropout(dropout)
+        self.context = self.conv.context
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, W, T]
+        return x + self.drop(self.proj(F.elu(self.conv(F.elu(x)))))
+
+    def step(self, x: torch.Tensor, ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h, ctx = self.conv.step(F.elu(x), ctx)
+        return x + self.drop(self.proj(F.elu(h))), ctx
+
+
+def _split(t: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
+    return list(torch.split(t, sizes, dim=-1))
+
+
+# --- encoder ------------------------------------------------------------------------------------------------------
+@dataclass
+class EncoderState(StreamingState):
+    """Streaming state of :class:`MotionEncoder`.
+
+    Attributes:
+        frames_in: ``[B, D, k-1]`` last input frames (the first conv's context).
+        frames: ``[B, W, sum of residual contexts]`` the residual blocks' contexts, packed.
+        group: ``[B, W, G-1]`` features of the frames of the token being filled (first ``phase`` are valid).
+        phase: frames already in the current token (0..G-1), shared by the batch.
+    """
+
+    frames_in: torch.Tensor
+    frames: torch.Tensor
+    group: torch.Tensor
+    phase: int = 0
+
+
+class MotionEncoder(StreamingModule[EncoderState]):
+    """Normalised frames ``[B, T, D]`` -> latents ``[B, T/G, latent]``; causal (token i sees frames < (i+1)G)."""
+
+    lookahead = 0
+
+    def __init__(self, dim: int, cfg: MotionTokenizerConfig):
+        super().__init__()
+        w, g = cfg.width, cfg.group
+        self.group = g
+        self.inp = CausalConv1d(dim, w, cfg.kernel_size)
+        self.blocks = nn.ModuleList(
+            ResBlock(w, cfg.kernel_size, cfg.dilation_growth**i, cfg.dropout) for i in range(cfg.num_res_blocks)
+        )
+        self.down = nn.Conv1d(w, w, g, stride=g)
+        self.out = nn.Conv1d(w, cfg.latent_dim, 1)
+        self._ctx = [b.context for b in self.blocks]
+
+    def _frames(self, x: torch.Tensor) -> torch.Tensor:  # [B, D, T] -> [B, W, T]
+        h = self.inp(x)
+        for b in self.blocks:
+            h = b(h)
+        return F.elu(h)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self._frames(x.transpose(1, 2))
+        return self.out(F.elu(self.down(h))).transpose(1, 2)
+
+    def init_state(self, batch_size: int, device: torch.device | str | None = None) -> EncoderState:
+        w = self.down.in_channels
+        return EncoderState(
+            frames_in=torch.zeros(batch_size, self.inp.in_channels, self.inp.context, device=device),
+            frames=torch.zeros(batch_size, w, sum(self._ctx), device=device),
+            group=torch.zeros(batch_size, w, self.group - 1, device=device),
+            phase=0,
+        )
+
+    def step(self, x: torch.Tensor, state: EncoderState) -> tuple[torch.Tensor, EncoderState]:
+        """Frames ``[B, n, D]`` (any n) -> latents of the tokens completed by them ``[B, (phase+n)//G, latent]``."""
+        h, frames_in = self.inp.step(x.transpose(1, 2), state.frames_in)
+        ctxs = []
+        for b, c in zip(self.blocks, _split(state.frames, self._ctx), strict=True):
+            h, c = b.step(h, c)
+            ctxs.append(c)
+        h = torch.cat([state.group[..., : state.phase], F.elu(h)], -1)
+        n_tok = h.shape[-1] // self.group
+        used = n_tok * self.group
+        if used:
+            y = self.out(F.elu(self.down(h[..., :used]))).transpose(1, 2)
+        else:
+            y = h.new_zeros(h.shape[0], 0, self.out.out_channels)
+        rest = h[..., used:]
+        group = torch.cat([rest, state.group[..., rest.shape[-1] :]], -1)
+        frames = torch.cat(ctxs, -1) if ctxs else state.frames
+        return y, EncoderState(frames_in, frames, group, rest.shape[-1])
+
+
+# --- decoder ------------------------------------------------------------------------------------------------------
+@dataclass
+class DecoderState(StreamingState):
+    """Streaming state of :class:`MotionDecoder`.
+
+    Attributes:
+        tokens: ``[B, latent, context + lookahead]`` last latents (the first conv's window).
+        frames: ``[B, W, sum of frame-rate contexts]`` residual blocks' and output conv's contexts, packed.
+        skip: tokens whose frames are still to be held back (starts at ``lookahead``), shared by the batch.
+    """
+
+    tokens: torch.Tensor
+    frames: torch.Tensor
+    skip: int = 0
+
+
+class MotionDecoder(StreamingModule[DecoderState]):
+    """Latents ``[B, T', latent]`` -> normalised frames ``[B, T'G, D]``; frames of token i see tokens <= i + lookahead.
+
+    In streaming, the frames of token i come out of the ``step`` that receives token ``i + lookahead``; ``flush``
+    returns the held-back frames at the end of a stream (as ``forward`` does by padding with zero latents).
+    """
+
+    def __init__(self, dim: int, cfg: MotionTokenizerConfig):
+        super().__init__()
+        w, g = cfg.width, cfg.group
+        self.group = g
+        self.lookahead = cfg.lookahead
+        self.token_context = cfg.token_context
+        self.inp = nn.Conv1d(cfg.latent_dim, w, cfg.token_context + 1 + cfg.lookahead)
+        self.up = nn.ConvTranspose1d(w, w, g, stride=g)
+        self.blocks = nn.ModuleList(
+            ResBlock(w, cfg.kernel_size, cfg.dilation_growth**i, cfg.dropout) for i in range(cfg.num_res_blocks)
+        )
+        self.out = CausalConv1d(w, dim, cfg.kernel_size)
+        self._ctx = [b.context for b in self.blocks] + [self.out.context]
+
+    def _frames(self, h: torch.Tensor, ctxs: list[torch.Tensor] | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        h = self.up(F.elu(h))
+        new = []
+        for i, b in enumerate(self.blocks):
+            if ctxs is None:
+                h = b(h)
+            else:
+                h, c = b.step(h, ctxs[i])
+                new.append(c)
+        if ctxs is None:
+            return self.out(F.elu(h)), new
+        y, c = self.out.step(F.elu(h), ctxs[-1])
+        return y, [*new, c]
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.inp(F.pad(z.transpose(1, 2), (self.token_context, self.lookahead)))
+        return self._frames(h, None)[0].transpose(1, 2)
+
+    def init_state(self, batch_size: int, device: torch.device | str | None = None) -> DecoderState:
+        return DecoderState(
+            tokens=torch.zeros(batch_size, self.inp.in_channels, self.token_context + self.lookahead, device=device),
+            frames=torch.zeros(batch_size, self.up.out_channels, sum(self._ctx), device=device),
+            skip=self.lookahead,
+        )
+
+    def step(self, z: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
+        """Latents ``[B, n, latent]`` -> frames ``[B, m*G, D]`` with ``m = n`` once ``lookahead`` tokens are in."""
+        if z.shape[1] == 0:
+            return z.new_zeros(z.shape[0], 0, self.out.out_channels), state
+        inp = torch.cat([state.tokens, z.transpose(1, 2)], -1)
+        keep = state.tokens.shape[-1]
+        tokens = inp[..., inp.shape[-1] - keep :]
+        h = self.inp(inp)  # one output per new token: the output of token (new index - lookahead)
+        drop = min(state.skip, h.shape[-1])
+        h = h[..., drop:]
+        if h.shape[-1] == 0:
+            return z.new_zeros(z.shape[0], 0, self.out.out_channels), DecoderState(tokens, state.frames, state.skip - drop)
+        y, ctxs = self._frames(h, _split(state.frames, self._ctx))
+        return y.transpose(1, 2), DecoderState(tokens, torch.cat(ctxs, -1), state.skip - drop)
+
+    def flush(self, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
+        """Frames of the last ``lookahead`` tokens, decoded as if zero latents followed (as ``forward`` pads)."""
+        n = self.lookahead - state.skip
+        z = state.tokens.new_zeros(state.tokens.shape[0], n, state.tokens.shape[1])
+        return self.step(z, state)
+
+
+# --- the tokenizer ------------------------------------------------------------------------------------------------
+@dataclass
+class TokenizerOutput:
+    """Training-time output of :class:`MotionTokenizer`.
+
+    Attributes:
+        recon: ``[B, T, D]`` reconstructed frames (original units).
+        quant: the quantizer's result (codes ``[B, T/G, N_q]``, commitment loss, usage, perplexity).
+    """
+
+    recon: torch.Tensor
+    quant: QuantizedResult
+
+
+class MotionTokenizer(nn.Module):
+    """RVQ-VAE: ``encode(motion [B, T, D]) -> codes [B, T/G, N_q]``, ``decode(codes) -> motion [B, T, D]``."""
+
+    def __init__(self, cfg: MotionTokenizerConfig):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.motion_dim
+        self.dim = d
+        self.group = cfg.group
+        self.register_buffer("motion_mean", torch.zeros(d))
+        self.register_buffer("motion_std", torch.ones(d))
+        self.encoder = MotionEncoder(d, cfg)
+        self.quantizer = ResidualVectorQuantizer(
+            cfg.latent_dim,
+            cfg.num_quantizers,
+            cfg.codebook_size,
+            commitment=cfg.commitment,
+            decay=cfg.ema_decay,
+            kmeans_init=cfg.kmeans_init,
+            threshold_ema_dead_code=cfg.dead_code_threshold,
+        )
+        self.decoder = MotionDecoder(d, cfg)
+
+    @property
+    def lookahead(self) -> int:
+        return self.decoder.lookahead
+
+    @torch.no_grad()
+    def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Per-curve ``[D]`` statistics of the training frames (std is floored at ``cfg.std_floor``)."""
+        self.motion_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.motion_std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp_min(self.cfg.std_floor))
+
+    def normalize(self, motion: torch.Tensor) -> torch.Tensor:
+        return (motion - self.motion_mean) / self.motion_std
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.motion_std + self.motion_mean
+
+    def check_motion(self, motion: torch.Tensor, *, whole_tokens: bool = True) -> None:
+        """Raise :class:`InputError` on a wrong shape, a length not a multiple of G, or non-finite frames."""
+        if motion.ndim != 3 or motion.shape[-1] != self.dim:
+            raise InputError(
+                f"motion must have shape [B, T, {self.dim}] ({self.cfg.layout}), got {list(motion.shape)}"
+            )
+        if whole_tokens and (motion.shape[1] == 0 or motion.shape[1] % self.group):
+            raise InputError(f"motion length {motion.shape[1]} is not a positive multiple of G={self.group} frames")
+        if not torch.isfinite(motion).all():
+            bad = (~torch.isfinite(motion)).nonzero()[0].tolist()
+            raise InputError(f"non-finite value in motion at (batch, frame, curve) {tuple(bad)}")
+
+    def forward(self, motion: torch.Tensor) -> TokenizerOutput:
+        """Encode, quantize (EMA update in training) and decode ``[B, T, D]`` frames."""
+        self.check_motion(motion)
+        q = self.quantizer(self.encoder(self.normalize(motion)))
+        return TokenizerOutput(self.denormalize(self.decoder(q.x)), q)
+
+    @torch.no_grad()
+    def encode(self, motion: torch.Tensor) -> torch.Tensor:
+        """``[B, T, D]`` frames (T a multiple of G) -> codes ``[B, T/G, N_q]`` int64."""
+        self.check_motion(motion)
+        return self.quantizer.encode(self.encoder(self.normalize(motion)))
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes ``[B, T', N_q]`` -> frames ``[B, T' G, D]``."""
+        return self.denormalize(self.decoder(self.quantizer.decode(codes)))
+
+    # streaming -------------------------------------------------------------------------------------------------
+    def init_encode_state(self, batch_size: int, device: torch.device | str | None = None) -> EncoderState:
+        return self.encoder.init_state(batch_size, device)
+
+    @torch.no_grad()
+    def encode_step(self, motion: torch.Tensor, state: EncoderState) -> tuple[torch.Tensor, EncoderState]:
+        """Frames ``[B, n, D]`` (any n) -> codes of the tokens they complete ``[B, m, N_q]``."""
+        self.check_motion(motion, whole_tokens=False)
+        z, state = self.encoder.step(self.normalize(motion), state)
+        return self.quantizer.encode(z), state
+
+    def init_decode_state(self, batch_size: int, device: torch.device | str | None = None) -> DecoderState:
+        return self.decoder.init_state(batch_size, device)
+
+    @torch.no_grad()
+    def decode_step(self, codes: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
+        """codes ``[B, n, N_q]`` -> frames ``[B, n G, D]`` (held back by ``lookahead`` tokens at the start)."""
+        y, state = self.decoder.step(self.quantizer.decode(codes), state)
+        return self.denormalize(y), state
+
+    @torch.no_grad()
+    def decode_flush(self, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
+        """The held-back frames at the end of a stream (empty when ``lookahead`` is 0)."""
+        y, state = self.decoder.flush(state)
+        return self.denormalize(y), state
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = [
+    "DecoderState",
+    "EncoderState",
+    "MotionDecoder",
+    "MotionEncoder",
+    "MotionTokenizer",
+    "MotionTokenizerConfig",
+    "TokenizerOutput",
+    "count_parameters",
+]

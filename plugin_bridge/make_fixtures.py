@@ -1,0 +1,206 @@
+"""Generate the golden byte fixtures of the bridge protocol: plugin_bridge/fixtures/*.bin + index.json.
+
+``python -m plugin_bridge.make_fixtures`` rewrites them; ``--check`` exits 1 when the files on disk differ from what
+this script builds (the Python test does the same). Each ``.bin`` is one message in the concatenated form (32-byte
+header followed by the payload; split at byte 32 to get the two ZeroMQ frames). ``index.json`` lists, per file, the
+header fields and every decoded payload field (arrays as nested lists; all float values are exact in float32 and
+in JSON), and for the ``malformed`` files the error code a decoder must raise. C++ and C# tests read the same files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from a2llm_rt.face.layouts import get_layout
+from a2llm_rt.utils.fileio import atomic_write
+from plugin_bridge import protocol as P
+
+FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"
+
+
+def _ramp(shape: tuple[int, ...], scale: float = 1 / 8, offset: float = 0.0) -> np.ndarray:
+    """Values k * scale + offset: exact in float32 and in JSON."""
+    return (np.arange(int(np.prod(shape)), dtype=np.float64).reshape(shape) * scale + offset).astype(np.float32)
+
+
+def golden_messages() -> dict[str, P.Message]:
+    """The well-formed fixtures: file stem -> message."""
+    lay = {n: get_layout(n) for n in ("flame58", "arkit52", "livelink61")}
+    return {
+        "hello": P.Hello(1, 1, 7, (2, 3), "a2llm-test-client/1.0", seq=0, send_time_us=1_000_000),
+        "welcome": P.Welcome(
+            version=1,
+            session_id=42,
+            capabilities=15,
+            heartbeat_ms=1000,
+            session_timeout_ms=10000,
+            input_sample_rate=16000,
+            output_sample_rate=24000,
+            fps=25.0,
+            max_payload=P.MAX_PAYLOAD,
+            layouts=tuple(P.LayoutInfo(lay[n].layout_id, lay[n].names) for n in ("arkit52", "livelink61", "flame58")),
+            server_name="a2llm-bridge/0.1",
+            seq=0,
+            send_time_us=1_000_100,
+        ),  # fmt: skip
+        "user_audio_pcm16": P.UserAudio(
+            np.array([0, 1, -1, 32767, -32768, 1000, -1000, 12345], np.int16),
+            16000,
+            0,
+            False,
+            turn_id=1,
+            seq=1,
+            send_time_us=1_100_000,
+        ),  # fmt: skip
+        "user_audio_f32_eou": P.UserAudio(
+            np.array([0.0, 0.5, -0.5, 0.25, -1.0, 1.0], np.float32),
+            48000,
+            8,
+            True,
+            turn_id=1,
+            seq=2,
+            send_time_us=1_200_000,
+        ),  # fmt: skip
+        "text_delta": P.TextDelta(6, " Grüß dich 👋", turn_id=1, seq=3, send_time_us=2_000_000),
+        "audio_chunk": P.AudioChunk(_ramp((8,), 1 / 16, -0.25), 24000, 960, turn_id=1, seq=4, send_time_us=2_000_001),
+        "face_frames_arkit52": P.FaceFrames(
+            5, 25.0, 2, _ramp((2, 52), 1 / 128), turn_id=1, seq=5, send_time_us=2_100_000
+        ),
+        "face_frames_livelink61": P.FaceFrames(
+            5, 25.0, 3, _ramp((1, 61), 1 / 64, -0.5), turn_id=1, seq=6, send_time_us=2_100_001
+        ),
+        "face_frames_flame58": P.FaceFrames(
+            5, 25.0, 1, _ramp((3, 58), 1 / 32, -2.0), turn_id=1, seq=7, send_time_us=2_100_002
+        ),
+        "turn_end": P.TurnEnd(
+            P.TurnStatus.COMPLETED,
+            0.25,
+            0.5,
+            0.5,
+            0.75,
+            3.5,
+            14,
+            2,
+            48000,
+            10,
+            50,
+            turn_id=1,
+            seq=8,
+            send_time_us=5_000_000,
+        ),  # fmt: skip
+        "turn_end_cancelled": P.TurnEnd(
+            P.TurnStatus.CANCELLED, 0.25, -1.0, -1.0, -1.0, 0.5, 5, 1, 0, 0, 0, turn_id=2, seq=9, send_time_us=6_000_000
+        ),
+        "cancel": P.Cancel(turn_id=2, seq=3, send_time_us=5_900_000),
+        "heartbeat": P.Heartbeat(7_000_000, 6_999_000, seq=10, send_time_us=7_000_000),
+        "error": P.Error(P.ErrorCode.CLIENT_TOO_SLOW, "client too slow: turn 2 cancelled", turn_id=2, seq=11),
+        "bye": P.Bye(seq=4, send_time_us=8_000_000),
+    }
+
+
+def _header(kind: int, length: int, *, magic: bytes = P.MAGIC, version: int = P.VERSION, turn: int = 1) -> bytes:
+    return P.HEADER.pack(magic, version, kind, turn, length, 0, 0)
+
+
+def malformed_messages() -> dict[str, tuple[bytes, P.ErrorCode, str]]:
+    """Bytes every decoder must reject: file stem -> (bytes, error code, what is wrong)."""
+    good = golden_messages()
+    face = good["face_frames_arkit52"].encode()
+    text = good["text_delta"].encode()
+    nan_face = bytearray(face)
+    struct.pack_into("<f", nan_face, P.HEADER_SIZE + 20 + 4 * 7, float("nan"))
+    dims = bytearray(face)
+    struct.pack_into("<H", dims, P.HEADER_SIZE + 14, 61)
+    bad_utf8 = P.TextDelta(0, "ab", turn_id=1).encode()[:-2] + b"\xc3\x28"
+    nan_audio = bytearray(good["audio_chunk"].encode())
+    struct.pack_into("<f", nan_audio, P.HEADER_SIZE + 20, float("inf"))
+    return {
+        "bad_magic": (b"A2LX" + face[4:], P.ErrorCode.BAD_MAGIC, "magic is A2LX"),
+        "bad_version": (
+            _header(6, len(face) - 32, version=99) + face[32:],
+            P.ErrorCode.UNSUPPORTED_VERSION,
+            "header version 99",
+        ),
+        "unknown_kind": (_header(200, 0), P.ErrorCode.UNKNOWN_KIND, "kind 200"),
+        "short_header": (face[:20], P.ErrorCode.BAD_LENGTH, "only 20 bytes"),
+        "truncated_payload": (face[:-4], P.ErrorCode.BAD_LENGTH, "payload 4 bytes shorter than payload_length"),
+        "trailing_bytes": (
+            _header(4, len(text) - 32 + 2) + text[32:] + b"\x00\x00",
+            P.ErrorCode.BAD_LENGTH,
+            "TextDelta with 2 bytes after its text (payload_length agrees with the frame)",
+        ),
+        "payload_too_large": (_header(5, P.MAX_PAYLOAD + 1), P.ErrorCode.PAYLOAD_TOO_LARGE, "payload_length 4 MiB + 1"),
+        "nan_face": (bytes(nan_face), P.ErrorCode.NON_FINITE, "NaN in face value [0, 7]"),
+        "inf_audio": (bytes(nan_audio), P.ErrorCode.NON_FINITE, "+inf in audio sample 0"),
+        "face_dims_mismatch": (bytes(dims), P.ErrorCode.BAD_VALUE, "arkit52 (layout 2) with dims 61"),
+        "bad_utf8_text": (bad_utf8, P.ErrorCode.BAD_UTF8, "TextDelta bytes c3 28"),
+    }
+
+
+def _entry(stem: str, msg: P.Message, data: bytes) -> dict:
+    return {
+        "file": f"{stem}.bin",
+        "kind": int(msg.KIND),
+        "kind_name": msg.KIND.name,
+        "class": type(msg).__name__,
+        "turn_id": msg.turn_id,
+        "seq": msg.seq,
+        "send_time_us": msg.send_time_us,
+        "payload_length": len(data) - P.HEADER_SIZE,
+        "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "fields": {k: v for k, v in msg.fields().items() if k not in ("turn_id", "seq", "send_time_us")},
+    }
+
+
+def build() -> dict[str, bytes]:
+    """File name -> exact bytes of every fixture, index.json included."""
+    files: dict[str, bytes] = {}
+    index = {
+        "protocol_version": P.VERSION,
+        "header_size": P.HEADER_SIZE,
+        "max_payload": P.MAX_PAYLOAD,
+        "note": "Each .bin = header (32 bytes) + payload. Generated by `python -m plugin_bridge.make_fixtures`.",
+        "messages": [],
+        "malformed": [],
+    }
+    for stem, msg in golden_messages().items():
+        data = msg.encode()
+        files[f"{stem}.bin"] = data
+        index["messages"].append(_entry(stem, msg, data))
+    for stem, (data, code, what) in malformed_messages().items():
+        files[f"malformed_{stem}.bin"] = data
+        index["malformed"].append(
+            {"file": f"malformed_{stem}.bin", "error_code": int(code), "error_name": code.name, "what": what}
+        )
+    files["index.json"] = (json.dumps(index, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+    return files
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=FIXTURES_DIR, help="folder to write (default: plugin_bridge/fixtures)")
+    ap.add_argument("--check", action="store_true", help="compare with the files on disk instead of writing")
+    args = ap.parse_args(argv)
+    files = build()
+    if args.check:
+        bad = [n for n, data in files.items() if not (args.out / n).is_file() or (args.out / n).read_bytes() != data]
+        for n in bad:
+            print(f"differs or missing: {args.out / n}", file=sys.stderr)
+        return 1 if bad else 0
+    for name, data in files.items():
+        with atomic_write(args.out / name, "wb") as f:
+            f.write(data)
+    print(f"wrote {len(files)} files to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,346 @@
+"""Train the motion tokenizer (RVQ-VAE) on face-motion clips.
+
+    python -m training.train_tokenizer --config training/recipes/tokenizer_arkit_rom.yaml \
+        --data ../shared/data/arkit_capture/livelinkface_rom_3.csv --out runs/tok_arkit
+    torchrun --nproc_per_node 2 -m training.train_tokenizer --config ... --data ... --out ...
+
+AdamW, linear warm-up then cosine decay, a checkpoint every ``ckpt_every`` steps (``OUT/checkpoints/step-N/``:
+``model.safetensors``, ``config.json`` (the tokenizer config), ``recipe.json``, ``optimizer.safetensors``,
+``trainer_state.json``; written into a temporary folder and renamed, then ``OUT/latest.json`` is replaced
+atomically). Rerunning the same command resumes from the latest checkpoint. Every step's randomness (batch,
+dropout, k-means, code restarts) is seeded from (seed, step, rank), so a resumed run continues exactly as an
+uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from tqdm import tqdm
+
+from a2llm_rt.config import Config
+from a2llm_rt.errors import InputError
+from a2llm_rt.models.motion_losses import MotionLoss, MotionLossConfig, build_face_model
+from a2llm_rt.models.motion_tokenizer import MotionTokenizer, MotionTokenizerConfig
+from a2llm_rt.utils.fileio import atomic_write, atomic_write_json
+from training import ddp
+from training.motion_data import MotionDataConfig, MotionDataset
+
+
+@dataclass
+class TrainConfig(Config):
+    """Optimisation schedule."""
+
+    steps: int = 3000
+    """Total optimizer steps."""
+    batch_size: int = 16
+    """Windows per step (per process under DDP)."""
+    lr: float = 1e-4
+    """Peak AdamW learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    warmup_steps: int = 100
+    """Linear warm-up steps."""
+    min_lr_ratio: float = 0.1
+    """Cosine decay ends at ``lr * min_lr_ratio``."""
+    grad_clip: float = 1.0
+    """Gradient-norm clip (0: off)."""
+    ckpt_every: int = 500
+    """Checkpoint every this many steps (and at the end)."""
+    keep_checkpoints: int = 2
+    """How many checkpoints to keep."""
+    eval_every: int = 500
+    """Validation MAE every this many steps (0: only at the end)."""
+    seed: int = 0
+    """Seed of all randomness."""
+    num_threads: int = 2
+    """torch CPU threads per process."""
+
+    def validate(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.ckpt_every < 1 or self.keep_checkpoints < 1:
+            raise ValueError("steps, batch_size, ckpt_every and keep_checkpoints must be >= 1")
+        if self.lr <= 0:
+            raise ValueError("lr must be > 0")
+
+
+@dataclass
+class TokenizerRecipe(Config):
+    """A training recipe (YAML): model, loss, data and schedule."""
+
+    model: MotionTokenizerConfig = field(default_factory=MotionTokenizerConfig)
+    loss: MotionLossConfig = field(default_factory=MotionLossConfig)
+    data: MotionDataConfig = field(default_factory=MotionDataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    face_model: str | None = None
+    """ARKit mesh folder (arkit52) or converted FLAME .npz (flame58) for the vertex terms; relative paths are taken
+    from the recipe's folder. None: vertex terms off."""
+
+    def validate(self) -> None:
+        if self.data.window % self.model.group:
+            raise ValueError(f"data.window {self.data.window} must be a multiple of model.group {self.model.group}")
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate of optimizer step ``step`` (0-based): linear warm-up, then cosine to ``lr * min_lr_ratio``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+# --- checkpoints --------------------------------------------------------------------------------------------------
+def _write_bytes(path: Path, data: bytes) -> None:
+    with atomic_write(path, "wb") as f:
+        f.write(data)
+
+
+def save_checkpoint(
+    out: Path, step: int, model: MotionTokenizer, opt: torch.optim.Optimizer, recipe: TokenizerRecipe, extra: dict
+) -> Path:
+    """Write ``out/checkpoints/step-N`` (temp folder + rename) and point ``out/latest.json`` at it."""
+    ck_root = out / "checkpoints"
+    ck_root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-step-", dir=ck_root))
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    _write_bytes(tmp / "model.safetensors", st_save(state))
+    model.cfg.to_file(tmp / "config.json")
+    recipe.to_file(tmp / "recipe.json")
+    osd = opt.state_dict()
+    tensors = {}
+    for idx, st in osd["state"].items():
+        for k, v in st.items():
+            tensors[f"{idx}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
+    _write_bytes(tmp / "optimizer.safetensors", st_save(tensors))
+    atomic_write_json(tmp / "trainer_state.json", {"step": step, "param_groups": osd["param_groups"], **extra})
+    final = ck_root / f"step-{step:08d}"
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    atomic_write_json(out / "latest.json", {"step": step, "path": str(final.relative_to(out))})
+    for old in sorted(ck_root.glob("step-*"))[: -recipe.train.keep_checkpoints]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint folder: ``path`` itself when it holds ``model.safetensors``, else the one its ``latest.json`` names."""
+    path = Path(path)
+    if (path / "model.safetensors").is_file():
+        return path
+    latest = path / "latest.json"
+    if latest.is_file():
+        try:
+            ck = path / json.loads(latest.read_text())["path"]
+        except (ValueError, KeyError) as e:
+            raise InputError(f"malformed latest.json: {e}", latest) from None
+        if (ck / "model.safetensors").is_file():
+            return ck
+        raise InputError("latest.json names a checkpoint that does not exist", latest)
+    raise InputError("not a tokenizer checkpoint (no model.safetensors, no latest.json)", path)
+
+
+def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> MotionTokenizer:
+    """The tokenizer of a checkpoint folder (or a training output folder), in eval mode."""
+    ck = resolve_checkpoint(path)
+    cfg = MotionTokenizerConfig.from_file(ck / "config.json")
+    model = MotionTokenizer(cfg)
+    model.load_state_dict(st_load((ck / "model.safetensors").read_bytes()))
+    return model.to(device).eval()
+
+
+def _load_optimizer(ck: Path, opt: torch.optim.Optimizer) -> None:
+    tensors = st_load((ck / "optimizer.safetensors").read_bytes())
+    meta = json.loads((ck / "trainer_state.json").read_text())
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, v in tensors.items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+# --- training -----------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def validate_mae(model: MotionTokenizer, windows: np.ndarray, device: torch.device) -> tuple[float, np.ndarray]:
+    """Mean absolute error over validation windows ``[N, T, D]``: (mean, per-curve ``[D]``)."""
+    was = model.training
+    model.eval()
+    x = torch.as_tensor(windows, device=device)
+    err = torch.zeros(x.shape[-1], device=device)
+    for i in range(0, len(x), 64):
+        b = x[i : i + 64]
+        err += (model.decode(model.encode(b)) - b).abs().sum((0, 1))
+    model.train(was)
+    per = (err / (x.shape[0] * x.shape[1])).cpu().numpy()
+    return float(per.mean()), per
+
+
+def train(
+    recipe: TokenizerRecipe,
+    data: list[str],
+    out: Path,
+    *,
+    device: str = "auto",
+    recipe_dir: Path | None = None,
+    step_delay: float = 0.0,
+    progress: bool = True,
+) -> dict:
+    """Run (or resume) training; returns the final metrics (also in ``out/metrics.json``)."""
+    info = ddp.setup(device)
+    tc = recipe.train
+    torch.set_num_threads(tc.num_threads)
+    mc = recipe.model
+    train_ds = MotionDataset.from_files(data, mc.layout, mc.fps, recipe.data, "train")
+    val_windows = None
+    if recipe.data.holdout > 0:
+        try:
+            val_windows = MotionDataset.from_files(data, mc.layout, mc.fps, recipe.data, "val").windows()
+        except InputError:
+            val_windows = None  # held-out tails shorter than one window
+    torch.manual_seed(tc.seed)
+    model = MotionTokenizer(mc)
+    model.set_normalization(*map(torch.as_tensor, train_ds.stats()))
+    model.to(info.device).train()
+    vertex_fn = regions = None
+    if recipe.face_model and recipe.loss.vertex_terms:
+        fm = Path(recipe.face_model)
+        if not fm.is_absolute() and recipe_dir is not None:
+            fm = (recipe_dir / fm).resolve()
+        vertex_fn, regions = build_face_model(mc.layout, fm)
+    loss_fn = MotionLoss(recipe.loss, vertex_fn, regions).to(info.device)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    start = 0
+    if (out / "latest.json").is_file():
+        ck = resolve_checkpoint(out)
+        model.load_state_dict(st_load((ck / "model.safetensors").read_bytes()))
+        _load_optimizer(ck, opt)
+        start = int(json.loads((ck / "trainer_state.json").read_text())["step"])
+        if info.is_main:
+            print(f"resuming from {ck} (step {start})", file=sys.stderr)
+    elif info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    net: torch.nn.Module = model
+    if info.distributed:
+        # Codebook buffers are kept identical by the quantizer's own all-reduce/broadcast, so no buffer broadcast.
+        net = torch.nn.parallel.DistributedDataParallel(model, broadcast_buffers=False)
+    bar = tqdm(
+        total=tc.steps, initial=start, disable=not (progress and info.is_main), desc="tokenizer", dynamic_ncols=True
+    )
+    metrics: dict = {}
+    t0 = time.time()
+    for step in range(start, tc.steps):
+        torch.manual_seed(tc.seed * 1_000_003 + step * 101 + info.rank)
+        rng = np.random.default_rng([tc.seed, step, info.rank])
+        batch = torch.as_tensor(train_ds.sample(tc.batch_size, rng), device=info.device)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, tc)
+        res = net(batch)
+        terms = loss_fn(res.recon, batch, res.quant.commit_loss)
+        opt.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        if tc.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        opt.step()
+        done = step + 1
+        if info.is_main:
+            bar.update(1)
+            bar.set_postfix(
+                loss=f"{terms['total'].item():.4f}",
+                mae=f"{(res.recon - batch).abs().mean().item():.4f}",
+                usage=f"{res.quant.usage.mean().item():.2f}",
+                ppl=f"{res.quant.perplexity.mean().item():.0f}",
+            )
+        if val_windows is not None and tc.eval_every and done % tc.eval_every == 0 and done < tc.steps:
+            if info.is_main:
+                metrics["val_mae"], _ = validate_mae(model, val_windows, info.device)
+                bar.write(f"step {done}: val MAE {metrics['val_mae']:.4f}")
+        if done % tc.ckpt_every == 0 or done == tc.steps:
+            if done == tc.steps:
+                metrics.update(_final_metrics(model, val_windows, info.device, terms, res))
+                metrics["train_seconds"] = time.time() - t0
+            if info.is_main:
+                save_checkpoint(out, done, model, opt, recipe, {"metrics": metrics, "world_size": info.world})
+            ddp.barrier(info)
+        if step_delay:
+            time.sleep(step_delay)
+    bar.close()
+    if start >= tc.steps and info.is_main:
+        print(f"already trained to step {start}", file=sys.stderr)
+    if info.is_main and metrics:
+        atomic_write_json(out / "metrics.json", metrics)
+        if "val_mae" in metrics:
+            print(f"validation (held-out tail) MAE {metrics['val_mae']:.4f}, worst curve {metrics['val_worst_curve']}"
+                  f" {metrics['val_worst_mae']:.4f}")  # fmt: skip
+    ddp.cleanup(info)
+    return metrics
+
+
+def _final_metrics(model, val_windows, device, terms, res) -> dict:
+    from a2llm_rt.face.layouts import get_layout
+
+    m = {"train_loss": float(terms["total"].item()), "train_usage": res.quant.usage.tolist()}
+    if val_windows is not None:
+        mae, per = validate_mae(model, val_windows, device)
+        names = get_layout(model.cfg.layout).names
+        worst = int(per.argmax())
+        m.update(val_mae=mae, val_worst_curve=names[worst], val_worst_mae=float(per[worst]))
+    return m
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training.train_tokenizer", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", required=True, help="recipe YAML (training/recipes/*.yaml)")
+    p.add_argument("--data", nargs="+", required=True, help="clip files (.npz, .csv, .json) or folders of them")
+    p.add_argument("--out", required=True, help="output folder (checkpoints; rerun to resume)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--steps", type=int, default=None, help="override the recipe's train.steps")
+    p.add_argument("--threads", type=int, default=None, help="override the recipe's train.num_threads")
+    p.add_argument("--face-model", default=None, help="ARKit mesh folder / FLAME .npz for the vertex loss terms")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--step-delay", type=float, default=0.0, help=argparse.SUPPRESS)  # tests of kill/resume
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        recipe = TokenizerRecipe.from_file(args.config)
+        if args.steps is not None or args.threads is not None or args.face_model is not None:
+            d = recipe.to_dict()
+            if args.face_model is not None:
+                d["face_model"] = str(Path(args.face_model).resolve())
+            if args.steps is not None:
+                d["train"]["steps"] = args.steps
+            if args.threads is not None:
+                d["train"]["num_threads"] = args.threads
+            recipe = TokenizerRecipe.from_dict(d, source=args.config)
+        train(
+            recipe,
+            args.data,
+            Path(args.out),
+            device=args.device,
+            recipe_dir=Path(args.config).resolve().parent,
+            step_delay=args.step_delay,
+            progress=not args.no_progress,
+        )
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
