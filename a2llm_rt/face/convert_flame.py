@@ -8,7 +8,8 @@ Usage::
 The official ``generic_model.pkl`` (FLAME 2020/2023) was written by Python 2 and holds ``chumpy.ch.Ch`` objects and a
 scipy sparse ``J_regressor``. It is read once, here, by :class:`RestrictedUnpickler`: its ``find_class`` resolves only
 an allow-list of globals (numpy's array/dtype reconstruction, ``set``, and inert stand-ins for ``chumpy.ch.Ch`` and
-scipy's ``csc_matrix`` / ``csr_matrix`` that just keep their pickled state). Any other global (``os.system``,
+scipy's ``csc_matrix`` / ``csr_matrix`` that just keep their pickled state; numpy's protocol-5 ``_frombuffer`` and a
+latin-1-only ``_codecs.encode`` for files re-saved by Python 3). Any other global (``os.system``,
 ``builtins.eval``, ...) raises :class:`~a2llm_rt.errors.InputError` naming it, before it could be called. Neither
 chumpy nor scipy code runs while unpickling.
 
@@ -139,6 +140,16 @@ def _frombuffer(buf: Any, dtype: Any, shape: Any, order: str) -> np.ndarray:
 
 for _mod in ("numpy.core.numeric", "numpy._core.numeric"):
     ALLOWED_GLOBALS[(_mod, "_frombuffer")] = _frombuffer
+
+
+def _latin1_encode(text: Any, encoding: Any = "latin1") -> bytes:
+    """``_codecs.encode`` as Python 3 writes ``bytes`` at protocol 2, restricted to latin-1 (no other codec)."""
+    if not isinstance(text, str) or str(encoding).lower().replace("_", "-") not in ("latin1", "latin-1", "iso-8859-1"):
+        raise pickle.UnpicklingError(f"_codecs.encode with {type(text).__name__} / {encoding!r}: refused")
+    return text.encode("latin1")
+
+
+ALLOWED_GLOBALS[("_codecs", "encode")] = _latin1_encode
 
 
 class RestrictedUnpickler(pickle.Unpickler):

@@ -60,7 +60,8 @@ def _read_clip_npz(path: Path, allowed: tuple[str, ...]) -> tuple[np.ndarray, fl
     bad = ~np.isfinite(values)
     if bad.any():
         t, d = np.argwhere(bad)[0]
-        raise InputError(f"non-finite value in frame {t}, curve {layout.names[d]!r} ({int(bad.sum())} bad values)", path)
+        count = int(bad.sum())
+        raise InputError(f"non-finite value in frame {t}, curve {layout.names[d]!r} ({count} bad values)", path)
     if not (np.isfinite(fps) and fps > 0):
         raise InputError(f"fps must be positive, got {fps}", path)
     return values, fps
@@ -180,7 +181,7 @@ def fit_arkit_map(
         "method": method,
         "alpha": alpha,
         "fit_rmse": float(np.sqrt(np.mean((pred - y) ** 2))),
-        "fit_rmse_per_curve": {c: round(float(r), 6) for c, r in zip(curves, rmse_per_curve)},
+        "fit_rmse_per_curve": {c: round(float(r), 6) for c, r in zip(curves, rmse_per_curve, strict=True)},
     }
     return ArkitMap(weight.astype(np.float32), bias.astype(np.float32), tuple(curves), provenance)
 

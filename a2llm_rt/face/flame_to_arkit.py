@@ -141,7 +141,7 @@ def ypr_to_matrix(ypr: np.ndarray) -> np.ndarray:
 
 
 def flame_global_to_head(global_pose: np.ndarray) -> np.ndarray:
-    """FLAME global pose axis-angle ``[..., 3]`` -> Live Link ``(HeadYaw, HeadPitch, HeadRoll)`` ``[..., 3]`` radians."""
+    """FLAME global pose axis-angle ``[..., 3]`` -> Live Link (HeadYaw, HeadPitch, HeadRoll) ``[..., 3]``, radians."""
     a, b, c = np.moveaxis(matrix_to_ypr(axis_angle_to_matrix(global_pose)), -1, 0)
     return np.stack([-a, -b, c], axis=-1)
 
@@ -179,7 +179,8 @@ class ArkitMap:
     def validate(self, path: str | Path | None = None) -> None:
         k = len(self.curves)
         if self.weight.shape != (FLAME_N_EXPRESSION, k):
-            raise InputError(f"ArkitMap weight must have shape [{FLAME_N_EXPRESSION}, {k}], got {self.weight.shape}", path)
+            want = f"[{FLAME_N_EXPRESSION}, {k}]"
+            raise InputError(f"ArkitMap weight must have shape {want}, got {list(self.weight.shape)}", path)
         if self.bias.shape != (k,):
             raise InputError(f"ArkitMap bias must have shape [{k}], got {self.bias.shape}", path)
         unknown = [c for c in self.curves if c not in ARKIT_INDEX]
@@ -267,9 +268,7 @@ def _flame_to_arkit_np(x: np.ndarray, arkit_map: ArkitMap | None) -> np.ndarray:
     return out
 
 
-def flame_to_arkit(
-    frames: np.ndarray | torch.Tensor, arkit_map: ArkitMap | None = None
-) -> np.ndarray | torch.Tensor:
+def flame_to_arkit(frames: np.ndarray | torch.Tensor, arkit_map: ArkitMap | None = None) -> np.ndarray | torch.Tensor:
     """FLAME58 frames ``[..., 58]`` -> ARKIT52 weights ``[..., 52]`` in [0, 1] (numpy float32, or torch like input).
 
     Jaw and eyelid curves are analytic; the others come from ``arkit_map`` (0 without one).

@@ -110,7 +110,7 @@ def plot_curves(
     if start is not None and end is not None and end <= start:
         raise InputError(f"--end ({end}) must be after --start ({start})")
     index = [[resolve_curve(c, name) for c in clips] for name in curves]  # [curve][clip]
-    for name, idx in zip(curves, index):
+    for name, idx in zip(curves, index, strict=True):
         if all(i is None for i in idx):
             raise InputError(f"no clip has the curve {name!r} (layouts: {sorted({c.layout for c in clips})})")
     windows = [_window(c, start, end) for c in clips]
@@ -119,10 +119,10 @@ def plot_curves(
 
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     fig, axes = plt.subplots(len(curves), 1, figsize=(11, 1.2 + 1.9 * len(curves)), sharex=True, squeeze=False)
-    for row, (name, idx) in enumerate(zip(curves, index)):
+    for row, (name, idx) in enumerate(zip(curves, index, strict=True)):
         ax = axes[row, 0]
         lo, hi = np.inf, -np.inf
-        for k, ((t, v), i) in enumerate(zip(windows, idx)):
+        for k, ((t, v), i) in enumerate(zip(windows, idx, strict=True)):
             if i is None or len(t) == 0:
                 continue
             y = v[:, i]

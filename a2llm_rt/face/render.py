@@ -147,9 +147,7 @@ def clip_weights(clip: MotionClip, frames: Sequence[int], arkit_map: ArkitMap | 
     return np.clip(values[:, :ARKIT52_DIM], 0.0, 1.0)
 
 
-def render_frames(
-    mesh: ArkitMesh, weights: np.ndarray, width: int = 300, height: int = 400
-) -> list[np.ndarray]:
+def render_frames(mesh: ArkitMesh, weights: np.ndarray, width: int = 300, height: int = 400) -> list[np.ndarray]:
     """Render ARKIT52 ``weights [N, 52]`` on ``mesh``, framed by its neutral pose: N images ``[H, W, 3]`` uint8."""
     center, scale = framing(mesh.neutral, width, height)
     verts = mesh.vertices(np.asarray(weights, dtype=np.float32))  # [N, V, 3]
@@ -166,7 +164,10 @@ def contact_sheet(
     cols = min(n, columns)
     rows = -(-n // cols)
     h, w = images[0].shape[:2]
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * w / 110, rows * h / 110 + 0.6), squeeze=False)
+    extra = 0.25 * max(c.count("\n") + 1 for c in captions) + (0.4 if title else 0.0)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(cols * w / 110, rows * (h / 110 + extra)), squeeze=False, layout="constrained"
+    )
     fig.patch.set_facecolor("white")
     for k, ax in enumerate(axes.flat):
         ax.axis("off")
@@ -175,7 +176,6 @@ def contact_sheet(
             ax.set_title(captions[k], fontsize=9)
     if title:
         fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
     out = Path(out)
     with atomic_write(out, "wb") as fobj:
         fig.savefig(fobj, format="png", dpi=110)

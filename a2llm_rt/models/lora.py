@@ -83,9 +83,15 @@ def apply_lora(model: nn.Module, settings: LoraSettings | None = None):
     from peft import get_peft_model
 
     settings = settings or LoraSettings()
-    peft_model = get_peft_model(model, settings.to_peft(), adapter_name=settings.adapter_name)
+    where = f"{settings.target_modules} (prefix {settings.module_prefix!r})"
+    try:
+        peft_model = get_peft_model(model, settings.to_peft(), adapter_name=settings.adapter_name)
+    except ValueError as e:
+        if "not found" in str(e):
+            raise ValueError(f"no module matched the LoRA targets {where}") from e
+        raise
     if not lora_parameters(peft_model):
-        raise ValueError(f"no module matched the LoRA targets {settings.target_modules} (prefix {settings.module_prefix})")
+        raise ValueError(f"no module matched the LoRA targets {where}")
     return peft_model
 
 

@@ -53,9 +53,18 @@ class TextTokenizer:
         return self._vocab.get(token)
 
     def save(self, directory: str | Path) -> None:
-        """Write the tokenizer files into ``directory`` (``tokenizer.json``, ``tokenizer_config.json``...)."""
-        Path(directory).mkdir(parents=True, exist_ok=True)
-        self.hf.save_pretrained(str(directory))
+        """Write the tokenizer files into ``directory`` (``tokenizer.json``, ``tokenizer_config.json``...), each
+        file atomically."""
+        import tempfile
+
+        from a2llm_rt.utils.fileio import atomic_write
+
+        with tempfile.TemporaryDirectory() as tmp:
+            self.hf.save_pretrained(tmp)
+            for f in sorted(Path(tmp).iterdir()):
+                if f.is_file():
+                    with atomic_write(Path(directory) / f.name, "wb") as out:
+                        out.write(f.read_bytes())
 
 
 def load_tokenizer(directory: str | Path) -> TextTokenizer:

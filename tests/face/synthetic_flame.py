@@ -125,6 +125,15 @@ class _GlobalRef:
         raise RuntimeError("placeholder")
 
 
+_RECONSTRUCTOR_STYLE = False  # set while writing: copy_reg._reconstructor (protocol 0/1 style) instead of NEWOBJ
+
+
+def _reduce(obj: Any, state: dict[str, Any]) -> Any:
+    if _RECONSTRUCTOR_STYLE:
+        return (_GlobalRef("copy_reg", "_reconstructor"), (type(obj), _GlobalRef("__builtin__", "object"), None), state)
+    return (copyreg.__newobj__, (type(obj),), state)
+
+
 class _Ch:
     """Pickles as ``chumpy.ch.Ch`` with chumpy's ``__getstate__`` layout (``__dict__`` minus _parents/_cache)."""
 
@@ -140,7 +149,7 @@ class _Ch:
             "_make_dense": False,
             "_make_sparse": False,
         }
-        return (copyreg.__newobj__, (type(self),), state)
+        return _reduce(self, state)
 
 
 class _Csc:
@@ -160,7 +169,7 @@ class _Csc:
         }
 
     def __reduce_ex__(self, protocol: int) -> Any:
-        return (copyreg.__newobj__, (type(self),), self.state)
+        return _reduce(self, self.state)
 
 
 class _Call:
@@ -235,14 +244,17 @@ def write_synthetic_flame_pickle(
     num_vertices: int = NUM_VERTICES,
     with_chumpy: bool = True,
     forbidden_global: bool | tuple[str, str, Any] = False,
+    reconstructor_style: bool = False,
 ) -> dict[str, Any]:
     """Write a FLAME-format ``generic_model.pkl`` lookalike to ``path``; returns the plain arrays it holds.
 
     ``with_chumpy`` wraps ``v_template``, ``shapedirs`` and ``weights`` as ``chumpy.ch.Ch`` (as the official file
     does); ``J_regressor`` is always a scipy ``csc_matrix``. ``forbidden_global=(module, name, arg)`` (or ``True``
     for ``("posix", "system", "true")``) puts a call ``module.name(arg)`` first in the dict, as a malicious file
-    would.
+    would. ``reconstructor_style`` builds the Ch / csc objects with ``copy_reg._reconstructor(cls, object, None)``
+    as protocols 0/1 do, instead of protocol 2's ``NEWOBJ``.
     """
+    global _RECONSTRUCTOR_STYLE
     d = synthetic_flame_dict(seed, num_vertices)
     out: dict[str, Any] = {}
     if forbidden_global:
@@ -255,7 +267,11 @@ def write_synthetic_flame_pickle(
             out[k] = _Ch(v)
         elif k not in out:
             out[k] = v
-    _dump_py2(out, path)
+    _RECONSTRUCTOR_STYLE = reconstructor_style
+    try:
+        _dump_py2(out, path)
+    finally:
+        _RECONSTRUCTOR_STYLE = False
     return d
 
 

@@ -60,9 +60,11 @@ def _frames(*lead: int, scale: float = 0.1, seed: int = 0) -> torch.Tensor:
 
 
 # --- converter -------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("with_chumpy", [True, False])
-def test_converter_round_trip(tmp_path, with_chumpy):
-    src = write_synthetic_flame_pickle(tmp_path / "generic_model.pkl", seed=3, with_chumpy=with_chumpy)
+@pytest.mark.parametrize("with_chumpy,reconstructor_style", [(True, False), (False, False), (True, True)])
+def test_converter_round_trip(tmp_path, with_chumpy, reconstructor_style):
+    pkl = tmp_path / "generic_model.pkl"
+    src = write_synthetic_flame_pickle(pkl, seed=3, with_chumpy=with_chumpy, reconstructor_style=reconstructor_style)
+    assert (b"ccopy_reg\n_reconstructor\n" in pkl.read_bytes()) == reconstructor_style
     masks = write_synthetic_masks_pickle(tmp_path / "FLAME_masks.pkl", seed=3)
     lids = write_synthetic_eyelids(tmp_path, seed=3)
     out = tmp_path / "flame.npz"
@@ -130,6 +132,20 @@ def test_forbidden_pickle_would_run_with_plain_pickle(tmp_path):
     with pytest.raises(Exception), open(pkl, "rb") as f:  # noqa: B017 - fails later on the chumpy import
         pickle.load(f, encoding="latin1")
     assert marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_python3_resaved_pickles_load(tmp_path, protocol):
+    """A model re-saved by Python 3 / numpy 2 (plain arrays, any protocol) converts too."""
+    src = synthetic_masks(0)
+    (tmp_path / "m.pkl").write_bytes(pickle.dumps(src, protocol=protocol))
+    out = load_pickle(tmp_path / "m.pkl")
+    assert out.keys() == src.keys() and all(np.array_equal(out[k], src[k]) for k in src)
+    # _codecs.encode is allowed for latin-1 only
+    evil = b"\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00aX\x05\x00\x00\x00rot13\x86R."
+    (tmp_path / "codec.pkl").write_bytes(evil)
+    with pytest.raises(InputError, match="codec.pkl"):
+        load_pickle(tmp_path / "codec.pkl")
 
 
 def test_truncated_and_garbage_pickles(tmp_path):
@@ -234,7 +250,8 @@ def test_jaw_rotation_opens_the_mouth(model):
     r = model.regions
     opening = (v[:, r.mouth_upper] - v[:, r.mouth_lower]).norm(dim=-1).mean(-1) * r.unit_to_mm  # [5] mm
     assert (opening.diff() > 2.0).all(), opening
-    torch.testing.assert_close(v[:, r.mouth_upper], v[:1, r.mouth_upper].expand(5, -1, -1))  # upper lip stays
+    upper_motion = (v[:, r.mouth_upper] - v[:1, r.mouth_upper]).norm(dim=-1).max() * r.unit_to_mm
+    assert upper_motion < 0.5  # the upper lip stays (only pose correctives move it)
 
 
 def test_batch_equivalence(model64):
@@ -284,7 +301,7 @@ def test_global_rotation_is_rigid_about_root(model64):
     root = model64.joints(f[FLAME_EXPRESSION])[0]  # [3]
     torch.testing.assert_close(v1, (v0 - root) @ rodrigues(rv).T + root, atol=1e-12, rtol=0)
     idx = torch.randperm(5023, generator=torch.Generator().manual_seed(0))[:200]
-    torch.testing.assert_close(torch.cdist(v0[idx], v0[idx]), torch.cdist(v1[idx], v1[idx]), atol=1e-12, rtol=0)
+    torch.testing.assert_close(torch.cdist(v0[idx], v0[idx]), torch.cdist(v1[idx], v1[idx]), atol=1e-8, rtol=0)
 
 
 def test_shape_coefficients(npz_path):
@@ -301,6 +318,12 @@ def test_gradients_reach_parameters(model):
     f = _frames(2, scale=0.05).float().requires_grad_()
     model(f).square().sum().backward()
     assert torch.isfinite(f.grad).all() and (f.grad[:, :56].abs().sum(0) > 0).all()
+
+
+def test_device_follows_buffers(npz_path):
+    """On the meta device any stray CPU tensor inside forward would raise; the output lands on the buffers' device."""
+    m = FlameModel.from_npz(npz_path).to("meta")
+    assert m(torch.zeros(2, 58)).device.type == "meta"
 
 
 @pytest.mark.gpu

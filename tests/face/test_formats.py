@@ -363,3 +363,27 @@ def test_convert_cli_bad_input(tmp_path, capsys):
     save_clip(clip, tmp_path / "f.npz")
     assert convert_main([str(tmp_path / "f.npz"), str(tmp_path / "f.csv")]) == 2
     assert "flame_to_arkit" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".json", ".npz", ".gesichter"])
+def test_truncated_or_corrupted_files_raise_only_input_error(tmp_path, suffix):
+    """Every prefix length (sampled) and random byte flips: the reader loads or raises InputError, nothing else."""
+    rng = np.random.default_rng(0)
+    save_clip(rand_clip("livelink61", frames=12), tmp_path / f"a{suffix}")
+    data = (tmp_path / f"a{suffix}").read_bytes()
+    bad = tmp_path / f"bad{suffix}"
+    cases = [data[:n] for n in np.linspace(0, len(data) - 1, 60).astype(int)]
+    for _ in range(60):
+        b = bytearray(data)
+        for i in rng.integers(0, len(b), size=3):
+            b[i] = rng.integers(0, 256)
+        cases.append(bytes(b))
+    failures = 0
+    for case in cases:
+        bad.write_bytes(case)
+        try:
+            load_clip(bad)
+        except InputError as e:
+            assert str(bad) in str(e)
+            failures += 1
+    assert failures >= 60  # at least every truncation of a binary format / a good share of the text ones

@@ -86,14 +86,17 @@ def read_a2f_json(path: str | Path, fps: float | None = None) -> MotionClip:
         if not all(_is_number(x) for x in row):
             bad = next(x for x in row if not _is_number(x))
             raise InputError(f"frame {t}: weightMat holds {bad!r}, not a number", path)
-    cells = np.array(mat, dtype=np.float64)
+    try:
+        cells = np.array(mat, dtype=np.float64)
+    except OverflowError:  # an integer too large for a float
+        raise InputError("weightMat holds a number too large for a float", path) from None
     bad = ~np.isfinite(cells) | (np.abs(cells) > np.finfo(np.float32).max)
     if bad.any():
         t, d = np.argwhere(bad)[0]
         raise InputError(f"frame {t}: curve {names[d]} is {cells[t, d]} (not a finite float32)", path)
     if "exportFps" in doc:
         rate = doc["exportFps"]
-        if not _is_number(rate) or not np.isfinite(rate) or rate <= 0:
+        if not _is_number(rate) or not 0 < rate < 1e6:
             raise InputError(f"exportFps must be a positive number, got {rate!r}", path)
     elif fps is not None:
         rate = fps

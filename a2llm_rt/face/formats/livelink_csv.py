@@ -94,7 +94,12 @@ def read_livelink_csv(path: str | Path, fps: float | None = None) -> MotionClip:
         raise InputError("file not found", path) from None
     except UnicodeDecodeError as e:
         raise InputError(f"not UTF-8 text (byte {e.start})", path) from None
-    rows = [(i + 1, r) for i, r in enumerate(csv.reader(io.StringIO(text, newline=""))) if r and any(c for c in r)]
+    rows: list[tuple[int, list[str]]] = []  # (line number, cells), blank lines skipped
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        rows.extend((reader.line_num, r) for r in reader if any(r))
+    except csv.Error as e:
+        raise InputError(f"not a CSV file ({e})", path) from None
     if not rows:
         raise InputError("empty file (no CSV header)", path)
     header_line, header = rows[0]

@@ -1,0 +1,197 @@
+"""Vocoder interface (audio codes -> PCM, streaming with look-ahead) and the built-in *test* vocoder.
+
+Audio codes arrive at 25 Hz; each code stands for ``samples_per_code`` = 960 samples of 24 kHz mono float32 PCM, so
+code k covers output samples ``[k*960, (k+1)*960)`` (the motion frames use the same clock).
+
+Streaming contract (one state per stream; a Session owns one)::
+
+    state = vocoder.init_state()
+    pcm, state = vocoder.push(codes_a, state)              # may return fewer samples than codes_a cover
+    pcm, state = vocoder.push(codes_b, state)              # ... the rest comes with later pushes
+    pcm, state = vocoder.push([], state, final=True)       # flush: all audio of all codes is out
+    # concatenated pushes == vocoder.synthesize(codes_a + codes_b)
+
+- ``lookahead_codes``: how many codes after a code the vocoder needs before it can emit that code's audio;
+- ``chunk_codes``: the granularity at which it emits (1: every code; token2wav: 25);
+- ``state.codes_in`` / ``state.samples_out`` count what went in and came out (sample offsets for AudioChunk events);
+- ``push`` may reuse or change the state passed in: always continue with the returned one.
+
+:class:`ToneVocoder` is a **test vocoder**: it does not speak. It turns each code into a harmonic tone with a
+vowel-like spectral envelope, so tiny random models produce audible, code-dependent sound and the whole pipeline can
+run without Step-Audio-2's token2wav (see :mod:`a2llm_rt.engine.token2wav` for the real one).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from a2llm_rt.errors import InputError
+
+SAMPLE_RATE = 24_000
+CODE_RATE = 25
+SAMPLES_PER_CODE = SAMPLE_RATE // CODE_RATE  # 960
+
+Codes = Sequence[int] | np.ndarray | torch.Tensor
+
+
+@dataclasses.dataclass
+class VocoderState:
+    """Per-stream vocoder state. Subclasses add their own fields."""
+
+    codes_in: int = 0
+    """Codes pushed so far."""
+    samples_out: int = 0
+    """PCM samples returned so far (the sample offset of the next returned chunk)."""
+    finished: bool = False
+    """True after a ``final`` push; a finished stream accepts no more codes."""
+
+
+class Vocoder(ABC):
+    """Audio codes -> 24 kHz float32 PCM, whole-sequence or streaming. Weights shared, state per stream."""
+
+    sample_rate: int = SAMPLE_RATE
+    samples_per_code: int = SAMPLES_PER_CODE
+    lookahead_codes: int = 0
+    chunk_codes: int = 1
+    n_codes: int = 6561
+
+    @abstractmethod
+    def init_state(self) -> VocoderState:
+        """A fresh state for one stream (one turn of one session)."""
+
+    @abstractmethod
+    def push(self, codes: Codes, state: VocoderState, final: bool = False) -> tuple[np.ndarray, VocoderState]:
+        """Feed the next codes ([n] ints, n >= 0); return (newly available PCM float32 [m], new state).
+
+        With ``final=True`` everything still held back is flushed and the stream is finished.
+        """
+
+    def init_states(self, batch_size: int) -> list[VocoderState]:
+        """``batch_size`` independent fresh states."""
+        return [self.init_state() for _ in range(batch_size)]
+
+    def synthesize(self, codes: Codes) -> np.ndarray:
+        """Whole-sequence synthesis: PCM float32 [m] for codes [n] (equals the concatenated streaming output)."""
+        pcm, _ = self.push(codes, self.init_state(), final=True)
+        return pcm
+
+    def check_codes(self, codes: Codes) -> np.ndarray:
+        """Codes as a 1-D int64 array; :class:`InputError` on a wrong shape or an out-of-range code."""
+        if isinstance(codes, torch.Tensor):
+            codes = codes.detach().cpu().numpy()
+        arr = np.asarray(codes)
+        if arr.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+            raise InputError(f"vocoder codes must be a 1-D integer sequence, got shape {arr.shape} {arr.dtype}")
+        if arr.min() < 0 or arr.max() >= self.n_codes:
+            raise InputError(f"vocoder codes must be in [0, {self.n_codes}), got [{arr.min()}, {arr.max()}]")
+        return arr.astype(np.int64)
+
+
+# vowel formants (F1, F2) in Hz: a, e, i, o, u
+_VOWELS = ((730.0, 1090.0), (530.0, 1840.0), (270.0, 2290.0), (570.0, 840.0), (300.0, 870.0))
+
+
+@dataclasses.dataclass
+class ToneState(VocoderState):
+    """State of :class:`ToneVocoder`: the last code's tone, the oscillator phase and the held-back tail."""
+
+    prev_code: int = -1
+    """Code of the last synthesised segment (-1: none yet, the first segment fades in from silence)."""
+    phase: float = 0.0
+    """Fundamental's phase in radians at the end of the last segment (kept in [0, 2 pi))."""
+    pending: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, dtype=np.float64))
+    """Synthesised samples (float64) not yet returned: the last ``crossfade`` ones, faded out on the final push."""
+
+
+class ToneVocoder(Vocoder):
+    """TEST VOCODER (not speech): each code becomes 40 ms of a harmonic tone, so tiny models make audible sound.
+
+    Code ``c`` maps to a fundamental ``f0 = 100 Hz * 2**((c % 14) / 12)``, a vowel-like formant envelope
+    (``(c // 14) % 5`` picks a, e, i, o or u) over up to 24 harmonics, and a loudness ``(c // 70) % 3``.
+    The oscillator phase runs on across codes and chunks (no clicks); at the start of each code the pitch and
+    the harmonic amplitudes glide linearly from the previous code's over ``crossfade`` samples; the very first
+    code fades in from silence and the final one fades out. Output is exactly ``960 * n`` samples for ``n`` codes,
+    and any chunking of the codes gives bit-identical audio to :meth:`synthesize` (each code's segment is computed
+    on its own from the carried state, and the last ``crossfade`` samples are held back until the next push so
+    the final fade-out can be applied).
+    """
+
+    lookahead_codes = 0
+    chunk_codes = 1
+
+    def __init__(self, n_codes: int = 6561, amplitude: float = 0.25, crossfade: int = 240, n_harmonics: int = 24):
+        if not 0 < crossfade <= SAMPLES_PER_CODE:
+            raise ValueError(f"crossfade must be in (0, {SAMPLES_PER_CODE}], got {crossfade}")
+        self.n_codes = n_codes
+        self.amplitude = amplitude
+        self.crossfade = crossfade
+        self.n_harmonics = n_harmonics
+        n = SAMPLES_PER_CODE
+        self._ramp = np.minimum(np.arange(1, n + 1, dtype=np.float64) / crossfade, 1.0)  # [960] 0..1 then 1
+        self._fade_out = np.linspace(1.0, 0.0, crossfade, dtype=np.float64)
+        self._h = np.arange(1, n_harmonics + 1, dtype=np.float64)[:, None]  # [H, 1]
+
+    def tone(self, code: int) -> tuple[float, np.ndarray]:
+        """(f0 in Hz, harmonic amplitudes [H]) of one code; the amplitudes sum to the code's loudness."""
+        f0 = 100.0 * 2.0 ** ((code % 14) / 12.0)
+        f1, f2 = _VOWELS[(code // 14) % 5]
+        loud = self.amplitude * (0.6 + 0.2 * ((code // 70) % 3))
+        freqs = self._h[:, 0] * f0
+        env = 1.0 / (1.0 + ((freqs - f1) / 120.0) ** 2) + 0.6 / (1.0 + ((freqs - f2) / 180.0) ** 2) + 0.05 / self._h[:, 0]
+        env[freqs > 0.45 * SAMPLE_RATE] = 0.0
+        return f0, env * (loud / env.sum())
+
+    def init_state(self) -> ToneState:
+        return ToneState()
+
+    def _segment(self, code: int, prev_code: int, phase: float) -> tuple[np.ndarray, float]:
+        """One code's 960 samples (float64) and the phase after them."""
+        f0, w = self.tone(code)
+        if prev_code < 0:
+            f_prev, w_prev = f0, np.zeros_like(w)
+        else:
+            f_prev, w_prev = self.tone(prev_code)
+        r = self._ramp
+        freq = f_prev + (f0 - f_prev) * r  # [960]
+        ph = phase + (2.0 * math.pi / SAMPLE_RATE) * np.cumsum(freq)  # phase after each sample
+        amps = w_prev[:, None] * (1.0 - r) + w[:, None] * r  # [H, 960]
+        seg = (amps * np.sin(self._h * ph)).sum(0)
+        return seg, float(math.fmod(ph[-1], 2.0 * math.pi))
+
+    def push(self, codes: Codes, state: ToneState, final: bool = False) -> tuple[np.ndarray, ToneState]:
+        if state.finished:
+            raise ValueError("this vocoder stream is finished (final=True was pushed); start a new state")
+        arr = self.check_codes(codes)
+        parts = [state.pending]
+        prev, phase = state.prev_code, state.phase
+        for c in arr.tolist():
+            seg, phase = self._segment(c, prev, phase)
+            parts.append(seg)
+            prev = c
+        audio = np.concatenate(parts)
+        if final:
+            k = min(self.crossfade, audio.shape[0])
+            if k and prev >= 0:
+                audio[-k:] *= self._fade_out[self.crossfade - k :]
+            out, pending = audio, audio[:0]
+        else:
+            keep = min(self.crossfade, audio.shape[0])
+            out, pending = audio[: audio.shape[0] - keep], audio[audio.shape[0] - keep :]
+        out = out.astype(np.float32)
+        new = ToneState(
+            codes_in=state.codes_in + arr.shape[0],
+            samples_out=state.samples_out + out.shape[0],
+            finished=final,
+            prev_code=prev,
+            phase=phase,
+            pending=pending.copy(),
+        )
+        return out, new

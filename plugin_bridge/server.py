@@ -1,0 +1,671 @@
+"""The bridge server: a ZeroMQ ROUTER that runs one session per client and streams each turn's events back.
+
+Threads:
+
+- the **main loop** (``run()``) owns the ROUTER socket and every session: it decodes client messages, keeps
+  heartbeats and expiry, and sends. It never blocks on a client: sends are non-blocking (``ROUTER_MANDATORY``), a
+  client whose ZeroMQ pipe is full gets its messages held in its own bounded queue (``max_pending``); past that its
+  turn is cancelled with ``Error(CLIENT_TOO_SLOW)`` + ``TurnEnd(CANCELLED)``, so nothing is ever dropped silently and
+  other clients never wait;
+- **turn workers** (a thread pool, ``max_turn_workers``): each runs ``source.run_turn(...)`` for one turn, encodes
+  the events into protocol messages (stamping ``send_time_us``) and pushes them to the main loop over an inproc
+  PUSH/PULL pipe (one PUSH socket per turn, so a turn's messages stay in order);
+- optionally a :class:`~plugin_bridge.livelink_out.LiveLinkSender` thread pacing Live Link Face UDP packets.
+
+Sequence numbers (header ``seq``) are stamped per session at the moment of sending, so a client always sees
+``0, 1, 2, ...`` with no gap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import struct
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from math import gcd
+from pathlib import Path
+
+import numpy as np
+import zmq
+
+from a2llm_rt.config import Config
+from a2llm_rt.errors import InputError
+from a2llm_rt.face.layouts import get_layout
+from plugin_bridge import event_source as ev
+from plugin_bridge import protocol as P
+from plugin_bridge.livelink_out import LiveLinkSender
+
+log = logging.getLogger("plugin_bridge.server")
+
+SERVER_NAME = "a2llm-bridge/0.1"
+_SID = struct.Struct("<II")  # session id, turn id: the first frame of a worker -> main message
+
+
+@dataclass
+class ServerConfig(Config):
+    """Bridge server settings."""
+
+    bind: str = "tcp://127.0.0.1:5555"
+    """ZeroMQ endpoint; ``tcp://127.0.0.1:*`` picks a free port. Non-loopback endpoints need ``curve_keys``."""
+    curve_keys: str | None = None
+    """Folder with ``server.key_secret`` (``--make-curve-keys`` writes one); a ``clients/`` subfolder of public
+    ``*.key`` files restricts access to those clients, otherwise any client that knows the server key may connect."""
+    heartbeat_s: float = 1.0
+    """Interval of the server's heartbeats (clients should send theirs at the same rate)."""
+    session_timeout_s: float = 10.0
+    """A session with no message from its client for this long is closed (its turn cancelled)."""
+    max_sessions: int = 256
+    max_turn_workers: int = 64
+    """Turns that run at once (threads); further turns wait for a free worker."""
+    max_pending: int = 256
+    """Messages held for one client once its ZeroMQ pipe (``sndhwm``) is full; beyond that its turn is cancelled."""
+    sndhwm: int = 1000
+    max_utterance_s: float = 60.0
+    livelink: str | None = None
+    """``HOST:PORT``: also send the face stream as Live Link Face UDP packets (one subject per session)."""
+
+    def validate(self) -> None:
+        if self.heartbeat_s <= 0 or self.session_timeout_s <= self.heartbeat_s:
+            raise ValueError("need 0 < heartbeat_s < session_timeout_s")
+        for name in ("max_sessions", "max_turn_workers", "max_pending", "sndhwm"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.max_utterance_s <= 0:
+            raise ValueError("max_utterance_s must be > 0")
+
+
+def is_loopback_endpoint(endpoint: str) -> bool:
+    """True for ``ipc://``, ``inproc://`` and ``tcp://`` on 127.0.0.0/8, ``::1`` or ``localhost``."""
+    if endpoint.startswith(("ipc://", "inproc://")):
+        return True
+    if not endpoint.startswith("tcp://"):
+        return False
+    host = endpoint[len("tcp://") :].rsplit(":", 1)[0]
+    if ";" in host:  # tcp://source;host:port: judge the bound host
+        host = host.split(";", 1)[1]
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # "*", an interface name or a DNS name
+
+
+def make_curve_keys(key_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``server.key``/``server.key_secret`` and ``client.key``/``client.key_secret`` (ZeroMQ certificates)."""
+    import zmq.auth
+
+    key_dir = Path(key_dir)
+    key_dir.mkdir(parents=True, exist_ok=True)
+    zmq.auth.create_certificates(key_dir, "server")
+    zmq.auth.create_certificates(key_dir, "client")
+    return key_dir / "server.key", key_dir / "client.key_secret"
+
+
+def load_certificate(path: str | Path) -> tuple[bytes, bytes | None]:
+    """(public, secret or None) from a ZeroMQ certificate file; :class:`InputError` when unreadable."""
+    import zmq.auth
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("CURVE certificate not found", path)
+    try:
+        return zmq.auth.load_certificate(path)
+    except (ValueError, OSError) as e:
+        raise InputError(f"not a ZeroMQ certificate: {e}", path) from None
+
+
+def _to_16k(samples: np.ndarray, rate: int) -> np.ndarray:
+    """``[n]`` float32 at ``rate`` -> ``[m]`` float32 at 16 kHz (polyphase resampling)."""
+    if rate == ev.INPUT_SAMPLE_RATE:
+        return samples.astype(np.float32, copy=False)
+    from scipy.signal import resample_poly
+
+    g = gcd(rate, ev.INPUT_SAMPLE_RATE)
+    return resample_poly(samples, ev.INPUT_SAMPLE_RATE // g, rate // g).astype(np.float32)
+
+
+@dataclass
+class _Turn:
+    turn_id: int
+    cancel: threading.Event
+    started: float
+    sent: dict[str, int] = field(default_factory=lambda: dict.fromkeys(("tb", "td", "as", "ac", "ff"), 0))
+
+
+@dataclass
+class _Session:
+    sid: int
+    identity: bytes
+    layouts: tuple[int, ...]
+    capabilities: int
+    last_rx: float
+    last_hb_tx: float = 0.0
+    peer_time_us: int = 0
+    tx_seq: int = 0
+    pending: deque = field(default_factory=deque)  # (turn_id, [header, payload])
+    turn: _Turn | None = None
+    last_turn_id: int = 0
+    rx_turn_id: int = 0  # turn whose utterance is being received (0 = none)
+    rx_parts: list = field(default_factory=list)
+    rx_rate: int = 0
+    rx_samples: int = 0
+
+
+class BridgeServer:
+    """``BridgeServer(source, ServerConfig(...))``; ``run()`` blocks, ``start()`` runs in a thread, ``stop()`` ends.
+
+    Raises :class:`InputError` for a non-loopback bind without CURVE keys or unreadable keys.
+    """
+
+    def __init__(self, source: ev.TurnSource, config: ServerConfig | None = None):
+        self.source = source
+        self.config = config or ServerConfig()
+        if not is_loopback_endpoint(self.config.bind) and not self.config.curve_keys:
+            raise InputError(
+                f"refusing to bind {self.config.bind} without CURVE encryption: bind 127.0.0.1 or pass --curve-keys DIR"
+                " (make keys with `python -m plugin_bridge.serve --make-curve-keys DIR`)"
+            )
+        self._curve: tuple[bytes, bytes] | None = None
+        self._curve_clients: Path | None = None
+        if self.config.curve_keys:
+            pub, sec = load_certificate(Path(self.config.curve_keys) / "server.key_secret")
+            if sec is None:
+                raise InputError("server.key_secret holds no secret key", Path(self.config.curve_keys))
+            self._curve = (pub, sec)
+            clients = Path(self.config.curve_keys) / "clients"
+            self._curve_clients = clients if clients.is_dir() else None
+        self._livelink: LiveLinkSender | None = None
+        if self.config.livelink:
+            host, _, port = self.config.livelink.rpartition(":")
+            if not host or not port.isdigit():
+                raise InputError(f"--livelink must be HOST:PORT, got {self.config.livelink!r}")
+            self._livelink = LiveLinkSender(host, int(port))
+        self._layouts_avail = self._available_layouts()
+        self._ctx = zmq.Context()
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._sessions: dict[bytes, _Session] = {}
+        self._by_sid: dict[int, _Session] = {}
+        self._next_sid = 1
+        self._pull_ep = f"inproc://bridge-{id(self)}"
+        self.endpoint: str | None = None  # the bound endpoint (with the real port)
+        self._router: zmq.Socket | None = None
+        self._auth = None
+        self._pool = ThreadPoolExecutor(self.config.max_turn_workers, thread_name_prefix="bridge-turn")
+
+    # --- public ------------------------------------------------------------------------------------------------
+    @property
+    def num_sessions(self) -> int:
+        return len(self._sessions)
+
+    @property
+    def public_key(self) -> bytes | None:
+        return self._curve[0] if self._curve else None
+
+    def start(self, timeout_s: float = 10.0) -> BridgeServer:
+        """Run the loop on a background thread; returns once bound."""
+        self._thread = threading.Thread(target=self.run, name="bridge-server", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout_s):
+            raise RuntimeError("bridge server did not start")
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def run(self) -> None:
+        """Bind and serve until :meth:`stop` (or a signal handler calling it)."""
+        try:
+            self._bind()
+        except BaseException as e:
+            self._error = e
+            self._ready.set()
+            self._close_sockets()
+            raise
+        self._ready.set()
+        log.info("bridge server on %s", self.endpoint)
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+
+    # --- setup / teardown --------------------------------------------------------------------------------------
+    def _available_layouts(self) -> set[int]:
+        names = set(self.source.layouts)
+        if names & {"arkit52", "livelink61"}:
+            names |= {"arkit52", "livelink61"}
+        return {get_layout(n).layout_id for n in names}
+
+    def _bind(self) -> None:
+        r = self._ctx.socket(zmq.ROUTER)
+        r.setsockopt(zmq.LINGER, 0)
+        r.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        r.setsockopt(zmq.SNDHWM, self.config.sndhwm)
+        r.setsockopt(zmq.RCVHWM, 10000)
+        r.setsockopt(zmq.MAXMSGSIZE, P.HEADER_SIZE + P.MAX_PAYLOAD + 64)
+        if self._curve is not None:
+            if self._curve_clients is not None:
+                from zmq.auth.thread import ThreadAuthenticator
+
+                self._auth = ThreadAuthenticator(self._ctx)
+                self._auth.start()
+                self._auth.configure_curve(domain="*", location=str(self._curve_clients))
+            r.curve_server = True
+            r.curve_publickey, r.curve_secretkey = self._curve
+        self._router = r
+        try:
+            r.bind(self.config.bind)
+        except zmq.ZMQError as e:
+            raise InputError(f"cannot bind {self.config.bind}: {e}") from None
+        self.endpoint = r.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._pull = self._ctx.socket(zmq.PULL)
+        self._pull.setsockopt(zmq.LINGER, 0)
+        self._pull.setsockopt(zmq.RCVHWM, 0)
+        self._pull.bind(self._pull_ep)
+
+    def _close_sockets(self) -> None:
+        for s in (self._router, getattr(self, "_pull", None)):
+            if s is not None:
+                s.close(0)
+        if self._auth is not None:
+            self._auth.stop()
+
+    def _shutdown(self) -> None:
+        for s in list(self._sessions.values()):
+            self._close_session(s, P.ErrorCode.SHUTTING_DOWN, "server shutting down")
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._livelink is not None:
+            self._livelink.close()
+        self._close_sockets()
+        self._ctx.term()
+        log.info("bridge server stopped")
+
+    # --- main loop -----------------------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._router, zmq.POLLIN)
+        poller.register(self._pull, zmq.POLLIN)
+        next_tick = 0.0
+        while not self._stop.is_set():
+            waiting = any(s.pending for s in self._sessions.values())
+            timeout = 2 if waiting else 50
+            events = dict(poller.poll(timeout))
+            if self._pull in events:
+                for _ in range(1000):
+                    try:
+                        self._from_worker(self._pull.recv_multipart(zmq.NOBLOCK))
+                    except zmq.Again:
+                        break
+            if self._router in events:
+                for _ in range(1000):
+                    try:
+                        frames = self._router.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self._from_client(frames)
+            if waiting:
+                for s in list(self._sessions.values()):
+                    if s.pending:
+                        self._flush(s)
+            now = time.monotonic()
+            if now >= next_tick:
+                next_tick = now + min(0.1, self.config.heartbeat_s / 4)
+                self._tick(now)
+
+    def _tick(self, now: float) -> None:
+        for s in list(self._sessions.values()):
+            if now - s.last_rx > self.config.session_timeout_s:
+                log.info("session %d expired", s.sid)
+                self._close_session(s, P.ErrorCode.SESSION_EXPIRED, "no message from the client: session expired")
+            elif now - s.last_hb_tx >= self.config.heartbeat_s:
+                s.last_hb_tx = now
+                self._send(s, P.Heartbeat(_now_us(), s.peer_time_us, send_time_us=_now_us()))
+
+    # --- sending -------------------------------------------------------------------------------------------------
+    def _send(self, s: _Session, msg: P.Message, turn_id: int = 0) -> None:
+        self._enqueue(s, msg.encode_frames(), turn_id)
+
+    def _enqueue(self, s: _Session, frames: list[bytes], turn_id: int = 0) -> None:
+        s.pending.append((turn_id, frames))
+        self._flush(s)
+        if len(s.pending) > self.config.max_pending and s.sid in self._by_sid:
+            self._too_slow(s)
+
+    def _flush(self, s: _Session) -> None:
+        while s.pending:
+            turn_id, (header, payload) = s.pending[0]
+            header = P.set_header_fields(header, seq=s.tx_seq)
+            try:
+                self._router.send_multipart([s.identity, header, payload], zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            except zmq.ZMQError as e:  # EHOSTUNREACH: the client's connection is gone
+                log.info("session %d: client unreachable (%s)", s.sid, e)
+                s.pending.clear()
+                self._close_session(s, None, "")
+                return
+            s.pending.popleft()
+            s.tx_seq += 1
+
+    def _too_slow(self, s: _Session) -> None:
+        """The client is too far behind: cancel its turn, drop that turn's queued messages, tell it why."""
+        t = s.turn
+        tid = t.turn_id if t is not None else 0
+        log.warning("session %d: client too slow, %d messages pending; cancelling turn %d", s.sid, len(s.pending), tid)
+        s.pending = deque(x for x in s.pending if tid == 0 or x[0] != tid)
+        while len(s.pending) > self.config.max_pending // 2:  # heartbeats/errors only
+            s.pending.popleft()
+        if t is not None:
+            t.cancel.set()
+            s.turn = None
+            s.last_turn_id = tid
+            if self._livelink is not None:
+                self._livelink.clear(_subject(s.sid))
+        msg = f"client too slow: more than {self.config.max_pending} messages waiting; turn {tid} cancelled"
+        s.pending.append((0, P.Error(P.ErrorCode.CLIENT_TOO_SLOW, msg, turn_id=tid).encode_frames()))
+        if t is not None:
+            s.pending.append((0, self._cancelled_end(t).encode_frames()))
+        self._flush(s)
+
+    @staticmethod
+    def _cancelled_end(t: _Turn) -> P.TurnEnd:
+        c = t.sent
+        return P.TurnEnd(
+            P.TurnStatus.CANCELLED, total_s=time.monotonic() - t.started,
+            text_bytes=c["tb"], text_deltas=c["td"], audio_samples=c["as"], audio_chunks=c["ac"], face_frames=c["ff"],
+            turn_id=t.turn_id, send_time_us=_now_us(),
+        )  # fmt: skip
+
+    # --- from workers --------------------------------------------------------------------------------------------
+    def _from_worker(self, frames: list[bytes]) -> None:
+        sid, tid = _SID.unpack(frames[0])
+        s = self._by_sid.get(sid)
+        if s is None or s.turn is None or s.turn.turn_id != tid or s.turn.cancel.is_set():
+            return  # a cancelled or finished turn's late message
+        header, payload = frames[1], frames[2]
+        kind = struct.unpack_from("<H", header, 6)[0]
+        c = s.turn.sent
+        if kind == P.Kind.TEXT_DELTA:
+            c["tb"] += len(payload) - 8
+            c["td"] += 1
+        elif kind == P.Kind.AUDIO_CHUNK:
+            c["as"] += struct.unpack_from("<I", payload, 16)[0]
+            c["ac"] += 1
+        elif kind == P.Kind.FACE_FRAMES and payload[12] == s.layouts[0]:
+            c["ff"] += struct.unpack_from("<I", payload, 16)[0]
+        elif kind == P.Kind.TURN_END:
+            s.last_turn_id = tid
+            s.turn = None
+        self._enqueue(s, [header, payload], tid)
+
+    # --- from clients --------------------------------------------------------------------------------------------
+    def _from_client(self, frames: list[bytes]) -> None:
+        identity = frames[0]
+        s = self._sessions.get(identity)
+        try:
+            msg = P.decode_frames(frames[1:])
+        except P.ProtocolError as e:
+            log.info("malformed message from %s: %s", identity.hex(), e)
+            if s is not None:
+                s.last_rx = time.monotonic()
+                self._send(s, P.error_reply(e))
+            else:
+                self._reply_unknown(identity, P.error_reply(e))
+            return
+        if isinstance(msg, P.Hello):
+            self._hello(identity, msg)
+            return
+        if s is None:
+            if not isinstance(msg, P.Bye | P.Error):
+                self._reply_unknown(identity, P.Error(P.ErrorCode.NOT_WELCOMED, "no session: send Hello"))
+            return
+        s.last_rx = time.monotonic()
+        try:
+            self._handle(s, msg)
+        except Exception as e:  # the engine or a bug: report, keep serving
+            log.exception("session %d: error handling %s", s.sid, type(msg).__name__)
+            self._send(s, P.Error(P.ErrorCode.INTERNAL, f"internal error: {type(e).__name__}"[:1000]))
+
+    def _reply_unknown(self, identity: bytes, msg: P.Message) -> None:
+        with contextlib.suppress(zmq.ZMQError):
+            self._router.send_multipart([identity, *msg.encode_frames()], zmq.NOBLOCK)
+
+    def _hello(self, identity: bytes, msg: P.Hello) -> None:
+        old = self._sessions.get(identity)
+        if old is not None:
+            self._close_session(old, None, "")
+        if not (msg.min_version <= P.VERSION <= msg.max_version):
+            self._reply_unknown(
+                identity,
+                P.Error(P.ErrorCode.UNSUPPORTED_VERSION, f"server speaks version {P.VERSION} only"),
+            )
+            return
+        if len(self._sessions) >= self.config.max_sessions:
+            self._reply_unknown(identity, P.Error(P.ErrorCode.SERVER_BUSY, "too many sessions, try later"))
+            return
+        sid = self._next_sid
+        self._next_sid += 1
+        layouts = tuple(dict.fromkeys(x for x in msg.layouts if x in self._layouts_avail))
+        caps = int(msg.capabilities) & int(P.Capability.TEXT | P.Capability.AUDIO | P.Capability.FACE)
+        if not layouts:
+            caps &= ~int(P.Capability.FACE)
+        s = _Session(sid, identity, layouts or (0,), caps, last_rx=time.monotonic())
+        self.source.open_session(sid)
+        self._sessions[identity] = s
+        self._by_sid[sid] = s
+        s.last_hb_tx = time.monotonic()
+        welcome = P.Welcome(
+            version=P.VERSION,
+            session_id=sid,
+            capabilities=caps | (int(P.Capability.LIVELINK_UDP) if self._livelink else 0),
+            heartbeat_ms=round(self.config.heartbeat_s * 1000),
+            session_timeout_ms=round(self.config.session_timeout_s * 1000),
+            input_sample_rate=ev.INPUT_SAMPLE_RATE,
+            output_sample_rate=ev.OUTPUT_SAMPLE_RATE,
+            fps=ev.FPS,
+            max_payload=P.MAX_PAYLOAD,
+            layouts=tuple(P.LayoutInfo(lid, get_layout(lid).names) for lid in layouts),
+            server_name=SERVER_NAME,
+            send_time_us=_now_us(),
+        )
+        log.info("session %d opened (%d sessions)", sid, len(self._sessions))
+        self._send(s, welcome)
+
+    def _handle(self, s: _Session, msg: P.Message) -> None:
+        if isinstance(msg, P.Heartbeat):
+            s.peer_time_us = msg.time_us
+        elif isinstance(msg, P.UserAudio):
+            self._user_audio(s, msg)
+        elif isinstance(msg, P.Cancel):
+            self._cancel(s, msg.turn_id)
+        elif isinstance(msg, P.Bye):
+            log.info("session %d: bye", s.sid)
+            self._close_session(s, None, "")
+        elif isinstance(msg, P.Error):
+            log.info("session %d: client reports error %s: %s", s.sid, msg.code, msg.message)
+        else:
+            self._send(s, P.Error(P.ErrorCode.BAD_VALUE, f"{type(msg).__name__} is not a client message"))
+
+    def _user_audio(self, s: _Session, msg: P.UserAudio) -> None:
+        tid = msg.turn_id
+        if tid == 0:
+            self._send(s, P.Error(P.ErrorCode.BAD_VALUE, "UserAudio needs a turn_id > 0"))
+            return
+        if s.turn is not None:
+            self._send(
+                s,
+                P.Error(P.ErrorCode.TURN_IN_PROGRESS, f"turn {s.turn.turn_id} runs: Cancel it first", turn_id=tid),
+            )
+            return
+        if s.rx_turn_id != tid:  # a new utterance (a half-sent one is abandoned)
+            s.rx_turn_id, s.rx_parts, s.rx_rate, s.rx_samples = tid, [], msg.sample_rate, 0
+        if msg.sample_rate != s.rx_rate or msg.sample_offset != s.rx_samples:
+            self._send(
+                s,
+                P.Error(
+                    P.ErrorCode.BAD_VALUE,
+                    f"UserAudio out of sequence: expected offset {s.rx_samples} at {s.rx_rate} Hz, "
+                    f"got {msg.sample_offset} at {msg.sample_rate} Hz; utterance dropped",
+                    turn_id=tid,
+                ),
+            )
+            s.rx_turn_id, s.rx_parts = 0, []
+            return
+        s.rx_parts.append(msg.as_float32())
+        s.rx_samples += msg.samples.shape[0]
+        if s.rx_samples > self.config.max_utterance_s * s.rx_rate:
+            self._send(
+                s,
+                P.Error(
+                    P.ErrorCode.AUDIO_TOO_LONG, f"utterance longer than {self.config.max_utterance_s} s", turn_id=tid
+                ),
+            )
+            s.rx_turn_id, s.rx_parts = 0, []
+            return
+        if msg.end_of_utterance:
+            audio = np.concatenate(s.rx_parts) if s.rx_parts else np.zeros(0, np.float32)
+            audio = _to_16k(audio, s.rx_rate)
+            s.rx_turn_id, s.rx_parts, s.rx_samples = 0, [], 0
+            t = _Turn(tid, threading.Event(), time.monotonic())
+            s.turn = t
+            self._pool.submit(self._run_turn, s.sid, t, audio, s.layouts, s.capabilities)
+
+    def _cancel(self, s: _Session, turn_id: int) -> None:
+        t = s.turn
+        if t is not None and turn_id in (0, t.turn_id):
+            t.cancel.set()
+            s.turn = None
+            s.last_turn_id = t.turn_id
+            s.pending = deque(x for x in s.pending if x[0] != t.turn_id)
+            if self._livelink is not None:
+                self._livelink.clear(_subject(s.sid))
+            self._send(s, self._cancelled_end(t))
+        elif s.rx_turn_id and turn_id in (0, s.rx_turn_id):  # cancelled while still speaking
+            tid = s.rx_turn_id
+            s.rx_turn_id, s.rx_parts, s.rx_samples = 0, [], 0
+            self._send(s, P.TurnEnd(P.TurnStatus.CANCELLED, turn_id=tid, send_time_us=_now_us()))
+        elif turn_id > s.last_turn_id:
+            self._send(s, P.Error(P.ErrorCode.UNKNOWN_TURN, f"no turn {turn_id} to cancel", turn_id=turn_id))
+        # else: the turn already ended; the Cancel crossed its TurnEnd
+
+    def _close_session(self, s: _Session, code: P.ErrorCode | None, message: str) -> None:
+        if s.turn is not None:
+            s.turn.cancel.set()
+            s.turn = None
+        if code is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                self._router.send_multipart([s.identity, *P.Error(code, message).encode_frames()], zmq.NOBLOCK)
+        if self._livelink is not None:
+            self._livelink.clear(_subject(s.sid))
+        self._sessions.pop(s.identity, None)
+        if self._by_sid.pop(s.sid, None) is not None:
+            try:
+                self.source.close_session(s.sid)
+            except Exception:
+                log.exception("source.close_session(%d) failed", s.sid)
+        log.info("session %d closed (%d sessions)", s.sid, len(self._sessions))
+
+    # --- turn worker (runs on the pool) --------------------------------------------------------------------------
+    def _run_turn(self, sid: int, t: _Turn, audio: np.ndarray, layouts: tuple[int, ...], caps: int) -> None:
+        push = self._ctx.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 2000)
+        push.setsockopt(zmq.SNDTIMEO, 200)
+        push.connect(self._pull_ep)
+        key = _SID.pack(sid, t.turn_id)
+        cancel = t.cancel
+        tid = t.turn_id
+        names = [get_layout(lid).name for lid in layouts if lid]
+        counts = dict.fromkeys(("tb", "td", "as", "ac", "ff"), 0)
+        firsts: dict[str, float] = {}
+        timings = ev.TurnEnd()
+
+        def out(msg: P.Message) -> None:
+            frames = [key, *msg.encode_frames()]
+            while not cancel.is_set():
+                try:
+                    push.send_multipart(frames, copy=False)
+                    return
+                except zmq.Again:
+                    continue
+
+        def first(what: str) -> None:
+            if what not in firsts:
+                firsts[what] = time.monotonic() - t.started
+
+        try:
+            text_offset = 0
+            for e in self.source.run_turn(sid, audio, cancel):
+                if cancel.is_set():
+                    break
+                if isinstance(e, ev.TextDelta):
+                    first("text")
+                    raw = len(e.text.encode("utf-8"))
+                    if caps & P.Capability.TEXT:
+                        out(P.TextDelta(text_offset, e.text, turn_id=tid, send_time_us=_now_us()))
+                    text_offset += raw
+                    counts["tb"] += raw
+                    counts["td"] += 1
+                elif isinstance(e, ev.AudioChunk):
+                    first("audio")
+                    if caps & P.Capability.AUDIO:
+                        out(
+                            P.AudioChunk(
+                                e.pcm, ev.OUTPUT_SAMPLE_RATE, e.sample_offset, turn_id=tid, send_time_us=_now_us()
+                            )
+                        )
+                    counts["as"] += int(e.pcm.shape[0])
+                    counts["ac"] += 1
+                elif isinstance(e, ev.FaceFrames):
+                    first("face")
+                    if caps & P.Capability.FACE:
+                        for name in names:
+                            v = ev.convert_face(e.frames, name)
+                            if v is not None:
+                                lid = get_layout(name).layout_id
+                                out(P.FaceFrames(e.first_frame, e.fps, lid, v, turn_id=tid, send_time_us=_now_us()))
+                    if self._livelink is not None:
+                        ll = ev.convert_face(e.frames, "livelink61")
+                        if ll is not None:
+                            self._livelink.push(_subject(sid), e.first_frame, ll, e.fps)
+                    counts["ff"] += e.num_frames
+                elif isinstance(e, ev.TurnEnd):
+                    timings = e
+            if cancel.is_set():
+                return
+            total = time.monotonic() - t.started
+            out(
+                P.TurnEnd(
+                    P.TurnStatus.COMPLETED, firsts.get("text", -1.0), firsts.get("audio", -1.0),
+                    firsts.get("face", -1.0), timings.rtf, total, counts["tb"], counts["td"], counts["as"],
+                    counts["ac"], counts["ff"], turn_id=tid, send_time_us=_now_us(),
+                )
+            )  # fmt: skip
+        except Exception as exc:
+            log.exception("session %d turn %d failed", sid, tid)
+            out(P.Error(P.ErrorCode.TURN_FAILED, f"turn failed: {type(exc).__name__}: {exc}"[:1000], turn_id=tid))
+            out(P.TurnEnd(P.TurnStatus.FAILED, total_s=time.monotonic() - t.started, turn_id=tid))
+        finally:
+            if self._livelink is not None:
+                self._livelink.rest(_subject(sid))
+            push.close()
+
+
+def _subject(sid: int) -> str:
+    return f"a2llm{sid}"
+
+
+def _now_us() -> int:
+    return time.monotonic_ns() // 1000
