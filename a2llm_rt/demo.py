@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from a2llm_rt.errors import InputError
-from a2llm_rt.face.layouts import arkit_to_livelink_name
+from a2llm_rt.face.plot import resolve_curve
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CURVES = ("jawOpen", "eyeBlinkLeft", "mouthSmileLeft", "browInnerUp")
@@ -52,7 +52,7 @@ def liveliest_window(values: np.ndarray, length: int) -> int:
 def pick_frames(clip, start: int, stop: int) -> list[tuple[int, str]]:
     """``(frame, why)`` of telling frames in ``[start, stop)``: mouth closed and open, blink, smile, brows up."""
     seg = clip.values[start:stop]
-    col = {n: clip.spec.index(arkit_to_livelink_name(n)) for n in DEMO_CURVES}
+    col = {n: resolve_curve(clip, n) for n in DEMO_CURVES}
     jaw = seg[:, col["jawOpen"]]
     picks = [
         (int(np.argmin(jaw)), "mouth closed"),
@@ -83,7 +83,7 @@ def run(out: Path, capture: Path, mesh_dir: Path, seconds: float = 20.0) -> dict
     print(f"capture: {capture.name}: {raw.num_frames} frames at {raw.fps:g} fps -> {clip.num_frames} at {FPS:g} fps")
 
     length = min(clip.num_frames, int(round(seconds * FPS)))
-    cols = [clip.spec.index(arkit_to_livelink_name(n)) for n in DEMO_CURVES]
+    cols = [resolve_curve(clip, n) for n in DEMO_CURVES]
     start = liveliest_window(clip.values[:, cols], length)
     stop = start + length
     t0, t1 = start / FPS, (stop - 1) / FPS

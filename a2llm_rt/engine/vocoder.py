@@ -145,7 +145,8 @@ class ToneVocoder(Vocoder):
         f1, f2 = _VOWELS[(code // 14) % 5]
         loud = self.amplitude * (0.6 + 0.2 * ((code // 70) % 3))
         freqs = self._h[:, 0] * f0
-        env = 1.0 / (1.0 + ((freqs - f1) / 120.0) ** 2) + 0.6 / (1.0 + ((freqs - f2) / 180.0) ** 2) + 0.05 / self._h[:, 0]
+        env = 1.0 / (1.0 + ((freqs - f1) / 120.0) ** 2) + 0.6 / (1.0 + ((freqs - f2) / 180.0) ** 2)
+        env = env + 0.05 / self._h[:, 0]  # a little spectral tilt so every harmonic is present
         env[freqs > 0.45 * SAMPLE_RATE] = 0.0
         return f0, env * (loud / env.sum())
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -65,14 +66,10 @@ class LoraSettings(Config):
         targets: list[str] | str = list(self.target_modules)
         if self.module_prefix:
             alt = "|".join(self.target_modules)
-            targets = rf"^{_re_escape(self.module_prefix)}\..*\.({alt})$"
-        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=targets, bias="none")
-
-
-def _re_escape(s: str) -> str:
-    import re
-
-    return re.escape(s)
+            targets = rf"^{re.escape(self.module_prefix)}\..*\.({alt})$"
+        return LoraConfig(
+            r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=targets, bias="none"
+        )
 
 
 def apply_lora(model: nn.Module, settings: LoraSettings | None = None):

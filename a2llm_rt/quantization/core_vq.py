@@ -122,8 +122,10 @@ class EuclideanCodebook(nn.Module):
             return
         embed, cluster_size = kmeans(data.float(), self.codebook_size, self.kmeans_iters, self.generator)
         self.embed.copy_(_broadcast_(embed.contiguous()))
-        self.embed_avg.copy_(self.embed)
         self.cluster_size.copy_(_broadcast_(cluster_size.contiguous()))
+        # Keep the EMA sums consistent with the means (embed = embed_avg / cluster_size); audiocraft copies embed
+        # into embed_avg, which shrinks every code towards 0 on the first update when clusters hold many vectors.
+        self.embed_avg.copy_(self.embed * self.cluster_size.clamp_min(self.epsilon).unsqueeze(1))
         self.inited.fill_(1.0)
 
     @torch.no_grad()

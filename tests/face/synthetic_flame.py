@@ -280,7 +280,7 @@ def synthetic_masks(seed: int = 0, num_vertices: int = NUM_VERTICES) -> dict[str
     g = _geometry(seed, num_vertices)
     v = g["v_template"]
     lip_pts = v[[i for i in (*MOUTH_UPPER, *MOUTH_LOWER, *LIP_CORNERS) if i < num_vertices]]
-    dist = np.linalg.norm(v[:, None, :] - lip_pts[None], axis=2).min(axis=1)
+    dist = np.linalg.norm(v[:, None, :] - lip_pts[None], axis=2).min(axis=1) if len(lip_pts) else np.full(len(v), 1.0)
     face = (v[:, 2] > 0.03) & (v[:, 1] > -0.09)
     eye_l = np.linalg.norm(v - JOINTS[3], axis=1) < 0.03
     eye_r = np.linalg.norm(v - JOINTS[4], axis=1) < 0.03
