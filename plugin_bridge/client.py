@@ -1,0 +1,459 @@
+"""Python bridge client: send a spoken question, receive text + speech + face frames, write them out.
+
+``python -m plugin_bridge.client --server tcp://127.0.0.1:5555 --wav question.wav --out OUT/`` writes into OUT/:
+``answer.wav`` (24 kHz mono PCM16), ``answer.txt``, ``face_<layout>.npz`` per received layout, ``face_livelink.csv``
+(Live Link Face CSV), ``face_a2f.json`` (Audio2Face-style JSON) and ``latency.json`` (times to first text / audio /
+face, the server's timings, and per-message delivery latency).
+
+The client survives a server restart: a missing heartbeat or an ``Error(NOT_WELCOMED)`` makes it say Hello again and
+resend the turn (``retries`` times).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import time
+import wave
+from dataclasses import dataclass, field
+from math import gcd
+from pathlib import Path
+
+import numpy as np
+import zmq
+
+from a2llm_rt.errors import InputError
+from a2llm_rt.utils.fileio import atomic_write, atomic_write_json
+from plugin_bridge import protocol as P
+
+DEFAULT_LAYOUTS = ("arkit52", "livelink61", "flame58")
+
+
+class BridgeError(RuntimeError):
+    """The server reported an error, or could not be reached in time."""
+
+
+@dataclass
+class TurnResult:
+    """Everything one turn produced. ``face`` maps a layout name to ``[T, D]`` float32 frames at ``fps``."""
+
+    turn_id: int
+    text: str = ""
+    audio: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # [n] float32 at sample_rate
+    sample_rate: int = 24000
+    face: dict[str, np.ndarray] = field(default_factory=dict)
+    fps: float = 25.0
+    turn_end: P.TurnEnd | None = None
+    errors: list[P.Error] = field(default_factory=list)
+    messages: list[dict] = field(default_factory=list)  # per message: kind, seq, recv_s, latency_ms
+    t_first: dict[str, float] = field(default_factory=dict)  # text/audio/face -> s after end of utterance
+    seq_gaps: int = 0
+    attempts: int = 1
+
+    @property
+    def completed(self) -> bool:
+        return self.turn_end is not None and self.turn_end.status == P.TurnStatus.COMPLETED
+
+    def latency_report(self) -> dict:
+        lat = np.array([m["latency_ms"] for m in self.messages], np.float64)
+        te = self.turn_end
+        return {
+            "turn_id": self.turn_id,
+            "status": te.status.name if te is not None else "NO_TURN_END",
+            "time_to_first_text_s": self.t_first.get("text"),
+            "time_to_first_audio_s": self.t_first.get("audio"),
+            "time_to_first_face_s": self.t_first.get("face"),
+            "turn_total_s": self.t_first.get("end"),
+            "server_timings": None
+            if te is None
+            else {"ttft_s": te.ttft_s, "ttfa_s": te.ttfa_s, "ttff_s": te.ttff_s, "rtf": te.rtf, "total_s": te.total_s},
+            "delivery_latency_ms": {
+                "note": "receive time - the server's send_time_us stamp; meaningful on one host (same monotonic clock)",
+                "count": int(lat.size),
+                "p50": float(np.percentile(lat, 50)) if lat.size else None,
+                "p99": float(np.percentile(lat, 99)) if lat.size else None,
+                "max": float(lat.max()) if lat.size else None,
+            },
+            "seq_gaps": self.seq_gaps,
+            "attempts": self.attempts,
+            "errors": [{"code": int(e.code), "message": e.message} for e in self.errors],
+            "messages": self.messages,
+        }
+
+
+class BridgeClient:
+    """A DEALER connection to the bridge server. Not thread-safe: use one client per thread.
+
+    >>> c = BridgeClient("tcp://127.0.0.1:5555"); c.connect()
+    >>> result = c.run_turn(audio_16k, 16000)
+    """
+
+    def __init__(
+        self,
+        server: str,
+        layouts: tuple[str, ...] = DEFAULT_LAYOUTS,
+        *,
+        capabilities: int = int(P.Capability.TEXT | P.Capability.AUDIO | P.Capability.FACE),
+        curve_server_key: bytes | None = None,
+        curve_client_keys: tuple[bytes, bytes] | None = None,
+        name: str = "a2llm-python-client/0.1",
+        rcvhwm: int = 1000,
+        context: zmq.Context | None = None,
+    ):
+        from a2llm_rt.face.layouts import get_layout
+
+        self.server = server
+        self.layout_ids = tuple(get_layout(n).layout_id for n in layouts)
+        self.capabilities = capabilities
+        self.name = name
+        self._curve = (curve_server_key, curve_client_keys)
+        self._rcvhwm = rcvhwm
+        self._ctx = context or zmq.Context.instance()
+        self._sock: zmq.Socket | None = None
+        self.welcome: P.Welcome | None = None
+        self._seq = itertools.count()
+        self._turn_ids = itertools.count(1)
+        self._last_rx = 0.0
+        self._last_hb = 0.0
+        self._peer_time_us = 0
+        self._rx_seq: int | None = None
+        self.reconnects = 0
+
+    # --- connection ----------------------------------------------------------------------------------------------
+    def _open(self) -> None:
+        if self._sock is not None:
+            self._sock.close(0)
+        s = self._ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.RECONNECT_IVL, 100)
+        s.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        s.setsockopt(zmq.RCVHWM, self._rcvhwm)
+        server_key, client_keys = self._curve
+        if server_key is not None:
+            pub, sec = client_keys if client_keys is not None else zmq.curve_keypair()
+            s.curve_serverkey, s.curve_publickey, s.curve_secretkey = server_key, pub, sec
+        s.connect(self.server)
+        self._sock = s
+
+    def connect(self, timeout_s: float = 10.0) -> P.Welcome:
+        """Say Hello until a Welcome comes back (the server may still be starting). Raises BridgeError on timeout."""
+        if self._sock is None:
+            self._open()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self._seq = itertools.count()
+            self._rx_seq = None
+            self.send(P.Hello(P.VERSION, P.VERSION, self.capabilities, self.layout_ids, self.name))
+            resend = time.monotonic() + 1.0
+            while time.monotonic() < min(resend, deadline):
+                msg = self.recv(0.1)
+                if isinstance(msg, P.Welcome):
+                    self.welcome = msg
+                    self._last_hb = self._last_rx = time.monotonic()
+                    self._rx_seq = msg.seq
+                    return msg
+                if isinstance(msg, P.Error) and msg.code in (P.ErrorCode.SERVER_BUSY, P.ErrorCode.UNSUPPORTED_VERSION):
+                    raise BridgeError(f"server refused the session: {msg.code.name}: {msg.message}")
+            self._open()  # a fresh connection: drops anything queued for a dead server
+        raise BridgeError(f"no Welcome from {self.server} within {timeout_s} s")
+
+    def close(self) -> None:
+        if self._sock is not None:
+            if self.welcome is not None:
+                try:
+                    self.send(P.Bye())
+                    time.sleep(0.01)
+                except zmq.ZMQError:
+                    pass
+            self._sock.close(0)
+            self._sock = None
+
+    def __enter__(self) -> BridgeClient:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- messages ------------------------------------------------------------------------------------------------
+    def send(self, msg: P.Message) -> None:
+        import dataclasses
+
+        msg = dataclasses.replace(msg, seq=next(self._seq), send_time_us=time.monotonic_ns() // 1000)
+        self._sock.send_multipart(msg.encode_frames(), copy=False)
+
+    def recv(self, timeout_s: float) -> P.Message | None:
+        """The next message, or None after ``timeout_s``. Heartbeats are answered here; malformed ones raise."""
+        if not self._sock.poll(max(0, int(timeout_s * 1000))):
+            return None
+        frames = self._sock.recv_multipart()
+        recv_us = time.monotonic_ns() // 1000
+        msg = P.decode_frames(frames)
+        self._last_rx = time.monotonic()
+        if self._rx_seq is not None and msg.seq != self._rx_seq + 1 and not isinstance(msg, P.Welcome):
+            self.gaps = getattr(self, "gaps", 0) + 1
+        self._rx_seq = msg.seq
+        if isinstance(msg, P.Heartbeat):
+            self._peer_time_us = msg.time_us
+        object.__setattr__(msg, "_recv_us", recv_us)
+        return msg
+
+    def _heartbeat(self) -> None:
+        now = time.monotonic()
+        hb = self.welcome.heartbeat_ms / 1000 if self.welcome else 1.0
+        if now - self._last_hb >= hb:
+            self._last_hb = now
+            self.send(P.Heartbeat(time.monotonic_ns() // 1000, self._peer_time_us))
+
+    def server_alive(self) -> bool:
+        """False once nothing (not even a heartbeat) came from the server for 3 heartbeat intervals."""
+        hb = self.welcome.heartbeat_ms / 1000 if self.welcome else 1.0
+        return time.monotonic() - self._last_rx < 3 * hb + 0.5
+
+    def send_audio(self, audio: np.ndarray, sample_rate: int, turn_id: int, chunk_s: float = 0.1) -> None:
+        """Send ``audio`` ``[n]`` (float or int16) as PCM16 UserAudio chunks; the last one ends the utterance."""
+        a = np.asarray(audio)
+        if a.dtype != np.int16:
+            a = (np.clip(a.astype(np.float32), -1.0, 1.0) * 32767.0).round().astype(np.int16)
+        step = max(1, int(chunk_s * sample_rate))
+        starts = list(range(0, a.shape[0], step)) or [0]
+        for i, start in enumerate(starts):
+            last = i == len(starts) - 1
+            self.send(P.UserAudio(a[start : start + step], sample_rate, start, last, turn_id=turn_id))
+
+    def cancel(self, turn_id: int = 0) -> None:
+        self.send(P.Cancel(turn_id=turn_id))
+
+    # --- a whole turn --------------------------------------------------------------------------------------------
+    def run_turn(
+        self,
+        audio: np.ndarray,
+        sample_rate: int,
+        *,
+        chunk_s: float = 0.1,
+        timeout_s: float = 60.0,
+        retries: int = 2,
+        on_message=None,
+    ) -> TurnResult:
+        """Send one utterance and collect the answer until its TurnEnd (or an error / timeout).
+
+        A lost server (no heartbeat, or ``NOT_WELCOMED``) triggers a new handshake and a resend of the turn, up to
+        ``retries`` times. ``on_message(msg, result)`` is called for every message of the turn (e.g. to cancel).
+        """
+        if self.welcome is None:
+            self.connect()
+        for attempt in range(retries + 1):
+            result = self._one_turn(audio, sample_rate, chunk_s, timeout_s, on_message)
+            result.attempts = attempt + 1
+            if result is not None and result.turn_end is not None:
+                return result
+            if attempt < retries:
+                self.reconnects += 1
+                self.connect(timeout_s=timeout_s)
+        raise BridgeError(f"turn failed after {retries + 1} attempts: server lost")
+
+    def _one_turn(self, audio, sample_rate, chunk_s, timeout_s, on_message) -> TurnResult:
+        tid = next(self._turn_ids)
+        res = TurnResult(tid)
+        self.gaps = 0
+        self.send_audio(audio, sample_rate, tid, chunk_s)
+        t_eou = time.monotonic()
+        audio_parts: list[tuple[int, np.ndarray]] = []
+        face_parts: dict[str, list[tuple[int, np.ndarray]]] = {}
+        text_parts: list[tuple[int, str]] = []
+        deadline = t_eou + timeout_s
+        while time.monotonic() < deadline:
+            self._heartbeat()
+            msg = self.recv(0.05)
+            if msg is None:
+                if not self.server_alive():
+                    return res  # no TurnEnd: the caller reconnects
+                continue
+            now = time.monotonic()
+            if isinstance(msg, P.Error):
+                if msg.code == P.ErrorCode.NOT_WELCOMED:
+                    return res
+                if msg.turn_id in (0, tid):
+                    res.errors.append(msg)
+                    if msg.code in (P.ErrorCode.SESSION_EXPIRED, P.ErrorCode.SHUTTING_DOWN):
+                        self.welcome = None
+                        return res
+                continue
+            if msg.turn_id != tid:
+                continue  # heartbeats, or a stale message of an earlier turn
+            res.messages.append(
+                {
+                    "kind": msg.KIND.name,
+                    "seq": msg.seq,
+                    "recv_s": round(now - t_eou, 6),
+                    "latency_ms": round((msg._recv_us - msg.send_time_us) / 1000, 3),  # type: ignore[attr-defined]
+                }
+            )
+            if on_message is not None:
+                on_message(msg, res)
+            if isinstance(msg, P.TextDelta):
+                res.t_first.setdefault("text", now - t_eou)
+                text_parts.append((msg.byte_offset, msg.text))
+            elif isinstance(msg, P.AudioChunk):
+                res.t_first.setdefault("audio", now - t_eou)
+                res.sample_rate = msg.sample_rate
+                audio_parts.append((msg.sample_offset, msg.as_float32()))
+            elif isinstance(msg, P.FaceFrames):
+                res.t_first.setdefault("face", now - t_eou)
+                res.fps = msg.fps
+                face_parts.setdefault(msg.layout_name, []).append((msg.first_frame, msg.values))
+            elif isinstance(msg, P.TurnEnd):
+                res.t_first["end"] = now - t_eou
+                res.turn_end = msg
+                break
+        res.seq_gaps = self.gaps
+        res.text = "".join(t for _, t in sorted(text_parts, key=lambda x: x[0]))
+        res.audio = _assemble_1d(audio_parts)
+        res.face = {k: _assemble_2d(v) for k, v in face_parts.items()}
+        return res
+
+
+def _assemble_1d(parts: list[tuple[int, np.ndarray]]) -> np.ndarray:
+    if not parts:
+        return np.zeros(0, np.float32)
+    n = max(o + a.shape[0] for o, a in parts)
+    out = np.zeros(n, np.float32)
+    for o, a in parts:
+        out[o : o + a.shape[0]] = a
+    return out
+
+
+def _assemble_2d(parts: list[tuple[int, np.ndarray]]) -> np.ndarray:
+    n = max(o + a.shape[0] for o, a in parts)
+    out = np.zeros((n, parts[0][1].shape[1]), np.float32)
+    for o, a in parts:
+        out[o : o + a.shape[0]] = a
+    return out
+
+
+# --- files ---------------------------------------------------------------------------------------------------------
+def read_wav(path: str | Path, target_rate: int = 16000) -> np.ndarray:
+    """``[n]`` float32 mono at ``target_rate`` from a PCM wav (8/16/24/32-bit; channels averaged)."""
+    path = Path(path)
+    try:
+        with wave.open(str(path), "rb") as w:
+            rate, ch, width, n = w.getframerate(), w.getnchannels(), w.getsampwidth(), w.getnframes()
+            raw = w.readframes(n)
+    except FileNotFoundError:
+        raise InputError("file not found", path) from None
+    except (wave.Error, EOFError) as e:
+        raise InputError(f"not a PCM wav file ({e}); float wavs: convert with `sox in.wav -b 16 out.wav`", path) from None
+    if width == 1:
+        a = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128.0) / 128.0
+    elif width == 2:
+        a = np.frombuffer(raw, "<i2").astype(np.float32) / 32768.0
+    elif width == 3:
+        b = np.frombuffer(raw, np.uint8).reshape(-1, 3)
+        a = (b[:, 0].astype(np.int32) | (b[:, 1].astype(np.int32) << 8) | (b[:, 2].astype(np.int8).astype(np.int32) << 16))
+        a = a.astype(np.float32) / 8388608.0
+    elif width == 4:
+        a = np.frombuffer(raw, "<i4").astype(np.float32) / 2147483648.0
+    else:
+        raise InputError(f"unsupported sample width {width} bytes", path)
+    if a.size % ch:
+        raise InputError("truncated wav data", path)
+    a = a.reshape(-1, ch).mean(axis=1)
+    if a.size == 0:
+        raise InputError("the wav file holds no audio", path)
+    if rate != target_rate:
+        from scipy.signal import resample_poly
+
+        g = gcd(rate, target_rate)
+        a = resample_poly(a, target_rate // g, rate // g)
+    return a.astype(np.float32)
+
+
+def write_wav(path: str | Path, audio: np.ndarray, rate: int) -> None:
+    """``audio`` ``[n]`` float32 -> 16-bit mono wav, atomically."""
+    pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).round().astype("<i2")
+    with atomic_write(path, "wb") as f, wave.open(f, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+
+
+def write_outputs(result: TurnResult, out: str | Path) -> list[Path]:
+    """Write answer.wav, answer.txt, face files and latency.json into ``out``; returns the paths written."""
+    from a2llm_rt.face.clip import MotionClip
+    from a2llm_rt.face.io import save_clip
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "answer.wav", out / "answer.txt"]
+    write_wav(written[0], result.audio, result.sample_rate)
+    with atomic_write(written[1]) as f:
+        f.write(result.text + "\n")
+    for layout, values in result.face.items():
+        clip = MotionClip(values, result.fps, layout, {"source": "a2llm bridge", "turn_id": result.turn_id})
+        save_clip(clip, out / f"face_{layout}.npz")
+        written.append(out / f"face_{layout}.npz")
+    arkit = result.face.get("livelink61", result.face.get("arkit52"))
+    if arkit is not None:
+        lay = "livelink61" if "livelink61" in result.face else "arkit52"
+        clip = MotionClip(arkit, result.fps, lay, {"source": "a2llm bridge"})
+        for name in ("face_livelink.csv", "face_a2f.json"):
+            save_clip(clip, out / name)
+            written.append(out / name)
+    atomic_write_json(out / "latency.json", result.latency_report())
+    written.append(out / "latency.json")
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m plugin_bridge.client", description=__doc__.splitlines()[0])
+    ap.add_argument("--server", default="tcp://127.0.0.1:5555")
+    ap.add_argument("--wav", required=True, type=Path, help="the spoken question (PCM wav, any rate)")
+    ap.add_argument("--out", required=True, type=Path, help="output folder")
+    ap.add_argument("--layouts", default=",".join(DEFAULT_LAYOUTS), help="face layouts to ask for")
+    ap.add_argument("--curve-server-key", type=Path, help="the server's public certificate (server.key)")
+    ap.add_argument("--curve-client-keys", type=Path, help="this client's secret certificate (client.key_secret)")
+    ap.add_argument("--timeout-s", type=float, default=60.0)
+    args = ap.parse_args(argv)
+    try:
+        audio = read_wav(args.wav, 16000)
+        server_key = client_keys = None
+        if args.curve_server_key:
+            from plugin_bridge.server import load_certificate
+
+            server_key = load_certificate(args.curve_server_key)[0]
+            if args.curve_client_keys:
+                pub, sec = load_certificate(args.curve_client_keys)
+                if sec is None:
+                    raise InputError("no secret key in the client certificate", args.curve_client_keys)
+                client_keys = (pub, sec)
+        layouts = tuple(x.strip() for x in args.layouts.split(",") if x.strip())
+        client = BridgeClient(args.server, layouts, curve_server_key=server_key, curve_client_keys=client_keys)
+    except (InputError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        client.connect(timeout_s=args.timeout_s)
+        result = client.run_turn(audio, 16000, timeout_s=args.timeout_s)
+    except BridgeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    paths = write_outputs(result, args.out)
+    rep = result.latency_report()
+    print(f"turn {result.turn_id}: {rep['status']}, text {result.text!r}")
+    print(
+        f"first text {rep['time_to_first_text_s']}, first audio {rep['time_to_first_audio_s']}, "
+        f"first face {rep['time_to_first_face_s']} (s after the end of the question)"
+    )
+    for p in paths:
+        print(f"  wrote {p}")
+    for e in result.errors:
+        print(f"server error {int(e.code)}: {e.message}", file=sys.stderr)
+    return 0 if result.completed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
