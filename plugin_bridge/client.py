@@ -119,6 +119,8 @@ class BridgeClient:
         self._peer_time_us = 0
         self._rx_seq: int | None = None
         self.reconnects = 0
+        self.gaps = 0  # messages whose seq was not the previous seq + 1 (should stay 0)
+        self.last_recv_us = 0  # monotonic receive time of the last message (us)
 
     # --- connection ----------------------------------------------------------------------------------------------
     def _open(self) -> None:
@@ -184,19 +186,18 @@ class BridgeClient:
         self._sock.send_multipart(msg.encode_frames(), copy=False)
 
     def recv(self, timeout_s: float) -> P.Message | None:
-        """The next message, or None after ``timeout_s``. Heartbeats are answered here; malformed ones raise."""
+        """The next message, or None after ``timeout_s``. Raises :class:`~plugin_bridge.protocol.ProtocolError`."""
         if not self._sock.poll(max(0, int(timeout_s * 1000))):
             return None
         frames = self._sock.recv_multipart()
-        recv_us = time.monotonic_ns() // 1000
+        self.last_recv_us = time.monotonic_ns() // 1000
         msg = P.decode_frames(frames)
         self._last_rx = time.monotonic()
         if self._rx_seq is not None and msg.seq != self._rx_seq + 1 and not isinstance(msg, P.Welcome):
-            self.gaps = getattr(self, "gaps", 0) + 1
+            self.gaps += 1
         self._rx_seq = msg.seq
         if isinstance(msg, P.Heartbeat):
             self._peer_time_us = msg.time_us
-        object.__setattr__(msg, "_recv_us", recv_us)
         return msg
 
     def _heartbeat(self) -> None:
@@ -287,7 +288,7 @@ class BridgeClient:
                     "kind": msg.KIND.name,
                     "seq": msg.seq,
                     "recv_s": round(now - t_eou, 6),
-                    "latency_ms": round((msg._recv_us - msg.send_time_us) / 1000, 3),  # type: ignore[attr-defined]
+                    "latency_ms": round((self.last_recv_us - msg.send_time_us) / 1000, 3),
                 }
             )
             if on_message is not None:
@@ -343,15 +344,17 @@ def read_wav(path: str | Path, target_rate: int = 16000) -> np.ndarray:
     except FileNotFoundError:
         raise InputError("file not found", path) from None
     except (wave.Error, EOFError) as e:
-        raise InputError(f"not a PCM wav file ({e}); float wavs: convert with `sox in.wav -b 16 out.wav`", path) from None
+        hint = "float wavs: convert with `sox in.wav -b 16 out.wav`"
+        raise InputError(f"not a PCM wav file ({e}); {hint}", path) from None
     if width == 1:
         a = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128.0) / 128.0
     elif width == 2:
         a = np.frombuffer(raw, "<i2").astype(np.float32) / 32768.0
     elif width == 3:
         b = np.frombuffer(raw, np.uint8).reshape(-1, 3)
-        a = (b[:, 0].astype(np.int32) | (b[:, 1].astype(np.int32) << 8) | (b[:, 2].astype(np.int8).astype(np.int32) << 16))
-        a = a.astype(np.float32) / 8388608.0
+        lo, mid = b[:, 0].astype(np.int32), b[:, 1].astype(np.int32)
+        i32 = lo | (mid << 8) | (b[:, 2].astype(np.int8).astype(np.int32) << 16)  # sign from the high byte
+        a = i32.astype(np.float32) / 8388608.0
     elif width == 4:
         a = np.frombuffer(raw, "<i4").astype(np.float32) / 2147483648.0
     else:
