@@ -102,7 +102,7 @@ class BackboneConfig(Config):
 
 
 STEP_AUDIO2_MINI = BackboneConfig()
-TINY = BackboneConfig(
+TINY_BACKBONE = BackboneConfig(
     vocab_size=368,
     hidden_size=64,
     num_layers=2,
@@ -117,7 +117,7 @@ TINY = BackboneConfig(
     adapter_hidden=64,
     token_layout="tiny",
 )
-PRESETS: dict[str, BackboneConfig] = {"step_audio2_mini": STEP_AUDIO2_MINI, "tiny": TINY}
+PRESETS: dict[str, BackboneConfig] = {"step_audio2_mini": STEP_AUDIO2_MINI, "tiny": TINY_BACKBONE}
 
 
 class StepOutput(NamedTuple):
@@ -573,7 +573,7 @@ def from_pretrained_dir(
     model.load_state_dict(state, strict=True, assign=True)
     from transformers.models.qwen2.modeling_qwen2 import Qwen2RotaryEmbedding
 
-    model.model.rotary_emb = Qwen2RotaryEmbedding(config=model.model.config, device=device)
+    model.model.rotary_emb = Qwen2RotaryEmbedding(config=model.model.config).to(device)
     return model.to(device).eval(), tokenizer
 
 

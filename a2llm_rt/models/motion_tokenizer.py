@@ -183,6 +183,8 @@ class MotionEncoder(StreamingModule[EncoderState]):
 
     def step(self, x: torch.Tensor, state: EncoderState) -> tuple[torch.Tensor, EncoderState]:
         """Frames ``[B, n, D]`` (any n) -> latents of the tokens completed by them ``[B, (phase+n)//G, latent]``."""
+        if x.shape[1] == 0:
+            return x.new_zeros(x.shape[0], 0, self.out.out_channels), state
         h, frames_in = self.inp.step(x.transpose(1, 2), state.frames_in)
         ctxs = []
         for b, c in zip(self.blocks, _split(state.frames, self._ctx), strict=True):

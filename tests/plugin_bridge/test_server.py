@@ -1,0 +1,272 @@
+"""Bridge server: many clients at once, cancel, expiry of a killed client, restart + reconnect, security, errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from a2llm_rt.errors import InputError
+from plugin_bridge import protocol as P
+from plugin_bridge.client import BridgeClient, BridgeError
+from plugin_bridge.event_source import SAMPLES_PER_FRAME, ScriptedSource
+from plugin_bridge.server import BridgeServer, ServerConfig, is_loopback_endpoint, make_curve_keys
+from tests.plugin_bridge.helpers import free_port, raw_dealer, recv_msg, start_server, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+QUESTION = np.sin(np.arange(8000) / 16000 * 2 * np.pi * 300).astype(np.float32) * 0.2  # 0.5 s at 16 kHz
+
+
+def _check_complete(result, source: ScriptedSource) -> None:
+    """The whole scripted answer arrived, bit-exact, in order, with contiguous sequence numbers."""
+    n_frames = round(source.seconds * 25)
+    assert result.completed, result.errors
+    assert result.seq_gaps == 0
+    assert result.text == source.text
+    np.testing.assert_array_equal(result.audio, ScriptedSource.audio(0, n_frames * SAMPLES_PER_FRAME))
+    expected = ScriptedSource.face(0, n_frames)
+    for layout in ("arkit52", "livelink61", "flame58"):
+        np.testing.assert_array_equal(result.face[layout], expected[layout])
+    te = result.turn_end
+    assert (te.audio_samples, te.face_frames, te.text_bytes) == (n_frames * 960, n_frames, len(source.text))
+    seqs = [m["seq"] for m in result.messages]
+    assert seqs == sorted(seqs)
+
+
+def test_sixteen_clients_at_once_each_get_a_complete_in_order_stream():
+    source = ScriptedSource(seconds=1.0, pace=4.0)  # 25 frames in 5 windows, paced at 4x real time
+    server = start_server(source)
+    results: dict[int, object] = {}
+    offsets: dict[int, list[tuple[str, int]]] = {}
+
+    def one(i: int) -> None:
+        order: list[tuple[str, int]] = []
+
+        def record(msg, _res):
+            if isinstance(msg, P.AudioChunk):
+                order.append(("audio", msg.sample_offset))
+            elif isinstance(msg, P.FaceFrames) and msg.layout_id == 2:
+                order.append(("face", msg.first_frame))
+
+        with BridgeClient(server.endpoint) as c:
+            results[i] = c.run_turn(QUESTION, 16000, on_message=record, timeout_s=20)
+        offsets[i] = order
+
+    try:
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert len(results) == 16
+        for i in range(16):
+            _check_complete(results[i], source)
+            audio = [o for k, o in offsets[i] if k == "audio"]
+            face = [o for k, o in offsets[i] if k == "face"]
+            assert audio == [k * 5 * 960 for k in range(5)] and face == [0, 5, 10, 15, 20]
+        assert wait_until(lambda: server.num_sessions == 0 and source.num_open == 0)
+    finally:
+        server.stop()
+
+
+def test_cancel_mid_turn_leaves_the_session_usable():
+    source = ScriptedSource(seconds=4.0, pace=1.0)
+    server = start_server(source)
+    try:
+        with BridgeClient(server.endpoint) as c:
+
+            def cancel_on_first_audio(msg, res):
+                if isinstance(msg, P.AudioChunk) and msg.sample_offset == 0:
+                    c.cancel(msg.turn_id)
+
+            t0 = time.monotonic()
+            res = c.run_turn(QUESTION, 16000, on_message=cancel_on_first_audio)
+            assert time.monotonic() - t0 < 2.0
+            assert res.turn_end.status == P.TurnStatus.CANCELLED
+            assert res.turn_end.audio_chunks >= 1 and res.audio.shape[0] < 4 * 24000
+            source.seconds, source.pace = 0.4, 0.0
+            _check_complete(c.run_turn(QUESTION, 16000), source)
+    finally:
+        server.stop()
+
+
+def test_a_killed_client_frees_its_session():
+    source = ScriptedSource(seconds=30.0, pace=1.0)
+    server = start_server(source, heartbeat_s=0.1, session_timeout_s=0.6)
+    script = (
+        "import sys, numpy as np\n"
+        "from plugin_bridge.client import BridgeClient\n"
+        "from plugin_bridge import protocol as P\n"
+        "c = BridgeClient(sys.argv[1]); c.connect()\n"
+        "def seen(msg, res):\n"
+        "    if isinstance(msg, P.AudioChunk): print('streaming', flush=True)\n"
+        "c.run_turn(np.zeros(1600, np.float32), 16000, on_message=seen)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-c", script, server.endpoint], stdout=subprocess.PIPE, env=env, cwd=REPO)
+    try:
+        assert proc.stdout.readline().strip() == b"streaming"
+        assert server.num_sessions == 1 and source.num_open == 1
+        proc.kill()
+        proc.wait(5)
+        assert wait_until(lambda: server.num_sessions == 0, 5.0)
+        assert source.num_open == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        server.stop()
+
+
+def test_server_restart_and_the_client_reconnects():
+    port = free_port()
+    source = ScriptedSource(seconds=0.4)
+    first = start_server(source, bind=f"tcp://127.0.0.1:{port}")
+    c = BridgeClient(f"tcp://127.0.0.1:{port}")
+    try:
+        c.connect()
+        _check_complete(c.run_turn(QUESTION, 16000), source)
+        first.stop()
+        second = start_server(source, bind=f"tcp://127.0.0.1:{port}")
+        try:
+            res = c.run_turn(QUESTION, 16000, timeout_s=10)
+            _check_complete(res, source)
+            assert c.reconnects >= 1 and res.attempts >= 2
+            assert second.num_sessions == 1
+        finally:
+            c.close()
+            second.stop()
+    finally:
+        first.stop()
+
+
+def test_non_loopback_bind_without_curve_is_refused(tmp_path):
+    assert is_loopback_endpoint("tcp://127.0.0.1:5555") and is_loopback_endpoint("tcp://[::1]:5555")
+    assert is_loopback_endpoint("tcp://localhost:1") and is_loopback_endpoint("ipc:///tmp/x")
+    for ep in ("tcp://0.0.0.0:5555", "tcp://*:5555", "tcp://eth0:5555", "tcp://10.1.2.3:5555"):
+        assert not is_loopback_endpoint(ep)
+        with pytest.raises(InputError, match="CURVE"):
+            BridgeServer(ScriptedSource(), ServerConfig(bind=ep))
+    from plugin_bridge import serve
+
+    assert serve.main(["--bind", "tcp://0.0.0.0:5555"]) == 2
+    make_curve_keys(tmp_path)  # with keys the same bind is accepted (not bound here: no non-loopback in tests)
+    BridgeServer(ScriptedSource(), ServerConfig(bind="tcp://0.0.0.0:5555", curve_keys=str(tmp_path)))
+
+
+def test_curve_round_trip_on_loopback(tmp_path):
+    make_curve_keys(tmp_path)
+    source = ScriptedSource(seconds=0.4)
+    server = start_server(source, curve_keys=str(tmp_path))
+    try:
+        with BridgeClient(server.endpoint, curve_server_key=server.public_key) as c:
+            _check_complete(c.run_turn(QUESTION, 16000), source)
+        plain = BridgeClient(server.endpoint)
+        with pytest.raises(BridgeError):
+            plain.connect(timeout_s=0.5)  # no CURVE: the handshake never completes
+        plain.close()
+    finally:
+        server.stop()
+
+
+def test_malformed_messages_get_error_replies_and_the_server_keeps_serving():
+    server = start_server()
+    sock = raw_dealer(server.endpoint)
+    try:
+        sock.send_multipart([b"garbage"])
+        assert recv_msg(sock).code == P.ErrorCode.BAD_FRAMING
+        bad = bytearray(P.Heartbeat(1, 2).encode())
+        bad[0:4] = b"XXXX"
+        sock.send_multipart([bytes(bad[:32]), bytes(bad[32:])])
+        assert recv_msg(sock).code == P.ErrorCode.BAD_MAGIC
+        sock.send_multipart(P.Heartbeat(1, 2).encode_frames())
+        assert recv_msg(sock).code == P.ErrorCode.NOT_WELCOMED
+        sock.send_multipart(P.Hello(layouts=(2,)).encode_frames())
+        welcome = recv_msg(sock)
+        assert isinstance(welcome, P.Welcome) and welcome.layouts[0].names[17] == "jawOpen"
+        nan = bytearray(P.UserAudio(np.zeros(4, np.float32), turn_id=1).encode())
+        nan[-4:] = b"\x00\x00\xc0\x7f"  # NaN
+        sock.send_multipart([bytes(nan[:32]), bytes(nan[32:])])
+        msg = recv_msg(sock)
+        while isinstance(msg, P.Heartbeat):
+            msg = recv_msg(sock)
+        assert msg.code == P.ErrorCode.NON_FINITE
+        assert server.num_sessions == 1
+    finally:
+        sock.close(0)
+        server.stop()
+
+
+def test_a_client_too_far_behind_gets_its_turn_cancelled_with_an_error():
+    source = ScriptedSource(seconds=300.0, pace=0.0)  # ~30 MB unpaced: more than any socket buffer holds
+    server = start_server(source, max_pending=16, sndhwm=8, session_timeout_s=5.0)
+    slow = raw_dealer(server.endpoint, RCVHWM=1, RCVBUF=4096)
+    try:
+        slow.send_multipart(P.Hello(layouts=(2,)).encode_frames())
+        slow.send_multipart(P.UserAudio(np.zeros(160, np.int16), end_of_utterance=True, turn_id=1).encode_frames())
+        time.sleep(1.5)  # not reading: the server's queue for this client overflows
+        with BridgeClient(server.endpoint) as fast:  # meanwhile another client is served normally
+            source_fast = fast.run_turn(QUESTION, 16000, timeout_s=30)
+            assert source_fast.completed
+        seqs, error, end, audio_next = [], None, None, 0
+        while end is None:
+            msg = recv_msg(slow, 5.0)
+            assert msg is not None, "stream stopped without a TurnEnd"
+            seqs.append(msg.seq)
+            if isinstance(msg, P.AudioChunk):
+                assert msg.sample_offset == audio_next  # nothing missing before the cancel
+                audio_next += msg.samples.shape[0]
+            elif isinstance(msg, P.Error):
+                error = msg
+            elif isinstance(msg, P.TurnEnd):
+                end = msg
+        assert seqs == list(range(len(seqs)))
+        assert error is not None and error.code == P.ErrorCode.CLIENT_TOO_SLOW
+        assert end.status == P.TurnStatus.CANCELLED and end.audio_samples == audio_next < 300 * 24000
+    finally:
+        slow.close(0)
+        server.stop()
+
+
+def test_a_failing_turn_reports_turn_failed():
+    server = start_server(ScriptedSource(seconds=1.0, fail_after_frames=10))
+    try:
+        with BridgeClient(server.endpoint) as c:
+            res = c.run_turn(QUESTION, 16000)
+            assert res.turn_end.status == P.TurnStatus.FAILED
+            assert [e.code for e in res.errors] == [P.ErrorCode.TURN_FAILED]
+    finally:
+        server.stop()
+
+
+def test_serve_cli_shuts_down_gracefully_on_sigterm():
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "plugin_bridge.serve", "--bind", f"tcp://127.0.0.1:{port}", "--script-seconds", "20"],
+        env=env, cwd=REPO, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        c = BridgeClient(f"tcp://127.0.0.1:{port}")
+        c.connect(timeout_s=20)
+        c.send_audio(QUESTION, 16000, turn_id=1)
+        assert wait_until(lambda: isinstance(c.recv(0.1), P.AudioChunk), 10)
+        proc.send_signal(signal.SIGTERM)
+        codes = set()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and P.ErrorCode.SHUTTING_DOWN not in codes:
+            msg = c.recv(0.1)
+            if isinstance(msg, P.Error):
+                codes.add(msg.code)
+        assert P.ErrorCode.SHUTTING_DOWN in codes
+        assert proc.wait(10) == 0
+        c.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
