@@ -136,7 +136,10 @@ class _Turn:
     turn_id: int
     cancel: threading.Event
     started: float
-    sent: dict[str, int] = field(default_factory=lambda: dict.fromkeys(("tb", "td", "as", "ac", "ff"), 0))
+
+
+def _zero_counts() -> dict[str, int]:
+    return dict.fromkeys(("tb", "td", "as", "ac", "ff"), 0)  # text bytes/deltas, audio samples/chunks, face frames
 
 
 @dataclass
@@ -156,6 +159,8 @@ class _Session:
     rx_parts: list = field(default_factory=list)
     rx_rate: int = 0
     rx_samples: int = 0
+    sent_turn: int = 0  # the turn whose delivered messages `sent` counts
+    sent: dict[str, int] = field(default_factory=_zero_counts)
 
 
 class BridgeServer:
@@ -359,6 +364,20 @@ class BridgeServer:
                 return
             s.pending.popleft()
             s.tx_seq += 1
+            if turn_id and turn_id == s.sent_turn:
+                self._count_sent(s.sent, header[6], payload, s.layouts[0])
+
+    @staticmethod
+    def _count_sent(c: dict[str, int], kind: int, payload: bytes, layout_id: int) -> None:
+        """What a client actually got of a turn (for the counts of a TurnEnd(CANCELLED))."""
+        if kind == P.Kind.TEXT_DELTA:
+            c["tb"] += len(payload) - 8
+            c["td"] += 1
+        elif kind == P.Kind.AUDIO_CHUNK:
+            c["as"] += struct.unpack_from("<I", payload, 16)[0]
+            c["ac"] += 1
+        elif kind == P.Kind.FACE_FRAMES and payload[12] == layout_id:
+            c["ff"] += struct.unpack_from("<I", payload, 16)[0]
 
     def _too_slow(self, s: _Session) -> None:
         """The client is too far behind: cancel its turn, drop that turn's queued messages, tell it why."""
@@ -377,12 +396,12 @@ class BridgeServer:
         msg = f"client too slow: more than {self.config.max_pending} messages waiting; turn {tid} cancelled"
         s.pending.append((0, P.Error(P.ErrorCode.CLIENT_TOO_SLOW, msg, turn_id=tid).encode_frames()))
         if t is not None:
-            s.pending.append((0, self._cancelled_end(t).encode_frames()))
+            s.pending.append((0, self._cancelled_end(s, t).encode_frames()))
         self._flush(s)
 
     @staticmethod
-    def _cancelled_end(t: _Turn) -> P.TurnEnd:
-        c = t.sent
+    def _cancelled_end(s: _Session, t: _Turn) -> P.TurnEnd:
+        c = s.sent if s.sent_turn == t.turn_id else _zero_counts()
         return P.TurnEnd(
             P.TurnStatus.CANCELLED, total_s=time.monotonic() - t.started,
             text_bytes=c["tb"], text_deltas=c["td"], audio_samples=c["as"], audio_chunks=c["ac"], face_frames=c["ff"],
@@ -396,17 +415,7 @@ class BridgeServer:
         if s is None or s.turn is None or s.turn.turn_id != tid or s.turn.cancel.is_set():
             return  # a cancelled or finished turn's late message
         header, payload = frames[1], frames[2]
-        kind = struct.unpack_from("<H", header, 6)[0]
-        c = s.turn.sent
-        if kind == P.Kind.TEXT_DELTA:
-            c["tb"] += len(payload) - 8
-            c["td"] += 1
-        elif kind == P.Kind.AUDIO_CHUNK:
-            c["as"] += struct.unpack_from("<I", payload, 16)[0]
-            c["ac"] += 1
-        elif kind == P.Kind.FACE_FRAMES and payload[12] == s.layouts[0]:
-            c["ff"] += struct.unpack_from("<I", payload, 16)[0]
-        elif kind == P.Kind.TURN_END:
+        if header[6] == P.Kind.TURN_END:
             s.last_turn_id = tid
             s.turn = None
         self._enqueue(s, [header, payload], tid)
@@ -541,6 +550,7 @@ class BridgeServer:
             s.rx_turn_id, s.rx_parts, s.rx_samples = 0, [], 0
             t = _Turn(tid, threading.Event(), time.monotonic())
             s.turn = t
+            s.sent_turn, s.sent = tid, _zero_counts()
             self._pool.submit(self._run_turn, s.sid, t, audio, s.layouts, s.capabilities)
 
     def _cancel(self, s: _Session, turn_id: int) -> None:
@@ -552,7 +562,7 @@ class BridgeServer:
             s.pending = deque(x for x in s.pending if x[0] != t.turn_id)
             if self._livelink is not None:
                 self._livelink.clear(_subject(s.sid))
-            self._send(s, self._cancelled_end(t))
+            self._send(s, self._cancelled_end(s, t))
         elif s.rx_turn_id and turn_id in (0, s.rx_turn_id):  # cancelled while still speaking
             tid = s.rx_turn_id
             s.rx_turn_id, s.rx_parts, s.rx_samples = 0, [], 0
@@ -565,11 +575,11 @@ class BridgeServer:
         if s.turn is not None:
             s.turn.cancel.set()
             s.turn = None
+            if self._livelink is not None:  # a finished turn's queued Live Link frames still play out
+                self._livelink.clear(_subject(s.sid))
         if code is not None:
             with contextlib.suppress(zmq.ZMQError):
                 self._router.send_multipart([s.identity, *P.Error(code, message).encode_frames()], zmq.NOBLOCK)
-        if self._livelink is not None:
-            self._livelink.clear(_subject(s.sid))
         self._sessions.pop(s.identity, None)
         if self._by_sid.pop(s.sid, None) is not None:
             try:

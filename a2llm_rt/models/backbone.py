@@ -299,7 +299,8 @@ class StepAudio2Backbone(nn.Module):
         tapped hidden ``[B, d]``).
 
         Row ``b``'s token goes to position ``cache.lengths[b]``. ``active`` ``[B]`` bool: rows where False are
-        computed but do not advance (their write stays invisible), for idle slots. No host sync (graph capture).
+        computed but do not advance (their write stays invisible), for idle slots. No host sync (graph capture),
+        hence no bounds check: the caller stops a row before ``cache.lengths[b] == cache.max_len``.
         """
         emb = self.model.embed_tokens(token_ids)
         n_new = None if active is None else active.to(torch.long)

@@ -216,3 +216,33 @@ def test_tiny_model_on_cuda_step_equals_full():
     for j in range(6, 12):
         out = m.step(ids[:, j : j + 1], cache)
         torch.testing.assert_close(out.logits, full.logits[:, j], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.gpu
+def test_step_replays_under_cuda_graph_capture():
+    """The engine captures ``step`` in a CUDA graph: static shapes, in-place cache, no host sync."""
+    torch.manual_seed(0)
+    m = StepAudio2Backbone(TINY_BACKBONE).cuda().eval()
+    prompt = torch.randint(0, 280, (2, 5), device="cuda")
+    ref_cache, cache = m.new_cache(2, 32), m.new_cache(2, 32)
+    m.prefill(prompt, ref_cache)
+    m.prefill(prompt, cache)
+    tok = torch.zeros(2, 1, dtype=torch.long, device="cuda")
+    saved = cache.lengths.clone()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            m.step(tok, cache)
+    torch.cuda.current_stream().wait_stream(side)
+    cache.lengths.copy_(saved)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = m.step(tok, cache)
+    for j in range(4):
+        nxt = torch.full((2, 1), 7 + j, device="cuda")
+        tok.copy_(nxt)
+        graph.replay()
+        ref = m.step(nxt, ref_cache)
+        torch.testing.assert_close(out.logits, ref.logits, atol=1e-4, rtol=1e-4)
+    assert cache.lengths.tolist() == ref_cache.lengths.tolist() == [9, 9]

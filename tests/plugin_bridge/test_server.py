@@ -205,12 +205,13 @@ def test_malformed_messages_get_error_replies_and_the_server_keeps_serving():
 
 def test_a_client_too_far_behind_gets_its_turn_cancelled_with_an_error():
     source = ScriptedSource(seconds=300.0, pace=0.0)  # ~30 MB unpaced: more than any socket buffer holds
-    server = start_server(source, max_pending=16, sndhwm=8, session_timeout_s=5.0)
+    server = start_server(source, max_pending=200, sndhwm=50, session_timeout_s=5.0)
     slow = raw_dealer(server.endpoint, RCVHWM=1, RCVBUF=4096)
     try:
         slow.send_multipart(P.Hello(layouts=(2,)).encode_frames())
         slow.send_multipart(P.UserAudio(np.zeros(160, np.int16), end_of_utterance=True, turn_id=1).encode_frames())
         time.sleep(1.5)  # not reading: the server's queue for this client overflows
+        source.seconds = 1.0  # the next turns are short (the slow turn read its length when it started)
         with BridgeClient(server.endpoint) as fast:  # meanwhile another client is served normally
             source_fast = fast.run_turn(QUESTION, 16000, timeout_s=30)
             assert source_fast.completed

@@ -1,0 +1,267 @@
+"""The decode loop's pieces: TA4 token classes, per-turn state, the batched (optionally graph-captured) decode step,
+and the motion path (hidden-state windows -> connector -> motion codes -> streaming decoder -> face frames).
+
+Token stream of a spoken answer (after ``<tts_start>``, which the prompt prefills): slot ``k`` is a text slot when
+``layout.slot_is_text(k)`` (TA4: every 5th), else an audio slot. Each step masks the logits to the class its slot
+allows, so the interleave holds whatever the weights are:
+
+- text slot: text ids (not ``<|BOT|>``/``<|endoftext|>``), ``<tts_pad>`` and the stop ids ``<|EOT|>``/``<tts_end>``;
+  after the first ``<tts_pad>`` (text ran out) only ``<tts_pad>`` and stops; once audio ran out too, only stops;
+- audio slot: the real audio codes and the audio padding code; after the first padding code, only padding.
+
+Stops are masked out until ``min_audio_tokens`` audio tokens exist (as is the audio padding code). Every sampled
+token is fed back at the next step; the stop token is not (the history closes the turn, see ``prompt.py``).
+
+Hidden states are tapped at audio positions only: the backbone's tapped state at the position whose *input* is an
+audio code (returned by the step that feeds the code, as in a teacher-forced training forward), so face frame ``k``
+belongs to audio code ``k`` and covers output samples ``[k*960, (k+1)*960)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import deque
+
+import numpy as np
+import torch
+
+from a2llm_rt.engine.sampling import SamplingParams
+from a2llm_rt.engine.timing import TurnClock
+from a2llm_rt.errors import InputError
+from a2llm_rt.face.flame_to_arkit import ArkitMap, flame_to_arkit, flame_to_livelink
+from a2llm_rt.models.kv_cache import KVCache
+from a2llm_rt.models.token_layout import TokenLayout
+
+GRAPH_MODES = ("none", "cuda_graph", "compile", "auto")
+
+
+# ---- token classes ------------------------------------------------------------------------------------------------
+class TokenClasses:
+    """Boolean id masks ``[V]`` of the token classes of a layout (on the model's device), combined per slot."""
+
+    def __init__(self, layout: TokenLayout, device: torch.device | str):
+        v = layout.vocab_size
+        ids = torch.arange(v)
+        self.layout = layout
+        self.eot = layout.special("eot")
+        self.tts_end = layout.tts_end
+        self.tts_pad = layout.special("tts_pad")
+        self.audio_pad = layout.audio_pad_id
+        text = ids < layout.text_end
+        for f in ("bot", "eot", "pad", "audio_start", "audio_end", "audio_patch", "tts_start", "tts_end", "tts_pad"):
+            t = getattr(layout, f)
+            if t is not None:
+                text[t] = False
+        self.text = text
+        self.stop = torch.zeros(v, dtype=torch.bool)
+        self.stop[[i for i in (self.eot, self.tts_end) if i is not None]] = True
+        self.pad = torch.zeros(v, dtype=torch.bool)
+        self.pad[self.tts_pad] = True
+        self.audio = layout.audio_mask(ids)
+        self.audio_pad_mask = torch.zeros(v, dtype=torch.bool)
+        if self.audio_pad is not None:
+            self.audio_pad_mask[self.audio_pad] = True
+        self.device = torch.device(device)
+        self._cache: dict[tuple, torch.Tensor] = {}
+
+    def allowed(self, text_slot: bool, text_done: bool, audio_done: bool, may_stop: bool) -> torch.Tensor:
+        """The ``[V]`` mask of one slot (cached per combination)."""
+        key = (text_slot, text_done, audio_done, may_stop)
+        m = self._cache.get(key)
+        if m is None:
+            if text_slot:
+                if text_done and audio_done:
+                    m = self.stop.clone()
+                else:
+                    m = self.pad.clone() if text_done else self.text | self.pad
+                    if may_stop:
+                        m |= self.stop
+            elif audio_done:
+                m = self.audio_pad_mask.clone()
+            else:
+                m = self.audio.clone()
+                if may_stop:
+                    m |= self.audio_pad_mask
+            if not m.any():  # a layout without an audio padding code: keep going with real codes
+                m = self.audio.clone()
+            m = m.to(self.device)
+            self._cache[key] = m
+        return m
+
+
+# ---- per-turn state -----------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class TurnState:
+    """Everything one session's current turn carries between engine steps."""
+
+    clock: TurnClock
+    slot: int = 0
+    """Index (after ``<tts_start>``) of the next token to sample."""
+    next_input: int | None = None
+    """Sampled token waiting to be fed at the next step."""
+    text_ids: list[int] = dataclasses.field(default_factory=list)
+    text_sent: str = ""
+    audio_tokens: int = 0
+    text_tokens: int = 0
+    new_tokens: int = 0
+    steps: int = 0
+    text_done: bool = False
+    audio_done: bool = False
+    recent_text: deque = dataclasses.field(default_factory=lambda: deque(maxlen=64))
+    recent_audio: deque = dataclasses.field(default_factory=lambda: deque(maxlen=64))
+    vocoder_pending: list[int] = dataclasses.field(default_factory=list)
+    voc_state: object | None = None
+    window: list[torch.Tensor] = dataclasses.field(default_factory=list)
+    """Tapped hidden states ``[d]`` of audio positions not yet given to the connector."""
+    prev_codes: torch.Tensor | None = None
+    """``[1, W/G, N_q]`` motion codes of the previous window (None: the turn's first window)."""
+    dec_state: object | None = None
+    frames_out: int = 0
+    """Face frames emitted so far (the next FaceFrames' first_frame)."""
+    face_frames_made: int = 0
+    """Face frames the decoder produced so far (some may be trimmed at the end)."""
+    audio_samples: int = 0
+    finished: str | None = None
+    stop_token: int | None = None
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "text_tokens": self.text_tokens,
+            "audio_tokens": self.audio_tokens,
+            "face_frames": self.frames_out,
+            "audio_samples": self.audio_samples,
+            "steps": self.steps,
+            "new_tokens": self.new_tokens,
+        }
+
+    def params_for(self, text: SamplingParams, audio: SamplingParams, text_slot: bool) -> SamplingParams:
+        return text if text_slot else audio
+
+    def recent(self, text_slot: bool) -> deque:
+        return self.recent_text if text_slot else self.recent_audio
+
+
+def text_delta(tokenizer, ids: list[int], sent: str, final: bool = False) -> str:
+    """The text decoded from ``ids`` beyond ``sent``; held back while it ends in a partial UTF-8 character."""
+    if not ids:
+        return ""
+    full = tokenizer.decode(ids)
+    if not final and full.endswith("\ufffd"):
+        return ""
+    return full[len(sent) :] if full.startswith(sent) else full
+
+
+# ---- the decode step ----------------------------------------------------------------------------------------------
+class StepRunner:
+    """One batched decode step over every cache row: ``run(ids [B, 1], active [B]) -> (logits [B, V], hidden [B, d])``.
+
+    Modes: ``none`` (eager), ``cuda_graph`` (an explicit ``torch.cuda.CUDAGraph`` captured once over the static
+    cache; inputs are copied into static buffers and the graph replayed), ``compile`` (``torch.compile`` with
+    ``mode="reduce-overhead"``), ``auto`` (``cuda_graph`` on CUDA, else ``none``). The cache must never be
+    reallocated while a graph holds it (the engine allocates it once; prefill and reset work in place).
+
+    The CUDA paths cannot run on the CPU-only development machines: they are written to the CUDA-graph rules (static
+    shapes, no host sync inside ``backbone.step``, warm-up on a side stream with every row inactive so the warm-up
+    changes no cache length) and exercised by the ``gpu``-marked test and ``bench/engine.py --device cuda``.
+    """
+
+    def __init__(self, backbone, cache: KVCache, mode: str = "auto"):
+        if mode not in GRAPH_MODES:
+            raise InputError(f"unknown graph mode {mode!r}; known: {GRAPH_MODES}")
+        dev = cache.k.device
+        if mode == "auto":
+            mode = "cuda_graph" if dev.type == "cuda" else "none"
+        if mode in ("cuda_graph", "compile") and dev.type != "cuda":
+            raise InputError(f"graph mode {mode!r} needs the model on a CUDA device, not {dev}")
+        self.backbone = backbone
+        self.cache = cache
+        self.mode = mode
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self._fn = backbone.step
+        if mode == "compile":
+            self._fn = torch.compile(backbone.step, mode="reduce-overhead", dynamic=False)
+        b = cache.batch_size
+        self._ids = torch.zeros(b, 1, dtype=torch.long, device=dev)
+        self._active = torch.zeros(b, dtype=torch.bool, device=dev)
+        self._out: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @torch.no_grad()
+    def capture(self, warmup: int = 3) -> None:
+        """Capture the graph (``cuda_graph`` mode); called lazily by the first :meth:`run`."""
+        if self.mode != "cuda_graph" or self._graph is not None:
+            return
+        self._ids.zero_()
+        self._active.zero_()  # no row advances during warm-up and capture
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(warmup):
+                self.backbone.step(self._ids, self.cache, self._active)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self._out = self.backbone.step(self._ids, self.cache, self._active)
+        self._graph = graph
+
+    @torch.no_grad()
+    def run(self, ids: torch.Tensor, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.mode == "cuda_graph":
+            self.capture()
+            self._ids.copy_(ids)
+            self._active.copy_(active)
+            self._graph.replay()
+            logits, hidden = self._out
+            return logits.clone(), hidden.clone()
+        if self.mode == "compile":
+            self._ids.copy_(ids)
+            self._active.copy_(active)
+            logits, hidden = self._fn(self._ids, self.cache, self._active)
+            return logits.clone(), hidden.clone()
+        logits, hidden = self.backbone.step(ids, self.cache, active)
+        return logits, hidden
+
+
+# ---- motion path --------------------------------------------------------------------------------------------------
+def pad_window(hidden: list[torch.Tensor], group: int) -> tuple[torch.Tensor, int]:
+    """Stack ``n`` hidden states ``[d]`` to ``[ceil(n/G)*G, d]`` (repeating the last one); returns it and ``n``."""
+    n = len(hidden)
+    x = torch.stack(hidden, 0)
+    short = (-n) % group
+    if short:
+        x = torch.cat([x, x[-1:].expand(short, -1)], 0)
+    return x, n
+
+
+def face_layouts(frames: np.ndarray, arkit_map: ArkitMap | None) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """Decoder frames ``[n, D]`` (D = 58 FLAME or 52 ARKit) -> (flame58 | None, arkit52 ``[n, 52]``,
+    livelink61 ``[n, 61]``) float32. :class:`InputError` on NaN/inf."""
+    frames = np.asarray(frames, dtype=np.float32)
+    if not np.isfinite(frames).all():
+        raise InputError("the motion decoder produced NaN or inf frames")
+    if frames.shape[-1] == 58:
+        return frames, flame_to_arkit(frames, arkit_map), flame_to_livelink(frames, arkit_map)
+    if frames.shape[-1] == 52:
+        ar = np.clip(frames, 0.0, 1.0)
+        return None, ar, np.concatenate([ar, np.zeros((ar.shape[0], 9), np.float32)], 1)
+    raise InputError(f"motion frames must have 58 (FLAME) or 52 (ARKit) values, got {frames.shape[-1]}")
+
+
+def connector_batch(
+    connector, windows: list[torch.Tensor], prev: list[torch.Tensor | None]
+) -> torch.Tensor:
+    """Connector logits for several sessions' windows of equal length.
+
+    windows: ``[W', d]`` each; prev: each session's previous-window codes ``[1, W/G, N_q]`` or None (first window).
+    Returns ``[n, W'/G, N_q, K]``.
+    """
+    x = torch.stack(windows, 0)
+    dev = x.device
+    if all(p is None for p in prev):
+        return connector.step(x, None)
+    cfg = connector.cfg
+    n = cfg.tokens_per_window
+    if any(p is not None and p.shape[1] != n for p in prev):  # a short previous window: run one by one
+        return torch.cat([connector.step(x[i : i + 1], prev[i]) for i in range(len(prev))], 0)
+    codes = torch.stack([torch.zeros(n, cfg.n_q, dtype=torch.long, device=dev) if p is None else p[0] for p in prev])
+    first = torch.tensor([p is None for p in prev], device=dev)
+    return connector.step(x, codes, first if bool(first.any()) else None)

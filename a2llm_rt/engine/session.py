@@ -1,0 +1,120 @@
+"""One Session per avatar (per connected player): its conversation, its KV-cache row and its per-turn state.
+
+Weights are shared by the :class:`~a2llm_rt.engine.engine.Engine`; everything that belongs to one conversation lives
+here (sherpa-onnx's ``OnlineStream``): the chat history (token ids + audio chunks, and how many of them the cache row
+already holds), the cache row index, the seeded sampling generator, and during a turn a
+:class:`~a2llm_rt.engine.decode.TurnState` (clocks, motion history = the previous window's motion codes, motion
+decoder streaming state, vocoder state).
+
+Two ways to drive a session:
+
+- synchronous (tests, the chat CLI): ``engine.submit(session, audio)`` then ``engine.step()`` until the turn's
+  ``TurnEnd`` / ``Error`` comes out (``engine.run_turn`` does exactly that);
+- threaded (the bridge server): ``for ev in session.respond(audio, cancel=event): ...`` from any thread; the engine's
+  background loop batches every session's steps and routes events to each session's queue.
+
+Cancelling (``engine.cancel(session)`` or setting respond's ``cancel`` event) ends the turn at the next step with a
+``TurnEnd(reason="cancelled")``; the history closes the partial answer with ``<|EOT|>`` so the next turn continues
+the conversation.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from a2llm_rt.engine.decode import TurnState
+from a2llm_rt.engine.events import Error, Event, TurnEnd
+from a2llm_rt.engine.sampling import SamplingConfig, make_generator
+from a2llm_rt.models.prompt import ChatHistory
+
+if TYPE_CHECKING:
+    from a2llm_rt.engine.engine import Engine
+
+
+class Session:
+    """Per-avatar state. Create with :meth:`Engine.new_session`, never directly."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        session_id: int,
+        row: int,
+        history: ChatHistory,
+        sampling: SamplingConfig,
+        system_prompt: str | None,
+    ):
+        self.engine = engine
+        self.id = session_id
+        self.row = row
+        self.history = history
+        self.system_prompt = system_prompt
+        self.sampling = sampling
+        self.generator: torch.Generator = make_generator(sampling.seed)
+        self.turn: TurnState | None = None
+        self.pending_audio: tuple[np.ndarray, int] | None = None
+        """Audio submitted for the next turn (waveform, sample rate), prefilled at the next engine step."""
+        self.pending_clock = None
+        self.cancel_requested = False
+        self.closed = False
+        self.turns_done = 0
+        self.events: queue.Queue[Event] = queue.Queue()
+        """Events of the current turn when driven by the engine's background loop (:meth:`respond`)."""
+
+    # ---- state -----------------------------------------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        """A turn is waiting for its prefill or being generated."""
+        return self.pending_audio is not None or self.turn is not None
+
+    @property
+    def cache_length(self) -> int:
+        return int(self.engine.cache.lengths[self.row])
+
+    def reset_conversation(self) -> None:
+        """Forget the conversation (a fresh history with the system prompt, an empty cache row); used after a
+        failure left the cache row and the history out of step, and when the history outgrows the cache."""
+        self.history = ChatHistory(self.history.fmt, self.system_prompt)
+        mask = torch.zeros(self.engine.cache.batch_size, dtype=torch.bool)
+        mask[self.row] = True
+        self.engine.cache.reset(mask)
+
+    # ---- threaded API (the bridge) -----------------------------------------------------------------------------------
+    def respond(
+        self,
+        audio: np.ndarray,
+        sample_rate: int = 16000,
+        cancel: threading.Event | None = None,
+        poll_s: float = 0.02,
+    ) -> Iterator[Event]:
+        """Answer one utterance (``audio`` ``[n]`` float32 mono at ``sample_rate``; resampled to 16 kHz).
+
+        Yields this turn's events, :class:`TurnEnd` or :class:`Error` last. Safe to call from many threads (one
+        turn per session at a time); the engine's background loop batches all sessions. When ``cancel`` is set
+        the turn stops within one decode step and ends with ``TurnEnd(reason="cancelled")``.
+        """
+        while not self.events.empty():  # stale events of an abandoned turn
+            self.events.get_nowait()
+        self.engine.submit(self, audio, sample_rate)
+        self.engine.start_background()
+        cancelled = False
+        while True:
+            if cancel is not None and cancel.is_set() and not cancelled:
+                self.engine.cancel(self)
+                cancelled = True
+            try:
+                ev = self.events.get(timeout=poll_s)
+            except queue.Empty:
+                continue
+            yield ev
+            if isinstance(ev, TurnEnd | Error):
+                return
+
+    def close(self) -> None:
+        """Leave the engine: cancels a running turn and frees the cache row."""
+        self.engine.close_session(self)

@@ -1,0 +1,266 @@
+/*
+ * a2llm_client.h - the C ABI of the a2llm native client core (plugin_bridge/native).
+ *
+ * One client = one connection (a ZeroMQ DEALER socket) to the a2llm bridge server
+ * (`python -m plugin_bridge.serve`), speaking wire protocol version 1 (plugin_bridge/PROTOCOL.md).
+ * Both engine plugins (Unity: C# P/Invoke; Unreal: C++) use only this header.
+ *
+ * Threads
+ *   - The core owns one background I/O thread per client: it connects, sends Hello (and again after a server
+ *     restart), answers heartbeats, receives and decodes every message, fills the audio ring and the face jitter
+ *     buffer, and queues events for a2llm_client_poll. Nothing is received on the caller's threads.
+ *   - a2llm_client_send_audio_*, a2llm_client_cancel, a2llm_client_state, a2llm_client_wait_ready,
+ *     a2llm_client_stats, a2llm_client_read_audio, a2llm_client_playback_position, a2llm_client_face_frame_at and the
+ *     curve / layout queries are thread-safe (any thread, concurrently).
+ *   - a2llm_client_poll has ONE consumer (typically the game thread): the pointers inside the event it returns stay
+ *     valid until the next a2llm_client_poll call on the same client or a2llm_client_destroy.
+ *   - a2llm_client_destroy must not race with any other call on the same client.
+ *   - a2llm_client_read_audio is meant for the engine's audio callback: it never blocks on the network; it takes
+ *     a short internal lock (a few microseconds) shared with the I/O thread.
+ *
+ * Errors
+ *   Functions return a negative a2llm_status on failure and set a thread-local message for a2llm_last_error().
+ *   No C++ exception ever crosses this ABI. All strings are UTF-8 and NUL-terminated.
+ *
+ * Audio and A/V sync
+ *   Answer audio is float32 mono at the Welcome's output rate (24000 Hz); face frames run at the Welcome's fps
+ *   (25): frame k of a turn covers answer samples [k*960, (k+1)*960). Turns play back one after another.
+ *   The engine's audio callback pulls samples with a2llm_client_read_audio; the jitter buffer holds back the
+ *   start of each turn until `jitter_target_ms` of audio is buffered (or the turn has ended); after an underrun it
+ *   plays silence WITHOUT advancing the playhead and re-buffers the same target, so audio and face never drift.
+ *   The game thread asks a2llm_client_face_frame_at(samples_played) for the face of that audio instant: frame
+ *   values are placed at frame centres ((k + 0.5) * 960 samples) and linearly interpolated between neighbours;
+ *   before the first centre the first frame is used. A frame that is late (not received yet) is never invented:
+ *   the last available frame at or before the instant is HELD (flag A2LLM_FRAME_HELD). Frames may arrive out of
+ *   order; they are stored by index.
+ */
+#ifndef A2LLM_CLIENT_H
+#define A2LLM_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(_WIN32)
+#  if defined(A2LLM_BUILDING)
+#    define A2LLM_API __declspec(dllexport)
+#  else
+#    define A2LLM_API __declspec(dllimport)
+#  endif
+#elif defined(__GNUC__)
+#  define A2LLM_API __attribute__((visibility("default")))
+#else
+#  define A2LLM_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define A2LLM_ABI_VERSION 1      /* bumped on any incompatible change of this header */
+#define A2LLM_PROTOCOL_VERSION 1 /* wire protocol version spoken */
+
+/* Face layout wire ids (a2llm_rt/face/layouts.py). */
+#define A2LLM_LAYOUT_FLAME58 1    /* 58 values: expression[50] | jaw[3] | global pose[3] | eyelids[2] */
+#define A2LLM_LAYOUT_ARKIT52 2    /* 52 ARKit blend shapes in ARFaceAnchor order, values in [0, 1] */
+#define A2LLM_LAYOUT_LIVELINK61 3 /* ARKIT52 + head yaw/pitch/roll + left/right eye yaw/pitch/roll (radians) */
+
+/* Capabilities (Hello asks, Welcome grants). */
+#define A2LLM_CAP_TEXT 1u
+#define A2LLM_CAP_AUDIO 2u
+#define A2LLM_CAP_FACE 4u
+#define A2LLM_CAP_LIVELINK_UDP 8u /* Welcome only */
+
+/* Pass as samples_played to a2llm_client_face_frame_at: use the core's own playhead (samples handed out by
+ * a2llm_client_read_audio for the playing turn) minus options.output_latency_ms. */
+#define A2LLM_PLAYHEAD_CURRENT UINT64_MAX
+
+/* Opaque client handle. */
+typedef struct a2llm_client a2llm_client;
+
+typedef enum a2llm_status {
+    A2LLM_OK = 0,
+    A2LLM_ERR_INVALID_ARGUMENT = -1, /* NULL pointer, bad size, non-finite sample, unknown layout, ... */
+    A2LLM_ERR_NOT_CONNECTED = -2,    /* no Welcome yet (or the session was lost and is being re-opened) */
+    A2LLM_ERR_TIMEOUT = -3,
+    A2LLM_ERR_BUFFER_TOO_SMALL = -4,
+    A2LLM_ERR_NETWORK = -5,          /* ZeroMQ failed (bad endpoint, ...) */
+    A2LLM_ERR_PROTOCOL = -6,         /* malformed bytes (see a2llm_last_error) */
+    A2LLM_ERR_CLOSED = -7,           /* the client was closed (or its I/O thread stopped) */
+    A2LLM_ERR_INTERNAL = -99
+} a2llm_status;
+
+typedef enum a2llm_state {
+    A2LLM_STATE_CONNECTING = 0, /* Hello sent, waiting for Welcome (also after a server restart) */
+    A2LLM_STATE_READY = 1,      /* Welcome received: send audio */
+    A2LLM_STATE_CLOSED = 2
+} a2llm_state;
+
+typedef enum a2llm_event_type {
+    A2LLM_EVENT_NONE = 0,
+    A2LLM_EVENT_CONNECTED = 1,    /* Welcome: session_id, code = negotiated version, text = server name */
+    A2LLM_EVENT_TEXT_DELTA = 2,   /* text/text_len, byte_offset */
+    A2LLM_EVENT_AUDIO = 3,        /* sample_offset, n_samples, sample_rate, data (already in the audio ring) */
+    A2LLM_EVENT_FACE = 4,         /* first_frame, n_frames, dims, layout_id, fps, data [n_frames*dims] row-major
+                                     (already in the face jitter buffer) */
+    A2LLM_EVENT_TURN_END = 5,     /* status (a2llm_turn_status), timings and counts */
+    A2LLM_EVENT_ERROR = 6,        /* code (protocol ErrorCode from the server, or A2LLM_ERR_PROTOCOL for a message
+                                     the core could not decode), text = message */
+    A2LLM_EVENT_DISCONNECTED = 7  /* the server went silent past its session timeout, or asked us to say Hello
+                                     again; the core re-sends Hello by itself (CONNECTED follows) */
+} a2llm_event_type;
+
+typedef enum a2llm_turn_status {
+    A2LLM_TURN_COMPLETED = 0,
+    A2LLM_TURN_CANCELLED = 1,
+    A2LLM_TURN_FAILED = 2
+} a2llm_turn_status;
+
+/* Flags written by a2llm_client_face_frame_at. */
+#define A2LLM_FRAME_INTERPOLATED 0 /* both neighbouring frames present (or exactly on a centre / before frame 0) */
+#define A2LLM_FRAME_HELD 1         /* the next frame is late: the last available frame is held */
+#define A2LLM_FRAME_IDLE 2         /* no turn is playing: the last frame shown is held */
+
+/* One event. Field order is chosen so that there is no implicit padding on 64-bit targets (P/Invoke friendly,
+ * sizeof == 128 on 64-bit). Fields that do not apply to a type are 0 / NULL. */
+typedef struct a2llm_event {
+    int32_t type;            /* a2llm_event_type */
+    uint32_t turn_id;        /* header turn id (0 for session-level messages) */
+    uint64_t sample_offset;  /* AUDIO: offset of data[0] in the turn's answer audio */
+    uint64_t first_frame;    /* FACE: index of the first frame in the turn */
+    const char* text;        /* TEXT_DELTA / ERROR / CONNECTED: UTF-8, NUL-terminated, text_len bytes */
+    const float* data;       /* AUDIO: n_samples floats; FACE: n_frames*dims floats */
+    uint32_t text_len;       /* bytes, without the NUL */
+    uint32_t byte_offset;    /* TEXT_DELTA: offset of this piece in the turn's UTF-8 text */
+    uint32_t n_samples;      /* AUDIO */
+    uint32_t sample_rate;    /* AUDIO */
+    uint32_t n_frames;       /* FACE */
+    uint32_t dims;           /* FACE: values per frame (58, 52 or 61) */
+    int32_t layout_id;       /* FACE */
+    float fps;               /* FACE */
+    int32_t code;            /* ERROR: error code; CONNECTED: protocol version */
+    uint32_t session_id;     /* CONNECTED */
+    float ttft_s;            /* TURN_END timings in seconds, -1 = not measured */
+    float ttfa_s;
+    float ttff_s;
+    float rtf;
+    float total_s;
+    uint32_t text_bytes;     /* TURN_END counts (as sent by the server) */
+    uint32_t text_deltas;
+    uint32_t audio_chunks;
+    uint32_t face_frames;    /* frames per layout */
+    int32_t status;          /* TURN_END: a2llm_turn_status */
+    uint64_t audio_samples;  /* TURN_END */
+} a2llm_event;
+
+typedef struct a2llm_client_options {
+    uint32_t struct_size;          /* = sizeof(a2llm_client_options); set by a2llm_client_options_init */
+    uint32_t capabilities;         /* A2LLM_CAP_* wanted; default TEXT|AUDIO|FACE */
+    uint8_t layouts[4];            /* wanted face layouts in preference order; default {ARKIT52} */
+    uint32_t n_layouts;            /* entries used in layouts (0..4); default 1 */
+    const char* client_name;       /* UTF-8, <= 255 bytes, copied; NULL = "a2llm-native/<version>" */
+    uint32_t jitter_target_ms;     /* audio buffered before a turn starts playing (and after an underrun);
+                                      default 100 */
+    uint32_t output_latency_ms;    /* subtracted from the core's playhead for A2LLM_PLAYHEAD_CURRENT; default 0 */
+    uint32_t hello_retry_ms;       /* re-send Hello while no Welcome; default 1000 */
+    uint32_t event_queue_capacity; /* AUDIO/FACE events kept for poll before the oldest are dropped (their data is
+                                      still in the ring / jitter buffer; stats count drops). TEXT, TURN_END, ERROR
+                                      and connection events are never dropped. default 1024; 0 = no AUDIO/FACE
+                                      events at all */
+    uint32_t max_buffered_seconds; /* audio ring limit per client (oldest unplayed turn audio is never dropped:
+                                      beyond the limit, new audio is refused and counted in stats); default 120 */
+    uint32_t reserved0;            /* 0 (keeps the pointers below 8-byte aligned without implicit padding) */
+    const char* curve_server_key;  /* ZeroMQ CURVE: the server's public key (Z85, 40 chars), or NULL */
+    const char* curve_public_key;  /* the client's CURVE key pair (Z85); NULL = generate one */
+    const char* curve_secret_key;
+} a2llm_client_options; /* sizeof == 72 on 64-bit targets */
+
+typedef struct a2llm_stats {
+    uint64_t messages_received;
+    uint64_t bytes_received;
+    uint64_t messages_sent;
+    uint64_t decode_errors;       /* malformed messages from the server (dropped, reported as ERROR events) */
+    uint64_t events_dropped;      /* AUDIO/FACE events dropped because poll did not keep up */
+    uint64_t audio_samples_received;
+    uint64_t audio_samples_played;
+    uint64_t audio_samples_refused;  /* over max_buffered_seconds */
+    uint64_t underruns;           /* times playback ran dry in the middle of a turn */
+    uint64_t face_frames_received;
+    uint64_t late_frames;         /* face_frame_at calls that had to hold a frame */
+    uint64_t buffered_samples;    /* answer audio waiting to be played (all turns) */
+    uint32_t session_id;
+    uint32_t reconnects;          /* Welcomes received after the first */
+} a2llm_stats;
+
+/* --- library ------------------------------------------------------------------------------------------------ */
+A2LLM_API const char* a2llm_version(void);         /* "0.1.0" */
+A2LLM_API uint32_t a2llm_abi_version(void);        /* A2LLM_ABI_VERSION */
+A2LLM_API uint32_t a2llm_protocol_version(void);   /* A2LLM_PROTOCOL_VERSION */
+/* The last error message set on the calling thread by a failed call ("" when none). Valid until the next call
+ * into the library on this thread. */
+A2LLM_API const char* a2llm_last_error(void);
+/* Values per frame of a layout id (58, 52, 61), or 0 if unknown. */
+A2LLM_API int32_t a2llm_layout_dims(int32_t layout_id);
+
+/* --- lifetime ----------------------------------------------------------------------------------------------- */
+/* Fill *opts with the defaults above. */
+A2LLM_API void a2llm_client_options_init(a2llm_client_options* opts);
+/* Connect to `endpoint` (e.g. "tcp://127.0.0.1:5555") and start the I/O thread; returns at once (state
+ * CONNECTING). opts may be NULL (defaults). Returns NULL on error (a2llm_last_error says why). */
+A2LLM_API a2llm_client* a2llm_client_create(const char* endpoint, const a2llm_client_options* opts);
+/* Send Bye, stop the I/O thread, free everything. NULL is ignored. */
+A2LLM_API void a2llm_client_destroy(a2llm_client* client);
+
+/* a2llm_state */
+A2LLM_API int32_t a2llm_client_state(a2llm_client* client);
+/* Block until READY (A2LLM_OK), timeout (A2LLM_ERR_TIMEOUT) or closed. timeout_ms < 0 = forever. */
+A2LLM_API int32_t a2llm_client_wait_ready(a2llm_client* client, int32_t timeout_ms);
+
+/* --- sending ------------------------------------------------------------------------------------------------ */
+/* Send a piece of the player's utterance (mono). The first call after a turn's end_of_utterance starts a new turn
+ * (turn ids are 1, 2, 3, ... per client); end_of_utterance != 0 ends the utterance and starts the answer.
+ * n may be 0 (e.g. to only end the utterance). Large buffers are split into several messages.
+ * Returns the turn id (> 0) or a negative a2llm_status (NOT_CONNECTED before the Welcome). The server refuses
+ * audio for a new turn while an answer is being generated (an ERROR event, TURN_IN_PROGRESS): cancel first. */
+A2LLM_API int32_t a2llm_client_send_audio_pcm16(a2llm_client* client, const int16_t* samples, uint32_t n,
+                                                uint32_t sample_rate, int32_t end_of_utterance);
+A2LLM_API int32_t a2llm_client_send_audio_f32(a2llm_client* client, const float* samples, uint32_t n,
+                                              uint32_t sample_rate, int32_t end_of_utterance);
+/* Barge-in: tell the server to stop the current turn (its TURN_END with status CANCELLED follows) and drop all
+ * locally buffered answer audio and face frames at once (playback falls silent, the face holds its last frame).
+ * Also abandons a half-sent utterance. Returns A2LLM_OK or a negative status. */
+A2LLM_API int32_t a2llm_client_cancel(a2llm_client* client);
+
+/* --- receiving ---------------------------------------------------------------------------------------------- */
+/* Take the next event: returns 1 and fills *event, 0 when there is none (event->type = NONE), or a negative
+ * status. Never blocks. Single consumer; pointers in *event stay valid until the next poll or destroy. */
+A2LLM_API int32_t a2llm_client_poll(a2llm_client* client, a2llm_event* event);
+A2LLM_API int32_t a2llm_client_stats(a2llm_client* client, a2llm_stats* out);
+
+/* --- playback and A/V sync ---------------------------------------------------------------------------------- */
+/* Audio callback: write exactly n float32 mono samples at 24 kHz into out (answer audio; silence where there is
+ * none: idle, pre-buffering or underrun). Returns how many answer samples were played (0..n), i.e. how far the
+ * playhead moved; negative on bad arguments. */
+A2LLM_API int32_t a2llm_client_read_audio(a2llm_client* client, float* out, int32_t n);
+/* Samples played so far of the playing turn (the playhead), and that turn's id in *turn_id (0 when idle;
+ * turn_id may be NULL). */
+A2LLM_API uint64_t a2llm_client_playback_position(a2llm_client* client, uint32_t* turn_id);
+/* The face of the playing turn at answer sample `samples_played` (or A2LLM_PLAYHEAD_CURRENT), in layout *layout_id
+ * (in: wanted layout, 0 = the first granted one; out: the layout written). Writes dims values into out_curves.
+ * Returns dims (> 0), 0 when no frame of that layout was ever received (out untouched), or a negative status
+ * (BUFFER_TOO_SMALL when capacity < dims). *flags (may be NULL) gets A2LLM_FRAME_*. */
+A2LLM_API int32_t a2llm_client_face_frame_at(a2llm_client* client, uint64_t samples_played, float* out_curves,
+                                             int32_t capacity, int32_t* layout_id, int32_t* flags);
+
+/* --- static data from the Welcome (curve names are sent once; frames carry values by index) ------------------ */
+/* Granted layout ids into out (up to capacity); returns how many were granted (0 before the Welcome). */
+A2LLM_API int32_t a2llm_client_layouts(a2llm_client* client, int32_t* out, int32_t capacity);
+/* Number of curves of a granted layout, or 0. */
+A2LLM_API int32_t a2llm_client_curve_count(a2llm_client* client, int32_t layout_id);
+/* Name of curve `index` of a granted layout (UTF-8), or NULL. The pointer stays valid until destroy. */
+A2LLM_API const char* a2llm_client_curve_name(a2llm_client* client, int32_t layout_id, int32_t index);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* A2LLM_CLIENT_H */
