@@ -139,8 +139,12 @@ def evaluate(
         "mean_mae": float(per_curve.mean()),
         "per_curve_mae": {names[i]: float(per_curve[i]) for i in range(len(names))},
         "worst_curves": [[names[i], float(per_curve[i])] for i in order[:worst]],
-        "max_error": {"value": float(err[f_idx][t, d]), "curve": names[d], "file": str(recs[f_idx].path),
-                      "frame": int(t)},  # fmt: skip
+        "max_error": {
+            "value": float(err[f_idx][t, d]),
+            "curve": names[d],
+            "file": str(recs[f_idx].path),
+            "frame": int(t),
+        },  # fmt: skip
         "codebook_usage": (counts > 0).float().mean(-1).tolist(),
         "codebook_perplexity": ppl.tolist(),
         "vertex_metrics": vertex_metrics(model, recs, face_model) if face_model else None,
@@ -164,7 +168,7 @@ def format_report(rep: dict) -> str:
         + (f", held-out tail {rep['holdout']:.0%}" if rep["holdout"] else ""),
         f"mean MAE      {rep['mean_mae']:.4f}",
         "worst curves  " + ", ".join(f"{n} {v:.4f}" for n, v in rep["worst_curves"]),
-        f"max error     {rep['max_error']['value']:.4f} ({rep['max_error']['curve']}, frame {rep['max_error']['frame']})",
+        "max error     {value:.4f} ({curve}, frame {frame})".format(**rep["max_error"]),
         "usage         " + " ".join(f"{u:.2f}" for u in rep["codebook_usage"]),
         "perplexity    " + " ".join(f"{u:.1f}" for u in rep["codebook_perplexity"]),
     ]

@@ -33,12 +33,22 @@ class MotionDataConfig(Config):
     """Fraction of every clip's tail kept out of training (the validation split)."""
     mirror: bool = True
     """Mirror windows left/right with probability 1/2 when the layout allows it."""
+    mix_prob: float = 0.0
+    """Probability of replacing a window by a convex mix ``l*a + (1-l)*b`` of two windows (l ~ U(0, 1)): blendshape
+    weights and FLAME expression parameters combine linearly, so a mix is plausible motion (mixup for motion)."""
+    scale_range: tuple[float, float] = (1.0, 1.0)
+    """Each window is scaled about the neutral pose (0) by a factor drawn uniformly from this range (ARKit weights
+    are clipped to [0, 1] afterwards)."""
 
     def validate(self) -> None:
         if self.window < 1:
             raise ValueError(f"window must be >= 1, got {self.window}")
         if not 0 <= self.holdout < 1:
             raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
+        if not 0 <= self.mix_prob <= 1:
+            raise ValueError(f"mix_prob must be in [0, 1], got {self.mix_prob}")
+        if len(self.scale_range) != 2 or not 0 < self.scale_range[0] <= self.scale_range[1]:
+            raise ValueError(f"scale_range must be (low, high) with 0 < low <= high, got {self.scale_range}")
 
 
 def expand_paths(paths: list[str | Path]) -> list[Path]:
@@ -74,14 +84,27 @@ def split_tail(values: np.ndarray, holdout: float) -> tuple[np.ndarray, np.ndarr
 class MotionDataset:
     """Clips ``[T_i, D]`` of one layout, sampled as windows ``[B, window, D]``."""
 
-    def __init__(self, clips: list[np.ndarray], layout: str, window: int, mirror: bool = True):
+    def __init__(
+        self,
+        clips: list[np.ndarray],
+        layout: str,
+        window: int,
+        mirror: bool = True,
+        mix_prob: float = 0.0,
+        scale_range: tuple[float, float] = (1.0, 1.0),
+    ):
         self.layout = layout
         self.window = window
+        self.mix_prob = mix_prob
+        self.scale_range = tuple(scale_range)
+        self.clip_range = (0.0, 1.0) if layout == "arkit52" else None
         lay = get_layout(layout)
         self.mirror = np.asarray(lay.mirror) if (mirror and lay.mirror is not None) else None
         self.clips = [c for c in clips if len(c) >= window]
         if len(self.clips) < len(clips):
-            warnings.warn(f"{len(clips) - len(self.clips)} clip(s) shorter than the {window}-frame window skipped")
+            warnings.warn(
+                f"{len(clips) - len(self.clips)} clip(s) shorter than the {window}-frame window skipped", stacklevel=2
+            )
         if not self.clips:
             raise InputError(f"no clip has at least {window} frames (the training window)")
         starts = np.array([len(c) - window + 1 for c in self.clips], dtype=np.float64)
@@ -96,7 +119,9 @@ class MotionDataset:
         for p in expand_paths(paths):
             head, tail = split_tail(load_motion(p, layout, fps), cfg.holdout)
             clips.append(head if split == "train" else tail)
-        return cls(clips, layout, cfg.window, cfg.mirror and split == "train")
+        if split != "train":
+            return cls(clips, layout, cfg.window, mirror=False)
+        return cls(clips, layout, cfg.window, cfg.mirror, cfg.mix_prob, cfg.scale_range)
 
     @property
     def num_frames(self) -> int:
@@ -109,16 +134,28 @@ class MotionDataset:
             x = np.concatenate([x, x[:, self.mirror]], 0)
         return x.mean(0), x.std(0)
 
+    def _crop(self, rng: np.random.Generator) -> np.ndarray:
+        clip = self.clips[int(rng.choice(len(self.clips), p=self._p))]
+        s = int(rng.integers(0, len(clip) - self.window + 1))
+        w = clip[s : s + self.window]
+        if self.mirror is not None and rng.random() < 0.5:
+            w = w[:, self.mirror]
+        return w
+
     def sample(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
-        """``[B, window, D]`` float32 windows at random clips/offsets, each mirrored with probability 1/2."""
-        which = rng.choice(len(self.clips), size=batch_size, p=self._p)
+        """``[B, window, D]`` float32 windows: random clip and offset, mirrored with probability 1/2, optionally
+        mixed with a second window and scaled (see :class:`MotionDataConfig`)."""
         out = np.empty((batch_size, self.window, self.clips[0].shape[1]), dtype=np.float32)
-        for i, c in enumerate(which):
-            clip = self.clips[c]
-            s = int(rng.integers(0, len(clip) - self.window + 1))
-            w = clip[s : s + self.window]
-            if self.mirror is not None and rng.random() < 0.5:
-                w = w[:, self.mirror]
+        lo, hi = self.scale_range
+        for i in range(batch_size):
+            w = self._crop(rng)
+            if self.mix_prob > 0 and rng.random() < self.mix_prob:
+                lam = rng.random()
+                w = lam * w + (1 - lam) * self._crop(rng)
+            if hi > lo or lo != 1.0:
+                w = w * rng.uniform(lo, hi)
+            if self.clip_range is not None:
+                w = np.clip(w, *self.clip_range)
             out[i] = w
         return out
 

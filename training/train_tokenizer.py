@@ -137,7 +137,7 @@ def save_checkpoint(
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint folder: ``path`` itself when it holds ``model.safetensors``, else the one its ``latest.json`` names."""
+    """A checkpoint folder: ``path`` when it holds ``model.safetensors``, else the one its ``latest.json`` names."""
     path = Path(path)
     if (path / "model.safetensors").is_file():
         return path
@@ -263,10 +263,10 @@ def train(
                 usage=f"{res.quant.usage.mean().item():.2f}",
                 ppl=f"{res.quant.perplexity.mean().item():.0f}",
             )
-        if val_windows is not None and tc.eval_every and done % tc.eval_every == 0 and done < tc.steps:
-            if info.is_main:
-                metrics["val_mae"], _ = validate_mae(model, val_windows, info.device)
-                bar.write(f"step {done}: val MAE {metrics['val_mae']:.4f}")
+        periodic_eval = tc.eval_every and done % tc.eval_every == 0 and done < tc.steps
+        if val_windows is not None and periodic_eval and info.is_main:
+            metrics["val_mae"], _ = validate_mae(model, val_windows, info.device)
+            bar.write(f"step {done}: val MAE {metrics['val_mae']:.4f}")
         if done % tc.ckpt_every == 0 or done == tc.steps:
             if done == tc.steps:
                 metrics.update(_final_metrics(model, val_windows, info.device, terms, res))

@@ -276,7 +276,9 @@ class MotionDecoder(StreamingModule[DecoderState]):
         drop = min(state.skip, h.shape[-1])
         h = h[..., drop:]
         if h.shape[-1] == 0:
-            return z.new_zeros(z.shape[0], 0, self.out.out_channels), DecoderState(tokens, state.frames, state.skip - drop)
+            return z.new_zeros(z.shape[0], 0, self.out.out_channels), DecoderState(
+                tokens, state.frames, state.skip - drop
+            )
         y, ctxs = self._frames(h, _split(state.frames, self._ctx))
         return y.transpose(1, 2), DecoderState(tokens, torch.cat(ctxs, -1), state.skip - drop)
 
@@ -343,9 +345,7 @@ class MotionTokenizer(nn.Module):
     def check_motion(self, motion: torch.Tensor, *, whole_tokens: bool = True) -> None:
         """Raise :class:`InputError` on a wrong shape, a length not a multiple of G, or non-finite frames."""
         if motion.ndim != 3 or motion.shape[-1] != self.dim:
-            raise InputError(
-                f"motion must have shape [B, T, {self.dim}] ({self.cfg.layout}), got {list(motion.shape)}"
-            )
+            raise InputError(f"motion must have shape [B, T, {self.dim}] ({self.cfg.layout}), got {list(motion.shape)}")
         if whole_tokens and (motion.shape[1] == 0 or motion.shape[1] % self.group):
             raise InputError(f"motion length {motion.shape[1]} is not a positive multiple of G={self.group} frames")
         if not torch.isfinite(motion).all():

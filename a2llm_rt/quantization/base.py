@@ -1,4 +1,4 @@
-"""Result type of the quantizers and codebook statistics (after facebookresearch/audiocraft ``quantization/base.py``)."""
+"""Quantizer result type and codebook statistics (after facebookresearch/audiocraft ``quantization/base.py``)."""
 
 from __future__ import annotations
 

@@ -160,7 +160,7 @@ class EuclideanCodebook(nn.Module):
         return F.embedding(codes, self.embed)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x`` ``[..., dim]`` -> (quantized ``[..., dim]`` without gradient, codes ``[...]``); EMA update in training."""
+        """``x`` ``[..., dim]`` -> (quantized ``[..., dim]``, no gradient; codes ``[...]``); EMA update in training."""
         shape = x.shape[:-1]
         flat = x.reshape(-1, self.dim)
         if self.training:

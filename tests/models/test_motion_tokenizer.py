@@ -23,7 +23,13 @@ def _tiny(lookahead: int = 0, layout: str = "arkit52", **kw) -> MotionTokenizer:
 def test_paper_defaults_and_shapes():
     cfg = MotionTokenizerConfig()
     assert (cfg.group, cfg.width, cfg.num_res_blocks, cfg.latent_dim) == (5, 128, 3, 256)
-    assert (cfg.num_quantizers, cfg.codebook_size, cfg.dropout, cfg.commitment, cfg.lookahead) == (6, 256, 0.05, 0.25, 0)
+    assert (cfg.num_quantizers, cfg.codebook_size, cfg.dropout, cfg.commitment, cfg.lookahead) == (
+        6,
+        256,
+        0.05,
+        0.25,
+        0,
+    )
     assert cfg.motion_dim == 58
     torch.manual_seed(0)
     m = MotionTokenizer(MotionTokenizerConfig(layout="arkit52")).eval()
@@ -91,7 +97,9 @@ def test_decoder_causality(lookahead):
         out = m.decode(changed)
         first_affected = (i - lookahead) * g
         torch.testing.assert_close(out[:, :first_affected], ref[:, :first_affected])
-        assert not torch.allclose(out[:, first_affected : first_affected + g], ref[:, first_affected : first_affected + g])
+        assert not torch.allclose(
+            out[:, first_affected : first_affected + g], ref[:, first_affected : first_affected + g]
+        )
 
 
 def test_encoder_causality():
@@ -140,7 +148,9 @@ def test_bad_input():
 
 def test_training_reduces_reconstruction_error():
     torch.manual_seed(0)
-    cfg = MotionTokenizerConfig(layout="arkit52", width=32, latent_dim=16, num_quantizers=2, codebook_size=32, dropout=0)
+    cfg = MotionTokenizerConfig(
+        layout="arkit52", width=32, latent_dim=16, num_quantizers=2, codebook_size=32, dropout=0
+    )
     m = MotionTokenizer(cfg).train()
     t = torch.arange(40).float()[None, :, None]
     phase = torch.rand(8, 1, 52) * 6.28

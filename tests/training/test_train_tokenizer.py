@@ -74,7 +74,9 @@ def test_dataset_windows_mirror_holdout_and_resampling(tmp_path):
 
 def test_tiny_training_run_writes_checkpoints(tmp_path, clip_npz):
     out = tmp_path / "run"
-    assert train_tokenizer.main(["--config", str(TINY), "--data", str(clip_npz), "--out", str(out), "--no-progress"]) == 0
+    assert (
+        train_tokenizer.main(["--config", str(TINY), "--data", str(clip_npz), "--out", str(out), "--no-progress"]) == 0
+    )
     latest = json.loads((out / "latest.json").read_text())
     assert latest["step"] == 30
     ck = out / latest["path"]
@@ -87,7 +89,9 @@ def test_tiny_training_run_writes_checkpoints(tmp_path, clip_npz):
     codes = model.encode(torch.as_tensor(_arkit_values(20))[None])
     assert codes.shape == (1, 4, 2)
     # rerunning a finished run does nothing and keeps the result
-    assert train_tokenizer.main(["--config", str(TINY), "--data", str(clip_npz), "--out", str(out), "--no-progress"]) == 0
+    assert (
+        train_tokenizer.main(["--config", str(TINY), "--data", str(clip_npz), "--out", str(out), "--no-progress"]) == 0
+    )
     assert json.loads((out / "latest.json").read_text())["step"] == 30
 
 
@@ -125,9 +129,26 @@ def test_resume_after_sigkill_continues_exactly(tmp_path, clip_npz):
 def test_torchrun_two_cpu_processes(tmp_path, clip_npz):
     out = tmp_path / "ddp"
     res = _run(
-        ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "training.train_tokenizer",
-         "--config", str(TINY), "--data", str(clip_npz), "--out", str(out), "--device", "cpu", "--steps", "12",
-         "--no-progress"],  # fmt: skip
+        [
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "training.train_tokenizer",
+            "--config",
+            str(TINY),
+            "--data",
+            str(clip_npz),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--steps",
+            "12",
+            "--no-progress",
+        ],  # fmt: skip
         timeout=180,
     )
     assert res.returncode == 0, res.stderr[-3000:]

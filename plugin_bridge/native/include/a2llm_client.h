@@ -103,8 +103,9 @@ typedef enum a2llm_event_type {
     A2LLM_EVENT_FACE = 4,         /* first_frame, n_frames, dims, layout_id, fps, data [n_frames*dims] row-major
                                      (already in the face jitter buffer) */
     A2LLM_EVENT_TURN_END = 5,     /* status (a2llm_turn_status), timings and counts */
-    A2LLM_EVENT_ERROR = 6,        /* code (protocol ErrorCode from the server, or A2LLM_ERR_PROTOCOL for a message
-                                     the core could not decode), text = message */
+    A2LLM_EVENT_ERROR = 6,        /* code = the protocol ErrorCode (plugin_bridge/protocol.py): from the server's
+                                     Error message, or 1..9 for a server message the core could not decode
+                                     (then turn_id = 0); text = message */
     A2LLM_EVENT_DISCONNECTED = 7  /* the server went silent past its session timeout, or asked us to say Hello
                                      again; the core re-sends Hello by itself (CONNECTED follows) */
 } a2llm_event_type;
@@ -162,10 +163,10 @@ typedef struct a2llm_client_options {
                                       default 100 */
     uint32_t output_latency_ms;    /* subtracted from the core's playhead for A2LLM_PLAYHEAD_CURRENT; default 0 */
     uint32_t hello_retry_ms;       /* re-send Hello while no Welcome; default 1000 */
-    uint32_t event_queue_capacity; /* AUDIO/FACE events kept for poll before the oldest are dropped (their data is
-                                      still in the ring / jitter buffer; stats count drops). TEXT, TURN_END, ERROR
-                                      and connection events are never dropped. default 1024; 0 = no AUDIO/FACE
-                                      events at all */
+    uint32_t event_queue_capacity; /* AUDIO/FACE events waiting for poll; when that many wait, further AUDIO/FACE
+                                      events are dropped (their data still goes to the ring / jitter buffer; stats
+                                      count drops). TEXT, TURN_END, ERROR and connection events are never dropped.
+                                      default 1024; 0 = no AUDIO/FACE events at all */
     uint32_t max_buffered_seconds; /* audio ring limit per client (oldest unplayed turn audio is never dropped:
                                       beyond the limit, new audio is refused and counted in stats); default 120 */
     uint32_t reserved0;            /* 0 (keeps the pointers below 8-byte aligned without implicit padding) */

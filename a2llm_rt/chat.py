@@ -1,0 +1,177 @@
+"""Answer one spoken question from the command line: text, speech and face motion, with TTFT/TTFA/RTF.
+
+    python -m a2llm_rt.chat --backbone DIR|tiny --motion DIR|tiny --wav question.wav --out OUT/
+
+Writes into ``OUT/``: ``answer.wav`` (24 kHz mono 16-bit), ``face.npz`` (FLAME58, or ARKIT52 for an ARKit motion
+tokenizer), ``face_arkit.npz``, ``face.csv`` (Live Link Face CSV, LIVELINK61), ``face.json`` (Audio2Face-style
+ARKIT52), ``answer.txt`` and ``timings.json`` (TTFT = first audio token, TTFA = first face frame, RTF = generation
+time / answer duration, counts, stop reason, sizes). With ``tiny`` for both, seeded random test models run on the
+CPU in seconds (the answer is noise and the "voice" is the test vocoder's tones).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from a2llm_rt.engine.events import AudioChunk, Error, FaceFrames, TextDelta, TurnEnd
+from a2llm_rt.errors import InputError
+from a2llm_rt.utils.fileio import atomic_write, atomic_write_json
+
+
+def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
+    """(samples ``[n]`` or ``[channels, n]`` float32 in [-1, 1], sample rate) of a WAV file."""
+    from scipy.io import wavfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("file not found", path)
+    try:
+        sr, data = wavfile.read(str(path))
+    except (ValueError, OSError) as e:
+        raise InputError(f"not a readable WAV file: {e}", path) from None
+    if data.dtype == np.int16:
+        x = data.astype(np.float32) / 32768.0
+    elif data.dtype == np.int32:
+        x = data.astype(np.float32) / 2147483648.0
+    elif data.dtype == np.uint8:
+        x = (data.astype(np.float32) - 128.0) / 128.0
+    else:
+        x = data.astype(np.float32)
+    return (x.T if x.ndim == 2 else x), int(sr)
+
+
+def write_wav(path: str | Path, pcm: np.ndarray, sample_rate: int) -> None:
+    """16-bit PCM mono WAV, atomically."""
+    from scipy.io import wavfile
+
+    buf = io.BytesIO()
+    wavfile.write(buf, sample_rate, (np.clip(pcm, -1.0, 1.0) * 32767.0).astype(np.int16))
+    with atomic_write(path, "wb") as f:
+        f.write(buf.getvalue())
+
+
+def collect(events: list) -> dict:
+    """Assemble a turn's events: text, PCM ``[n]``, face frames per layout ``[T, D]``, the TurnEnd / Error."""
+    text, pcm_parts, faces, end, error = [], [], {}, None, None
+    for ev in events:
+        if isinstance(ev, TextDelta):
+            text.append(ev.text)
+        elif isinstance(ev, AudioChunk):
+            pcm_parts.append((ev.sample_offset, ev.pcm))
+        elif isinstance(ev, FaceFrames):
+            for name, v in ev.frames.items():
+                faces.setdefault(name, []).append((ev.first_frame, v))
+        elif isinstance(ev, TurnEnd):
+            end = ev
+        elif isinstance(ev, Error):
+            error = ev
+    n = max((o + p.size for o, p in pcm_parts), default=0)
+    pcm = np.zeros(n, np.float32)
+    for o, p in pcm_parts:
+        pcm[o : o + p.size] = p
+    frames = {}
+    for name, parts in faces.items():
+        t = max(f + v.shape[0] for f, v in parts)
+        arr = np.zeros((t, parts[0][1].shape[1]), np.float32)
+        for f, v in parts:
+            arr[f : f + v.shape[0]] = v
+        frames[name] = arr
+    return {"text": "".join(text), "pcm": pcm, "frames": frames, "end": end, "error": error}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m a2llm_rt.chat", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--backbone", required=True, help="Step-Audio-2-format directory, or 'tiny'")
+    ap.add_argument("--motion", required=True, help="motion directory (tokenizer/ + connector/), or 'tiny'")
+    ap.add_argument("--wav", required=True, help="the question (any sample rate; resampled to 16 kHz)")
+    ap.add_argument("--out", required=True, help="output folder")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--vocoder", default="tone", help="'tone' (test vocoder) or a token2wav directory")
+    ap.add_argument("--prompt-wav", default=None, help="reference voice for token2wav")
+    ap.add_argument("--max-seconds", type=float, default=None, help="answer length limit (tiny: 3 s)")
+    ap.add_argument("--min-seconds", type=float, default=None, help="answer length before a stop (tiny: 2 s)")
+    ap.add_argument("--greedy", action="store_true", help="argmax decoding (default: sampling, seeded)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--system", default="You are a helpful assistant.", help="system prompt")
+    args = ap.parse_args(argv)
+    try:
+        return _run(args)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import torch
+
+    from a2llm_rt.engine.builders import load_stack
+    from a2llm_rt.engine.engine import Engine, EngineConfig
+    from a2llm_rt.engine.sampling import SamplingConfig
+    from a2llm_rt.face.clip import MotionClip
+    from a2llm_rt.face.io import save_clip
+
+    out = Path(args.out)
+    audio, sr = read_wav(args.wav)
+    tiny = args.backbone == "tiny"
+    sampling = SamplingConfig.greedy(args.seed) if args.greedy else SamplingConfig(seed=args.seed)
+    max_s = args.max_seconds if args.max_seconds is not None else (3.0 if tiny else 30.0)
+    min_s = args.min_seconds if args.min_seconds is not None else (min(2.0, max_s) if tiny else 0.0)
+    cfg = EngineConfig(max_sessions=1, max_seconds=max_s, min_seconds=min_s, sampling=sampling,
+                       system_prompt=args.system, max_len=2048 if tiny else 8192)  # fmt: skip
+    t0 = time.perf_counter()
+    stack = load_stack(args.backbone, args.motion, device=args.device, vocoder=args.vocoder,
+                       prompt_wav=args.prompt_wav, seed=args.seed)  # fmt: skip
+    engine = Engine(stack, cfg)
+    load_s = time.perf_counter() - t0
+    session = engine.new_session(sampling=sampling)
+    with torch.inference_mode():
+        res = collect(engine.run_turn(session, audio, sr))
+    if res["error"] is not None:
+        raise InputError(res["error"].message, args.wav) if res["error"].kind == "input" else RuntimeError(
+            res["error"].message
+        )
+    end: TurnEnd = res["end"]
+    out.mkdir(parents=True, exist_ok=True)
+    write_wav(out / "answer.wav", res["pcm"], stack.vocoder.sample_rate)
+    frames = res["frames"]
+    fps = float(stack.motion.cfg.fps)
+    if frames:
+        main_layout = "flame58" if "flame58" in frames else "arkit52"
+        save_clip(MotionClip(frames[main_layout], fps, main_layout, {"source": "a2llm_rt.chat"}), out / "face.npz")
+        save_clip(MotionClip(frames["arkit52"], fps, "arkit52", {}), out / "face_arkit.npz")
+        save_clip(MotionClip(frames["livelink61"], fps, "livelink61", {}), out / "face.csv")
+        save_clip(MotionClip(frames["arkit52"], fps, "arkit52", {}), out / "face.json")
+    with atomic_write(out / "answer.txt") as f:
+        f.write(res["text"] + "\n")
+    timings = {
+        "ttft_s": end.ttft_s,
+        "ttfa_s": end.ttfa_s,
+        "rtf": end.rtf,
+        "reason": end.reason,
+        "counts": end.counts,
+        "answer_seconds": res["pcm"].size / stack.vocoder.sample_rate,
+        "face_frames": int(next(iter(frames.values())).shape[0]) if frames else 0,
+        "load_s": load_s,
+        "backbone": args.backbone,
+        "motion": args.motion,
+        "device": str(stack.device),
+        "sampling": dataclasses.asdict(sampling),
+    }
+    atomic_write_json(out / "timings.json", timings)
+    print(f"answer: {timings['answer_seconds']:.2f} s audio, {timings['face_frames']} face frames, "
+          f"{end.counts.get('text_tokens', 0)} text tokens (stop: {end.reason})")  # fmt: skip
+    print(f"TTFT {end.ttft_s * 1000:.0f} ms | TTFA {end.ttfa_s * 1000:.0f} ms | RTF {end.rtf:.3f}")
+    print(f"wrote {out}/answer.wav, face.npz, face_arkit.npz, face.csv, face.json, answer.txt, timings.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

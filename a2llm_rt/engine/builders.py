@@ -1,0 +1,232 @@
+"""Build the model stack the engine runs: backbone + tokenizer + token layout, connector, motion tokenizer, vocoder.
+
+- :func:`build_tiny_stack` (``tiny``): every model built from configs in code with seeded random weights (the
+  test backbone, a tiny connector and motion tokenizer, the :class:`~a2llm_rt.engine.vocoder.ToneVocoder` test
+  vocoder). Runs on a CPU in seconds; the answers are noise, the plumbing is real.
+- :func:`load_stack` from directories:
+
+  - backbone dir: a Step-Audio-2-format directory (``config.json``, safetensors, tokenizer files), loaded by
+    :func:`a2llm_rt.models.backbone.from_pretrained_dir`;
+  - motion dir::
+
+        motion/
+          tokenizer/config.json        MotionTokenizerConfig        (a training checkpoint folder also works, or
+          tokenizer/model.safetensors  RVQ-VAE weights               a training output folder with latest.json)
+          connector/config.json        ConnectorConfig
+          connector/model.safetensors  MotionConnector weights
+          arkit_map.npz                optional FLAME -> ARKit map (a2llm_rt.face.flame_to_arkit.ArkitMap)
+
+    written by :func:`save_motion_dir`;
+  - vocoder: ``tone`` (the test vocoder) or a Step-Audio-2 ``token2wav`` directory plus a prompt wav.
+
+No file is unpickled and no code from a model directory runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from a2llm_rt.engine.vocoder import ToneVocoder, Vocoder
+from a2llm_rt.errors import InputError
+from a2llm_rt.face.flame_to_arkit import ArkitMap
+from a2llm_rt.models.backbone import PRESETS, BackboneConfig, StepAudio2Backbone, from_pretrained_dir
+from a2llm_rt.models.connector import ConnectorConfig, MotionConnector
+from a2llm_rt.models.motion_tokenizer import MotionTokenizer, MotionTokenizerConfig
+from a2llm_rt.models.token_layout import TokenLayout
+from a2llm_rt.models.tokenizer import build_tiny_tokenizer
+from a2llm_rt.utils.fileio import atomic_write
+
+
+@dataclasses.dataclass
+class Stack:
+    """The shared weights of an engine (all in eval mode on one device)."""
+
+    backbone: StepAudio2Backbone
+    tokenizer: object
+    """``encode(str) -> list[int]``, ``decode(ids) -> str``, ``token_to_id`` (``a2llm_rt.models.tokenizer``)."""
+    connector: MotionConnector
+    motion: MotionTokenizer
+    vocoder: Vocoder
+    arkit_map: ArkitMap | None = None
+
+    @property
+    def layout(self) -> TokenLayout:
+        return self.backbone.layout
+
+    @property
+    def device(self) -> torch.device:
+        return self.backbone.lm_head.weight.device
+
+    def check(self) -> None:
+        """Raise :class:`InputError` when the parts do not fit together."""
+        c, m, b = self.connector.cfg, self.motion.cfg, self.backbone.cfg
+        problems = []
+        if c.d_llm != b.hidden_size:
+            problems.append(f"connector d_llm {c.d_llm} != backbone hidden size {b.hidden_size}")
+        if (c.n_q, c.codebook_size, c.group) != (m.num_quantizers, m.codebook_size, m.group):
+            problems.append(
+                f"connector (N_q {c.n_q}, K {c.codebook_size}, G {c.group}) != motion tokenizer "
+                f"(N_q {m.num_quantizers}, K {m.codebook_size}, G {m.group})"
+            )
+        if self.vocoder.n_codes < self.layout.audio_codes:
+            problems.append(f"vocoder knows {self.vocoder.n_codes} codes, layout has {self.layout.audio_codes}")
+        for f in ("eot", "tts_start", "tts_pad", "audio_patch"):
+            if getattr(self.layout, f) is None:
+                problems.append(f"token layout {self.layout.name!r} lacks the id of {f}")
+        if problems:
+            raise InputError("model stack does not fit together: " + "; ".join(problems))
+
+
+TINY_BACKBONE = PRESETS["tiny"]
+
+TINY_BACKBONE = PRESETS["tiny"]
+
+#: Tiny motion models (test-sized, FLAME58 by default).
+TINY_CONNECTOR = ConnectorConfig(
+    d_llm=TINY_BACKBONE.hidden_size, d_model=32, n_layers=2, n_heads=4, dropout=0.0, group=5, window=10, n_q=6,
+    codebook_size=64,
+)  # fmt: skip
+TINY_MOTION = MotionTokenizerConfig(
+    layout="flame58", width=32, num_res_blocks=1, latent_dim=16, num_quantizers=6, codebook_size=64, dropout=0.0,
+    kmeans_init=False, lookahead=1,
+)  # fmt: skip
+
+
+def build_tiny_stack(
+    seed: int = 0,
+    motion_layout: str = "flame58",
+    window: int = 10,
+    device: torch.device | str = "cpu",
+    backbone_cfg: BackboneConfig = TINY_BACKBONE,
+) -> Stack:
+    """The whole stack at test size with seeded random weights (same seed -> same weights; the global RNG is left
+    untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        backbone = StepAudio2Backbone(backbone_cfg)
+        connector = MotionConnector(dataclasses.replace(TINY_CONNECTOR, d_llm=backbone_cfg.hidden_size, window=window))
+        motion = MotionTokenizer(dataclasses.replace(TINY_MOTION, layout=motion_layout))
+        d = motion.dim
+        std = torch.full((d,), 0.3)
+        if motion_layout == "flame58":
+            std[50:] = 0.05  # jaw, global pose and eyelids move less than the expression coefficients
+        motion.set_normalization(torch.zeros(d) if motion_layout == "flame58" else torch.full((d,), 0.2), std)
+    stack = Stack(
+        backbone=backbone.to(device).eval(),
+        tokenizer=build_tiny_tokenizer(backbone.layout),
+        connector=connector.to(device).eval(),
+        motion=motion.to(device).eval(),
+        vocoder=ToneVocoder(n_codes=backbone.layout.audio_codes),
+    )
+    stack.check()
+    return stack
+
+
+# ---- directories --------------------------------------------------------------------------------------------------
+def _load_module(folder: Path, cfg_cls, model_cls, what: str, device):
+    if (folder / "latest.json").is_file() and not (folder / "model.safetensors").is_file():
+        try:
+            folder = folder / json.loads((folder / "latest.json").read_text())["path"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise InputError(f"malformed latest.json: {e}", folder / "latest.json") from None
+    for f in ("config.json", "model.safetensors"):
+        if not (folder / f).is_file():
+            raise InputError(f"{what}: missing {f}", folder)
+    cfg = cfg_cls.from_file(folder / "config.json")
+    model = model_cls(cfg)
+    try:
+        state = st_load((folder / "model.safetensors").read_bytes())
+    except Exception as e:
+        raise InputError(f"{what}: unreadable safetensors: {e}", folder / "model.safetensors") from None
+    want = model.state_dict()
+    bad = [k for k in want if k not in state or tuple(state[k].shape) != tuple(want[k].shape)]
+    extra = [k for k in state if k not in want]
+    if bad or extra:
+        raise InputError(f"{what}: weights do not match its config (missing/mis-shaped {bad[:5]}, extra {extra[:5]})",
+                         folder)  # fmt: skip
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
+def load_motion_dir(path: str | Path, device: torch.device | str = "cpu"):
+    """(connector, motion tokenizer, arkit map | None) from a motion directory (see the module docstring)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise InputError("motion directory not found", path)
+    motion = _load_module(path / "tokenizer", MotionTokenizerConfig, MotionTokenizer, "motion tokenizer", device)
+    connector = _load_module(path / "connector", ConnectorConfig, MotionConnector, "connector", device)
+    amap = ArkitMap.load(path / "arkit_map.npz") if (path / "arkit_map.npz").is_file() else None
+    return connector, motion, amap
+
+
+def save_motion_dir(
+    path: str | Path, connector: MotionConnector, motion: MotionTokenizer, arkit_map: ArkitMap | None = None
+) -> None:
+    """Write a motion directory that :func:`load_motion_dir` reads (every file atomically)."""
+    path = Path(path)
+    for name, model in (("tokenizer", motion), ("connector", connector)):
+        (path / name).mkdir(parents=True, exist_ok=True)
+        model.cfg.to_file(path / name / "config.json")
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        with atomic_write(path / name / "model.safetensors", "wb") as f:
+            f.write(st_save(state))
+    if arkit_map is not None:
+        arkit_map.save(path / "arkit_map.npz")
+
+
+def load_vocoder(spec: str, n_codes: int, prompt_wav: str | Path | None = None) -> Vocoder:
+    """``tone`` -> the test vocoder; a directory -> Step-Audio-2's token2wav (needs ``prompt_wav``)."""
+    if spec == "tone":
+        return ToneVocoder(n_codes=n_codes)
+    from a2llm_rt.engine.token2wav import Token2WavVocoder
+
+    if prompt_wav is None:
+        raise InputError("the token2wav vocoder needs a prompt wav (the reference voice)", spec)
+    return Token2WavVocoder.from_directory(spec, prompt_wav)
+
+
+def load_stack(
+    backbone: str | Path,
+    motion: str | Path,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
+    vocoder: str = "tone",
+    prompt_wav: str | Path | None = None,
+    seed: int = 0,
+) -> Stack:
+    """A stack from ``backbone`` (a directory or ``tiny``) and ``motion`` (a directory or ``tiny``).
+
+    ``tiny`` parts get seeded random weights; a ``tiny`` motion stack with a real backbone is sized to its hidden
+    width. ``dtype`` defaults to bfloat16 on CUDA and float32 on the CPU.
+    """
+    device = torch.device(device)
+    dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    if str(backbone) == "tiny":
+        tiny = build_tiny_stack(seed, device=device)
+        if str(motion) == "tiny":
+            return tiny
+        connector, mot, amap = load_motion_dir(motion, device)
+        stack = dataclasses.replace(tiny, connector=connector, motion=mot, arkit_map=amap)
+        stack.check()
+        return stack
+    bb, tok = from_pretrained_dir(backbone, dtype=dtype, device=device)
+    if tok is None:
+        raise InputError("the backbone directory has no tokenizer files (tokenizer.json)", backbone)
+    if str(motion) == "tiny":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            connector = MotionConnector(dataclasses.replace(TINY_CONNECTOR, d_llm=bb.cfg.hidden_size))
+            mot = MotionTokenizer(TINY_MOTION)
+        connector, mot, amap = connector.to(device).eval(), mot.to(device).eval(), None
+    else:
+        connector, mot, amap = load_motion_dir(motion, device)
+    connector = connector.to(dtype)  # the hidden states come in the backbone's dtype
+    stack = Stack(bb, tok, connector, mot, load_vocoder(vocoder, bb.layout.audio_codes, prompt_wav), amap)
+    stack.check()
+    return stack

@@ -1,0 +1,551 @@
+"""The Engine: shared weights, one static KV cache with a row per session, and a step() that advances many
+sessions in one batch (after moshi's ``LMGen`` and sherpa-onnx's ``OnlineRecognizer``).
+
+Each :meth:`Engine.step`:
+
+1. ends cancelled turns (``TurnEnd(reason="cancelled")``);
+2. prefills the turns submitted since the last step (user audio -> mel -> encoder/adapter -> backbone prefill into the
+   session's cache row), one session at a time;
+3. runs ONE batched decode step over every cache row (idle rows are masked and do not advance; static shapes, so
+   the step can be CUDA-graph captured, see :class:`~a2llm_rt.engine.decode.StepRunner`);
+4. samples the next token of every generating session (logits masked to the TA4 slot's class, per-session
+   sampling settings and generator), emitting text deltas and, at each group's end, vocoder audio;
+5. runs the connector over every session whose window of ``W`` audio-position hidden states is full (batched),
+   then the motion decoder, and emits face frames;
+6. finishes turns that stopped (last partial window, decoder and vocoder flush, ``TurnEnd``).
+
+Failures are per session: bad audio, a prompt too long for the cache, NaN frames -> an :class:`Error` event for that
+session only; the others go on and the failed session stays usable. Sessions join (``new_session``) and leave
+(``close_session``) between steps. A batched session decodes exactly as it would alone (tested with greedy
+decoding): each row has its own positions and visible keys in the cache, and sampling is row-wise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from a2llm_rt.config import Config
+from a2llm_rt.engine.builders import Stack, build_tiny_stack, load_stack
+from a2llm_rt.engine.decode import (
+    StepRunner,
+    TokenClasses,
+    TurnState,
+    connector_batch,
+    face_layouts,
+    pad_window,
+    text_delta,
+)
+from a2llm_rt.engine.events import AudioChunk, Error, Event, FaceFrames, TextDelta, TurnEnd
+from a2llm_rt.engine.nvtx import nvtx_range
+from a2llm_rt.engine.sampling import SamplingConfig, sample_tokens
+from a2llm_rt.engine.session import Session
+from a2llm_rt.engine.timing import TurnClock
+from a2llm_rt.errors import A2LLMError, InputError
+from a2llm_rt.models.connector import sample_codes
+from a2llm_rt.models.prompt import ChatFormat, ChatHistory, prepare_waveform
+
+log = logging.getLogger(__name__)
+
+MIN_INPUT_SAMPLES = 1600  # 0.1 s at 16 kHz: shorter audio is padded with silence (the encoder needs a few frames)
+
+
+class EngineBusyError(A2LLMError, RuntimeError):
+    """Every cache row is taken (the bridge answers SERVER_BUSY)."""
+
+
+@dataclasses.dataclass
+class EngineConfig(Config):
+    """Limits and batching of an :class:`Engine`."""
+
+    max_sessions: int = 4
+    """Cache rows = sessions that can be open at once (all decode in one batch)."""
+    max_len: int = 2048
+    """Tokens per cache row (a session's whole conversation; it is forgotten when a new turn would not fit)."""
+    max_new_tokens: int = 2000
+    """Tokens per answer (checked at text slots, so an answer may end up to 4 tokens later)."""
+    max_seconds: float = 30.0
+    """Answer audio per turn (25 audio tokens per second)."""
+    min_seconds: float = 0.0
+    """Answer audio before the model may stop (stop ids and the audio padding code are masked until then)."""
+    max_input_seconds: float = 600.0
+    """Longest user utterance; longer audio is refused with an Error event."""
+    min_free_tokens: int = 64
+    """Room a cache row must keep after a prompt for the answer."""
+    graph: str = "auto"
+    """Decode-step execution: ``auto`` (CUDA graph on CUDA), ``cuda_graph``, ``compile``, ``none``."""
+    system_prompt: str | None = "You are a helpful assistant."
+    speech: bool = True
+    """Spoken answers (``<tts_start>`` prefilled, TA4). Text-only answers are not supported by the engine yet."""
+    sampling: SamplingConfig = dataclasses.field(default_factory=SamplingConfig)
+    """Default sampling of new sessions (each session's seed is ``sampling.seed + session_id``)."""
+
+    def validate(self) -> None:
+        if self.max_sessions < 1 or self.max_len < 16 or self.max_new_tokens < 1:
+            raise ValueError("max_sessions >= 1, max_len >= 16 and max_new_tokens >= 1 are required")
+        if self.max_seconds <= 0 or self.min_seconds < 0 or self.min_seconds > self.max_seconds:
+            raise ValueError("need 0 <= min_seconds <= max_seconds and max_seconds > 0")
+        if self.max_input_seconds <= 0 or self.min_free_tokens < 1:
+            raise ValueError("max_input_seconds and min_free_tokens must be positive")
+        if not self.speech:
+            raise ValueError("text-only answers are not supported by the engine yet (speech must be True)")
+
+
+class Engine:
+    """Shared weights + batched decoding of many :class:`Session` s. Thread-safe (one internal lock)."""
+
+    def __init__(self, stack: Stack, config: EngineConfig | None = None):
+        stack.check()
+        self.stack = stack
+        self.cfg = config or EngineConfig()
+        bb = stack.backbone
+        self.layout = stack.layout
+        self.device = stack.device
+        self.cache = bb.new_cache(self.cfg.max_sessions, self.cfg.max_len)
+        self.runner = StepRunner(bb, self.cache, self.cfg.graph)
+        self.classes = TokenClasses(self.layout, self.device)
+        self.fmt = ChatFormat(stack.tokenizer, self.layout, n_mels=bb.cfg.n_mels)
+        voc = stack.vocoder
+        self.code_rate = voc.sample_rate / voc.samples_per_code  # 25 Hz
+        self.max_audio_tokens = math.ceil(self.cfg.max_seconds * self.code_rate)
+        self.min_audio_tokens = math.ceil(self.cfg.min_seconds * self.code_rate)
+        self.sessions: dict[int, Session] = {}
+        self._free_rows = list(range(self.cfg.max_sessions))
+        self._next_id = 0
+        self._lock = threading.RLock()
+        self._wake = threading.Condition(self._lock)
+        self._thread: threading.Thread | None = None
+        self._stop = False
+
+    # ---- construction ----------------------------------------------------------------------------------------------
+    @classmethod
+    def load(
+        cls,
+        backbone_dir: str | Path,
+        motion_dir: str | Path,
+        device: str = "cpu",
+        config: EngineConfig | None = None,
+        vocoder: str = "tone",
+        prompt_wav: str | Path | None = None,
+    ) -> Engine:
+        """An engine over weights from directories (or ``tiny`` for either; see :func:`load_stack`)."""
+        return cls(load_stack(backbone_dir, motion_dir, device=device, vocoder=vocoder, prompt_wav=prompt_wav), config)
+
+    @classmethod
+    def tiny(cls, seed: int = 0, config: EngineConfig | None = None, device: str = "cpu") -> Engine:
+        """The test-sized engine with seeded random weights (runs on a CPU)."""
+        return cls(build_tiny_stack(seed, device=device), config)
+
+    # ---- sessions --------------------------------------------------------------------------------------------------
+    def new_session(
+        self,
+        session_id: int | None = None,
+        sampling: SamplingConfig | None = None,
+        system_prompt: str | None | type(...) = ...,
+    ) -> Session:
+        """Open a session on a free cache row (:class:`EngineBusyError` when none is left)."""
+        with self._lock:
+            if session_id is None:
+                while self._next_id in self.sessions:
+                    self._next_id += 1
+                session_id = self._next_id
+                self._next_id += 1
+            if session_id in self.sessions:
+                raise InputError(f"session {session_id} is already open")
+            if not self._free_rows:
+                raise EngineBusyError(f"all {self.cfg.max_sessions} session slots are taken")
+            row = self._free_rows.pop(0)
+            mask = torch.zeros(self.cache.batch_size, dtype=torch.bool)
+            mask[row] = True
+            self.cache.reset(mask)
+            if sampling is None:
+                sampling = dataclasses.replace(self.cfg.sampling, seed=self.cfg.sampling.seed + session_id)
+            prompt = self.cfg.system_prompt if system_prompt is ... else system_prompt
+            s = Session(self, session_id, row, ChatHistory(self.fmt, prompt), sampling, prompt)
+            self.sessions[session_id] = s
+            return s
+
+    def close_session(self, session: Session) -> None:
+        """Free the session's row (a running turn is dropped without events). Idempotent."""
+        with self._lock:
+            if session.closed:
+                return
+            session.closed = True
+            session.turn = None
+            session.pending_audio = None
+            self.sessions.pop(session.id, None)
+            mask = torch.zeros(self.cache.batch_size, dtype=torch.bool)
+            mask[session.row] = True
+            self.cache.reset(mask)
+            self._free_rows.append(session.row)
+
+    def submit(self, session: Session, audio: np.ndarray, sample_rate: int = 16000) -> None:
+        """Queue a user utterance (``[n]`` or ``[channels, n]`` float/int16 PCM at ``sample_rate``) for the
+        session's next turn; it is validated and prefilled at the next :meth:`step` (bad audio -> an Error event).
+
+        Raises :class:`InputError` only for misuse: a closed session, or a turn already running.
+        """
+        with self._lock:
+            if session.closed:
+                raise InputError(f"session {session.id} is closed")
+            if session.busy:
+                raise InputError(f"session {session.id} already has a turn running; cancel it first")
+            session.pending_audio = (audio, sample_rate)
+            session.pending_clock = TurnClock()
+            session.cancel_requested = False
+            self._wake.notify_all()
+
+    def cancel(self, session: Session) -> None:
+        """Stop the session's turn at the next step (``TurnEnd(reason="cancelled")``); no-op when idle."""
+        with self._lock:
+            if session.busy:
+                session.cancel_requested = True
+                self._wake.notify_all()
+
+    @property
+    def busy(self) -> bool:
+        with self._lock:
+            return any(s.busy for s in self.sessions.values())
+
+    # ---- the step --------------------------------------------------------------------------------------------------
+    def step(self) -> list[Event]:
+        """Advance every busy session by one token (and prefill new turns). Returns the events, in order."""
+        events: list[Event] = []
+        with self._lock:
+            sessions = list(self.sessions.values())
+            for s in sessions:
+                if s.cancel_requested:
+                    s.cancel_requested = False
+                    if s.turn is not None:
+                        self._finish(s, "cancelled", events)
+                    elif s.pending_audio is not None:
+                        s.pending_audio = None
+                        events.append(TurnEnd(s.id, -1.0, -1.0, -1.0, {}, "cancelled"))
+            to_sample: list[tuple[Session, torch.Tensor]] = []
+            for s in sessions:
+                if s.pending_audio is not None:
+                    try:
+                        to_sample.append((s, self._prefill(s)))
+                    except Exception as e:  # noqa: BLE001 - any failure is this session's only
+                        self._fail(s, e, events)
+            decoding = [s for s in sessions if s.turn is not None and s.turn.next_input is not None]
+            if decoding:
+                try:
+                    to_sample += self._decode_step(decoding)
+                except Exception as e:  # noqa: BLE001
+                    for s in decoding:
+                        self._fail(s, e, events)
+            if to_sample:
+                self._sample(to_sample, events)
+            w = self.stack.connector.cfg.window
+            ready = [s for s in sessions if s.turn is not None and len(s.turn.window) >= w]
+            if ready:
+                self._motion(ready, events)
+            for s in sessions:
+                if s.turn is not None and s.turn.finished is not None:
+                    self._finish(s, s.turn.finished, events)
+        return events
+
+    def _prefill(self, s: Session) -> torch.Tensor:
+        """Validate the pending audio, add the user turn and the open assistant turn, prefill; -> logits ``[V]``."""
+        audio, sr = s.pending_audio
+        clock = s.pending_clock
+        s.pending_audio = None
+        arr = np.asarray(audio)
+        if arr.dtype == np.int16:
+            arr = arr.astype(np.float32) / 32768.0
+        if not np.issubdtype(arr.dtype, np.floating) and not np.issubdtype(arr.dtype, np.integer):
+            raise InputError(f"audio must be numeric PCM, got dtype {arr.dtype}")
+        wave = prepare_waveform(arr.astype(np.float32, copy=False), int(sr), self.cfg.max_input_seconds)
+        if wave.numel() < MIN_INPUT_SAMPLES:
+            wave = torch.nn.functional.pad(wave, (0, MIN_INPUT_SAMPLES - wave.numel()))
+        s.history.add_user_audio(wave)
+        s.history.start_assistant(speech=True)
+        prompt = s.history.pending()
+        room = self.cfg.max_len - self.cfg.min_free_tokens
+        if s.cache_length + len(prompt.ids) > room:  # forget the conversation and retry with this turn alone
+            log.info("session %d: conversation exceeds the cache row, starting over", s.id)
+            s.reset_conversation()
+            s.history.add_user_audio(wave)
+            s.history.start_assistant(speech=True)
+            prompt = s.history.pending()
+            if len(prompt.ids) > room:
+                s.reset_conversation()
+                raise InputError(
+                    f"the utterance needs {len(prompt.ids)} prompt tokens; the cache row holds {self.cfg.max_len} "
+                    f"(max_len) with {self.cfg.min_free_tokens} kept for the answer: use shorter audio"
+                )
+        with nvtx_range("prefill"):
+            out = self.stack.backbone.prefill(
+                prompt.tensor(self.device), self.cache, audio_mels=prompt.mels or None, rows=[s.row]
+            )
+        s.history.mark_consumed()
+        clock.prefill_s = clock.elapsed_s
+        sp = s.sampling
+        t = TurnState(clock=clock)
+        t.recent_text = type(t.recent_text)(maxlen=max(1, sp.text.penalty_window))
+        t.recent_audio = type(t.recent_audio)(maxlen=max(1, sp.audio.penalty_window))
+        t.voc_state = self.stack.vocoder.init_state()
+        t.dec_state = self.stack.motion.init_decode_state(1, self.device)
+        s.turn = t
+        return out.logits[0]
+
+    def _decode_step(self, decoding: list[Session]) -> list[tuple[Session, torch.Tensor]]:
+        b = self.cache.batch_size
+        ids = torch.zeros(b, 1, dtype=torch.long)
+        active = torch.zeros(b, dtype=torch.bool)
+        for s in decoding:
+            ids[s.row, 0] = s.turn.next_input
+            active[s.row] = True
+        with nvtx_range("step"):
+            logits, hidden = self.runner.run(ids.to(self.device), active.to(self.device))
+        out = []
+        for s in decoding:
+            t = s.turn
+            fed, t.next_input = t.next_input, None
+            t.steps += 1
+            s.history.mark_consumed(s.history.consumed + 1)
+            if self.layout.is_audio(fed):
+                t.window.append(hidden[s.row])
+            out.append((s, logits[s.row]))
+        return out
+
+    def _sample(self, items: list[tuple[Session, torch.Tensor]], events: list[Event]) -> None:
+        lengths = self.cache.lengths.tolist()
+        rows, logits, params, gens, masks, hist, slots = [], [], [], [], [], [], []
+        for s, lg in items:
+            t = s.turn
+            if t is None:
+                continue
+            text_slot = self.layout.slot_is_text(t.slot)
+            if lengths[s.row] >= self.cfg.max_len - 1:
+                t.finished = "context_full"
+                continue
+            if text_slot and t.new_tokens >= self.cfg.max_new_tokens:
+                t.finished = "max_tokens"
+                continue
+            if text_slot and t.audio_tokens >= self.max_audio_tokens:
+                t.finished = "max_seconds"
+                continue
+            may_stop = t.audio_tokens >= self.min_audio_tokens
+            rows.append(s)
+            logits.append(lg)
+            p = s.sampling.text if text_slot else s.sampling.audio
+            params.append(p)
+            gens.append(s.generator)
+            masks.append(self.classes.allowed(text_slot, t.text_done, t.audio_done, may_stop))
+            hist.append(list(t.recent(text_slot)) if p.repetition_penalty != 1.0 else [])
+            slots.append(text_slot)
+        if not rows:
+            return
+        with nvtx_range("sample"):
+            tokens = sample_tokens(torch.stack(logits), params, gens, torch.stack(masks), hist).tolist()
+        for s, tok, text_slot in zip(rows, tokens, slots, strict=True):
+            try:
+                self._accept(s, int(tok), text_slot, events)
+            except Exception as e:  # noqa: BLE001
+                self._fail(s, e, events)
+
+    def _accept(self, s: Session, tok: int, text_slot: bool, events: list[Event]) -> None:
+        """Record one sampled token: text delta / audio code / stop; push the vocoder at a group's end."""
+        t = s.turn
+        cl = self.classes
+        t.new_tokens += 1
+        t.slot += 1
+        if text_slot:
+            if tok == cl.eot or tok == cl.tts_end:
+                t.finished, t.stop_token = "eot", tok
+                return
+            if tok == cl.tts_pad:
+                t.text_done = True
+            else:
+                t.text_ids.append(tok)
+                t.text_tokens += 1
+                delta = text_delta(self.stack.tokenizer, t.text_ids, t.text_sent)
+                if delta:
+                    t.text_sent += delta
+                    events.append(TextDelta(s.id, delta))
+            t.recent_text.append(tok)
+        else:
+            if self.layout.is_audio_pad(tok):
+                t.audio_done = True
+            else:
+                t.vocoder_pending.append(tok - self.layout.audio_offset)
+                t.audio_tokens += 1
+                t.clock.mark_audio_token()
+            t.recent_audio.append(tok)
+            if self.layout.slot_is_text(t.slot):  # the group's audio is complete
+                self._vocode(s, events, final=False)
+        s.history.append_generated([tok])
+        t.next_input = tok
+
+    def _vocode(self, s: Session, events: list[Event], final: bool) -> None:
+        t = s.turn
+        if not t.vocoder_pending and not final:
+            return
+        offset = t.voc_state.samples_out
+        with nvtx_range("vocoder"):
+            pcm, t.voc_state = self.stack.vocoder.push(t.vocoder_pending, t.voc_state, final=final)
+        t.vocoder_pending = []
+        if pcm.size:
+            t.audio_samples += int(pcm.size)
+            events.append(AudioChunk(s.id, np.asarray(pcm, np.float32), int(offset), self.stack.vocoder.sample_rate))
+
+    # ---- motion ----------------------------------------------------------------------------------------------------
+    def _motion(self, ready: list[Session], events: list[Event]) -> None:
+        """Full windows of several sessions through the connector in one batch, then each session's decoder."""
+        con = self.stack.connector
+        w = con.cfg.window
+        dtype = next(con.parameters()).dtype
+        windows, prev = [], []
+        for s in ready:
+            windows.append(torch.stack(s.turn.window[:w]).to(dtype))
+            prev.append(s.turn.prev_codes)
+            del s.turn.window[:w]
+        try:
+            with nvtx_range("connector"):
+                logits = connector_batch(con, windows, prev)
+        except Exception as e:  # noqa: BLE001
+            for s in ready:
+                self._fail(s, e, events)
+            return
+        for i, s in enumerate(ready):
+            try:
+                codes = self._codes(s, logits[i : i + 1])
+                s.turn.prev_codes = codes
+                self._frames(s, codes, w, events)
+            except Exception as e:  # noqa: BLE001
+                self._fail(s, e, events)
+
+    def _codes(self, s: Session, logits: torch.Tensor) -> torch.Tensor:
+        sp = s.sampling
+        return sample_codes(logits.float(), sp.motion_temperature, sp.motion_top_k or None, s.generator)
+
+    def _frames(self, s: Session, codes: torch.Tensor | None, positions: int, events: list[Event]) -> None:
+        """Decode ``codes`` ``[1, n, N_q]`` (None: flush the decoder) and emit the frames that have audio."""
+        t = s.turn
+        t.face_frames_made += positions
+        with nvtx_range("decoder"):
+            if codes is None:
+                frames, t.dec_state = self.stack.motion.decode_flush(t.dec_state)
+            else:
+                frames, t.dec_state = self.stack.motion.decode_step(codes, t.dec_state)
+        frames = frames[0].float().cpu().numpy()
+        limit = t.face_frames_made if codes is not None else t.audio_tokens
+        frames = frames[: max(0, min(limit, t.audio_tokens) - t.frames_out)]
+        if frames.shape[0] == 0:
+            return
+        with nvtx_range("face"):
+            flame, arkit, livelink = face_layouts(frames, self.stack.arkit_map)
+        fps = float(self.stack.motion.cfg.fps)
+        events.append(FaceFrames(s.id, t.frames_out, fps, flame, arkit, livelink))
+        t.frames_out += frames.shape[0]
+        t.clock.mark_face_frame()
+
+    # ---- ends ------------------------------------------------------------------------------------------------------
+    def _finish(self, s: Session, reason: str, events: list[Event]) -> None:
+        t = s.turn
+        if reason != "cancelled":
+            try:
+                if t.window:  # the last, partial window (padded to a multiple of G, trimmed after decoding)
+                    x, n = pad_window(t.window, self.stack.connector.cfg.group)
+                    t.window = []
+                    con = self.stack.connector
+                    with nvtx_range("connector"):
+                        logits = con.step(x[None].to(next(con.parameters()).dtype), t.prev_codes)
+                    codes = self._codes(s, logits)
+                    t.prev_codes = codes
+                    t.face_frames_made -= x.shape[0] - n
+                    self._frames(s, codes, x.shape[0], events)
+                self._frames(s, None, 0, events)  # the decoder's held-back frames (lookahead)
+                self._vocode(s, events, final=True)
+                delta = text_delta(self.stack.tokenizer, t.text_ids, t.text_sent, final=True)
+                if delta:
+                    t.text_sent += delta
+                    events.append(TextDelta(s.id, delta))
+            except Exception as e:  # noqa: BLE001
+                self._fail(s, e, events)
+                return
+        close = t.stop_token if t.stop_token is not None else self.layout.tts_end
+        if close is not None:
+            s.history.append_generated([close])
+        s.history.end_assistant()
+        t.clock.stop()
+        audio_s = t.audio_tokens / self.code_rate
+        events.append(TurnEnd(s.id, t.clock.ttft_s, t.clock.ttfa_s, t.clock.rtf(audio_s), t.counts(), reason,
+                              t.text_sent))  # fmt: skip
+        s.turn = None
+        s.turns_done += 1
+
+    def _fail(self, s: Session, exc: BaseException, events: list[Event]) -> None:
+        """End the session's turn with an Error event; the session stays usable (its conversation is forgotten
+        unless the failure happened before the history changed)."""
+        kind = "input" if isinstance(exc, InputError) else "internal"
+        if kind == "internal":
+            log.exception("session %d failed", s.id, exc_info=exc)
+        touched = s.turn is not None or s.history.consumed != len(s.history.ids)
+        s.turn = None
+        s.pending_audio = None
+        if touched:
+            s.reset_conversation()
+        events.append(Error(s.id, str(exc), kind))
+
+    # ---- drivers ---------------------------------------------------------------------------------------------------
+    def run_until_idle(self, max_steps: int = 100_000) -> list[Event]:
+        """Step until no session is busy; all events in order."""
+        events: list[Event] = []
+        for _ in range(max_steps):
+            if not self.busy:
+                break
+            events += self.step()
+        return events
+
+    def run_turn(self, session: Session, audio: np.ndarray, sample_rate: int = 16000) -> list[Event]:
+        """Synchronous single turn: submit and step until the engine is idle; the session's events in order."""
+        self.submit(session, audio, sample_rate)
+        return [e for e in self.run_until_idle() if e.session_id == session.id]
+
+    def start_background(self) -> None:
+        """Start the loop thread that steps while any session is busy and routes events to ``session.events``
+        (used by :meth:`Session.respond`). Idempotent."""
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._stop = False
+            self._thread = threading.Thread(target=self._loop, name="a2llm-engine", daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._stop and not any(s.busy for s in self.sessions.values()):
+                    self._wake.wait(0.5)
+                if self._stop:
+                    return
+                try:
+                    events = self.step()
+                except Exception as e:  # noqa: BLE001 - never let the loop die
+                    log.exception("engine step failed")
+                    events = []
+                    for s in list(self.sessions.values()):
+                        if s.busy:
+                            self._fail(s, e, events)
+                for ev in events:
+                    s = self.sessions.get(ev.session_id)
+                    if s is not None:
+                        s.events.put(ev)
+
+    def shutdown(self) -> None:
+        """Stop the background loop (sessions stay open)."""
+        with self._wake:
+            self._stop = True
+            self._wake.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None

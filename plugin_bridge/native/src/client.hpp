@@ -1,0 +1,120 @@
+// Client: one connection to the bridge server (ZeroMQ DEALER) with its background I/O thread, event queue and
+// Playback. The C ABI (c_api.cpp) is a thin exception-catching wrapper over this class.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <zmq.hpp>
+
+#include "a2llm_client.h"
+#include "playback.hpp"
+#include "protocol.hpp"
+
+#define A2LLM_VERSION_STRING "0.1.0"
+
+namespace a2llm {
+
+// Thrown by Client methods; the C ABI turns it into a negative status + a2llm_last_error().
+struct ApiError : std::runtime_error {
+    int status;
+    ApiError(int s, const std::string& m) : std::runtime_error(m), status(s) {}
+};
+
+class Client {
+public:
+    Client(const std::string& endpoint, const a2llm_client_options& opts);
+    ~Client();
+    Client(const Client&) = delete;
+    Client& operator=(const Client&) = delete;
+
+    int state() const { return state_.load(); }
+    bool wait_ready(int timeout_ms);
+    // pcm16 or f32 (one of them, or neither when n == 0). Returns the turn id.
+    uint32_t send_audio(const int16_t* pcm16, const float* f32, uint32_t n, uint32_t sample_rate, bool eou);
+    void cancel();
+    bool poll(a2llm_event* ev);
+    void stats(a2llm_stats* out);
+    Playback& playback() { return playback_; }
+
+    int layouts(int32_t* out, int capacity);
+    int curve_count(int layout);
+    const char* curve_name(int layout, int index);
+    int first_layout();
+
+private:
+    struct Out {
+        std::vector<uint8_t> header;  // 32 bytes; seq and send time are stamped when sent
+        std::vector<uint8_t> payload;
+    };
+    struct Event {
+        a2llm_event e{};
+        std::string text;
+        std::vector<float> data;
+        bool media = false;
+    };
+
+    void io_loop();
+    void enqueue_locked(const proto::Message& m);  // out_mu_ held
+    void enqueue(const proto::Message& m);
+    void flush_out();
+    bool send_raw(Out& o);
+    void send_hello();
+    void receive_all();
+    void handle(const proto::Message& m);
+    void on_welcome(const proto::Message& m);
+    void lost_session(const char* why);
+    void push_event(Event&& ev);
+
+    a2llm_client_options opts_;
+    std::string client_name_;
+    std::string endpoint_;
+    zmq::context_t ctx_;
+    zmq::socket_t dealer_;
+    zmq::socket_t wake_rx_;
+    zmq::socket_t wake_tx_;  // guarded by out_mu_
+    std::thread io_;
+    std::atomic<bool> stop_{false};
+    std::atomic<int> state_{A2LLM_STATE_CONNECTING};
+    std::mutex state_mu_;
+    std::condition_variable state_cv_;
+
+    std::mutex out_mu_;
+    std::deque<Out> out_;
+    uint64_t seq_ = 0;  // I/O thread only
+
+    std::mutex tx_mu_;  // the utterance being sent
+    uint32_t tx_turn_ = 0;
+    uint32_t last_turn_ = 0;
+    uint64_t tx_offset_ = 0;
+    uint32_t tx_rate_ = 0;
+
+    std::mutex ev_mu_;
+    std::deque<Event> events_;
+    size_t media_events_ = 0;
+    Event current_;  // the event handed out by the last poll (keeps its storage alive)
+
+    mutable std::mutex info_mu_;  // Welcome static data + stats counters
+    std::vector<int> granted_;
+    std::map<int, const std::vector<std::string>*> names_;
+    std::deque<std::unique_ptr<std::vector<std::string>>> names_store_;  // never freed before destroy
+    uint32_t session_id_ = 0;
+    uint32_t heartbeat_ms_ = 1000;
+    uint32_t session_timeout_ms_ = 10000;
+    uint32_t welcomes_ = 0;
+    uint64_t peer_time_us_ = 0;
+    a2llm_stats counters_{};
+
+    Playback playback_;
+};
+
+}  // namespace a2llm
