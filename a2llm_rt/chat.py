@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--greedy", action="store_true", help="argmax decoding (default: sampling, seeded)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--system", default="You are a helpful assistant.", help="system prompt")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads for torch (tiny on the CPU: 1)")
     args = ap.parse_args(argv)
     try:
         return _run(args)
@@ -118,6 +119,9 @@ def _run(args: argparse.Namespace) -> int:
     from a2llm_rt.face.clip import MotionClip
     from a2llm_rt.face.io import save_clip
 
+    threads = args.threads if args.threads is not None else (1 if args.backbone == "tiny" else None)
+    if threads is not None and args.device == "cpu":
+        torch.set_num_threads(max(1, threads))  # tiny models: thread start-up costs more than it saves
     out = Path(args.out)
     audio, sr = read_wav(args.wav)
     tiny = args.backbone == "tiny"
@@ -135,8 +139,10 @@ def _run(args: argparse.Namespace) -> int:
     with torch.inference_mode():
         res = collect(engine.run_turn(session, audio, sr))
     if res["error"] is not None:
-        raise InputError(res["error"].message, args.wav) if res["error"].kind == "input" else RuntimeError(
-            res["error"].message
+        raise (
+            InputError(res["error"].message, args.wav)
+            if res["error"].kind == "input"
+            else RuntimeError(res["error"].message)
         )
     end: TurnEnd = res["end"]
     out.mkdir(parents=True, exist_ok=True)

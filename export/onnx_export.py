@@ -57,6 +57,10 @@ class ConnectorStepGraph(nn.Module):
         super().__init__()
         self.connector = connector
         self.dtype = dtype
+        # Conv1d(k=G, s=G) as one MatMul over G stacked frames: same math, and a MatMul is what int8 dynamic
+        # quantization and TensorRT handle best. weight [d, d_llm, G] -> [G * d_llm, d] (frame-major rows).
+        w = connector.down.weight.detach()
+        self.register_buffer("down_w", w.permute(2, 1, 0).reshape(-1, w.shape[0]).contiguous(), persistent=False)
 
     def forward(
         self, hidden: torch.Tensor, prev_codes: torch.Tensor, has_prev: torch.Tensor, n_valid: torch.Tensor
@@ -64,7 +68,8 @@ class ConnectorStepGraph(nn.Module):
         c = self.connector
         n = c.cfg.tokens_per_window
         b = hidden.shape[0]
-        q = c.queries(hidden.to(self.dtype))  # [B, n, d]
+        x = hidden.to(self.dtype).reshape(b, n, -1)  # [B, n, G * d_llm]
+        q = c.proj(torch.nn.functional.gelu(x @ self.down_w + c.down.bias))  # == c.queries(hidden): [B, n, d]
         mem = torch.where(has_prev.view(-1, 1, 1), c.embed_codes(prev_codes), c.start.expand(b, n, -1).to(q.dtype))
         mem = mem + c.mem_pos[:n]
         query_mask = torch.arange(n, device=hidden.device).view(1, n) < n_valid.view(-1, 1)  # [B, n]

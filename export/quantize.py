@@ -1,10 +1,9 @@
 """int8 weight-quantized connector graph for CPU (onnxruntime.quantization ``quantize_dynamic``).
 
-Weights of MatMul/Gemm (the attention projections, feed-forward and level heads: nearly all of the connector's bytes)
-are stored as int8 with per-channel scales; activations are quantized dynamically per call (``DynamicQuantizeLinear``
--> ``MatMulInteger``), so no calibration data is needed. The downsampling Conv is kept in float by default
-(``op_types``), because dynamic int8 Conv is slow on onnxruntime's CPU kernels; pass ``("MatMul", "Gemm", "Conv")``
-to quantize it too. Quality is judged by how many greedy codes change on fresh inputs
+Weights of every MatMul/Gemm with a constant weight (the G-frame downsampling, which the exported graph writes as a
+MatMul, the attention projections, feed-forward and level heads: all but the code embeddings) are stored as int8
+with per-channel scales; activations are quantized dynamically per call (``DynamicQuantizeLinear`` ->
+``MatMulInteger``), so no calibration data is needed. Quality is judged by how many greedy codes change on fresh inputs
 (:func:`export.parity.greedy_code_agreement`; goal: >= 99% unchanged).
 """
 
@@ -25,7 +24,11 @@ def quantize_connector(
 ) -> dict[str, str]:
     """Write an int8 weight-quantized copy of the connector graph ``src`` to ``dst``; returns ``dst``'s metadata
     (the source's, with ``a2llm.precision`` = ``int8`` and the quantization settings)."""
+    import logging
+
     from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # its "pre-process" hint
 
     src, dst = Path(src), Path(dst)
     meta = read_metadata(src)

@@ -234,10 +234,10 @@ def pad_window(hidden: list[torch.Tensor], group: int) -> tuple[torch.Tensor, in
 
 def face_layouts(frames: np.ndarray, arkit_map: ArkitMap | None) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """Decoder frames ``[n, D]`` (D = 58 FLAME or 52 ARKit) -> (flame58 | None, arkit52 ``[n, 52]``,
-    livelink61 ``[n, 61]``) float32. :class:`InputError` on NaN/inf."""
+    livelink61 ``[n, 61]``) float32. ``FloatingPointError`` on NaN/inf (an internal failure, not bad input)."""
     frames = np.asarray(frames, dtype=np.float32)
     if not np.isfinite(frames).all():
-        raise InputError("the motion decoder produced NaN or inf frames")
+        raise FloatingPointError("the motion decoder produced NaN or inf frames")
     if frames.shape[-1] == 58:
         return frames, flame_to_arkit(frames, arkit_map), flame_to_livelink(frames, arkit_map)
     if frames.shape[-1] == 52:
@@ -246,9 +246,7 @@ def face_layouts(frames: np.ndarray, arkit_map: ArkitMap | None) -> tuple[np.nda
     raise InputError(f"motion frames must have 58 (FLAME) or 52 (ARKit) values, got {frames.shape[-1]}")
 
 
-def connector_batch(
-    connector, windows: list[torch.Tensor], prev: list[torch.Tensor | None]
-) -> torch.Tensor:
+def connector_batch(connector, windows: list[torch.Tensor], prev: list[torch.Tensor | None]) -> torch.Tensor:
     """Connector logits for several sessions' windows of equal length.
 
     windows: ``[W', d]`` each; prev: each session's previous-window codes ``[1, W/G, N_q]`` or None (first window).

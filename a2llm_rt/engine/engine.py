@@ -27,6 +27,7 @@ import logging
 import math
 import threading
 from pathlib import Path
+from types import EllipsisType
 
 import numpy as np
 import torch
@@ -147,7 +148,7 @@ class Engine:
         self,
         session_id: int | None = None,
         sampling: SamplingConfig | None = None,
-        system_prompt: str | None | type(...) = ...,
+        system_prompt: str | None | EllipsisType = ...,
     ) -> Session:
         """Open a session on a free cache row (:class:`EngineBusyError` when none is left)."""
         with self._lock:
@@ -344,8 +345,20 @@ class Engine:
             slots.append(text_slot)
         if not rows:
             return
+        x = torch.stack(logits)
+        finite = torch.isfinite(x).all(-1).tolist()
+        if not all(finite):  # a numeric failure fails its own session only
+            for s, ok in zip(rows, finite, strict=True):
+                if not ok:
+                    self._fail(s, FloatingPointError("the backbone produced NaN/inf logits"), events)
+            keep = [i for i, ok in enumerate(finite) if ok]
+            if not keep:
+                return
+            x = x[keep]
+            rows, params, gens, hist, slots = ([v[i] for i in keep] for v in (rows, params, gens, hist, slots))
+            masks = [masks[i] for i in keep]
         with nvtx_range("sample"):
-            tokens = sample_tokens(torch.stack(logits), params, gens, torch.stack(masks), hist).tolist()
+            tokens = sample_tokens(x, params, gens, torch.stack(masks), hist).tolist()
         for s, tok, text_slot in zip(rows, tokens, slots, strict=True):
             try:
                 self._accept(s, int(tok), text_slot, events)

@@ -5,6 +5,7 @@ Encoder (token rate)   : ELU, conv 1x1 (W -> latent)                            
 Residual VQ            : N_q EMA codebooks of K codes                                      -> codes   [B, T/G, N_q]
 Decoder (token rate)   : conv(latent->W, k = context + 1 + lookahead) (the only non-causal layer, by ``lookahead``)
 Decoder (frame rate)   : ELU, transposed conv (k=G, s=G) | N residual blocks | ELU, causal conv(W->D, k3)
+Optional linear skip   : frames -> latent (conv k=G, s=G) and latent -> frames (transposed conv) beside the convs
 
 Every conv is causal, so both halves stream with explicit per-layer caches (typed states below): decoding token by
 token gives exactly the frames of a whole-sequence decode, and frame j of token i depends on tokens ``<= i +
@@ -67,6 +68,10 @@ class MotionTokenizerConfig(Config):
     """Future tokens the decoder's first conv sees (frames of token i depend on tokens <= i + lookahead)."""
     std_floor: float = 0.05
     """Lower bound of the per-curve std used to normalise frames (keeps near-constant curves from blowing up)."""
+    linear_skip: bool = False
+    """Add a linear path beside the convs: frames -> latent (conv k=G, s=G) in the encoder and latent -> frames
+    (transposed conv) in the decoder. Not in the paper; it helps the tokenizer generalise to blendshape
+    combinations it has not seen (small data, e.g. one capture)."""
 
     @property
     def motion_dim(self) -> int:
@@ -136,12 +141,14 @@ class EncoderState(StreamingState):
         frames_in: ``[B, D, k-1]`` last input frames (the first conv's context).
         frames: ``[B, W, sum of residual contexts]`` the residual blocks' contexts, packed.
         group: ``[B, W, G-1]`` features of the frames of the token being filled (first ``phase`` are valid).
+        group_in: ``[B, D, G-1]`` those frames' inputs, for the linear skip (``[B, D, 0]`` without it).
         phase: frames already in the current token (0..G-1), shared by the batch.
     """
 
     frames_in: torch.Tensor
     frames: torch.Tensor
     group: torch.Tensor
+    group_in: torch.Tensor
     phase: int = 0
 
 
@@ -160,6 +167,7 @@ class MotionEncoder(StreamingModule[EncoderState]):
         )
         self.down = nn.Conv1d(w, w, g, stride=g)
         self.out = nn.Conv1d(w, cfg.latent_dim, 1)
+        self.skip = nn.Conv1d(dim, cfg.latent_dim, g, stride=g) if cfg.linear_skip else None
         self._ctx = [b.context for b in self.blocks]
 
     def _frames(self, x: torch.Tensor) -> torch.Tensor:  # [B, D, T] -> [B, W, T]
@@ -169,8 +177,11 @@ class MotionEncoder(StreamingModule[EncoderState]):
         return F.elu(h)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self._frames(x.transpose(1, 2))
-        return self.out(F.elu(self.down(h))).transpose(1, 2)
+        xt = x.transpose(1, 2)
+        y = self.out(F.elu(self.down(self._frames(xt))))
+        if self.skip is not None:
+            y = y + self.skip(xt)
+        return y.transpose(1, 2)
 
     def init_state(self, batch_size: int, device: torch.device | str | None = None) -> EncoderState:
         w = self.down.in_channels
@@ -178,6 +189,9 @@ class MotionEncoder(StreamingModule[EncoderState]):
             frames_in=torch.zeros(batch_size, self.inp.in_channels, self.inp.context, device=device),
             frames=torch.zeros(batch_size, w, sum(self._ctx), device=device),
             group=torch.zeros(batch_size, w, self.group - 1, device=device),
+            group_in=torch.zeros(
+                batch_size, self.inp.in_channels, self.group - 1 if self.skip is not None else 0, device=device
+            ),
             phase=0,
         )
 
@@ -193,14 +207,22 @@ class MotionEncoder(StreamingModule[EncoderState]):
         h = torch.cat([state.group[..., : state.phase], F.elu(h)], -1)
         n_tok = h.shape[-1] // self.group
         used = n_tok * self.group
+        xin = torch.cat([state.group_in[..., : state.phase], x.transpose(1, 2)], -1) if self.skip is not None else None
         if used:
-            y = self.out(F.elu(self.down(h[..., :used]))).transpose(1, 2)
+            y = self.out(F.elu(self.down(h[..., :used])))
+            if self.skip is not None and xin is not None:
+                y = y + self.skip(xin[..., :used])
+            y = y.transpose(1, 2)
         else:
             y = h.new_zeros(h.shape[0], 0, self.out.out_channels)
         rest = h[..., used:]
         group = torch.cat([rest, state.group[..., rest.shape[-1] :]], -1)
+        group_in = state.group_in
+        if xin is not None:
+            rest_in = xin[..., used:]
+            group_in = torch.cat([rest_in, state.group_in[..., rest_in.shape[-1] :]], -1)
         frames = torch.cat(ctxs, -1) if ctxs else state.frames
-        return y, EncoderState(frames_in, frames, group, rest.shape[-1])
+        return y, EncoderState(frames_in, frames, group, group_in, rest.shape[-1])
 
 
 # --- decoder ------------------------------------------------------------------------------------------------------
@@ -238,6 +260,7 @@ class MotionDecoder(StreamingModule[DecoderState]):
             ResBlock(w, cfg.kernel_size, cfg.dilation_growth**i, cfg.dropout) for i in range(cfg.num_res_blocks)
         )
         self.out = CausalConv1d(w, dim, cfg.kernel_size)
+        self.skip = nn.ConvTranspose1d(cfg.latent_dim, dim, g, stride=g) if cfg.linear_skip else None
         self._ctx = [b.context for b in self.blocks] + [self.out.context]
 
     def _frames(self, h: torch.Tensor, ctxs: list[torch.Tensor] | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -255,8 +278,11 @@ class MotionDecoder(StreamingModule[DecoderState]):
         return y, [*new, c]
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = self.inp(F.pad(z.transpose(1, 2), (self.token_context, self.lookahead)))
-        return self._frames(h, None)[0].transpose(1, 2)
+        zt = z.transpose(1, 2)
+        y = self._frames(self.inp(F.pad(zt, (self.token_context, self.lookahead))), None)[0]
+        if self.skip is not None:
+            y = y + self.skip(zt)
+        return y.transpose(1, 2)
 
     def init_state(self, batch_size: int, device: torch.device | str | None = None) -> DecoderState:
         return DecoderState(
@@ -280,6 +306,10 @@ class MotionDecoder(StreamingModule[DecoderState]):
                 tokens, state.frames, state.skip - drop
             )
         y, ctxs = self._frames(h, _split(state.frames, self._ctx))
+        if self.skip is not None:
+            # the token whose frames come out is the window's centre position (token_context) of each output
+            c = self.token_context
+            y = y + self.skip(inp[..., c + drop : c + z.shape[1]])
         return y.transpose(1, 2), DecoderState(tokens, torch.cat(ctxs, -1), state.skip - drop)
 
     def flush(self, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import os
 import struct
@@ -170,10 +171,8 @@ class WebSocket:
         if self.closed:
             return
         self.closed = True
-        try:
+        with contextlib.suppress(ConnectionError, RuntimeError):
             await self._send(OP_CLOSE, struct.pack(">H", code) + reason.encode("utf-8")[:120])
-        except (ConnectionError, RuntimeError):
-            pass
         self.writer.close()
 
 

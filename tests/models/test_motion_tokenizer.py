@@ -49,9 +49,9 @@ def test_config_round_trip_and_validation(tmp_path):
         MotionTokenizerConfig(layout="nope")
 
 
-@pytest.mark.parametrize("lookahead", [0, 2])
-def test_streaming_decode_equals_full(lookahead):
-    m = _tiny(lookahead)
+@pytest.mark.parametrize(("lookahead", "skip"), [(0, False), (2, False), (1, True)])
+def test_streaming_decode_equals_full(lookahead, skip):
+    m = _tiny(lookahead, linear_skip=skip)
     x = torch.rand(2, 60, 52)
     codes = m.encode(x)
     full = m.decode(codes)
@@ -73,8 +73,9 @@ def test_streaming_decode_equals_full(lookahead):
     assert sizes == [0] * lookahead + [5] * (codes.shape[1] - lookahead)
 
 
-def test_streaming_encode_equals_full():
-    m = _tiny()
+@pytest.mark.parametrize("skip", [False, True])
+def test_streaming_encode_equals_full(skip):
+    m = _tiny(linear_skip=skip)
     x = torch.rand(2, 55, 52)
     full = m.encode(x)
     state = m.init_encode_state(2)
@@ -85,9 +86,9 @@ def test_streaming_encode_equals_full():
     assert torch.equal(torch.cat(out, 1), full)
 
 
-@pytest.mark.parametrize("lookahead", [0, 1])
-def test_decoder_causality(lookahead):
-    m = _tiny(lookahead)
+@pytest.mark.parametrize(("lookahead", "skip"), [(0, False), (1, False), (1, True)])
+def test_decoder_causality(lookahead, skip):
+    m = _tiny(lookahead, linear_skip=skip)
     g = m.group
     codes = m.encode(torch.rand(1, 50, 52))
     ref = m.decode(codes)
@@ -102,8 +103,9 @@ def test_decoder_causality(lookahead):
         )
 
 
-def test_encoder_causality():
-    m = _tiny()
+@pytest.mark.parametrize("skip", [False, True])
+def test_encoder_causality(skip):
+    m = _tiny(linear_skip=skip)
     x = torch.rand(1, 50, 52)
     z = m.encoder(m.normalize(x))
     x2 = x.clone()

@@ -204,3 +204,16 @@ def test_train_cli_bad_input(tmp_path, capsys):
     assert train_tokenizer.main(["--config", str(TINY), "--data", str(bad), "--out", str(tmp_path / "o")]) == 2
     assert "at least 20 frames" in capsys.readouterr().err
     assert train_tokenizer.main(["--config", str(tmp_path / "nope.yaml"), "--data", str(bad), "--out", "x"]) == 2
+
+
+def test_mix_and_scale_augmentation():
+    a = np.zeros((40, 52), np.float32)
+    b = np.full((40, 52), 0.8, np.float32)
+    ds = MotionDataset([a, b], "arkit52", 10, mirror=False, mix_prob=1.0, scale_range=(0.5, 0.5))
+    batch = ds.sample(32, np.random.default_rng(0))
+    # every window is constant in time: a mix of the two clips, scaled by 0.5, never outside [0, 0.4]
+    assert np.allclose(batch, batch[:, :1])
+    assert batch.min() >= 0 and batch.max() <= 0.4 + 1e-6
+    assert len(np.unique(batch[:, 0, 0].round(4))) > 10
+    with pytest.raises(ValueError):
+        MotionDataConfig(scale_range=(1.2, 1.0))

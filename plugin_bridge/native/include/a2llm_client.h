@@ -29,8 +29,8 @@
  *   start of each turn until `jitter_target_ms` of audio is buffered (or the turn has ended); after an underrun it
  *   plays silence WITHOUT advancing the playhead and re-buffers the same target, so audio and face never drift.
  *   The game thread asks a2llm_client_face_frame_at(samples_played) for the face of that audio instant: frame
- *   values are placed at frame centres ((k + 0.5) * 960 samples) and linearly interpolated between neighbours;
- *   before the first centre the first frame is used. A frame that is late (not received yet) is never invented:
+ *   position is samples_played * fps / rate (PROTOCOL.md 4.5), i.e. frame k sits at sample k * 960, and values are
+ *   linearly interpolated between frames floor(pos) and floor(pos) + 1. A frame that is late (not received yet) is never invented:
  *   the last available frame at or before the instant is HELD (flag A2LLM_FRAME_HELD). Frames may arrive out of
  *   order; they are stored by index.
  */
@@ -106,8 +106,9 @@ typedef enum a2llm_event_type {
     A2LLM_EVENT_ERROR = 6,        /* code = the protocol ErrorCode (plugin_bridge/protocol.py): from the server's
                                      Error message, or 1..9 for a server message the core could not decode
                                      (then turn_id = 0); text = message */
-    A2LLM_EVENT_DISCONNECTED = 7  /* the server went silent past its session timeout, or asked us to say Hello
-                                     again; the core re-sends Hello by itself (CONNECTED follows) */
+    A2LLM_EVENT_DISCONNECTED = 7  /* the server went silent for ~3.5 heartbeats, or answered NOT_WELCOMED /
+                                     SESSION_EXPIRED (it restarted); the core says Hello again by itself
+                                     (CONNECTED follows). A half-sent utterance is lost: send it again. */
 } a2llm_event_type;
 
 typedef enum a2llm_turn_status {
@@ -117,7 +118,8 @@ typedef enum a2llm_turn_status {
 } a2llm_turn_status;
 
 /* Flags written by a2llm_client_face_frame_at. */
-#define A2LLM_FRAME_INTERPOLATED 0 /* both neighbouring frames present (or exactly on a centre / before frame 0) */
+#define A2LLM_FRAME_INTERPOLATED 0 /* both neighbouring frames present (or exactly on a frame, or past the last
+                                      frame of a turn that has ended) */
 #define A2LLM_FRAME_HELD 1         /* the next frame is late: the last available frame is held */
 #define A2LLM_FRAME_IDLE 2         /* no turn is playing: the last frame shown is held */
 

@@ -7,6 +7,11 @@
 #include "a2llm_client.h"
 #include "client.hpp"
 
+// The layouts the plugins' P/Invoke / C++ declarations rely on (64-bit targets).
+static_assert(sizeof(void*) != 8 || sizeof(a2llm_event) == 128, "a2llm_event layout changed");
+static_assert(sizeof(void*) != 8 || sizeof(a2llm_client_options) == 72, "a2llm_client_options layout changed");
+static_assert(sizeof(a2llm_stats) == 104, "a2llm_stats layout changed");
+
 struct a2llm_client {
     explicit a2llm_client(const std::string& endpoint, const a2llm_client_options& opts) : impl(endpoint, opts) {}
     a2llm::Client impl;

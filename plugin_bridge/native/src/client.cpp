@@ -51,6 +51,7 @@ Client::Client(const std::string& endpoint, const a2llm_client_options& opts)
         dealer_.set(zmq::sockopt::linger, 200);
         dealer_.set(zmq::sockopt::reconnect_ivl, 100);
         dealer_.set(zmq::sockopt::reconnect_ivl_max, 1000);
+        dealer_.set(zmq::sockopt::immediate, 1);  // queue nothing for a peer that is not connected (no Hello pile-up)
         if (opts.curve_server_key) {
             char pub[41] = {0}, sec[41] = {0};
             if (opts.curve_public_key && opts.curve_secret_key) {
@@ -179,15 +180,16 @@ void Client::cancel() {
 
 // --- I/O thread ------------------------------------------------------------------------------------------------
 bool Client::send_raw(Out& o) {
-    proto::put_u64(o.header.data() + 16, ++seq_);
+    if (o.header[6] == static_cast<uint8_t>(proto::Kind::Hello)) seq_ = 0;  // PROTOCOL.md §6.3: Hello starts at 0
+    proto::put_u64(o.header.data() + 16, seq_);
     proto::put_u64(o.header.data() + 24, now_us());
     try {
         auto r1 = dealer_.send(zmq::buffer(o.header), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
         if (!r1) {
-            --seq_;
             return false;  // high-water mark: retry later (a first frame not sent leaves no partial message)
         }
         dealer_.send(zmq::buffer(o.payload), zmq::send_flags::none);
+        ++seq_;
     } catch (const zmq::error_t&) {
         return true;  // the socket is being torn down: drop
     }
@@ -213,7 +215,8 @@ void Client::flush_out() {
     }
 }
 
-void Client::send_hello() {
+bool Client::send_hello() {
+    last_hello_ = Clock::now();
     proto::Message m;
     m.kind = proto::Kind::Hello;
     m.capabilities = opts_.capabilities;
@@ -222,7 +225,7 @@ void Client::send_hello() {
     std::vector<uint8_t> payload = proto::encode_payload(m);
     auto h = proto::encode_header(m, static_cast<uint32_t>(payload.size()));
     Out o{std::vector<uint8_t>(h.begin(), h.end()), std::move(payload)};
-    send_raw(o);
+    return send_raw(o);
 }
 
 void Client::push_event(Event&& ev) {
@@ -260,7 +263,8 @@ void Client::on_welcome(const proto::Message& m) {
         if (again) ++counters_.reconnects;
         session_id_ = m.session_id;
         heartbeat_ms_ = std::max<uint32_t>(50, m.heartbeat_ms);
-        session_timeout_ms_ = std::max<uint32_t>(heartbeat_ms_ * 2, m.session_timeout_ms);
+        // PROTOCOL.md §6.4: nothing from the server for ~3 heartbeats = gone (say Hello again)
+        session_timeout_ms_ = heartbeat_ms_ * 7 / 2;
         granted_.clear();
         names_.clear();
         for (const proto::LayoutInfo& lay : m.layouts) {
@@ -351,7 +355,7 @@ void Client::handle(const proto::Message& m) {
         case proto::Kind::Error:
             if (m.code == proto::kNotWelcomed || m.code == proto::kSessionExpired) {
                 lost_session(m.text.c_str());
-                send_hello();
+                send_hello();  // if the connection refuses it, the I/O loop retries
                 return;
             }
             ev.e.type = A2LLM_EVENT_ERROR;
@@ -411,11 +415,11 @@ void Client::receive_all() {
 
 void Client::io_loop() {
     using std::chrono::milliseconds;
-    auto last_hello = Clock::now();
     auto last_hb = Clock::now();
     auto last_rx = Clock::now();
+    bool hello_sent = false;  // false while no connection took the Hello: retry quickly
     try {
-        send_hello();
+        hello_sent = send_hello();
         while (!stop_.load()) {
             zmq::pollitem_t items[] = {{static_cast<void*>(dealer_), 0, ZMQ_POLLIN, 0},
                                        {static_cast<void*>(wake_rx_), 0, ZMQ_POLLIN, 0}};
@@ -424,7 +428,7 @@ void Client::io_loop() {
                 std::lock_guard<std::mutex> lock(out_mu_);
                 backlog = !out_.empty();
             }
-            zmq::poll(items, 2, milliseconds(backlog ? 5 : 50));
+            zmq::poll(items, 2, milliseconds(backlog || !hello_sent ? 5 : 50));
             if (items[1].revents & ZMQ_POLLIN) {
                 zmq::message_t drop;
                 while (wake_rx_.recv(drop, zmq::recv_flags::dontwait)) {
@@ -455,13 +459,11 @@ void Client::io_loop() {
                 }
                 if (now - last_rx >= milliseconds(timeout_ms)) {
                     lost_session("the server went silent");
-                    send_hello();
-                    last_hello = now;
+                    hello_sent = send_hello();
                     last_rx = now;
                 }
-            } else if (now - last_hello >= milliseconds(opts_.hello_retry_ms)) {
-                send_hello();
-                last_hello = now;
+            } else if (now - last_hello_ >= milliseconds(hello_sent ? opts_.hello_retry_ms : 20)) {
+                hello_sent = send_hello();
             }
         }
         if (state_.load() == A2LLM_STATE_READY) {

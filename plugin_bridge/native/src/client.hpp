@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -68,7 +69,7 @@ private:
     void enqueue(const proto::Message& m);
     void flush_out();
     bool send_raw(Out& o);
-    void send_hello();
+    bool send_hello();  // false when no connection could take it yet
     void receive_all();
     void handle(const proto::Message& m);
     void on_welcome(const proto::Message& m);
@@ -91,6 +92,7 @@ private:
     std::mutex out_mu_;
     std::deque<Out> out_;
     uint64_t seq_ = 0;  // I/O thread only
+    std::chrono::steady_clock::time_point last_hello_;  // I/O thread only
 
     std::mutex tx_mu_;  // the utterance being sent
     uint32_t tx_turn_ = 0;
@@ -109,7 +111,7 @@ private:
     std::deque<std::unique_ptr<std::vector<std::string>>> names_store_;  // never freed before destroy
     uint32_t session_id_ = 0;
     uint32_t heartbeat_ms_ = 1000;
-    uint32_t session_timeout_ms_ = 10000;
+    uint32_t session_timeout_ms_ = 3500;  // silence after which the server counts as gone
     uint32_t welcomes_ = 0;
     uint64_t peer_time_us_ = 0;
     a2llm_stats counters_{};

@@ -210,7 +210,7 @@ int Playback::face_at(uint64_t samples, int layout, float* out, int capacity, in
     FaceStore& fs = fit->second;
     if (capacity < fs.dims) return -1;
 
-    double pos = static_cast<double>(samples) / spf_ - 0.5;  // in frames, frame centres at integers
+    double pos = static_cast<double>(samples) / spf_;  // in frames (PROTOCOL.md 4.5: s * fps / R)
     uint64_t k0 = 0;
     double a = 0.0;
     if (pos > 0) {

@@ -9,9 +9,10 @@
 //   - an underrun in the middle of a turn plays silence without moving the playhead, then re-buffers the target;
 //   - audio chunks may arrive out of order (held until contiguous); overlaps are trimmed; when a turn ends with a
 //     gap, the gap is filled with silence (counted in gap_samples);
-//   - frame k of a turn is placed at the centre of its samples, (k + 0.5) * spf with spf = rate / fps (960);
-//     face_at interpolates linearly between the two frames around the instant; a missing (late) frame is never
-//     invented: the last frame at or before the instant is held (kHeld);
+//   - the face at answer sample s is frame position s * fps / rate (PROTOCOL.md 4.5): frame k sits at sample
+//     k * spf (spf = rate / fps = 960), the start of the samples it covers; face_at interpolates linearly between
+//     frames floor(pos) and floor(pos) + 1; a missing (late) frame is never invented: the last frame at or before
+//     the instant is held (kHeld);
 //   - when no turn is playing, face_at holds the last frame it returned (kIdle).
 #pragma once
 

@@ -551,8 +551,9 @@ std::array<uint8_t, kHeaderSize> encode_header(const Message& m, uint32_t payloa
 std::vector<uint8_t> encode(const Message& m) {
     std::vector<uint8_t> payload = encode_payload(m);
     std::array<uint8_t, kHeaderSize> h = encode_header(m, static_cast<uint32_t>(payload.size()));
-    std::vector<uint8_t> out(h.begin(), h.end());
-    out.insert(out.end(), payload.begin(), payload.end());
+    std::vector<uint8_t> out(kHeaderSize + payload.size());
+    std::memcpy(out.data(), h.data(), kHeaderSize);
+    if (!payload.empty()) std::memcpy(out.data() + kHeaderSize, payload.data(), payload.size());
     return out;
 }
 

@@ -1,0 +1,144 @@
+"""Bench: the motion stack per step (W hidden states in -> connector -> greedy codes -> RVQ decoder -> W frames out).
+
+    python -m bench.motion_stack [--window 10] [--repeats 20] [--out bench/results/motion_stack.json] [--tiny]
+
+At the paper's sizes (connector d 768 x 6 layers, 12 heads, fed by d_llm 3584; RVQ decoder width 128, 3 residual
+blocks, latent 256, 6 x 256 codes, FLAME58) with seeded random weights, it compares in one run: torch eager, onnxruntime
+fp32 and onnxruntime int8 (connector weights int8, decoder fp32), each with 1 and 2 threads, at batch 1 and 8.
+Reported: median ms per step (one window of W states = W/G motion tokens per session), ms per motion token
+(step / (W/G)), the speed-up over torch eager with the same threads and batch, and batch 8's cost per call relative to
+batch 1. The graphs are exported and verified with ``export.build_engines.build`` first (parity errors and int8 code
+agreement are part of the JSON). Timings on a shared machine are noisy: the median of ``--repeats`` calls is taken.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from a2llm_rt.models.connector import ConnectorConfig, MotionConnector
+from a2llm_rt.models.motion_tokenizer import MotionTokenizer, MotionTokenizerConfig
+from a2llm_rt.utils.fileio import atomic_write_json
+from export.backends import OnnxRuntimeBackend, TorchBackend
+from export.build_engines import TINY_CONNECTOR, TINY_MOTION, build
+
+PAPER_CONNECTOR = ConnectorConfig(d_llm=3584, d_model=768, n_layers=6, n_heads=12, dropout=0.0, window=10)
+PAPER_MOTION = MotionTokenizerConfig(dropout=0.0, kmeans_init=False)
+
+
+def paper_models(window: int, tiny: bool = False, seed: int = 0) -> tuple[MotionConnector, MotionTokenizer]:
+    c_cfg, m_cfg = (TINY_CONNECTOR, TINY_MOTION) if tiny else (PAPER_CONNECTOR, PAPER_MOTION)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        conn = MotionConnector(dataclasses.replace(c_cfg, window=window)).eval()
+        tok = MotionTokenizer(m_cfg).eval()
+        # random codebooks (kmeans_init=False gives randn) and per-curve statistics like real FLAME data
+        tok.set_normalization(torch.randn(tok.dim) * 0.1, torch.full((tok.dim,), 0.3))
+    return conn, tok
+
+
+def time_backend(backend, batch: int, window: int, d_llm: int, repeats: int, warmup: int = 3) -> list[float]:
+    """Seconds per step over ``repeats`` steps of a running stream (prev codes and decoder state carried)."""
+    g = torch.Generator().manual_seed(batch)
+    xs = [torch.randn(batch, window, d_llm, generator=g) for _ in range(4)]
+    state = backend.init_decode_state(batch)
+    prev = None
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + repeats):
+            t0 = time.perf_counter()
+            codes = backend.greedy_codes(xs[i % 4], prev)
+            frames, state = backend.decode_step(codes, state)
+            dt = time.perf_counter() - t0
+            assert frames.shape[1] == window or backend.lookahead
+            prev = codes
+            if i >= warmup:
+                times.append(dt)
+    return times
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.motion_stack", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--window", type=int, default=10, help="W hidden states per step (default 10 = 2 motion tokens)")
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--tiny", action="store_true", help="test-sized models (a smoke run of the script)")
+    ap.add_argument("--engines", default=None, help="keep the exported engines in this folder (default: temporary)")
+    ap.add_argument("--out", default="bench/results/motion_stack.json")
+    args = ap.parse_args(argv)
+
+    connector, motion = paper_models(args.window, args.tiny)
+    tokens = connector.cfg.tokens_per_window
+    n_params = {"connector": sum(p.numel() for p in connector.parameters()),
+                "tokenizer_decoder": sum(p.numel() for p in motion.decoder.parameters())}  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(args.engines or tmp)
+        print(f"exporting and verifying (connector {n_params['connector'] / 1e6:.1f} M parameters) ...", flush=True)
+        manifest = build(connector, motion, folder, "fp32", max_batch=max(args.batches), int8=True, trt=False)
+        variants = [("torch eager", "torch", None), ("onnxruntime fp32", "ort", False), ("onnxruntime int8", "ort", True)]
+        rows = []
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            for label, kind, int8 in variants:
+                backend = (TorchBackend(connector, motion) if kind == "torch"
+                           else OnnxRuntimeBackend(folder, int8=bool(int8), threads=threads))  # fmt: skip
+                for b in args.batches:
+                    ts = time_backend(backend, b, args.window, connector.cfg.d_llm, args.repeats)
+                    med = statistics.median(ts)
+                    rows.append({"variant": label, "threads": threads, "batch": b, "ms_per_step": med * 1e3,
+                                 "ms_per_motion_token": med * 1e3 / tokens, "ms_min": min(ts) * 1e3,
+                                 "ms_p90": sorted(ts)[int(0.9 * (len(ts) - 1))] * 1e3, "repeats": len(ts)})  # fmt: skip
+                    print(f"  {label:18s} threads {threads} batch {b}: {med * 1e3:8.2f} ms/step", flush=True)
+    by = {(r["variant"], r["threads"], r["batch"]): r for r in rows}
+    for r in rows:
+        base = by[("torch eager", r["threads"], r["batch"])]
+        r["speedup_vs_torch"] = base["ms_per_step"] / r["ms_per_step"]
+        r["batch_cost_vs_batch1"] = r["ms_per_step"] / by[(r["variant"], r["threads"], min(args.batches))]["ms_per_step"]
+
+    print(f"\nmotion stack per step: W={args.window} hidden states -> {args.window} frames ({tokens} motion tokens), "
+          f"{'tiny' if args.tiny else 'paper'} sizes; median of {args.repeats}; shared machine, noisy\n")  # fmt: skip
+    hdr = f"| {'variant':18s} | thr | batch | ms/step | ms/motion token | x torch | cost vs batch 1 |"
+    print(hdr)
+    print("|" + "|".join("-" * (len(c)) for c in hdr.split("|")[1:-1]) + "|")
+    for r in rows:
+        print(f"| {r['variant']:18s} | {r['threads']:3d} | {r['batch']:5d} | {r['ms_per_step']:7.2f} | "
+              f"{r['ms_per_motion_token']:15.2f} | {r['speedup_vs_torch']:7.2f} | {r['batch_cost_vs_batch1']:15.2f} |")
+    int8 = manifest["artifacts"]["connector_int8_onnx"]["greedy_codes"]
+    print(f"\nint8 connector: {int8['fraction_unchanged']:.2%} of {int8['codes']} greedy codes unchanged "
+          f"(random weights; goal >= 99%)")  # fmt: skip
+    result = {
+        "bench": "motion_stack",
+        "sizes": "tiny" if args.tiny else "paper",
+        "connector": connector.cfg.to_dict(),
+        "tokenizer": motion.cfg.to_dict(),
+        "parameters": n_params,
+        "window": args.window,
+        "motion_tokens_per_step": tokens,
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": _cpus(),
+                    "note": "shared with other jobs; timings are noisy"},  # fmt: skip
+        "versions": manifest["versions"],
+        "parity": {k: v.get("parity", v.get("greedy_codes")) for k, v in manifest["artifacts"].items()},
+        "rows": rows,
+    }
+    atomic_write_json(args.out, result)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

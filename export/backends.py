@@ -1,0 +1,382 @@
+"""Runtime backends of the motion stack: one interface, three implementations (torch, onnxruntime, TensorRT).
+
+The interface (:class:`MotionBackend`) is the motion path of the engine (ARCHITECTURE §1)::
+
+    window of W hidden states [B, W', d_llm] --connector_step--> logits [B, W'/G, N_q, K] --greedy/sample--> codes
+    codes [B, m, N_q] --decode_step(codes, DecoderState)--> frames [B, m*G, D] (original units) + new DecoderState
+    decode_flush(state) at the end of a stream (frames held back by ``lookahead``)
+
+How the engine uses it: ``backend = load_motion_backend(MotionBackendConfig(...), connector, motion)`` then it calls
+``backend.connector.step(hidden, prev_codes, first)`` and ``backend.motion.init_decode_state / decode_step /
+decode_flush`` exactly where it calls :meth:`MotionConnector.step` and :meth:`MotionTokenizer.decode_step` today:
+``backend.connector`` and ``backend.motion`` are drop-in views with the same signatures (and ``cfg``, ``dim``,
+``lookahead``), so engine code does not change with the backend. Inputs are torch tensors on any device; outputs are
+float32 torch tensors on the input's device (TensorRT: CUDA). Decoder states are :class:`DecoderState` of torch
+tensors, per session, so ``select``/``cat``/``reset`` work for every backend (weights shared, state per session).
+
+Exported backends read only an engines folder (``manifest.json`` + artifacts written by ``python -m
+export.build_engines``); every artifact's sha256 is checked against the manifest before it is loaded, and a mismatch
+is refused with an :class:`~a2llm_rt.errors.InputError` naming the file. A short *previous* window (fewer than W/G
+codes, possible only right after a turn's partial last window) is not supported by the exported connector graph.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from a2llm_rt.config import Config
+from a2llm_rt.errors import InputError
+from a2llm_rt.models.connector import ConnectorConfig, MotionConnector
+from a2llm_rt.models.motion_tokenizer import DecoderState, MotionTokenizer, MotionTokenizerConfig
+from export.manifest import read_manifest, verify_artifact
+
+KINDS = ("torch", "onnxruntime", "tensorrt")
+
+
+@dataclasses.dataclass
+class MotionBackendConfig(Config):
+    """Which runtime runs the motion stack (connector + RVQ decoder)."""
+
+    kind: str = "torch"
+    """``torch`` (the PyTorch modules), ``onnxruntime`` or ``tensorrt`` (an engines folder)."""
+    engines: str | None = None
+    """Engines folder written by ``python -m export.build_engines`` (needed by onnxruntime and tensorrt)."""
+    provider: str = "cpu"
+    """onnxruntime execution provider: ``cpu`` or ``cuda``."""
+    int8: bool = False
+    """onnxruntime: use the int8 weight-quantized connector graph (CPU)."""
+    threads: int = 0
+    """onnxruntime intra-op threads (0: onnxruntime's default)."""
+
+    def validate(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if self.provider not in ("cpu", "cuda"):
+            raise ValueError(f"provider must be 'cpu' or 'cuda', got {self.provider!r}")
+        if self.kind != "torch" and not self.engines:
+            raise ValueError(f"the {self.kind} backend needs an engines folder")
+        if self.int8 and self.kind != "onnxruntime":
+            raise ValueError("int8 is an onnxruntime (CPU) option")
+        if self.threads < 0:
+            raise ValueError("threads must be >= 0")
+
+
+class MotionBackend(ABC):
+    """The motion stack behind one interface (see the module docstring)."""
+
+    kind: str = ""
+    connector_cfg: ConnectorConfig
+    tokenizer_cfg: MotionTokenizerConfig
+
+    # -- connector ----------------------------------------------------------------------------------------------------
+    @abstractmethod
+    def connector_step(
+        self, hidden: torch.Tensor, prev_codes: torch.Tensor | None = None, first: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits ``[B, W'/G, N_q, K]`` float32 for a window ``hidden`` ``[B, W', d_llm]`` (W' <= W, multiple of G);
+        ``prev_codes`` ``[B, W/G, N_q]`` int64 or None (first window), ``first`` ``[B]`` bool (rows starting a turn).
+        Same contract as :meth:`MotionConnector.step`."""
+
+    # -- decoder ------------------------------------------------------------------------------------------------------
+    @abstractmethod
+    def init_decode_state(self, batch_size: int, device: torch.device | str | None = None) -> DecoderState:
+        """A fresh decoder state for ``batch_size`` streams."""
+
+    @abstractmethod
+    def decode_step(self, codes: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
+        """codes ``[B, m, N_q]`` -> frames ``[B, m' G, D]`` float32 (original units), new state (m' = m once
+        ``lookahead`` tokens are in). Same contract as :meth:`MotionTokenizer.decode_step`."""
+
+    @abstractmethod
+    def decode_flush(self, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
+        """The frames held back by ``lookahead`` at the end of a stream."""
+
+    # -- derived ------------------------------------------------------------------------------------------------------
+    @property
+    def lookahead(self) -> int:
+        return self.tokenizer_cfg.lookahead
+
+    @property
+    def frame_dim(self) -> int:
+        return self.tokenizer_cfg.motion_dim
+
+    def greedy_codes(
+        self, hidden: torch.Tensor, prev_codes: torch.Tensor | None = None, first: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Greedy codes ``[B, W'/G, N_q]`` int64 of a window."""
+        return self.connector_step(hidden, prev_codes, first).argmax(-1)
+
+    @property
+    def connector(self) -> _ConnectorView:
+        """Drop-in for :class:`MotionConnector` at inference (``cfg``, ``step``)."""
+        return _ConnectorView(self)
+
+    @property
+    def motion(self) -> _MotionView:
+        """Drop-in for :class:`MotionTokenizer` at inference (``cfg``, ``dim``, ``lookahead``, decode methods)."""
+        return _MotionView(self)
+
+
+class _ConnectorView:
+    def __init__(self, backend: MotionBackend):
+        self.backend = backend
+        self.cfg = backend.connector_cfg
+
+    def step(self, window_hidden, prev_codes=None, first=None):
+        return self.backend.connector_step(window_hidden, prev_codes, first)
+
+
+class _MotionView:
+    def __init__(self, backend: MotionBackend):
+        self.backend = backend
+        self.cfg = backend.tokenizer_cfg
+        self.dim = backend.frame_dim
+        self.group = self.cfg.group
+        self.lookahead = backend.lookahead
+
+    def init_decode_state(self, batch_size, device=None):
+        return self.backend.init_decode_state(batch_size, device)
+
+    def decode_step(self, codes, state):
+        return self.backend.decode_step(codes, state)
+
+    def decode_flush(self, state):
+        return self.backend.decode_flush(state)
+
+
+# ---- torch ----------------------------------------------------------------------------------------------------------
+class TorchBackend(MotionBackend):
+    """The PyTorch modules themselves (eager)."""
+
+    kind = "torch"
+
+    def __init__(self, connector: MotionConnector, motion: MotionTokenizer):
+        self._connector = connector.eval()
+        self._motion = motion.eval()
+        self.connector_cfg = connector.cfg
+        self.tokenizer_cfg = motion.cfg
+
+    @torch.no_grad()
+    def connector_step(self, hidden, prev_codes=None, first=None):
+        return self._connector.step(hidden, prev_codes, first).float()
+
+    def init_decode_state(self, batch_size, device=None):
+        return self._motion.init_decode_state(batch_size, device)
+
+    def decode_step(self, codes, state):
+        return self._motion.decode_step(codes, state)
+
+    def decode_flush(self, state):
+        return self._motion.decode_flush(state)
+
+    @property
+    def connector(self):
+        return self._connector
+
+    @property
+    def motion(self):
+        return self._motion
+
+
+# ---- exported graphs: shared logic ---------------------------------------------------------------------------------
+class _GraphBackend(MotionBackend):
+    """Common part of the exported backends: input checks, window padding, and the decoder's ``skip`` handling.
+
+    Subclasses provide ``_run_connector(feeds) -> (logits, codes)`` and ``_run_decoder(feeds) -> (frames, *state)``
+    on torch tensors.
+    """
+
+    def _load_configs(self, folder: Path, manifest: dict[str, Any]) -> None:
+        try:
+            self.connector_cfg = ConnectorConfig.from_dict(manifest["connector"], source=folder / "manifest.json")
+            self.tokenizer_cfg = MotionTokenizerConfig.from_dict(manifest["tokenizer"], source=folder / "manifest.json")
+        except KeyError as e:
+            raise InputError(f"manifest lacks {e.args[0]!r}", folder / "manifest.json") from None
+        self.state_names = list(manifest.get("decoder_state", ["tokens", "frames"]))
+        self._state_shapes = {k: tuple(v) for k, v in manifest["decoder_state_shapes"].items()}
+
+    @abstractmethod
+    def _run_connector(self, feeds: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    @abstractmethod
+    def _run_decoder(self, feeds: dict[str, torch.Tensor]) -> list[torch.Tensor]: ...
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    # connector
+    def connector_step(self, hidden, prev_codes=None, first=None):
+        return self._connector_call(hidden, prev_codes, first)[0]
+
+    def greedy_codes(self, hidden, prev_codes=None, first=None):
+        return self._connector_call(hidden, prev_codes, first)[1]
+
+    def _connector_call(self, hidden, prev_codes, first):
+        cfg = self.connector_cfg
+        if hidden.dim() != 3 or hidden.shape[-1] != cfg.d_llm:
+            raise InputError(f"hidden must be [B, W', {cfg.d_llm}], got {tuple(hidden.shape)}")
+        b, w = hidden.shape[:2]
+        if w == 0 or w % cfg.group or w > cfg.window:
+            raise InputError(f"window length {w} must be a positive multiple of G={cfg.group} and <= W={cfg.window}")
+        n, nv = cfg.tokens_per_window, w // cfg.group
+        out_dev = hidden.device
+        dev = self.device
+        x = hidden.to(dev, torch.float32)
+        if w < cfg.window:
+            x = torch.cat([x, x.new_zeros(b, cfg.window - w, cfg.d_llm)], 1)
+        if prev_codes is None:
+            prev = torch.zeros(b, n, cfg.n_q, dtype=torch.long, device=dev)
+            has_prev = torch.zeros(b, dtype=torch.bool, device=dev)
+        else:
+            if tuple(prev_codes.shape) != (b, n, cfg.n_q):
+                raise InputError(f"prev_codes must be [{b}, {n}, {cfg.n_q}] for the {self.kind} backend (a short "
+                                 f"previous window is not supported by the exported graph), got "
+                                 f"{tuple(prev_codes.shape)}")  # fmt: skip
+            prev = prev_codes.to(dev, torch.long)
+            has_prev = (
+                torch.ones(b, dtype=torch.bool, device=dev) if first is None else ~first.to(dev, torch.bool).view(b)
+            )
+        n_valid = torch.full((b,), nv, dtype=torch.long, device=dev)
+        logits, codes = self._run_connector({"hidden": x, "prev_codes": prev, "has_prev": has_prev, "n_valid": n_valid})
+        return logits[:, :nv].to(out_dev), codes[:, :nv].to(out_dev, torch.long)
+
+    # decoder
+    def init_decode_state(self, batch_size, device=None):
+        dev = device if device is not None else self.device
+        kw = {k: torch.zeros(batch_size, *self._state_shapes[k], device=dev) for k in self.state_names}
+        return DecoderState(**kw, skip=self.lookahead)
+
+    def decode_step(self, codes, state):
+        cfg = self.tokenizer_cfg
+        if codes.dim() != 3 or codes.shape[-1] != cfg.num_quantizers:
+            raise InputError(f"codes must be [B, m, {cfg.num_quantizers}], got {tuple(codes.shape)}")
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= cfg.codebook_size):
+            raise InputError(f"codes must lie in 0..{cfg.codebook_size - 1}")
+        mask = torch.ones(codes.shape[:2], device=codes.device)
+        return self._decode(codes, mask, state)
+
+    def decode_flush(self, state):
+        n = self.lookahead - state.skip
+        b = state.tokens.shape[0]
+        codes = torch.zeros(b, n, self.tokenizer_cfg.num_quantizers, dtype=torch.long, device=state.tokens.device)
+        return self._decode(codes, torch.zeros(b, n, device=state.tokens.device), state)
+
+    def _decode(self, codes, mask, state):
+        """Exactly :meth:`MotionDecoder.step`: the first ``skip`` tokens of a stream only update the token window."""
+        b, m = codes.shape[:2]
+        out_dev = state.tokens.device
+        empty = torch.zeros(b, 0, self.frame_dim, device=out_dev)
+        if m == 0:
+            return empty, state
+        s = min(state.skip, m)
+        st = [getattr(state, k) for k in self.state_names]
+        if s:
+            new = self._decoder_call(codes[:, :s], mask[:, :s], st)
+            ti = self.state_names.index("tokens")  # keep the token window; the frame path never sees these tokens
+            st[ti] = new[1 + ti].to(out_dev)
+        if s == m:
+            return empty, DecoderState(**dict(zip(self.state_names, st, strict=True)), skip=state.skip - s)
+        out = self._decoder_call(codes[:, s:], mask[:, s:], st)
+        new_state = {k: t.to(out_dev) for k, t in zip(self.state_names, out[1:], strict=True)}
+        return out[0].to(out_dev), DecoderState(**new_state, skip=state.skip - s)
+
+    def _decoder_call(self, codes, mask, st):
+        dev = self.device
+        feeds = {"codes": codes.to(dev, torch.long).contiguous(), "code_mask": mask.to(dev, torch.float32).contiguous()}
+        for k, t in zip(self.state_names, st, strict=True):
+            feeds[f"state_{k}"] = t.to(dev, torch.float32).contiguous()
+        return self._run_decoder(feeds)
+
+
+# ---- onnxruntime --------------------------------------------------------------------------------------------------
+def ort_session(path: str | Path, provider: str = "cpu", threads: int = 0):
+    """An ``onnxruntime.InferenceSession`` (all graph optimizations; ``threads`` intra-op threads, 0 = default)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    if provider == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise InputError("onnxruntime's CUDA provider is not available (install onnxruntime-gpu)", path)
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    else:
+        providers = ["CPUExecutionProvider"]
+    return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+
+
+class OnnxRuntimeBackend(_GraphBackend):
+    """The exported graphs on onnxruntime (CPU or CUDA provider; optional int8 connector)."""
+
+    kind = "onnxruntime"
+
+    def __init__(self, engines: str | Path, provider: str = "cpu", int8: bool = False, threads: int = 0):
+        folder = Path(engines)
+        manifest = read_manifest(folder)
+        self._load_configs(folder, manifest)
+        self.manifest = manifest
+        name = "connector_int8_onnx" if int8 else "connector_onnx"
+        self.connector_path = verify_artifact(folder, manifest, name)
+        self.decoder_path = verify_artifact(folder, manifest, "decoder_onnx")
+        self.int8 = int8
+        self._conn = ort_session(self.connector_path, provider, threads)
+        self._dec = ort_session(self.decoder_path, provider, threads)
+
+    def _run_connector(self, feeds):
+        out = self._conn.run(None, {k: v.numpy() for k, v in feeds.items()})
+        return torch.from_numpy(out[0]), torch.from_numpy(out[1])
+
+    def _run_decoder(self, feeds):
+        return [torch.from_numpy(np.ascontiguousarray(o)) for o in self._dec.run(None, {k: v.numpy() for k, v in feeds.items()})]
+
+
+# ---- TensorRT -----------------------------------------------------------------------------------------------------
+class TensorRTBackend(_GraphBackend):
+    """TensorRT engines (TensorRT 10+): ``execute_async_v3`` on torch's current CUDA stream, torch-owned buffers."""
+
+    kind = "tensorrt"
+
+    def __init__(self, engines: str | Path):
+        from export.trt_build import TrtRunner
+
+        folder = Path(engines)
+        manifest = read_manifest(folder)
+        self._load_configs(folder, manifest)
+        self.manifest = manifest
+        self._conn = TrtRunner(verify_artifact(folder, manifest, "connector_trt"))
+        self._dec = TrtRunner(verify_artifact(folder, manifest, "decoder_trt"))
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cuda", torch.cuda.current_device())
+
+    def _run_connector(self, feeds):
+        out = self._conn(feeds)
+        return out["logits"], out["codes"]
+
+    def _run_decoder(self, feeds):
+        out = self._dec(feeds)
+        return [out[k] for k in ["frames", *(f"new_state_{s}" for s in self.state_names)]]
+
+
+# ---- factory --------------------------------------------------------------------------------------------------------
+def load_motion_backend(
+    cfg: MotionBackendConfig, connector: MotionConnector | None = None, motion: MotionTokenizer | None = None
+) -> MotionBackend:
+    """The backend ``cfg`` names (torch needs the modules; the others read ``cfg.engines``)."""
+    if cfg.kind == "torch":
+        if connector is None or motion is None:
+            raise InputError("the torch motion backend needs the connector and motion tokenizer modules")
+        return TorchBackend(connector, motion)
+    if cfg.kind == "onnxruntime":
+        return OnnxRuntimeBackend(cfg.engines, cfg.provider, cfg.int8, cfg.threads)
+    return TensorRTBackend(cfg.engines)

@@ -1,0 +1,390 @@
+// The viewer page: wires the bridge session, the answer player, the avatar and the curve panel together.
+import "./style.css";
+import { Avatar, curveKey } from "./avatar";
+import { CurvePanel } from "./curves";
+import { FaceTrack, FrameFlag } from "./facetrack";
+import { Microphone } from "./mic";
+import { AnswerPlayer } from "./player";
+import * as P from "./protocol";
+import { BridgeSession } from "./session";
+import { parseWav, resample } from "./wav";
+
+const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+
+interface Turn {
+  id: number;
+  text: string;
+  sentAt: number; // performance.now() when the utterance was sent
+  firstAudioMs: number | null;
+  tracks: Map<number, FaceTrack>; // layout id -> frames
+  seqs: number[]; // header seq of every message of the turn, in arrival order
+  audioSamples: number;
+  end: P.TurnEnd | null;
+  errors: string[];
+}
+
+const audioCtx = new AudioContext({ latencyHint: "interactive" });
+const player = new AnswerPlayer(audioCtx);
+const mic = new Microphone(audioCtx);
+const avatar = new Avatar($<HTMLCanvasElement>("view"));
+const curves = new CurvePanel($<HTMLCanvasElement>("curves"));
+const turns = new Map<number, Turn>();
+let current: Turn | null = null;
+let layoutKeys = new Map<number, string[]>(); // layout id -> curve keys (Welcome's names, normalised)
+let layoutNames = new Map<number, string[]>();
+let outputRate = 24000;
+let fps = 25;
+let lastValues: { keys: string[]; values: Float32Array } | null = null;
+let heldFrames = 0;
+const decodeErrors: string[] = [];
+
+// --- log / status ----------------------------------------------------------------------------------------------
+function log(text: string, error = false): void {
+  const el = document.createElement("div");
+  el.textContent = `${new Date().toLocaleTimeString()}  ${text}`;
+  if (error) el.className = "err";
+  const box = $("log");
+  box.appendChild(el);
+  while (box.childElementCount > 50) box.firstChild!.remove();
+  box.scrollTop = box.scrollHeight;
+}
+
+const fmtS = (s: number | undefined) => (s === undefined || s < 0 ? "–" : s < 1 ? `${Math.round(s * 1000)} ms` : `${s.toFixed(2)} s`);
+
+function showTurn(t: Turn | null): void {
+  $("m-ttft").textContent = fmtS(t?.end?.ttft_s);
+  $("m-ttfa").textContent = fmtS(t?.end?.ttfa_s);
+  $("m-rtf").textContent = t?.end && t.end.rtf >= 0 ? t.end.rtf.toFixed(2) : "–";
+  const status = !t ? "–" : t.end ? P.TurnStatus[t.end.status].toLowerCase() : "streaming…";
+  $("s-status").textContent = status;
+  $("s-first").textContent = t?.firstAudioMs != null ? `${Math.round(t.firstAudioMs)} ms` : "–";
+  $("s-audio").textContent = t ? `${(t.audioSamples / outputRate).toFixed(2)} s` : "–";
+  const tr = t ? preferredTrack(t) : null;
+  $("s-frames").textContent = tr ? `${tr[1].count}${heldFrames ? ` (${heldFrames} held)` : ""}` : "–";
+  $("s-layout").textContent = tr ? (P.LAYOUT_DIMS[tr[0]]?.name ?? String(tr[0])) : "–";
+  const answer = $("answer");
+  answer.textContent = t ? t.text || "…" : "Say something, or send a wav.";
+  answer.classList.toggle("muted", !t);
+  $("caption").textContent = t?.text ?? "";
+}
+
+// --- the bridge session ----------------------------------------------------------------------------------------
+function preferredTrack(t: Turn): [number, FaceTrack] | null {
+  for (const lid of [3, 2]) {
+    const tr = t.tracks.get(lid);
+    if (tr && tr.count) return [lid, tr];
+  }
+  return null;
+}
+
+function onMessage(m: P.Message): void {
+  if (m.kind === P.Kind.ERROR) {
+    log(`server error ${P.ErrorCode[m.code] ?? m.code}: ${m.message}`, true);
+    const t = turns.get(m.turn_id);
+    if (t) t.errors.push(m.message);
+    return;
+  }
+  if (m.kind === P.Kind.WELCOME || m.kind === P.Kind.HEARTBEAT || m.turn_id === 0) return;
+  const t = turns.get(m.turn_id);
+  if (!t) return; // a stale turn
+  t.seqs.push(m.seq);
+  switch (m.kind) {
+    case P.Kind.TEXT_DELTA:
+      t.text += m.text;
+      break;
+    case P.Kind.AUDIO_CHUNK: {
+      if (t.firstAudioMs === null) t.firstAudioMs = performance.now() - t.sentAt;
+      const x = m.samples instanceof Float32Array ? m.samples : Float32Array.from(m.samples, (s) => s / 32768);
+      t.audioSamples = Math.max(t.audioSamples, m.sample_offset + x.length);
+      if (t === current) player.add(t.id, m.sample_offset, x);
+      break;
+    }
+    case P.Kind.FACE_FRAMES: {
+      let tr = t.tracks.get(m.layout_id);
+      if (!tr) {
+        tr = new FaceTrack(m.dims, outputRate / m.fps);
+        t.tracks.set(m.layout_id, tr);
+      }
+      tr.add(m.first_frame, m.values, m.n_frames);
+      break;
+    }
+    case P.Kind.TURN_END:
+      t.end = m;
+      for (const tr of t.tracks.values()) tr.ended = true;
+      if (t === current) player.end(t.id);
+      log(
+        `turn ${t.id} ${P.TurnStatus[m.status].toLowerCase()}: TTFT ${fmtS(m.ttft_s)}, TTFA ${fmtS(m.ttfa_s)}, ` +
+          `RTF ${m.rtf >= 0 ? m.rtf.toFixed(2) : "–"}, ${m.face_frames} frames`,
+      );
+      ($("replay") as HTMLButtonElement).disabled = false;
+      break;
+  }
+  if (t === current) showTurn(t);
+}
+
+const wsUrl = (path: string) => `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${path}`;
+let session: BridgeSession;
+
+function startTurn(audio16k: Float32Array, what: string): void {
+  if (!session.ready) {
+    log("not connected to the bridge yet", true);
+    return;
+  }
+  if (current && !current.end) session.cancel(current.id);
+  void audioCtx.resume();
+  const id = session.sendUtterance(audio16k, 16000);
+  current = { id, text: "", sentAt: performance.now(), firstAudioMs: null, tracks: new Map(), seqs: [], audioSamples: 0, end: null, errors: [] };
+  turns.set(id, current);
+  for (const old of turns.keys()) if (old < id - 3) turns.delete(old);
+  player.reset(id);
+  curves.clear();
+  heldFrames = 0;
+  ($("replay") as HTMLButtonElement).disabled = true;
+  log(`turn ${id}: sent ${what} (${(audio16k.length / 16000).toFixed(2)} s)`);
+  showTurn(current);
+}
+
+// --- controls --------------------------------------------------------------------------------------------------
+async function sendWavFile(file: File): Promise<void> {
+  try {
+    const pcm = parseWav(await file.arrayBuffer());
+    startTurn(resample(pcm.samples, pcm.rate, 16000), file.name);
+  } catch (e) {
+    log(`cannot read ${file.name}: ${(e as Error).message}`, true);
+  }
+}
+
+function wireControls(): void {
+  const wav = $<HTMLInputElement>("wav");
+  wav.addEventListener("change", () => {
+    const f = wav.files?.[0];
+    if (f) void sendWavFile(f);
+    wav.value = "";
+  });
+  const glb = $<HTMLInputElement>("glb");
+  glb.addEventListener("change", async () => {
+    const f = glb.files?.[0];
+    if (!f) return;
+    try {
+      await avatar.load(await f.arrayBuffer());
+      onAvatarLoaded(f.name);
+    } catch (e) {
+      log(`cannot load ${f.name}: ${(e as Error).message}`, true);
+    }
+    glb.value = "";
+  });
+  const ptt = $<HTMLButtonElement>("ptt");
+  const down = async () => {
+    if (mic.recording) return;
+    try {
+      ptt.classList.add("rec");
+      ptt.textContent = "● Recording… release to send";
+      await mic.start();
+    } catch (e) {
+      log(`microphone: ${(e as Error).message}`, true);
+      up();
+    }
+  };
+  const up = () => {
+    ptt.classList.remove("rec");
+    ptt.textContent = "🎙 Hold to talk";
+    if (!mic.recording) return;
+    const audio = mic.stop();
+    if (audio.length < 1600) log("too short: hold the button while you speak");
+    else startTurn(audio, "microphone");
+  };
+  ptt.addEventListener("pointerdown", () => void down());
+  ptt.addEventListener("pointerup", up);
+  ptt.addEventListener("pointerleave", up);
+  window.addEventListener("keydown", (e) => {
+    if (e.code === "Space" && !e.repeat && document.activeElement?.tagName !== "SELECT") {
+      e.preventDefault();
+      void down();
+    }
+  });
+  window.addEventListener("keyup", (e) => {
+    if (e.code === "Space") up();
+  });
+  $("stop").addEventListener("click", () => {
+    if (current && !current.end) session.cancel(current.id);
+    player.reset(0);
+  });
+  $("replay").addEventListener("click", () => {
+    if (!current) return;
+    void audioCtx.resume();
+    curves.clear();
+    player.replay();
+  });
+  const add = $<HTMLSelectElement>("add-curve");
+  add.addEventListener("change", () => {
+    if (add.value && !curves.chosen.includes(add.value)) curves.setChosen([...curves.chosen, add.value]);
+    add.value = "";
+    drawLegend();
+  });
+  const unlock = () => {
+    void audioCtx.resume();
+  };
+  window.addEventListener("pointerdown", unlock);
+  window.addEventListener("keydown", unlock);
+  audioCtx.addEventListener("statechange", () => $("sound-hint").classList.toggle("hidden", audioCtx.state === "running"));
+  window.addEventListener("resize", () => avatar.resize());
+  window.addEventListener("pagehide", () => session.close());
+}
+
+function drawLegend(): void {
+  const box = $("legend");
+  box.replaceChildren(
+    ...curves.chosen.map((n, i) => {
+      const s = document.createElement("span");
+      s.title = "click to remove";
+      const sw = document.createElement("i");
+      sw.style.background = curves.color(i);
+      s.append(sw, n);
+      s.addEventListener("click", () => {
+        curves.setChosen(curves.chosen.filter((c) => c !== n));
+        drawLegend();
+      });
+      return s;
+    }),
+  );
+}
+
+function onWelcome(w: P.Welcome): void {
+  outputRate = w.output_sample_rate;
+  fps = w.fps;
+  player.rate = outputRate;
+  layoutKeys = new Map(w.layouts.map((l) => [l.layout_id, l.names.map(curveKey)]));
+  layoutNames = new Map(w.layouts.map((l) => [l.layout_id, l.names]));
+  // ARKit camelCase for the 52 expression curves (Live Link sends PascalCase), head/eye rotations as they come
+  const names = (layoutNames.get(3) ?? layoutNames.get(2) ?? []).map((n, i) => (i < 52 ? n[0].toLowerCase() + n.slice(1) : n));
+  const add = $<HTMLSelectElement>("add-curve");
+  add.replaceChildren(new Option("add a curve…", ""), ...names.map((n) => new Option(n, n)));
+  log(`connected: ${w.server_name}, session ${w.session_id}, layouts ${w.layouts.map((l) => P.LAYOUT_DIMS[l.layout_id]?.name).join(", ")}, ${fps} fps`);
+}
+
+function onAvatarLoaded(what: string): void {
+  $("no-avatar").classList.add("hidden");
+  const driven = [...(layoutKeys.get(3) ?? layoutKeys.get(2) ?? [])].filter((k) => avatar.morphs.has(k)).length;
+  log(`avatar ${what}: ${avatar.morphNames.length} morph targets${driven ? `, ${driven} driven by the stream` : ""}`);
+}
+
+// --- the frame loop: face at the audio playhead ----------------------------------------------------------------
+const scratch = new Float32Array(256);
+
+function faceAt(t: Turn, samples: number): { keys: string[]; values: Float32Array; flag: FrameFlag } | null {
+  const tr = preferredTrack(t);
+  if (!tr) return null;
+  const keys = layoutKeys.get(tr[0]);
+  if (!keys) return null;
+  const out = scratch.subarray(0, tr[1].dims);
+  const flag = tr[1].at(samples, out);
+  if (flag === FrameFlag.Empty) return null;
+  return { keys, values: Float32Array.from(out), flag };
+}
+
+function frame(): void {
+  if (current && player.turnId === current.id && player.started) {
+    const ph = player.playhead();
+    const f = faceAt(current, ph);
+    if (f) {
+      if (f.flag === FrameFlag.Held && player.active && player.frozen === null) heldFrames++;
+      lastValues = f;
+      avatar.setCurves(f.keys, f.values);
+      const idx = new Map(f.keys.map((k, i) => [k, i]));
+      curves.push(ph / outputRate, (n) => {
+        const i = idx.get(curveKey(n));
+        return i === undefined ? undefined : f.values[i];
+      });
+    }
+  }
+  if (avatar.loaded) avatar.render();
+  curves.draw();
+  requestAnimationFrame(frame);
+}
+
+// --- hooks for tests and the console (window.a2llm) ------------------------------------------------------------
+const hooks = {
+  /** Is the page connected, with an avatar? */
+  ready: () => session?.ready === true && avatar.loaded,
+  /** A JSON summary of every turn. */
+  turns: () =>
+    [...turns.values()].map((t) => ({
+      id: t.id,
+      text: t.text,
+      status: t.end ? t.end.status : null,
+      ttft_s: t.end?.ttft_s ?? null,
+      ttfa_s: t.end?.ttfa_s ?? null,
+      rtf: t.end?.rtf ?? null,
+      face_frames_reported: t.end?.face_frames ?? null,
+      seqs: t.seqs,
+      audio_samples: t.audioSamples,
+      first_audio_ms: t.firstAudioMs,
+      errors: t.errors,
+      layouts: Object.fromEntries([...t.tracks].map(([lid, tr]) => [lid, { arrivals: tr.arrivals, count: tr.count }])),
+    })),
+  /** Answer samples played of the current turn. */
+  playhead: () => player.playhead(),
+  playing: () => player.active,
+  /** Freeze the face at an answer sample (null: follow the audio again). */
+  seek: (samples: number | null) => {
+    player.frozen = samples;
+  },
+  /** A curve's value (by ARKit or Live Link name) in the current turn at an answer sample. */
+  curveAt: (name: string, samples: number) => {
+    if (!current) return null;
+    const f = faceAt(current, samples);
+    const i = f ? f.keys.indexOf(curveKey(name)) : -1;
+    return f && i >= 0 ? f.values[i] : null;
+  },
+  /** The shown value of a curve now. */
+  shown: (name: string) => {
+    const i = lastValues ? lastValues.keys.indexOf(curveKey(name)) : -1;
+    return lastValues && i >= 0 ? lastValues.values[i] : null;
+  },
+  mouthRect: () => avatar.mouthRect(),
+  decodeErrors: () => decodeErrors,
+  audioState: () => audioCtx.state,
+};
+(window as unknown as { a2llm: typeof hooks }).a2llm = hooks;
+
+// --- start -----------------------------------------------------------------------------------------------------
+async function main(): Promise<void> {
+  wireControls();
+  drawLegend();
+  $("sound-hint").classList.toggle("hidden", audioCtx.state === "running");
+  let cfg: { ws: string; head: string | null } = { ws: "/ws", head: null };
+  try {
+    const r = await fetch("./config.json");
+    if (r.ok) cfg = await r.json();
+  } catch {
+    /* served without the gateway: defaults */
+  }
+  session = new BridgeSession(wsUrl(cfg.ws), {
+    onState: (s, detail) => {
+      const pill = $("status");
+      pill.textContent = s === "open" ? `connected · ${detail}` : s === "connecting" ? "connecting…" : `disconnected (${detail}), retrying`;
+      pill.className = `pill ${s}`;
+    },
+    onWelcome,
+    onMessage,
+    onDecodeError: (e) => {
+      decodeErrors.push(e.message);
+      log(`undecodable message: ${e.message}`, true);
+    },
+  });
+  session.connect();
+  if (cfg.head) {
+    try {
+      await avatar.load(cfg.head);
+      onAvatarLoaded(cfg.head);
+    } catch (e) {
+      log(`cannot load the avatar ${cfg.head}: ${(e as Error).message}`, true);
+      $("no-avatar").classList.remove("hidden");
+    }
+  } else {
+    $("no-avatar").classList.remove("hidden");
+  }
+  requestAnimationFrame(frame);
+}
+
+void main();

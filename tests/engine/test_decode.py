@@ -1,0 +1,174 @@
+"""Decode loop: cached greedy decoding equals a full forward, TA4 interleave, hidden-state tap -> connector windows
+equal the teacher-forced connector forward, audio/face alignment, stop conditions, step runner modes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from a2llm_rt.engine.decode import StepRunner, TokenClasses, pad_window
+from a2llm_rt.engine.events import AudioChunk, FaceFrames, TextDelta, TurnEnd
+from a2llm_rt.errors import InputError
+from tests.engine.engine_helpers import greedy_engine, of, one_thread, tone  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def run_recorded(engine, audio):
+    """One greedy turn; returns (events, session, motion codes the engine chose per window)."""
+    s = engine.new_session()
+    codes: list[torch.Tensor] = []
+    orig = engine._codes
+
+    def spy(sess, logits):
+        c = orig(sess, logits)
+        codes.append(c)
+        return c
+
+    engine._codes = spy
+    events = engine.run_turn(s, audio)
+    return events, s, codes
+
+
+def answer_span(session, end: TurnEnd) -> tuple[list[int], int]:
+    """(all ids of the conversation, index of the first answer token)."""
+    ids = session.history.ids
+    start = max(i for i, t in enumerate(ids) if t == session.engine.layout.tts_start) + 1
+    assert len(ids) >= start + end.counts["new_tokens"]
+    return ids, start
+
+
+def test_cached_decoding_equals_full_forward_and_ta4_holds():
+    eng = greedy_engine(max_seconds=1.6, min_seconds=1.0)
+    events, s, codes = run_recorded(eng, tone(0.7))
+    end = of(events, TurnEnd)[0]
+    n = end.counts["new_tokens"]
+    ids, start = answer_span(s, end)
+    lay, cls = eng.layout, TokenClasses(eng.layout, "cpu")
+    fed = ids[: start + end.counts["steps"]]  # every sampled token but a stop token is fed back
+    assert end.counts["steps"] == n - (end.reason == "eot")
+    bb = eng.stack.backbone
+    with torch.no_grad():
+        out = bb(torch.tensor([fed]), audio_embeds=bb.encode_audio(s.history.mels))
+    text_done = audio_done = False
+    audio = 0
+    for j in range(n):
+        tok = ids[start + j]
+        text_slot = lay.slot_is_text(j)
+        mask = cls.allowed(text_slot, text_done, audio_done, audio >= eng.min_audio_tokens)
+        assert mask[tok], f"token {tok} at slot {j} breaks the interleave"
+        row = out.logits[0, start - 1 + j].masked_fill(~mask, float("-inf"))
+        assert row[tok] >= row.max() - 1e-4, f"slot {j}: cached path chose {tok}, full forward {int(row.argmax())}"
+        text_done |= tok == lay.tts_pad
+        audio_done |= lay.is_audio_pad(tok)
+        audio += lay.is_audio(tok)
+    assert audio == end.counts["audio_tokens"] >= eng.min_audio_tokens
+
+    # hidden states at audio positions -> connector, window by window == teacher-forced training forward
+    pos = [i for i, t in enumerate(fed) if lay.is_audio(t)]
+    assert len(pos) == audio
+    hidden = out.hidden[0, pos]
+    con = eng.stack.connector
+    x, _ = pad_window(list(hidden), con.cfg.group)
+    all_codes = torch.cat(codes, 1)
+    assert all_codes.shape[1] == x.shape[0] // con.cfg.group
+    with torch.no_grad():
+        ref = con(x[None], all_codes).argmax(-1)
+    assert torch.equal(ref, all_codes)
+
+
+def test_audio_and_face_are_aligned():
+    eng = greedy_engine(max_seconds=1.3, min_seconds=1.3)
+    events, s, _ = run_recorded(eng, tone(0.5))
+    end = of(events, TurnEnd)[0]
+    a = end.counts["audio_tokens"]
+    assert a >= 1.3 * 25
+    chunks = of(events, AudioChunk)
+    off = 0
+    for c in chunks:
+        assert c.sample_offset == off and c.pcm.dtype == np.float32 and c.sample_rate == 24000
+        off += c.pcm.size
+    assert off == a * 960 == end.counts["audio_samples"]
+    faces = of(events, FaceFrames)
+    f = 0
+    for fr in faces:
+        assert fr.first_frame == f and fr.fps == 25.0
+        assert fr.flame58.shape == (fr.num_frames, 58) and fr.livelink61.shape == (fr.num_frames, 61)
+        assert np.all((fr.arkit52 >= 0) & (fr.arkit52 <= 1))
+        f += fr.num_frames
+    assert f == a == end.counts["face_frames"]
+    assert "".join(e.text for e in of(events, TextDelta)) == end.text
+    assert 0 < end.ttft_s <= end.ttfa_s and end.rtf > 0
+    # event order: the first audio chunk comes before the first face frames (face needs W hidden states)
+    kinds = [type(e).__name__ for e in events]
+    assert kinds.index("AudioChunk") < kinds.index("FaceFrames") and kinds[-1] == "TurnEnd"
+
+
+def test_stop_conditions():
+    eng = greedy_engine(max_seconds=0.5, min_seconds=0.0, max_new_tokens=8)
+    end = of(eng.run_turn(eng.new_session(), tone(0.3)), TurnEnd)[0]
+    assert end.reason in ("max_tokens", "eot") and end.counts["new_tokens"] <= 8 + 4
+    eng = greedy_engine(max_seconds=0.6, min_seconds=0.6)
+    end = of(eng.run_turn(eng.new_session(), tone(0.3)), TurnEnd)[0]
+    assert end.reason == "max_seconds" and 15 <= end.counts["audio_tokens"] <= 15 + 4
+    eng = greedy_engine(max_seconds=30, min_seconds=30, max_len=240, min_free_tokens=40)
+    end = of(eng.run_turn(eng.new_session(), tone(0.3)), TurnEnd)[0]
+    assert end.reason == "context_full"
+
+
+def test_token_classes_of_the_tiny_layout():
+    eng = greedy_engine()
+    lay, cls = eng.layout, TokenClasses(eng.layout, "cpu")
+    text = cls.allowed(True, False, False, False)
+    assert text[0] and text[lay.tts_pad] and not text[lay.eot] and not text[lay.audio_offset]
+    assert not text[lay.bot] and not text[lay.audio_patch]
+    assert cls.allowed(True, False, False, True)[lay.eot]
+    assert cls.allowed(True, True, True, False).sum() == 2  # only the stops: eot, tts_end
+    audio = cls.allowed(False, False, False, False)
+    assert int(audio.sum()) == lay.audio_codes and not audio[lay.audio_pad_id]
+    assert cls.allowed(False, False, True, True).nonzero().flatten().tolist() == [lay.audio_pad_id]
+
+
+def test_step_runner_modes():
+    eng = greedy_engine()
+    with pytest.raises(InputError):
+        StepRunner(eng.stack.backbone, eng.cache, "cuda_graph")  # no CUDA here
+    with pytest.raises(InputError):
+        StepRunner(eng.stack.backbone, eng.cache, "fast")
+    assert StepRunner(eng.stack.backbone, eng.cache, "auto").mode == "none"
+
+
+@pytest.mark.gpu
+def test_cuda_graph_step_equals_eager():
+    from a2llm_rt.engine.engine import Engine, EngineConfig
+    from a2llm_rt.engine.sampling import SamplingConfig
+
+    outs = []
+    for graph in ("none", "cuda_graph"):
+        cfg = EngineConfig(max_sessions=2, max_seconds=1.0, min_seconds=1.0, graph=graph,
+                           sampling=SamplingConfig.greedy())  # fmt: skip
+        eng = Engine.tiny(0, cfg, device="cuda")
+        ends = []
+        for f in (220.0, 330.0):
+            ends.append(of(eng.run_turn(eng.new_session(), tone(0.5, f)), TurnEnd)[0])
+        outs.append([(e.text, e.counts["audio_tokens"]) for e in ends])
+    assert outs[0] == outs[1]
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_bench_full_preset_on_gpu(tmp_path):
+    """Step-Audio-2-mini size with random weights under CUDA-graph capture: the bench runs and reports timings."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    out = tmp_path / "engine_full.json"
+    cmd = [sys.executable, "bench/engine.py", "--preset", "full", "--device", "cuda", "--batch", "1",
+           "--seconds", "2", "--turns", "1", "--out", str(out)]  # fmt: skip
+    subprocess.run(cmd, check=True, cwd=repo, timeout=900)
+    r = json.loads(out.read_text())
+    assert r["graph"] == "cuda_graph" and r["results"][0]["rtf"] > 0 and r["results"][0]["ttfa_s"] > 0

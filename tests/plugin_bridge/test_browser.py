@@ -1,0 +1,173 @@
+"""The browser viewer in a real browser: Debian's Chromium (headless) driven by playwright-core (npm).
+
+Starts the bridge server with the tiny models and the WebSocket gateway on free loopback ports, serves a GLB built
+from ../shared/data/arkit_mesh, sends a spoken wav through the page's file picker and checks: the turn completes,
+messages and face frames arrive in order, the rendered mouth changes between two answer instants whose mouth curves
+differ, and the console stays clean. Also runs the page's Vitest unit tests (protocol decoder vs. golden fixtures).
+
+Needs node + ``npm ci`` in plugin_bridge/web/page and /usr/bin/chromium (``make test`` installs both); skips cleanly
+without them. Builds the page (``npm run build``) when dist/ is missing or older than its sources.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from a2llm_rt.face.arkit_gltf import write_glb
+from tests.plugin_bridge.helpers import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+PAGE = REPO / "plugin_bridge" / "web" / "page"
+CHROMIUM = Path(os.environ.get("A2LLM_CHROMIUM", "/usr/bin/chromium"))
+
+
+def _need_page_toolchain() -> None:
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed (make test installs it)")
+    if not (PAGE / "node_modules" / "vite").is_dir():
+        pytest.skip("page dependencies missing: run `npm ci` in plugin_bridge/web/page (make test does)")
+
+
+def _ensure_built() -> None:
+    sources = [p for p in (PAGE / "src").rglob("*") if p.is_file()]
+    sources += [PAGE / "index.html", PAGE / "vite.config.ts", PAGE / "package-lock.json"]
+    built = PAGE / "dist" / "index.html"
+    if built.is_file() and built.stat().st_mtime >= max(p.stat().st_mtime for p in sources):
+        return
+    r = subprocess.run(["npm", "run", "build"], cwd=PAGE, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, f"npm run build failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+
+
+def test_page_unit_tests():
+    """Vitest: protocol.ts decodes every golden fixture as index.json says; A/V sync rule; wav reading."""
+    _need_page_toolchain()
+    r = subprocess.run(
+        [str(PAGE / "node_modules" / ".bin" / "vitest"), "run"], cwd=PAGE, capture_output=True, text=True, timeout=180
+    )
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-4000:]
+    assert "protocol.test.ts" in out and "failed" not in out.lower().replace("0 failed", "")
+
+
+def _question_wav(path: Path) -> None:
+    if shutil.which("espeak-ng"):
+        r = subprocess.run(["espeak-ng", "-w", str(path), "Hello avatar, what is your name?"], capture_output=True)
+        if r.returncode == 0 and path.is_file():
+            return
+    from plugin_bridge.client import write_wav
+
+    t = np.arange(16000 * 1.5) / 16000
+    voice = 0.3 * np.sin(2 * np.pi * 180 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))
+    write_wav(path, voice.astype(np.float32), 16000)
+
+
+def _wait_http(url: str, proc: subprocess.Popen, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"gateway exited early: {proc.communicate()[0]}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"gateway did not answer at {url}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _gray(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(path).convert("L"), np.float32)  # [H, W]
+
+
+@pytest.mark.slow
+def test_turn_in_browser(tmp_path: Path, arkit_mesh_dir: Path):
+    _need_page_toolchain()
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} not found (make test installs Debian's chromium)")
+    _ensure_built()
+    t0 = time.monotonic()
+    head = tmp_path / "head.glb"
+    write_glb(arkit_mesh_dir, head)
+    wav = tmp_path / "question.wav"
+    _question_wav(wav)
+    bridge, port = f"tcp://127.0.0.1:{free_port()}", free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    py = sys.executable
+    server = subprocess.Popen(
+        [py, "-m", "plugin_bridge.serve", "--backbone", "tiny", "--motion", "tiny", "--bind", bridge,
+         "--script-seconds", "2.4", "--script-pace", "1", "--log-level", "WARNING"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    gateway = subprocess.Popen(
+        [py, "-m", "plugin_bridge.web", "--server", bridge, "--port", str(port), "--head", str(head),
+         "--log-level", "WARNING"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    out = tmp_path / "e2e"
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/config.json", gateway)
+        r = subprocess.run(
+            ["node", "e2e/turn.mjs", "--url", f"http://127.0.0.1:{port}/", "--wav", str(wav), "--out", str(out),
+             "--chromium", str(CHROMIUM), "--timeout-ms", "45000"],
+            cwd=PAGE, capture_output=True, text=True, timeout=90,
+        )  # fmt: skip
+        assert r.returncode == 0, f"browser run failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    finally:
+        _stop(gateway)
+        _stop(server)
+    res = json.loads((out / "result.json").read_text())
+    turn = res["turn"]
+
+    # the turn completed, with text, audio and face frames, and the console stayed clean
+    assert turn["status"] == 0, turn
+    assert turn["text"].strip() and turn["errors"] == []
+    assert res["console_errors"] == [] and res["decode_errors"] == []
+    assert turn["audio_samples"] > 0 and turn["ttft_s"] >= 0 and turn["ttfa_s"] >= 0 and turn["rtf"] > 0
+    # messages in order (the server stamps seq per session; heartbeats in between are not part of the turn)
+    seqs = turn["seqs"]
+    assert len(seqs) > 5 and all(b > a for a, b in zip(seqs, seqs[1:], strict=False))
+    # face frames in order, none missing, as many as the TurnEnd reports
+    for lid, lay in turn["layouts"].items():
+        arr = lay["arrivals"]
+        assert arr == sorted(arr) and len(set(arr)) == len(arr) and arr[0] == 0, (lid, arr)
+        assert lay["count"] == turn["face_frames_reported"], (lid, lay["count"])
+    # the face played with the audio: the shown jawOpen moved while the playhead advanced
+    live = [s for s in res["live"] if s["jaw"] is not None]
+    assert max(s["playhead"] for s in live) > 0.5 * turn["audio_samples"]
+    assert np.ptp([s["jaw"] for s in live]) > 0.05
+
+    # the rendered mouth differs between two answer instants whose mouth curves differ
+    pick = res["pick"]
+    curve_gap = abs(pick["valuesA"][0] - pick["valuesB"][0]) + sum(
+        abs(a - b) for a, b in zip(pick["valuesA"], pick["valuesB"], strict=True)
+    )
+    a, b = _gray(out / "mouth_a.png"), _gray(out / "mouth_b.png")
+    assert a.shape == b.shape and a.std() > 5, "the mouth crop is blank: nothing rendered"
+    changed = float((np.abs(a - b) > 25).mean())
+    if curve_gap > 0.3:
+        assert changed > 0.02, f"mouth curves differ by {curve_gap:.2f} but only {changed:.1%} of mouth pixels changed"
+    page = _gray(out / "page.png")
+    assert page.shape == (760, 1280) and page.std() > 10
+    assert time.monotonic() - t0 < 60, "the browser test should stay under 60 s"

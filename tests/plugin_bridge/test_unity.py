@@ -1,0 +1,127 @@
+"""The Unity package (plugin_bridge/unity): compiled with mcs against the UnityEngine stubs, run with mono.
+
+- the package Runtime (and its sample) must compile against tests/plugin_bridge/unity_stubs (any error fails);
+- the console program (tests/plugin_bridge/unity_console) runs pure C# unit tests (resampler, blend shape map, head
+  rotation, microphone path), then checks the C ABI round trips through the package's own P/Invoke classes, then
+  drives the real ``A2LLMAvatar`` component through one turn against a live ``python -m plugin_bridge.serve``
+  (tiny scripted source): microphone in, answer audio out through OnAudioFilterRead on an "audio" thread, face
+  frames sampled through the A/V clock onto blend shapes, text and TurnEnd events on the main thread.
+
+Skips (with the reason) only when mcs / mono are missing or the native core was not built into build/native
+(``cmake -S plugin_bridge/native -B build/native && cmake --build build/native``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.plugin_bridge.helpers import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+UNITY = REPO / "plugin_bridge" / "unity"
+STUBS = REPO / "tests" / "plugin_bridge" / "unity_stubs"
+CONSOLE = REPO / "tests" / "plugin_bridge" / "unity_console"
+NATIVE_DIR = REPO / "build" / "native"
+NATIVE_LIB = NATIVE_DIR / "liba2llm_client.so"
+
+
+def _need_mono() -> None:
+    missing = [tool for tool in ("mcs", "mono") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"{' and '.join(missing)} not installed (Debian: apt-get install mono-mcs mono-runtime)")
+
+
+def _mcs(out: Path, sources: list[Path], refs: list[Path], target: str) -> None:
+    cmd = ["mcs", f"-target:{target}", f"-out:{out}", *(f"-r:{r}" for r in refs), *map(str, sources)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        pytest.fail(f"mcs failed for {out.name}:\n{proc.stdout}\n{proc.stderr}")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Compiles stubs -> UnityEngine.dll, Runtime -> A2LLM.Runtime.dll, sample, console test; returns the folder."""
+    _need_mono()
+    out = tmp_path_factory.mktemp("unity_build")
+    engine = out / "UnityEngine.dll"
+    runtime = out / "A2LLM.Runtime.dll"
+    _mcs(engine, sorted(STUBS.glob("*.cs")), [], "library")
+    _mcs(runtime, sorted((UNITY / "Runtime").glob("*.cs")), [engine], "library")
+    _mcs(out / "A2LLM.Samples.dll", sorted((UNITY / "Samples~").rglob("*.cs")), [engine, runtime], "library")
+    _mcs(out / "A2LLMUnityConsoleTest.exe", sorted(CONSOLE.glob("*.cs")), [engine, runtime], "exe")
+    # Mono's DllMap: resolve DllImport("a2llm_client") to the library built by CMake (LD_LIBRARY_PATH also set).
+    (out / "A2LLM.Runtime.dll.config").write_text(
+        f'<configuration>\n  <dllmap dll="a2llm_client" target="{NATIVE_LIB}" />\n</configuration>\n'
+    )
+    return out
+
+
+def _run_console(built: Path, *args: str, timeout: float = 60) -> str:
+    env = dict(os.environ, LD_LIBRARY_PATH=f"{NATIVE_DIR}:{os.environ.get('LD_LIBRARY_PATH', '')}")
+    proc = subprocess.run(
+        ["mono", "--debug", str(built / "A2LLMUnityConsoleTest.exe"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=built,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"console test failed (exit {proc.returncode}):\n{out}"
+    assert "FAIL" not in out and ", 0 failed" in out, out
+    return out
+
+
+def test_package_layout() -> None:
+    pkg = json.loads((UNITY / "package.json").read_text())
+    assert pkg["name"].startswith("com.") and pkg["name"] == pkg["name"].lower()
+    assert pkg["version"].count(".") == 2 and pkg["unity"]
+    for sample in pkg["samples"]:
+        assert (UNITY / sample["path"]).is_dir(), sample
+    asmdef = json.loads((UNITY / "Runtime" / "A2LLM.Runtime.asmdef").read_text())
+    assert asmdef["name"] == "A2LLM.Runtime"
+    assert (UNITY / "README.md").is_file()
+
+
+def test_runtime_compiles_and_unit_tests_pass(built: Path) -> None:
+    out = _run_console(built, "--unit-only")
+    assert "PASS 24k->48k: chunked output == full output" in out
+    assert "PASS weights = clamp01(curve * scale) * 100" in out
+
+
+@pytest.mark.slow
+def test_live_turn_through_native_core(built: Path) -> None:
+    if not NATIVE_LIB.exists():
+        pytest.skip(f"native core not built ({NATIVE_LIB} missing): cmake -S plugin_bridge/native -B build/native")
+    port = free_port()
+    endpoint = f"tcp://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "plugin_bridge.serve", "--backbone", "tiny", "--motion", "tiny", "--bind", endpoint,
+         "--script-pace", "0", "--script-seconds", "2", "--log-level", "WARNING"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    try:
+        out = _run_console(built, endpoint)  # the client retries Hello until the server is up
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    for line in (
+        "PASS connected (Welcome received)",
+        "PASS Welcome curve names == A2LLMCurves.LiveLink61",
+        "PASS one TurnEnd, completed, 48000 answer samples",
+        "PASS the A/V clock never runs backwards within the turn",
+    ):
+        assert line in out, out
