@@ -84,7 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(args.engines or tmp)
         print(f"exporting and verifying (connector {n_params['connector'] / 1e6:.1f} M parameters) ...", flush=True)
         manifest = build(connector, motion, folder, "fp32", max_batch=max(args.batches), int8=True, trt=False)
-        variants = [("torch eager", "torch", None), ("onnxruntime fp32", "ort", False), ("onnxruntime int8", "ort", True)]
+        variants = [
+            ("torch eager", "torch", None),
+            ("onnxruntime fp32", "ort", False),
+            ("onnxruntime int8", "ort", True),
+        ]
         rows = []
         for threads in args.threads:
             torch.set_num_threads(threads)
@@ -102,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         base = by[("torch eager", r["threads"], r["batch"])]
         r["speedup_vs_torch"] = base["ms_per_step"] / r["ms_per_step"]
-        r["batch_cost_vs_batch1"] = r["ms_per_step"] / by[(r["variant"], r["threads"], min(args.batches))]["ms_per_step"]
+        one = by[(r["variant"], r["threads"], min(args.batches))]
+        r["batch_cost_vs_batch1"] = r["ms_per_step"] / one["ms_per_step"]
 
     print(f"\nmotion stack per step: W={args.window} hidden states -> {args.window} frames ({tokens} motion tokens), "
           f"{'tiny' if args.tiny else 'paper'} sizes; median of {args.repeats}; shared machine, noisy\n")  # fmt: skip
@@ -110,8 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     print(hdr)
     print("|" + "|".join("-" * (len(c)) for c in hdr.split("|")[1:-1]) + "|")
     for r in rows:
-        print(f"| {r['variant']:18s} | {r['threads']:3d} | {r['batch']:5d} | {r['ms_per_step']:7.2f} | "
-              f"{r['ms_per_motion_token']:15.2f} | {r['speedup_vs_torch']:7.2f} | {r['batch_cost_vs_batch1']:15.2f} |")
+        print(
+            f"| {r['variant']:18s} | {r['threads']:3d} | {r['batch']:5d} | {r['ms_per_step']:7.2f} | "
+            f"{r['ms_per_motion_token']:15.2f} | {r['speedup_vs_torch']:7.2f} | {r['batch_cost_vs_batch1']:15.2f} |"
+        )
     int8 = manifest["artifacts"]["connector_int8_onnx"]["greedy_codes"]
     print(f"\nint8 connector: {int8['fraction_unchanged']:.2%} of {int8['codes']} greedy codes unchanged "
           f"(random weights; goal >= 99%)")  # fmt: skip
@@ -123,8 +130,12 @@ def main(argv: list[str] | None = None) -> int:
         "parameters": n_params,
         "window": args.window,
         "motion_tokens_per_step": tokens,
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": _cpus(),
-                    "note": "shared with other jobs; timings are noisy"},  # fmt: skip
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpus": _cpus(),
+            "note": "shared with other jobs; timings are noisy",
+        },  # fmt: skip
         "versions": manifest["versions"],
         "parity": {k: v.get("parity", v.get("greedy_codes")) for k, v in manifest["artifacts"].items()},
         "rows": rows,

@@ -336,7 +336,8 @@ class OnnxRuntimeBackend(_GraphBackend):
         return torch.from_numpy(out[0]), torch.from_numpy(out[1])
 
     def _run_decoder(self, feeds):
-        return [torch.from_numpy(np.ascontiguousarray(o)) for o in self._dec.run(None, {k: v.numpy() for k, v in feeds.items()})]
+        out = self._dec.run(None, {k: v.numpy() for k, v in feeds.items()})
+        return [torch.from_numpy(np.ascontiguousarray(o)) for o in out]
 
 
 # ---- TensorRT -----------------------------------------------------------------------------------------------------

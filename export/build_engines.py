@@ -52,7 +52,10 @@ FILES = {
 
 
 def tiny_motion_models(
-    seed: int = 0, window: int = 10, connector: ConnectorConfig = TINY_CONNECTOR, motion: MotionTokenizerConfig = TINY_MOTION
+    seed: int = 0,
+    window: int = 10,
+    connector: ConnectorConfig = TINY_CONNECTOR,
+    motion: MotionTokenizerConfig = TINY_MOTION,
 ) -> tuple[MotionConnector, MotionTokenizer]:
     """Seeded random tiny connector + motion tokenizer (the global RNG is left untouched)."""
     with torch.random.fork_rng(devices=[]):
@@ -141,16 +144,30 @@ def build(
             meta = ox.export_connector(connector, out / f, precision)
             par = _ort_parity(lambda s: connector_parity(connector, ort_runner(s), precision), ort_session, out / f)
             ok &= bool(par.get("passed"))
-            artifacts["connector_onnx"] = artifact_entry(out, f, "onnx", graph="connector_step", precision=precision,
-                                                         weights_sha256=meta["a2llm.weights_sha256"], parity=par)
+            artifacts["connector_onnx"] = artifact_entry(
+                out,
+                f,
+                "onnx",
+                graph="connector_step",
+                precision=precision,
+                weights_sha256=meta["a2llm.weights_sha256"],
+                parity=par,
+            )
             log(f"connector_step.onnx: {_verdict(par)}")
         elif step == "decoder":
             f = FILES["decoder_onnx"]
             meta = ox.export_decoder(motion, out / f, precision, cfg.window)
             par = _ort_parity(lambda s: decoder_parity(motion, ort_runner(s), precision), ort_session, out / f)
             ok &= bool(par.get("passed"))
-            artifacts["decoder_onnx"] = artifact_entry(out, f, "onnx", graph="decoder_step", precision=precision,
-                                                       weights_sha256=meta["a2llm.weights_sha256"], parity=par)
+            artifacts["decoder_onnx"] = artifact_entry(
+                out,
+                f,
+                "onnx",
+                graph="decoder_step",
+                precision=precision,
+                weights_sha256=meta["a2llm.weights_sha256"],
+                parity=par,
+            )
             log(f"decoder_step.onnx: {_verdict(par)}")
         elif step == "int8":
             from export.quantize import quantize_connector

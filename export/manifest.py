@@ -73,7 +73,7 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     """The manifest of an engines folder; :class:`InputError` when missing, unreadable or of another format."""
     path = Path(folder) / MANIFEST
     if not path.is_file():
-        raise InputError("no manifest.json: not an engines folder (build one with python -m export.build_engines)", path)
+        raise InputError("no manifest.json: not an engines folder (make one: python -m export.build_engines)", path)
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as e:

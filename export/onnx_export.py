@@ -10,9 +10,10 @@ Graphs (every cache is an explicit input/output; ARCHITECTURE principle 6):
     n_valid    [B]            int64                   valid motion tokens of the window (1..W/G; < W/G: last window)
     -> logits  [B, W/G, N_q, K] float, codes [B, W/G, N_q] int64 (greedy = argmax of logits)
 
+This reproduces :meth:`MotionConnector.step`: ``prev_codes=None`` is ``has_prev=False`` (the ``first`` mask of a
+mixed batch is ``has_prev = ~first``); a short window ``W' < W`` is padded to W and masked like ``forward`` masks it.
 Every graph's float inputs and outputs are float32 whatever the precision (fp16/bf16 graphs cast inside), so the
-runtimes feed the same buffers to every variant. This reproduces :meth:`MotionConnector.step`: ``prev_codes=None`` is ``has_prev=False`` (the ``first`` mask of a mixed
-batch is ``has_prev = ~first``); a short window ``W' < W`` is padded to W and masked like ``forward`` masks it.
+runtimes feed the same buffers to every variant.
 
 ``decoder_step`` (RVQ decode + streaming decoder step + de-normalisation; dynamic batch ``batch`` and tokens ``n``)::
 
@@ -238,7 +239,7 @@ def export_decoder(tokenizer: MotionTokenizer, path: str | Path, precision: str 
     names_in = ["codes", "code_mask", *(f"state_{s}" for s in state)]
     names_out = ["frames", *(f"new_state_{s}" for s in state)]
     batch, n = torch.export.Dim("batch", min=1, max=1024), torch.export.Dim("n", min=1, max=4096)
-    dyn = {"codes": {0: batch, 1: n}, "code_mask": {0: batch, 1: n}, "state_tokens": {0: batch}, "state_frames": {0: batch}}
+    dyn = {"codes": {0: batch, 1: n}, "code_mask": {0: batch, 1: n}, **{f"state_{s}": {0: batch} for s in state}}
     _export(graph, decoder_example(tokenizer, 2, 3), path, names_in, names_out, dyn)
     meta = {
         "a2llm.graph": "decoder_step",

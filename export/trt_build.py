@@ -117,8 +117,10 @@ class TrtRunner:
 
     def _torch_dtype(self, name: str) -> torch.dtype:
         trt = self._trt
-        table = {trt.float32: torch.float32, trt.float16: torch.float16, trt.bfloat16: torch.bfloat16,
-                 trt.int32: torch.int32, trt.int64: torch.int64, trt.bool: torch.bool, trt.int8: torch.int8}  # fmt: skip
+        table = {
+            trt.float32: torch.float32, trt.float16: torch.float16, trt.bfloat16: torch.bfloat16,
+            trt.int32: torch.int32, trt.int64: torch.int64, trt.bool: torch.bool, trt.int8: torch.int8,
+        }  # fmt: skip
         return table[self.engine.get_tensor_dtype(name)]
 
     def __call__(self, feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -38,7 +38,7 @@ FLOAT = 5126
 UNSIGNED_SHORT = 5123
 UNSIGNED_INT = 5125
 TRIANGLES = 4
-SKIN_RGBA = (0.80, 0.62, 0.53, 1.0)  # linear base colour of the default material
+SKIN_RGBA = (0.58, 0.38, 0.29, 1.0)  # linear base colour of the default material
 
 
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -61,6 +61,54 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     length = np.linalg.norm(n, axis=-1, keepdims=True)
     out = np.where(length > 1e-20, n / np.maximum(length, 1e-30), np.array([0.0, 0.0, 1.0]))
     return out.reshape(*lead, nv, 3).astype(np.float32)
+
+
+def uv_sphere(n_lat: int = 40, n_lon: int = 48) -> tuple[np.ndarray, np.ndarray]:
+    """Unit sphere around +Z: vertices ``[(n_lat + 1) * (n_lon + 1), 3]`` float32 and CCW triangles ``[F, 3]``."""
+    th = np.linspace(0.0, np.pi, n_lat + 1)[:, None]  # angle from +Z
+    ph = np.linspace(0.0, 2 * np.pi, n_lon + 1)[None, :]
+    v = np.stack([np.sin(th) * np.cos(ph), np.sin(th) * np.sin(ph), np.cos(th) + 0 * ph], -1).reshape(-1, 3)
+    i = np.arange(n_lat)[:, None] * (n_lon + 1) + np.arange(n_lon)[None, :]  # [n_lat, n_lon]
+    a, b, c, d = i, i + n_lon + 1, i + n_lon + 2, i + 1
+    faces = np.concatenate([np.stack([a, b, c], -1).reshape(-1, 3), np.stack([a, c, d], -1).reshape(-1, 3)])
+    keep = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])
+    return v.astype(np.float32), faces[keep]
+
+
+def eye_colors(v: np.ndarray, iris_rgb: tuple[float, float, float] = (0.20, 0.33, 0.45)) -> np.ndarray:
+    """Linear RGBA per vertex ``[V, 4]`` of a unit eyeball looking along +Z: pupil, iris (with a darker rim), sclera."""
+    ang = np.arccos(np.clip(v[:, 2], -1.0, 1.0))  # [V] radians from the gaze axis
+    iris = np.asarray(iris_rgb, np.float32)
+    col = np.empty((len(v), 4), np.float32)
+    col[:, 3] = 1.0
+    col[:, :3] = (0.80, 0.77, 0.74)  # sclera
+    t = np.clip((ang - 0.18) / 0.32, 0.0, 1.0)[:, None]  # 0 at the pupil edge, 1 at the limbus
+    in_iris = ang < 0.50
+    col[in_iris, :3] = (iris * (1.15 - 0.6 * t))[in_iris]
+    col[ang < 0.18, :3] = 0.01  # pupil
+    return col
+
+
+def _eye_holes(v: np.ndarray, faces: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Boundary loops of the mask (centroid ``[3]``, extent ``[3]``), largest first: outline, mouth, eyes."""
+    e = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
+    uniq, count = np.unique(e, axis=0, return_counts=True)
+    border = uniq[count == 1]
+    parent = {int(x): int(x) for x in border.reshape(-1)}
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in border:
+        parent[find(int(a))] = find(int(b))
+    groups: dict[int, list[int]] = {}
+    for x in parent:
+        groups.setdefault(find(x), []).append(x)
+    loops = sorted(groups.values(), key=len, reverse=True)
+    return [(v[g].mean(0), v[g].max(0) - v[g].min(0)) for g in loops]
 
 
 @dataclass
@@ -98,11 +146,14 @@ def build_glb(
     include_missing: bool = False,
     name: str = "a2llm_arkit_head",
     color: tuple[float, float, float, float] = SKIN_RGBA,
+    eyes: bool = True,
 ) -> bytes:
     """The GLB file's bytes for ``mesh`` (neutral ``[V, 3]``, deltas ``[52, V, 3]``, faces ``[F, 3]``).
 
     Morph targets follow ARKIT52 order, skipping ``mesh.missing`` unless ``include_missing`` (then all 52, missing
-    ones as zero deltas). Their names are in ``meshes[0].extras.targetNames``.
+    ones as zero deltas). Their names are in ``meshes[0].extras.targetNames``. With ``eyes``, a mask with two eye
+    holes and a mouth hole (Apple's topology) also gets eyeballs (nodes ``eyeLeft`` / ``eyeRight``, the subject's
+    left at +X, gaze along +Z, rotatable by the Live Link eye curves) and a dark mouth interior.
     """
     v = np.asarray(mesh.neutral, np.float32)  # [V, 3]
     faces = np.asarray(mesh.faces, np.int64)  # [F, 3]
@@ -131,9 +182,6 @@ def build_glb(
         tp = b.add(deltas[k].astype("<f4"), kind="VEC3", target=ARRAY_BUFFER, min_max=True)
         tn = b.add(normal_deltas[k].astype("<f4"), kind="VEC3", target=ARRAY_BUFFER)
         targets.append({"POSITION": tp, "NORMAL": tn})
-    while len(b.data) % 4:
-        b.data.append(0)
-
     primitive: dict = {
         "attributes": {"POSITION": p_acc, "NORMAL": n_acc},
         "indices": i_acc,
@@ -142,30 +190,62 @@ def build_glb(
     }
     if targets:
         primitive["targets"] = targets
+    meshes: list[dict] = [
+        {"name": name, "primitives": [primitive], "weights": [0.0] * len(names), "extras": {"targetNames": names}}
+    ]
+    materials: list[dict] = [
+        {
+            "name": "skin",
+            "pbrMetallicRoughness": {
+                "baseColorFactor": [float(c) for c in color],
+                "metallicFactor": 0.0,
+                "roughnessFactor": 0.6,
+            },
+            "doubleSided": True,
+        }
+    ]
+    nodes: list[dict] = [{"name": name, "mesh": 0}]
+    holes = _eye_holes(v, faces) if eyes else []
+    if len(holes) == 4:  # outline, mouth, two eyes: Apple's ARKit face topology
+        sv, sf = uv_sphere()
+        s_idx = b.add(sf.reshape(-1).astype("<u2"), kind="SCALAR", target=ELEMENT_ARRAY_BUFFER)
+        s_pos = b.add(sv, kind="VEC3", target=ARRAY_BUFFER, min_max=True)
+        s_col = b.add(eye_colors(sv), kind="VEC4", target=ARRAY_BUFFER)
+        eye_attr = {"POSITION": s_pos, "NORMAL": s_pos, "COLOR_0": s_col}
+        meshes.append({"name": "eyeball", "primitives": [{"attributes": eye_attr, "indices": s_idx, "material": 1}]})
+        mouth_attr = {"POSITION": s_pos, "NORMAL": s_pos}
+        mouth_prim = {"attributes": mouth_attr, "indices": s_idx, "material": 2}
+        meshes.append({"name": "mouthInterior", "primitives": [mouth_prim]})
+        materials.append({"name": "eye", "pbrMetallicRoughness": {"metallicFactor": 0.0, "roughnessFactor": 0.12}})
+        materials.append(
+            {
+                "name": "mouth",
+                "pbrMetallicRoughness": {"baseColorFactor": [0.09, 0.015, 0.02, 1.0], "metallicFactor": 0.0},
+            }
+        )
+        (mouth_c, mouth_ext), eye_a, eye_b = holes[1], holes[2], holes[3]
+        for label, (c, ext) in (("eyeLeft", max(eye_a, eye_b, key=lambda h: h[0][0])),
+                                ("eyeRight", min(eye_a, eye_b, key=lambda h: h[0][0]))):  # fmt: skip
+            r = float(0.47 * ext[0])  # eyeball radius from the eye opening's width (~12 mm for Apple's mesh)
+            nodes.append(
+                {"name": label, "mesh": 1, "translation": [float(c[0]), float(c[1]), float(c[2] - 0.72 * r)],
+                 "scale": [r, r, r]}
+            )  # fmt: skip
+        w = float(mouth_ext[0])
+        nodes.append(
+            {"name": "mouthInterior", "mesh": 2, "scale": [0.55 * w, 0.55 * w, 0.45 * w],
+             "translation": [float(mouth_c[0]), float(mouth_c[1] - 0.15 * w), float(mouth_c[2] - 0.55 * w)]}
+        )  # fmt: skip
+    while len(b.data) % 4:
+        b.data.append(0)
+    root = {"name": f"{name}_root", "children": list(range(len(nodes)))}
     gltf = {
         "asset": {"version": "2.0", "generator": "a2llm_rt.face.arkit_gltf"},
         "scene": 0,
-        "scenes": [{"name": name, "nodes": [0]}],
-        "nodes": [{"name": name, "mesh": 0}],
-        "meshes": [
-            {
-                "name": name,
-                "primitives": [primitive],
-                "weights": [0.0] * len(names),
-                "extras": {"targetNames": names},
-            }
-        ],
-        "materials": [
-            {
-                "name": "skin",
-                "pbrMetallicRoughness": {
-                    "baseColorFactor": [float(c) for c in color],
-                    "metallicFactor": 0.0,
-                    "roughnessFactor": 0.6,
-                },
-                "doubleSided": True,
-            }
-        ],
+        "scenes": [{"name": name, "nodes": [len(nodes)]}],
+        "nodes": [*nodes, root],
+        "meshes": meshes,
+        "materials": materials,
         "buffers": [{"byteLength": len(b.data)}],
         "bufferViews": b.views,
         "accessors": b.accessors,

@@ -51,7 +51,7 @@ def drive(backend, hidden: torch.Tensor, restart_at: int | None = None) -> tuple
         prev = codes
     y, state = motion.decode_flush(state)
     frames_all.append(y)
-    return torch.cat(codes_all, 1).numpy(), torch.cat(frames_all, 1).numpy()
+    return torch.cat(codes_all, 1).cpu().numpy(), torch.cat(frames_all, 1).cpu().numpy()
 
 
 @pytest.mark.parametrize("restart_at", [None, 2])

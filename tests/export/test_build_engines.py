@@ -122,3 +122,20 @@ def test_cli_bad_input_exits_2_without_traceback(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "error:" in err and "Traceback" not in err
     assert main(["--motion", "tiny", "--out", str(tmp_path / "e"), "--window", "7"]) == 2
+
+
+def test_motion_directory_is_read(tmp_path):
+    from safetensors.torch import save_file
+
+    from export.build_engines import load_models, tiny_motion_models
+
+    conn, tok = tiny_motion_models(seed=2)
+    for name, model in (("connector", conn), ("tokenizer", tok)):
+        (tmp_path / name).mkdir()
+        model.cfg.to_file(tmp_path / name / "config.json")
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp_path / name / "model.safetensors"))
+    c2, t2 = load_models(str(tmp_path), None)
+    assert weights_sha256(c2) == weights_sha256(conn) and weights_sha256(t2) == weights_sha256(tok)
+    with pytest.raises(Exception, match="window"):
+        load_models(str(tmp_path), conn.cfg.window + conn.cfg.group)

@@ -25,6 +25,7 @@ export class Avatar {
   readonly morphs = new Map<string, MorphRef[]>();
   morphNames: string[] = [];
   private pivot = new THREE.Group();
+  private eyes: { node: THREE.Object3D; base: THREE.Euler; side: 1 | -1 }[] = [];
   private model: THREE.Object3D | null = null;
   private mouthPoints: THREE.Vector3[] = [];
 
@@ -33,9 +34,10 @@ export class Avatar {
     this.renderer.setPixelRatio(Math.min(window.devicePixelRatio, 2));
     this.renderer.outputColorSpace = THREE.SRGBColorSpace;
     this.renderer.toneMapping = THREE.ACESFilmicToneMapping;
-    this.renderer.toneMappingExposure = 1.05;
+    this.renderer.toneMappingExposure = 0.95;
     const pmrem = new THREE.PMREMGenerator(this.renderer);
     this.scene.environment = pmrem.fromScene(new RoomEnvironment(), 0.04).texture;
+    this.scene.environmentIntensity = 0.55;
     const key = new THREE.DirectionalLight(0xfff1e0, 1.6);
     key.position.set(0.6, 0.8, 1.2);
     const rim = new THREE.DirectionalLight(0x9ec5ff, 1.2);
@@ -69,6 +71,14 @@ export class Avatar {
       }
     });
     this.morphNames = [...names];
+    // eyeballs (nodes named like eyeLeft / LeftEye / eye_R ...), turned by the eyeLook* curves
+    this.eyes = [];
+    gltf.scene.traverse((o) => {
+      const n = o.name.toLowerCase();
+      if (!/eye/.test(n) || /lash|brow|lid|blink/.test(n) || (o as THREE.Mesh).morphTargetDictionary) return;
+      const side = /left|_l$|\.l$/.test(n) ? 1 : /right|_r$|\.r$/.test(n) ? -1 : 0;
+      if (side) this.eyes.push({ node: o, base: o.rotation.clone(), side });
+    });
     // centre the head on a pivot at the neck, so head rotation turns it naturally
     const box = new THREE.Box3().setFromObject(gltf.scene);
     const size = box.getSize(new THREE.Vector3());
@@ -114,11 +124,13 @@ export class Avatar {
     let yaw = 0,
       pitch = 0,
       roll = 0;
+    const look: Record<string, number> = {};
     for (let i = 0; i < keys.length; i++) {
       const k = keys[i];
       if (k === "headyaw") yaw = values[i];
       else if (k === "headpitch") pitch = values[i];
       else if (k === "headroll") roll = values[i];
+      else if (k.startsWith("eyelook")) look[k] = values[i];
       const refs = this.morphs.get(k);
       if (!refs) continue;
       const v = Math.max(0, Math.min(1, values[i]));
@@ -126,6 +138,13 @@ export class Avatar {
     }
     // Live Link Face: yaw turns about the vertical axis, pitch nods, roll tilts (radians)
     this.pivot.rotation.set(-pitch, yaw, -roll, "YXZ");
+    // eyes: ARKit eyeLook{In,Out,Up,Down}{Left,Right} (0..1) -> about +-30 degrees of gaze
+    for (const e of this.eyes) {
+      const s = e.side === 1 ? "left" : "right";
+      const out = (look[`eyelookout${s}`] ?? 0) - (look[`eyelookin${s}`] ?? 0);
+      const up = (look[`eyelookup${s}`] ?? 0) - (look[`eyelookdown${s}`] ?? 0);
+      e.node.rotation.set(e.base.x - 0.45 * up, e.base.y + e.side * 0.5 * out, e.base.z);
+    }
   }
 
   resize(): void {

@@ -178,7 +178,7 @@ function wireControls(): void {
     if (mic.recording) return;
     try {
       ptt.classList.add("rec");
-      ptt.textContent = "● Recording… release to send";
+      $("ptt-label").textContent = "Recording… release to send";
       await mic.start();
     } catch (e) {
       log(`microphone: ${(e as Error).message}`, true);
@@ -187,7 +187,7 @@ function wireControls(): void {
   };
   const up = () => {
     ptt.classList.remove("rec");
-    ptt.textContent = "🎙 Hold to talk";
+    $("ptt-label").textContent = "Hold to talk";
     if (!mic.recording) return;
     const audio = mic.stop();
     if (audio.length < 1600) log("too short: hold the button while you speak");

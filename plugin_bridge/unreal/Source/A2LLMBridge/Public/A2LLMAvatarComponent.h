@@ -1,0 +1,134 @@
+// Copyright a2llm. Add to the MetaHuman (or any) actor: connects to the a2llm bridge server, push-to-talk microphone
+// capture (AudioCapture module), plays the answer through a procedural sound wave and publishes the face as the Live
+// Link subject `SubjectName` (Live Link Face curve set), sampled every tick at the audio playhead.
+#pragma once
+
+#include "CoreMinimal.h"
+#include "A2LLMConnection.h"
+#include "Components/ActorComponent.h"
+#include "HAL/CriticalSection.h"
+#include "A2LLMAvatarComponent.generated.h"
+
+class FA2LLMLiveLinkSource;
+class UA2LLMSoundWave;
+class UAudioComponent;
+class USceneComponent;
+namespace Audio
+{
+	class FAudioCapture;
+}
+
+DECLARE_DYNAMIC_MULTICAST_DELEGATE(FA2LLMConnectedDelegate);
+DECLARE_DYNAMIC_MULTICAST_DELEGATE_OneParam(FA2LLMTextDelegate, const FString&, Text);
+DECLARE_DYNAMIC_MULTICAST_DELEGATE_TwoParams(FA2LLMTurnDelegate, int32, TurnId, int32, Status);
+DECLARE_DYNAMIC_MULTICAST_DELEGATE_TwoParams(FA2LLMErrorDelegate, int32, Code, const FString&, Message);
+
+UCLASS(ClassGroup = (A2LLM), meta = (BlueprintSpawnableComponent))
+class A2LLMBRIDGE_API UA2LLMAvatarComponent : public UActorComponent
+{
+	GENERATED_BODY()
+
+public:
+	UA2LLMAvatarComponent();
+
+	/** ZeroMQ endpoint of `python -m plugin_bridge.serve`. */
+	UPROPERTY(EditAnywhere, BlueprintReadWrite, Category = "A2LLM")
+	FString ServerEndpoint = TEXT("tcp://127.0.0.1:5555");
+
+	/** Live Link subject name; put it in the face AnimBP's "LLink Face Subj". */
+	UPROPERTY(EditAnywhere, BlueprintReadWrite, Category = "A2LLM")
+	FName SubjectName = TEXT("A2LLM");
+
+	UPROPERTY(EditAnywhere, BlueprintReadWrite, Category = "A2LLM")
+	bool bConnectOnBeginPlay = true;
+
+	/** Audio buffered before an answer starts (and after an underrun). */
+	UPROPERTY(EditAnywhere, BlueprintReadWrite, Category = "A2LLM", meta = (ClampMin = "0", ClampMax = "2000"))
+	int32 JitterTargetMs = 100;
+
+	/** Time from the sound wave handing samples to the mixer until they sound; tune if lips lead or lag. */
+	UPROPERTY(EditAnywhere, BlueprintReadWrite, Category = "A2LLM", meta = (ClampMin = "0", ClampMax = "1000"))
+	int32 OutputLatencyMs = 50;
+
+	/** Optional: a scene component rotated by HeadYaw/HeadPitch/HeadRoll (not needed for a MetaHuman face AnimBP). */
+	UPROPERTY(EditAnywhere, BlueprintReadWrite, Category = "A2LLM")
+	TObjectPtr<USceneComponent> HeadComponent;
+
+	/** Multiplies (yaw, pitch, roll) before they are applied to HeadComponent; -1 flips an axis for odd rigs. */
+	UPROPERTY(EditAnywhere, BlueprintReadWrite, Category = "A2LLM")
+	FVector HeadSigns = FVector(1.0, 1.0, 1.0);
+
+	UPROPERTY(EditAnywhere, BlueprintReadWrite, Category = "A2LLM")
+	FString CurveServerKey;
+
+	UPROPERTY(BlueprintAssignable, Category = "A2LLM")
+	FA2LLMConnectedDelegate OnConnected;
+
+	UPROPERTY(BlueprintAssignable, Category = "A2LLM")
+	FA2LLMTextDelegate OnText;
+
+	/** The server finished the answer (Status: 0 completed, 1 cancelled, 2 failed). */
+	UPROPERTY(BlueprintAssignable, Category = "A2LLM")
+	FA2LLMTurnDelegate OnTurnEnd;
+
+	UPROPERTY(BlueprintAssignable, Category = "A2LLM")
+	FA2LLMErrorDelegate OnError;
+
+	UFUNCTION(BlueprintCallable, Category = "A2LLM")
+	bool Connect();
+
+	UFUNCTION(BlueprintCallable, Category = "A2LLM")
+	void Disconnect();
+
+	/** Push-to-talk pressed: interrupts a playing answer (barge-in) and opens the default microphone. */
+	UFUNCTION(BlueprintCallable, Category = "A2LLM")
+	bool BeginTalking();
+
+	/** Push-to-talk released: ends the utterance; the answer follows. */
+	UFUNCTION(BlueprintCallable, Category = "A2LLM")
+	void EndTalking();
+
+	UFUNCTION(BlueprintCallable, Category = "A2LLM")
+	void CancelAnswer();
+
+	UFUNCTION(BlueprintPure, Category = "A2LLM")
+	bool IsConnected() const;
+
+	/** Head rotation of the face currently shown (degrees, head frame: +X forward, +Z up). */
+	UFUNCTION(BlueprintPure, Category = "A2LLM")
+	FRotator GetHeadRotation() const;
+
+	/** Current value of a Live Link curve (e.g. JawOpen), 0 if unknown. */
+	UFUNCTION(BlueprintPure, Category = "A2LLM")
+	float GetCurveValue(FName Curve) const;
+
+	//~ UActorComponent
+	virtual void BeginPlay() override;
+	virtual void EndPlay(const EEndPlayReason::Type EndPlayReason) override;
+	virtual void TickComponent(float DeltaTime, ELevelTick TickType, FActorComponentTickFunction* ThisTickFunction) override;
+
+private:
+	void HandleEvent(const struct FA2LLMGameEvent& Event);
+	void PublishFace();
+	void OnMicrophoneAudio(const float* Audio, int32 NumFrames, int32 NumChannels, int32 SampleRate);
+
+	FA2LLMConnectionPtr Connection;
+	TSharedPtr<FA2LLMLiveLinkSource> LiveLinkSource;
+
+	UPROPERTY(Transient)
+	TObjectPtr<UA2LLMSoundWave> SoundWave;
+
+	UPROPERTY(Transient)
+	TObjectPtr<UAudioComponent> AudioComponent;
+
+	TUniquePtr<Audio::FAudioCapture> Capture;
+	FCriticalSection MicLock; // orders microphone sends against the end-of-utterance send
+	bool bTalking = false; // guarded by MicLock
+	bool bAnswerPending = false;
+	uint32 CurrentTurn = 0;
+	TArray<float> MicMono; // capture thread scratch
+
+	TArray<FName> CurveNames;
+	TArray<float> Curves;
+	FRotator HeadRest = FRotator::ZeroRotator;
+};
