@@ -131,6 +131,10 @@ class _ConnectorView:
     def step(self, window_hidden, prev_codes=None, first=None):
         return self.backend.connector_step(window_hidden, prev_codes, first)
 
+    def parameters(self):
+        """One float32 placeholder, for engine code that reads the connector's input dtype from its parameters."""
+        return iter([torch.zeros(0)])
+
 
 class _MotionView:
     def __init__(self, backend: MotionBackend):

@@ -7,14 +7,18 @@ worker thread and forwards the events it yields:
 - :class:`FaceFrames` (first frame, fps, and ``[n, D]`` float32 frames in one or more layouts),
 - :class:`TurnEnd` (timings), always last.
 
-Two sources exist: :class:`ScriptedSource` (deterministic text, a tone and a face sweep; used by the tests, the
-benchmark and ``--backbone tiny --motion tiny`` until the engine lands) and :class:`EngineSource`, the single
-adapter to the real session engine (issue 4).
+A source reports a failed turn by raising (:class:`TurnError` for a failure it knows about; the server answers
+``TURN_FAILED``) and a full house by raising :class:`SourceBusyError` from ``open_session`` (``SERVER_BUSY``).
+
+Two sources exist: :class:`EngineSource`, the adapter to the real session engine (``a2llm_rt.engine``; the default
+of ``python -m plugin_bridge.serve``, also for ``--backbone tiny --motion tiny``), and :class:`ScriptedSource`
+(deterministic text, a tone and a face sweep: tests that check exact values, the benchmark, ``serve --scripted``).
 """
 
 from __future__ import annotations
 
 import math
+import queue
 import threading
 import time
 from collections.abc import Iterator
@@ -65,9 +69,25 @@ class TurnEnd:
     ttft_s: float = -1.0  # time to first text, from the turn start (-1 = not measured)
     ttfa_s: float = -1.0  # time to first audio
     rtf: float = -1.0  # generation time / answer duration
+    cancelled: bool = False  # the source stopped the turn early (the server reports TurnEnd(CANCELLED))
 
 
 Event = TextDelta | AudioChunk | FaceFrames | TurnEnd
+
+
+class TurnError(RuntimeError):
+    """The source failed this turn (the server answers ``Error(TURN_FAILED)`` + ``TurnEnd(FAILED)``).
+
+    ``kind``: ``input`` (the user's audio was refused) or ``internal``. The session stays usable.
+    """
+
+    def __init__(self, message: str, kind: str = "internal"):
+        super().__init__(message)
+        self.kind = kind
+
+
+class SourceBusyError(RuntimeError):
+    """``open_session``: no room for another session (the server answers ``Error(SERVER_BUSY)``)."""
 
 
 class TurnSource(Protocol):
@@ -206,69 +226,201 @@ class ScriptedSource:
 
 
 # --- the real engine -----------------------------------------------------------------------------------------------
+@dataclass
+class EngineOptions:
+    """How :meth:`EngineSource.load` builds the engine (``tiny`` models get short answers so that tests stay fast)."""
+
+    device: str = "cpu"
+    vocoder: str = "tone"
+    """``tone`` (the test vocoder) or a Step-Audio-2 token2wav directory."""
+    prompt_wav: str | None = None
+    """Reference voice for token2wav."""
+    seed: int = 0
+    """Seed of the tiny random weights; session ``n`` samples with seed ``seed + n``."""
+    sessions: int = 8
+    """Engine cache rows = sessions open at once (they all decode in one batch)."""
+    max_seconds: float | None = None
+    """Answer audio per turn (None: 3 s for tiny models, 30 s for real weights)."""
+    min_seconds: float | None = None
+    """Answer audio before the model may stop (None: 2 s for tiny models, 0 for real weights)."""
+    max_len: int | None = None
+    """Tokens per cache row (None: 2048 tiny, 8192 real)."""
+
+
 class EngineSource:
-    """Adapter from the session engine of issue 4 (``a2llm_rt.engine``) to :class:`TurnSource`. To be filled in.
+    """:class:`TurnSource` over the session engine (``a2llm_rt.engine.Engine``); weights shared, one engine session
+    (cache row) per bridge session, all sessions' decode steps batched by the engine's background loop.
 
-    Expected engine API (what this adapter will call once the engine exists)::
+    Engine events map 1:1 onto the bridge's: ``TextDelta`` -> :class:`TextDelta`, ``AudioChunk`` ->
+    :class:`AudioChunk`, ``FaceFrames`` -> :class:`FaceFrames` (its ``.frames`` dict), ``TurnEnd`` ->
+    :class:`TurnEnd` (``reason == "cancelled"`` -> ``cancelled=True``), ``Error`` -> raise :class:`TurnError`.
 
-        engine = a2llm_rt.engine.Engine.load(backbone_dir, motion_dir, device="cuda")  # weights shared
-        session = engine.new_session()                 # per-user state: KV cache slot, history
-        for ev in session.respond(audio_16k, cancel=cancel_event):   # audio_16k: [n] float32 16 kHz mono
-            # ev is one of (all per turn, in generation order):
-            #   engine.TextEvent(text: str)
-            #   engine.AudioEvent(pcm: [n] float32 24 kHz, sample_offset: int)
-            #   engine.FaceEvent(first_frame: int, fps: 25.0, flame58: [n, 58] | None, arkit52: [n, 52] | None,
-            #                    livelink61: [n, 61] | None)
-            #   engine.TurnTimings(ttft_s, ttfa_s, rtf)  (last)
-        session.close()
-
-    Many sessions call ``respond`` from different threads; the engine batches their decode steps.
+    ``pace`` > 0 holds each audio chunk / face window back until its place in the answer is due in (real time /
+    pace) from the first one, as a model running at real time would deliver it (tiny random models generate
+    many times faster than real time; 0 = forward as fast as generated).
     """
 
-    layouts: tuple[str, ...] = ("flame58", "arkit52", "livelink61")
-
-    def __init__(self, backbone_dir: str | Path, motion_dir: str | Path, device: str = "cpu"):
-        try:
-            from a2llm_rt import engine as engine_mod
-
-            self._engine = engine_mod.Engine.load(backbone_dir, motion_dir, device=device)  # type: ignore[attr-defined]
-        except (ImportError, AttributeError) as e:
-            raise NotImplementedError(
-                "the session engine (a2llm_rt.engine.Engine) is not available yet; use --backbone tiny --motion tiny"
-            ) from e
-        self._sessions: dict[int, object] = {}
+    def __init__(self, engine: object, pace: float = 0.0, settle_timeout_s: float = 10.0):
+        if pace < 0:
+            raise ValueError(f"pace must be >= 0, got {pace}")
+        stack = engine.stack  # type: ignore[attr-defined]
+        rate = int(stack.vocoder.sample_rate)
+        fps = float(stack.motion.cfg.fps)
+        if rate != OUTPUT_SAMPLE_RATE or fps != FPS:
+            raise ValueError(
+                f"the bridge streams {OUTPUT_SAMPLE_RATE} Hz audio and {FPS:g} fps faces; "
+                f"this engine makes {rate} Hz and {fps:g} fps"
+            )
+        self.engine = engine
+        self.pace = float(pace)
+        self.settle_timeout_s = settle_timeout_s
+        flame = stack.motion.cfg.layout == "flame58"
+        self.layouts: tuple[str, ...] = ("flame58", "arkit52", "livelink61") if flame else ("arkit52", "livelink61")
+        self._sessions: dict[int, tuple[object, threading.Lock]] = {}
         self._lock = threading.Lock()
 
+    @classmethod
+    def load(
+        cls, backbone: str | Path, motion: str | Path, options: EngineOptions | None = None, pace: float = 0.0
+    ) -> EngineSource:
+        """An engine over ``backbone`` / ``motion`` (directories, or ``tiny`` for seeded random test models).
+
+        Raises :class:`~a2llm_rt.errors.InputError` for unusable weight folders.
+        """
+        from a2llm_rt.engine.builders import load_stack
+        from a2llm_rt.engine.engine import Engine, EngineConfig
+
+        o = options or EngineOptions()
+        tiny = str(backbone) == "tiny"
+        max_s = o.max_seconds if o.max_seconds is not None else (3.0 if tiny else 30.0)
+        min_s = o.min_seconds if o.min_seconds is not None else (min(2.0, max_s) if tiny else 0.0)
+        max_len = o.max_len if o.max_len is not None else (2048 if tiny else 8192)
+        cfg = EngineConfig(max_sessions=o.sessions, max_seconds=max_s, min_seconds=min_s, max_len=max_len)
+        cfg.sampling.seed = o.seed
+        cfg.validate()
+        stack = load_stack(backbone, motion, device=o.device, vocoder=o.vocoder, prompt_wav=o.prompt_wav, seed=o.seed)
+        return cls(Engine(stack, cfg), pace=pace)
+
+    @property
+    def max_sessions(self) -> int:
+        return int(self.engine.cfg.max_sessions)  # type: ignore[attr-defined]
+
     def open_session(self, session_id: int) -> None:
+        from a2llm_rt.engine.engine import EngineBusyError
+
+        try:
+            session = self.engine.new_session(session_id=session_id)  # type: ignore[attr-defined]
+        except EngineBusyError as e:
+            raise SourceBusyError(str(e)) from None
         with self._lock:
-            self._sessions[session_id] = self._engine.new_session()
+            self._sessions[session_id] = (session, threading.Lock())
 
     def close_session(self, session_id: int) -> None:
         with self._lock:
-            s = self._sessions.pop(session_id, None)
-        if s is not None:
-            s.close()  # type: ignore[attr-defined]
+            entry = self._sessions.pop(session_id, None)
+        if entry is not None:
+            entry[0].close()  # type: ignore[attr-defined]  # drops a running turn; its worker sees session.closed
+
+    def close(self) -> None:
+        """Close every session and stop the engine's background loop."""
+        with self._lock:
+            ids = list(self._sessions)
+        for sid in ids:
+            self.close_session(sid)
+        self.engine.shutdown()  # type: ignore[attr-defined]
 
     def run_turn(self, session_id: int, audio: np.ndarray, cancel: threading.Event) -> Iterator[Event]:
+        """The engine's events for one utterance (``[n]`` float32 16 kHz), converted; see the class docstring."""
         with self._lock:
-            session = self._sessions[session_id]
-        for ev in session.respond(audio, cancel=cancel):  # type: ignore[attr-defined]
-            name = type(ev).__name__
-            if name == "TextEvent":
-                yield TextDelta(ev.text)
-            elif name == "AudioEvent":
-                yield AudioChunk(np.asarray(ev.pcm, np.float32), int(ev.sample_offset))
-            elif name == "FaceEvent":
-                frames = {
-                    k: np.asarray(getattr(ev, k), np.float32) for k in self.layouts if getattr(ev, k, None) is not None
-                }
-                yield FaceFrames(int(ev.first_frame), frames, float(ev.fps))
-            elif name == "TurnTimings":
-                yield TurnEnd(float(ev.ttft_s), float(ev.ttfa_s), float(ev.rtf))
+            entry = self._sessions.get(session_id)
+        if entry is None:
+            raise TurnError(f"session {session_id} is not open")
+        session, turn_lock = entry
+        with turn_lock:  # the previous turn of this session has settled (its TurnEnd consumed)
+            yield from self._turn(session, audio, cancel)
+
+    def _turn(self, session: object, audio: np.ndarray, cancel: threading.Event) -> Iterator[Event]:
+        from a2llm_rt.engine import events as E
+        from a2llm_rt.errors import InputError
+
+        q = session.events  # type: ignore[attr-defined]
+        while not q.empty():  # stale events (none expected: every turn settles before the next)
+            q.get_nowait()
+        try:
+            self.engine.submit(session, audio, INPUT_SAMPLE_RATE)  # type: ignore[attr-defined]
+        except InputError as e:
+            raise TurnError(str(e), "input") from None
+        self.engine.start_background()  # type: ignore[attr-defined]
+        settled = False
+        asked_cancel = False
+        t_first: float | None = None
+        try:
+            while True:
+                if cancel.is_set() and not asked_cancel:
+                    self.engine.cancel(session)  # type: ignore[attr-defined]
+                    asked_cancel = True
+                if session.closed:  # type: ignore[attr-defined]  # closed under us: the engine dropped the turn
+                    settled = True
+                    return
+                try:
+                    e = q.get(timeout=0.02)
+                except queue.Empty:
+                    continue
+                if isinstance(e, E.Error):
+                    settled = True
+                    raise TurnError(f"{e.kind} error: {e.message}", e.kind)
+                if isinstance(e, E.TurnEnd):
+                    settled = True
+                    yield TurnEnd(float(e.ttft_s), float(e.ttfa_s), float(e.rtf), cancelled=e.reason == "cancelled")
+                    return
+                if isinstance(e, E.TextDelta):
+                    yield TextDelta(e.text.encode("utf-8", "replace").decode("utf-8"))
+                    continue
+                if isinstance(e, E.AudioChunk):
+                    out: Event = AudioChunk(np.asarray(e.pcm, np.float32).reshape(-1), int(e.sample_offset))
+                    offset = int(e.sample_offset)
+                elif isinstance(e, E.FaceFrames):
+                    frames = {k: np.asarray(v, np.float32) for k, v in e.frames.items()}
+                    out = FaceFrames(int(e.first_frame), frames, float(e.fps))
+                    offset = int(e.first_frame) * SAMPLES_PER_FRAME
+                else:
+                    continue
+                if self.pace > 0:
+                    now = time.monotonic()
+                    if t_first is None:
+                        t_first = now - offset / OUTPUT_SAMPLE_RATE / self.pace
+                    delay = t_first + offset / OUTPUT_SAMPLE_RATE / self.pace - now
+                    if delay > 0 and cancel.wait(delay):
+                        continue  # the next pass asks the engine to cancel, then waits for its TurnEnd
+                yield out
+        finally:
+            if not settled:  # the consumer stopped early: end the engine's turn before this session's next one
+                self._settle(session, q)
+
+    def _settle(self, session: object, q: object) -> None:
+        from a2llm_rt.engine import events as E
+
+        self.engine.cancel(session)  # type: ignore[attr-defined]
+        deadline = time.monotonic() + self.settle_timeout_s
+        while time.monotonic() < deadline and not session.closed:  # type: ignore[attr-defined]
+            try:
+                e = q.get(timeout=0.02)  # type: ignore[attr-defined]
+            except queue.Empty:
+                continue
+            if isinstance(e, E.TurnEnd | E.Error):
+                return
 
 
-def make_source(backbone: str, motion: str, **scripted: object) -> TurnSource:
-    """``tiny``/``tiny`` -> :class:`ScriptedSource` (keyword overrides apply); directories -> :class:`EngineSource`."""
-    if backbone == "tiny" and motion == "tiny":
-        return ScriptedSource(**scripted)  # type: ignore[arg-type]
-    return EngineSource(backbone, motion)
+def make_source(
+    backbone: str,
+    motion: str,
+    scripted: bool = False,
+    engine: EngineOptions | None = None,
+    pace: float = 0.0,
+    **script: object,
+) -> TurnSource:
+    """``scripted`` -> :class:`ScriptedSource` (``script`` keyword overrides, e.g. ``seconds``; ``pace`` applies);
+    otherwise :class:`EngineSource` over ``backbone`` / ``motion`` (directories or ``tiny``)."""
+    if scripted:
+        return ScriptedSource(pace=pace, **script)  # type: ignore[arg-type]
+    return EngineSource.load(backbone, motion, engine, pace=pace)

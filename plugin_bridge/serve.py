@@ -1,12 +1,20 @@
 """Run the bridge server: ``python -m plugin_bridge.serve --backbone DIR|tiny --motion DIR|tiny``.
 
-``--backbone tiny --motion tiny`` serves the deterministic scripted source (text, a tone, a face sweep) until the
-session engine is wired in; the ``--script-*`` options shape it (the benchmark uses them). SIGINT / SIGTERM stop the
-server gracefully (turns cancelled, clients told ``SHUTTING_DOWN``).
+The server drives the session engine (``a2llm_rt.engine``): ``--backbone tiny --motion tiny`` (the default) runs the
+real engine on seeded random tiny models (CPU, starts in seconds; the answers are noise, the "voice" is the test
+vocoder's tones), weight folders run the real models (``--device cuda``, ``--vocoder TOKEN2WAV_DIR``). With tiny
+models the events are paced to real time (``--pace``), as a model running at real time would deliver them.
+
+``--scripted`` serves the deterministic scripted source instead (text, a 220 Hz tone, a face sweep; every value a
+pure function of time), for tests that check exact values; any ``--script-*`` option implies it. SIGINT / SIGTERM
+stop the server gracefully (turns cancelled, clients told ``SHUTTING_DOWN``).
 
 Examples::
 
     python -m plugin_bridge.serve --backbone tiny --motion tiny
+    python -m plugin_bridge.serve --backbone models/step-audio-2-mini --motion models/motion --device cuda \\
+        --vocoder models/step-audio-2-mini/token2wav --prompt-wav voice.wav
+    python -m plugin_bridge.serve --scripted --script-seconds 2 --script-pace 0
     python -m plugin_bridge.serve --backbone tiny --motion tiny --livelink 127.0.0.1:11111
     python -m plugin_bridge.serve --make-curve-keys keys/            # then:
     python -m plugin_bridge.serve --backbone tiny --motion tiny --bind tcp://0.0.0.0:5555 --curve-keys keys/
@@ -20,65 +28,115 @@ import signal
 import sys
 
 from a2llm_rt.errors import InputError
-from plugin_bridge.event_source import make_source
+from plugin_bridge.event_source import EngineOptions, make_source
 from plugin_bridge.server import BridgeServer, ServerConfig, make_curve_keys
+
+log = logging.getLogger("plugin_bridge.serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m plugin_bridge.serve", description=__doc__.splitlines()[0])
-    ap.add_argument("--backbone", default="tiny", help="backbone weights folder, or 'tiny' (default)")
-    ap.add_argument("--motion", default="tiny", help="motion stack folder, or 'tiny' (default)")
-    ap.add_argument("--bind", default="tcp://127.0.0.1:5555", help="ZeroMQ endpoint (default tcp://127.0.0.1:5555)")
+    ap = argparse.ArgumentParser(
+        prog="python -m plugin_bridge.serve",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    ap.add_argument("--backbone", default="tiny", help="Step-Audio-2-format backbone folder, or 'tiny'")
+    ap.add_argument("--motion", default="tiny", help="motion folder (tokenizer/ + connector/), or 'tiny'")
+    ap.add_argument("--bind", default="tcp://127.0.0.1:5555", help="ZeroMQ endpoint")
     ap.add_argument("--livelink", metavar="HOST:PORT", help="also send Live Link Face UDP packets there")
     ap.add_argument("--curve-keys", metavar="DIR", help="folder with server.key_secret (required off loopback)")
     ap.add_argument("--make-curve-keys", metavar="DIR", help="write server and client CURVE keys into DIR and exit")
     ap.add_argument("--heartbeat-s", type=float, default=1.0)
     ap.add_argument("--session-timeout-s", type=float, default=10.0)
-    ap.add_argument("--max-sessions", type=int, default=256)
+    ap.add_argument("--max-sessions", type=int, default=256, help="bridge sessions (with the engine: at most its rows)")
     ap.add_argument("--max-turn-workers", type=int, default=64)
     ap.add_argument("--max-pending", type=int, default=256, help="messages held per slow client before cancelling")
-    ap.add_argument("--script-seconds", type=float, default=2.0, help="tiny source: answer length (s)")
-    ap.add_argument("--script-frames-per-event", type=int, default=5, help="tiny source: frames per event window")
-    ap.add_argument("--script-pace", type=float, default=1.0, help="tiny source: 1 = real time, 0 = unpaced")
+    ap.add_argument("--pace", type=float, default=None,
+                    help="1 = release audio/face no faster than real time, 0 = as generated (default: 1 for tiny "
+                    "models and the scripted source, 0 for real weights)")  # fmt: skip
+    g = ap.add_argument_group("engine")
+    g.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
+    g.add_argument("--vocoder", default="tone", help="'tone' (test vocoder) or a Step-Audio-2 token2wav folder")
+    g.add_argument("--prompt-wav", default=None, help="reference voice for token2wav")
+    g.add_argument("--seed", type=int, default=0, help="tiny weights seed; session n samples with seed + n")
+    g.add_argument("--engine-sessions", type=int, default=8, help="engine cache rows = sessions at once")
+    g.add_argument("--max-seconds", type=float, default=None, help="answer length limit (default: tiny 3, real 30)")
+    g.add_argument("--min-seconds", type=float, default=None, help="answer length before a stop (tiny 2, real 0)")
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 for tiny on the CPU)")
+    s = ap.add_argument_group("scripted source (deterministic; for tests)")
+    s.add_argument("--scripted", action="store_true", help="serve the scripted source instead of the engine")
+    s.add_argument("--script-seconds", type=float, default=None, help="answer length, s (2; implies --scripted)")
+    s.add_argument("--script-frames-per-event", type=int, default=None, help="frames per event (5; implies --scripted)")
+    s.add_argument("--script-pace", type=float, default=None, help="same as --pace (implies --scripted)")
     ap.add_argument("--log-level", default="INFO")
     return ap
+
+
+def _source(args: argparse.Namespace):
+    script_opts = {
+        "seconds": args.script_seconds,
+        "frames_per_event": args.script_frames_per_event,
+    }
+    implied = any(v is not None for v in script_opts.values()) or args.script_pace is not None
+    scripted = args.scripted or implied
+    if implied and not args.scripted:
+        log.info("--script-* options given: serving the scripted source")
+    tiny = args.backbone == "tiny" and args.motion == "tiny"
+    pace = args.pace if args.pace is not None else args.script_pace
+    if pace is None:
+        pace = 1.0 if (scripted or tiny) else 0.0
+    if pace < 0:
+        raise InputError(f"--pace must be >= 0, got {pace}")
+    if scripted:
+        return make_source(args.backbone, args.motion, scripted=True, pace=pace,
+                           **{k: v for k, v in script_opts.items() if v is not None})  # fmt: skip
+    import torch
+
+    threads = args.threads if args.threads is not None else (1 if args.backbone == "tiny" else None)
+    if threads is not None and args.device == "cpu":
+        torch.set_num_threads(max(1, threads))  # tiny models: thread start-up costs more than it saves
+    options = EngineOptions(
+        device=args.device, vocoder=args.vocoder, prompt_wav=args.prompt_wav, seed=args.seed,
+        sessions=args.engine_sessions, max_seconds=args.max_seconds, min_seconds=args.min_seconds,
+    )  # fmt: skip
+    source = make_source(args.backbone, args.motion, engine=options, pace=pace)
+    log.info("engine: backbone %s, motion %s on %s, %d sessions, pace %g", args.backbone, args.motion, args.device,
+             source.max_sessions, pace)  # fmt: skip
+    return source
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    source = None
     try:
         if args.make_curve_keys:
             pub, client = make_curve_keys(args.make_curve_keys)
             print(f"server public key: {pub}  (give it to clients)\nclient keys: {client}")
             return 0
-        source = make_source(
-            args.backbone,
-            args.motion,
-            seconds=args.script_seconds,
-            frames_per_event=args.script_frames_per_event,
-            pace=args.script_pace,
-        )
+        source = _source(args)
+        max_sessions = args.max_sessions
+        if hasattr(source, "max_sessions"):
+            max_sessions = min(max_sessions, source.max_sessions)
         config = ServerConfig(
             bind=args.bind,
             curve_keys=args.curve_keys,
             heartbeat_s=args.heartbeat_s,
             session_timeout_s=args.session_timeout_s,
-            max_sessions=args.max_sessions,
+            max_sessions=max_sessions,
             max_turn_workers=args.max_turn_workers,
             max_pending=args.max_pending,
             livelink=args.livelink,
         )
+        config.validate()
         server = BridgeServer(source, config)
     except (InputError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    except NotImplementedError as e:
-        print(f"error: {e}", file=sys.stderr)
+        _close(source)
         return 2
 
     def on_signal(signum: int, _frame: object) -> None:
-        logging.getLogger("plugin_bridge.serve").info("signal %d: shutting down", signum)
+        log.info("signal %d: shutting down", signum)
         server.stop(timeout_s=0)
 
     signal.signal(signal.SIGINT, on_signal)
@@ -88,7 +146,15 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        _close(source)
     return 0
+
+
+def _close(source: object) -> None:
+    close = getattr(source, "close", None)
+    if close is not None:
+        close()
 
 
 if __name__ == "__main__":

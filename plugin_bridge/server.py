@@ -472,7 +472,11 @@ class BridgeServer:
         if not layouts:
             caps &= ~int(P.Capability.FACE)
         s = _Session(sid, identity, layouts or (0,), caps, last_rx=time.monotonic())
-        self.source.open_session(sid)
+        try:
+            self.source.open_session(sid)
+        except ev.SourceBusyError as e:  # e.g. every engine cache row is taken
+            self._reply_unknown(identity, P.Error(P.ErrorCode.SERVER_BUSY, f"no free session slot: {e}"[:1000]))
+            return
         self._sessions[identity] = s
         self._by_sid[sid] = s
         s.last_hb_tx = time.monotonic()
@@ -656,15 +660,19 @@ class BridgeServer:
             if cancel.is_set():
                 return
             total = time.monotonic() - t.started
+            status = P.TurnStatus.CANCELLED if timings.cancelled else P.TurnStatus.COMPLETED
             out(
                 P.TurnEnd(
-                    P.TurnStatus.COMPLETED, firsts.get("text", -1.0), firsts.get("audio", -1.0),
+                    status, firsts.get("text", -1.0), firsts.get("audio", -1.0),
                     firsts.get("face", -1.0), timings.rtf, total, counts["tb"], counts["td"], counts["as"],
                     counts["ac"], counts["ff"], turn_id=tid, send_time_us=_now_us(),
                 )
             )  # fmt: skip
         except Exception as exc:
-            log.exception("session %d turn %d failed", sid, tid)
+            if isinstance(exc, ev.TurnError):  # reported by the source (e.g. refused input): no traceback
+                log.warning("session %d turn %d failed: %s", sid, tid, exc)
+            else:
+                log.exception("session %d turn %d failed", sid, tid)
             out(P.Error(P.ErrorCode.TURN_FAILED, f"turn failed: {type(exc).__name__}: {exc}"[:1000], turn_id=tid))
             out(P.TurnEnd(P.TurnStatus.FAILED, total_s=time.monotonic() - t.started, turn_id=tid))
         finally:

@@ -400,7 +400,7 @@ def train_stage(recipe: A2LLMRecipe, stage: int, device: str = "auto", progress:
                 losses = net(batch, recipe.motion_weight)
                 (losses["total"] / sc.grad_accum).backward()
             for k, v in losses.items():
-                logs[k] = logs.get(k, 0.0) + float(v) / sc.grad_accum
+                logs[k] = logs.get(k, 0.0) + float(v.detach()) / sc.grad_accum
         if sc.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], sc.grad_clip)
         opt.step()

@@ -220,21 +220,25 @@ def build_glb(
         materials.append(
             {
                 "name": "mouth",
-                "pbrMetallicRoughness": {"baseColorFactor": [0.09, 0.015, 0.02, 1.0], "metallicFactor": 0.0},
+                "pbrMetallicRoughness": {
+                    "baseColorFactor": [0.035, 0.006, 0.008, 1.0],
+                    "metallicFactor": 0.0,
+                    "roughnessFactor": 0.9,
+                },
             }
         )
         (mouth_c, mouth_ext), eye_a, eye_b = holes[1], holes[2], holes[3]
         for label, (c, ext) in (("eyeLeft", max(eye_a, eye_b, key=lambda h: h[0][0])),
                                 ("eyeRight", min(eye_a, eye_b, key=lambda h: h[0][0]))):  # fmt: skip
-            r = float(0.47 * ext[0])  # eyeball radius from the eye opening's width (~12 mm for Apple's mesh)
+            r = float(0.53 * ext[0])  # eyeball radius from the eye opening's width (~12 mm for Apple's mesh)
             nodes.append(
-                {"name": label, "mesh": 1, "translation": [float(c[0]), float(c[1]), float(c[2] - 0.72 * r)],
+                {"name": label, "mesh": 1, "translation": [float(c[0]), float(c[1]), float(c[2] - 0.62 * r)],
                  "scale": [r, r, r]}
             )  # fmt: skip
         w = float(mouth_ext[0])
         nodes.append(
-            {"name": "mouthInterior", "mesh": 2, "scale": [0.55 * w, 0.55 * w, 0.45 * w],
-             "translation": [float(mouth_c[0]), float(mouth_c[1] - 0.15 * w), float(mouth_c[2] - 0.55 * w)]}
+            {"name": "mouthInterior", "mesh": 2, "scale": [0.6 * w, 0.8 * w, 0.5 * w],
+             "translation": [float(mouth_c[0]), float(mouth_c[1] - 0.45 * w), float(mouth_c[2] - 0.75 * w)]}
         )  # fmt: skip
     while len(b.data) % 4:
         b.data.append(0)

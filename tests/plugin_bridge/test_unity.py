@@ -16,8 +16,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -79,6 +81,19 @@ def _run_console(built: Path, *args: str, timeout: float = 60) -> str:
     return out
 
 
+def _wait_for_port(server: subprocess.Popen, port: int, timeout_s: float = 60.0) -> None:
+    """Waits until the server listens (its start imports numpy/scipy, slow on a loaded machine)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"server exited with {server.returncode}:\n{server.stdout.read() if server.stdout else ''}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    pytest.fail(f"server did not listen on port {port} within {timeout_s} s")
+
+
 def test_package_layout() -> None:
     pkg = json.loads((UNITY / "package.json").read_text())
     assert pkg["name"].startswith("com.") and pkg["name"] == pkg["name"].lower()
@@ -88,6 +103,9 @@ def test_package_layout() -> None:
     asmdef = json.loads((UNITY / "Runtime" / "A2LLM.Runtime.asmdef").read_text())
     assert asmdef["name"] == "A2LLM.Runtime"
     assert (UNITY / "README.md").is_file()
+    # an immutable (git / registry) package needs a .meta beside every asset, or Unity ignores the asset
+    missing = [p.name for p in (UNITY / "Runtime").iterdir() if p.suffix != ".meta" and not Path(f"{p}.meta").exists()]
+    assert not missing, f"Runtime files without a .meta: {missing}"
 
 
 def test_runtime_compiles_and_unit_tests_pass(built: Path) -> None:
@@ -111,7 +129,8 @@ def test_live_turn_through_native_core(built: Path) -> None:
         text=True,
     )  # fmt: skip
     try:
-        out = _run_console(built, endpoint)  # the client retries Hello until the server is up
+        _wait_for_port(server, port)
+        out = _run_console(built, endpoint)
     finally:
         server.terminate()
         try:

@@ -176,7 +176,7 @@ namespace A2LLMTests
 
             Lifecycle.Call(avatar, "Awake");
             Lifecycle.Call(avatar, "Start");
-            var deadline = DateTime.UtcNow.AddSeconds(10);
+            var deadline = DateTime.UtcNow.AddSeconds(30);
             while (connected == 0 && DateTime.UtcNow < deadline)
             {
                 Lifecycle.Call(avatar, "Update");
@@ -249,7 +249,12 @@ namespace A2LLMTests
                     double err = Math.Abs(expected - got);
                     worst = Math.Max(worst, err);
                     syncChecks++;
-                    if (err > 0.02) syncBad++;
+                    if (err > 0.02)
+                    {
+                        syncBad++;
+                        Console.WriteLine(string.Format("  sync: sample {0} expected {1:F4} got {2:F4} playhead {3}",
+                            avatar.LastFaceSample, expected, got, avatar.Client.PlaybackPosition(out uint _)));
+                    }
                     double yaw = Scripted.HeadYawAt(avatar.LastFaceSample);
                     // rotation about +y only: y = sin(yaw / 2)
                     headChecks++;
@@ -290,7 +295,8 @@ namespace A2LLMTests
     }
 
     /// <summary>Values of plugin_bridge.event_source.ScriptedSource (frame k is a pure function of k), sampled the
-    /// way the core does: frame values sit at frame centres (k + 0.5) * 960 and are linearly interpolated.</summary>
+    /// way the core does (PROTOCOL.md 4.5): frame position = samples * fps / rate, so frame k sits at sample k * 960,
+    /// linearly interpolated between neighbours.</summary>
     internal static class Scripted
     {
         private static double JawOpen(long k)
@@ -305,7 +311,7 @@ namespace A2LLMTests
 
         private static double At(ulong sample, Func<long, double> f)
         {
-            double x = sample / 960.0 - 0.5;
+            double x = sample / 960.0;
             if (x <= 0) return f(0);
             long k = (long)Math.Floor(x);
             long last = 49; // 2 s at 25 fps

@@ -88,8 +88,9 @@ export class Avatar {
     this.pivot.add(gltf.scene);
     this.pivot.rotation.set(0, 0, 0);
     const target = centre.clone().sub(neck);
-    const dist = (Math.max(size.x, size.y) * 0.62) / Math.tan(THREE.MathUtils.degToRad(this.camera.fov / 2));
-    this.camera.position.set(target.x + dist * 0.18, target.y + dist * 0.06, target.z + dist);
+    target.y -= 0.07 * size.y; // aim a little low: the face sits above the caption
+    const dist = (Math.max(size.x, size.y) * 0.56) / Math.tan(THREE.MathUtils.degToRad(this.camera.fov / 2));
+    this.camera.position.set(target.x + dist * 0.12, target.y + dist * 0.05, target.z + dist);
     this.camera.near = dist / 100;
     this.camera.far = dist * 100;
     this.camera.updateProjectionMatrix();

@@ -290,11 +290,13 @@ function frame(): void {
       if (f.flag === FrameFlag.Held && player.active && player.frozen === null) heldFrames++;
       lastValues = f;
       avatar.setCurves(f.keys, f.values);
-      const idx = new Map(f.keys.map((k, i) => [k, i]));
-      curves.push(ph / outputRate, (n) => {
-        const i = idx.get(curveKey(n));
-        return i === undefined ? undefined : f.values[i];
-      });
+      if (player.frozen === null) {
+        const idx = new Map(f.keys.map((k, i) => [k, i]));
+        curves.push(ph / outputRate, (n) => {
+          const i = idx.get(curveKey(n));
+          return i === undefined ? undefined : f.values[i];
+        });
+      }
     }
   }
   if (avatar.loaded) avatar.render();

@@ -1,0 +1,139 @@
+"""The 3-stage curriculum on tiny synthetic data: stages, LoRA reset, subset, checkpoints, resume, DDP, eval."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from a2llm_rt.models.lora import lora_parameters
+from training import ddp
+from training.data.format import ShardWriter
+from training.synthetic_qa import JAW, jaw_from_codes, make_samples
+from training.train_a2llm import A2LLMRecipe, build_stage_model, load_connector, main, read_stage_state, train_stage
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _codes_of(motion: np.ndarray) -> np.ndarray:
+    """Stand-in motion tokenizer: level 0 = mean jaw of the group in 16 steps, level 1 = smiling."""
+    t = len(motion) // 5
+    jaw = motion[: t * 5, JAW].reshape(t, 5).mean(1)
+    smile = motion[: t * 5, 23].reshape(t, 5).mean(1) > 0.25
+    return np.stack([np.clip(np.round(jaw * 16), 0, 15), smile.astype(np.float32)], 1).astype(np.int64)
+
+
+def _dataset(path: Path, n: int, seed: int) -> Path:
+    samples = make_samples(n, seed, "s", min_frames=20, max_frames=30)
+    with ShardWriter(path) as w:
+        for s in samples:
+            s.motion_codes = _codes_of(s.motion)
+            w.write(s)
+    return path
+
+
+def _recipe(tmp: Path, steps: int = 2, **kw) -> A2LLMRecipe:
+    stage = {"steps": steps, "batch_size": 4, "warmup_steps": 1, "ckpt_every": 100, "lr_lora": 3e-3,
+             "lr_connector": 3e-3}  # fmt: skip
+    d = {
+        "out": str(tmp / "run"),
+        "train_data": str(_dataset(tmp / "train", 12, 0)) if not (tmp / "train").exists() else str(tmp / "train"),
+        "num_threads": 1,
+        "model": {
+            "connector": {"d_llm": 64, "d_model": 32, "n_layers": 1, "n_heads": 2, "dropout": 0.0, "window": 10,
+                          "n_q": 2, "codebook_size": 16},  # fmt: skip
+            "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "module_prefix": "model"},
+        },
+        "stage1": stage,
+        "stage2": stage,
+        "stage3": {**stage, "emotions": ["happy"]},
+        **kw,
+    }
+    return A2LLMRecipe.from_dict(d)
+
+
+def test_three_stages_reset_and_subset(tmp_path):
+    torch.set_num_threads(1)
+    r = _recipe(tmp_path)
+    out = Path(r.out)
+    m1 = train_stage(r, 1, "cpu", progress=False)
+    assert read_stage_state(out / "stage1")["done"] and (out / "base" / "config.json").is_file()
+    assert (out / "stage1" / "lora" / "adapter_model.safetensors").is_file() and m1["samples"] == 12
+    # stage 2 starts from stage 1's connector and a fresh LoRA (B = 0: the model equals its base again)
+    m2, _ = build_stage_model(r, out, 2, ddp.DistInfo())
+    c1 = load_connector(out / "stage1")
+    for (k, a), b in zip(m2.connector.state_dict().items(), c1.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    lora_b = [p for n, p in lora_parameters(m2.peft[0]).items() if "lora_B" in n]
+    assert lora_b and all(float(p.abs().max()) == 0 for p in lora_b)
+    from safetensors.torch import load_file
+
+    s1 = load_file(str(out / "stage1" / "lora" / "adapter_model.safetensors"))
+    assert any(float(v.abs().max()) > 0 for k, v in s1.items() if "lora_B" in k)
+    train_stage(r, 2, "cpu", progress=False)
+    m3 = train_stage(r, 3, "cpu", progress=False)
+    n_happy = sum(s.emotion == "happy" for s in make_samples(12, 0, "s", 20, 30))
+    assert m3["samples"] == n_happy < 12
+    # stage 3 continued from stage 2's adapter
+    s2 = load_file(str(out / "stage2" / "lora" / "adapter_model.safetensors"))
+    s3 = load_file(str(out / "stage3" / "lora" / "adapter_model.safetensors"))
+    assert s2.keys() == s3.keys() and any(not torch.equal(s2[k], s3[k]) for k in s2)
+    # a finished stage is not trained again
+    before = (out / "stage3" / "trainer_state.json").read_text()
+    train_stage(r, 3, "cpu", progress=False)
+    assert (out / "stage3" / "trainer_state.json").read_text() == before
+
+
+def test_stage_order_and_resume(tmp_path, capsys):
+    r = _recipe(tmp_path)
+    cfg = tmp_path / "r.yaml"
+    r.to_file(cfg)
+    assert main(["--stage", "2", "--config", str(cfg), "--no-progress"]) == 2
+    assert "needs a finished stage 1" in capsys.readouterr().err
+    assert main(["--stage", "1", "--config", str(cfg), "--no-progress"]) == 0
+    st = Path(r.out) / "stage1" / "trainer_state.json"
+    meta = json.loads(st.read_text())
+    assert meta["step"] == 2 and (st.parent / "optimizer.safetensors").is_file()
+    meta["done"] = False  # as if it had stopped at a periodic checkpoint
+    st.write_text(json.dumps(meta))
+    assert main(["--stage", "1", "--config", str(cfg), "--no-progress", "--steps", "4"]) == 0
+    assert "resuming stage 1 at step 2" in capsys.readouterr().err
+    assert json.loads(st.read_text())["step"] == 4
+
+
+@pytest.mark.slow
+def test_learns_motion_tokens_with_grad_accum(tmp_path):
+    torch.set_num_threads(1)
+    base = _recipe(tmp_path)
+    stage = dataclasses.replace(base.stage1, steps=40, grad_accum=2, lr_lora=5e-3, lr_connector=5e-3, warmup_steps=3)
+    r = dataclasses.replace(base, stage1=stage, val_data=base.train_data)
+    m = train_stage(r, 1, "cpu", progress=False)
+    chance = 1 / 16
+    assert m["val_motion_acc"] > 4 * chance and m["val_motion"] < 2 * np.log(16) * 0.6
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(tmp_path):
+    r = _recipe(tmp_path)
+    cfg = tmp_path / "r.yaml"
+    r.to_file(cfg)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+           "-m", "training.train_a2llm", "--stage", "1", "--config", str(cfg), "--device", "cpu", "--no-progress"]  # fmt: skip
+    p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, p.stderr[-3000:]
+    meta = read_stage_state(Path(r.out) / "stage1")
+    assert meta["done"] and meta["step"] == 2
+
+
+def test_jaw_relation_is_lagged():
+    codes = np.array([0] * 10 + [63] * 10)
+    jaw = jaw_from_codes(codes, lag=2)
+    assert jaw[11] == 0 and jaw[12] > 0.5 and jaw[-1] > 0.89
