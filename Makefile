@@ -4,12 +4,13 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.a2llm-installed
-DEB_PACKAGES := libzmq3-dev cppzmq-dev mono-mcs mono-runtime espeak-ng sox cmake g++ pkg-config
+DEB_PACKAGES := libzmq3-dev cppzmq-dev mono-mcs mono-runtime espeak-ng sox cmake g++ pkg-config chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 NATIVE_BUILD := build/native
+PAGE := plugin_bridge/web/page
 PYTEST_ARGS ?=
 
-.PHONY: help setup venv deb native test lint demo gpu-check bench clean
+.PHONY: help setup venv deb native page test lint demo gpu-check bench clean
 
 help:
 	@echo "make demo   - run the demo on the embedded tiny models, outputs in demo_out/"
@@ -45,12 +46,18 @@ native: setup
 	  cmake -S plugin_bridge/native -B $(NATIVE_BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null && \
 	  cmake --build $(NATIVE_BUILD) -j2 >/dev/null; fi
 
+# The browser viewer's page (Vite + three.js from npm; Node >= 20.19 as on this machine kind).
+page: setup
+	@command -v npm >/dev/null || { echo "npm not found: the browser viewer and its tests need Node.js >= 20.19"; exit 0; }; \
+	cd $(PAGE) && { [ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --no-audit --no-fund --loglevel=error; } \
+	  && npm run build --silent >/dev/null
+
 # --- the two commands ------------------------------------------------------------------------------------------------
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check . >/dev/null || echo "note: ruff format would reformat some files"
 
-test: setup native lint
+test: setup native page lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 demo: setup

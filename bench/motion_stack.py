@@ -24,10 +24,10 @@ from pathlib import Path
 
 import torch
 
+from a2llm_rt.engine.motion_backend import OnnxRuntimeBackend, TorchBackend
 from a2llm_rt.models.connector import ConnectorConfig, MotionConnector
 from a2llm_rt.models.motion_tokenizer import MotionTokenizer, MotionTokenizerConfig
 from a2llm_rt.utils.fileio import atomic_write_json
-from export.backends import OnnxRuntimeBackend, TorchBackend
 from export.build_engines import TINY_CONNECTOR, TINY_MOTION, build
 
 PAPER_CONNECTOR = ConnectorConfig(d_llm=3584, d_model=768, n_layers=6, n_heads=12, dropout=0.0, window=10)

@@ -135,7 +135,7 @@ def build(
     bar = tqdm(steps, desc="build_engines", unit="step", disable=not sys.stderr.isatty())
     import onnxruntime as ort  # noqa: F401  (fail early if missing)
 
-    from export.backends import ort_session
+    from a2llm_rt.engine.motion_backend import ort_session
 
     for step in bar:
         bar.set_postfix_str(step)
@@ -228,6 +228,7 @@ def _verdict(par: dict[str, Any]) -> str:
 
 
 def _tensorrt(connector, motion, out: Path, precision: str, max_batch: int, artifacts: dict, trt, log) -> dict:
+    from a2llm_rt.engine.trt_runner import TrtRunner
     from export import trt_build
 
     if trt is False:
@@ -248,7 +249,7 @@ def _tensorrt(connector, motion, out: Path, precision: str, max_batch: int, arti
     info: dict[str, Any] = {"built": True, "passed": True}
     for name, src, prof in jobs:
         facts = trt_build.build_engine(out / artifacts[src]["file"], out / FILES[name], prof, precision)
-        runner = trt_build.TrtRunner(out / FILES[name])
+        runner = TrtRunner(out / FILES[name])
         if name == "connector_trt":
             par = connector_parity(connector, runner.numpy_runner(["logits", "codes"]), precision)
         else:

@@ -17,22 +17,17 @@ Layout (one entry per artifact; the runtime reads only this file and the artifac
       "trt": {"built": false, "reason": "..."}
     }
 
-:func:`verify_artifact` is what every backend calls before loading a file: a missing file, an unknown artifact or a
-sha256 that differs from the manifest's raises :class:`~a2llm_rt.errors.InputError` naming the file.
+This module writes the manifest; reading it and checking artifact hashes is runtime code and lives in
+:mod:`a2llm_rt.engine.artifacts` (``read_manifest``, ``verify_artifact``, ``file_sha256``).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from a2llm_rt.errors import InputError
+from a2llm_rt.engine.artifacts import FORMAT, MANIFEST, file_sha256
 from a2llm_rt.utils.fileio import atomic_write_json
-from export.onnx_export import file_sha256
-
-FORMAT = "a2llm-motion-engines/1"
-MANIFEST = "manifest.json"
 
 
 def io_spec(path: str | Path) -> dict[str, list[dict[str, Any]]]:
@@ -66,46 +61,4 @@ def write_manifest(folder: str | Path, manifest: dict[str, Any]) -> Path:
     path = Path(folder) / MANIFEST
     manifest = {"format": FORMAT, **manifest}
     atomic_write_json(path, manifest)
-    return path
-
-
-def read_manifest(folder: str | Path) -> dict[str, Any]:
-    """The manifest of an engines folder; :class:`InputError` when missing, unreadable or of another format."""
-    path = Path(folder) / MANIFEST
-    if not path.is_file():
-        raise InputError("no manifest.json: not an engines folder (make one: python -m export.build_engines)", path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise InputError(f"unreadable manifest: {e}", path) from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise InputError(f"manifest format is {data.get('format') if isinstance(data, dict) else None!r}, "
-                         f"expected {FORMAT!r}", path)  # fmt: skip
-    if not isinstance(data.get("artifacts"), dict):
-        raise InputError("manifest has no 'artifacts' mapping", path)
-    return data
-
-
-def verify_artifact(folder: str | Path, manifest: dict[str, Any], name: str) -> Path:
-    """Path of artifact ``name`` after checking that its file exists and its sha256 matches the manifest.
-
-    Raises :class:`InputError` (naming the file) when the manifest lacks the artifact, the file is missing, or the
-    file's sha256 differs from the recorded one (a tampered, truncated or re-exported file is refused).
-    """
-    folder = Path(folder)
-    entry = manifest["artifacts"].get(name)
-    if entry is None:
-        have = sorted(manifest["artifacts"])
-        raise InputError(f"the manifest lists no artifact {name!r} (it has {have})", folder / MANIFEST)
-    path = folder / entry["file"]
-    if not path.is_file():
-        raise InputError(f"artifact {name!r} listed in the manifest is missing", path)
-    digest = file_sha256(path)
-    if digest != entry["sha256"]:
-        raise InputError(
-            f"sha256 mismatch for artifact {name!r}: the file has {digest[:16]}..., the manifest records "
-            f"{entry['sha256'][:16]}...; the file was modified or belongs to another export, refusing to load it "
-            "(re-run python -m export.build_engines)",
-            path,
-        )
     return path

@@ -24,12 +24,11 @@ runtimes feed the same buffers to every variant.
 
 The decoder graph never drops outputs: the ``skip`` of :class:`DecoderState` (hold back the first ``lookahead``
 tokens of a stream) is done by the runtime, which runs those tokens alone and keeps only their ``tokens`` state
-(see ``export/backends.py``); this is exactly what :meth:`MotionDecoder.step` does.
+(see ``a2llm_rt/engine/motion_backend.py``); this is exactly what :meth:`MotionDecoder.step` does.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -39,6 +38,7 @@ import onnx
 import torch
 from torch import nn
 
+from a2llm_rt.engine.artifacts import weights_sha256
 from a2llm_rt.errors import InputError
 from a2llm_rt.models.connector import MotionConnector
 from a2llm_rt.models.motion_tokenizer import DecoderState, MotionTokenizer
@@ -104,16 +104,6 @@ def decoder_state_names(tokenizer: MotionTokenizer) -> list[str]:
 
 
 # ---- metadata -----------------------------------------------------------------------------------------------------
-def weights_sha256(module: nn.Module) -> str:
-    """sha256 over the state dict (sorted names, dtype, shape, raw bytes): identifies the weights, not the file."""
-    h = hashlib.sha256()
-    for name, t in sorted(module.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
 def a2llm_version() -> str:
     try:
         import importlib.metadata
@@ -135,14 +125,6 @@ def versions() -> dict[str, str]:
 
     return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
             "a2llm": a2llm_version()}  # fmt: skip
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def set_metadata(path: str | Path, meta: dict[str, Any]) -> None:

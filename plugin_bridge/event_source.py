@@ -226,6 +226,17 @@ class ScriptedSource:
 
 
 # --- the real engine -----------------------------------------------------------------------------------------------
+_CONTROL = dict.fromkeys([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
+
+
+def clean_text(text: str) -> str:
+    """``text`` as valid UTF-8 without C0 control characters other than tab, newline and carriage return.
+
+    Random test models emit any byte; clients that hold text as C strings (the native core) must never see a NUL.
+    """
+    return text.encode("utf-8", "replace").decode("utf-8").translate(_CONTROL)
+
+
 @dataclass
 class EngineOptions:
     """How :meth:`EngineSource.load` builds the engine (``tiny`` models get short answers so that tests stay fast)."""
@@ -374,7 +385,9 @@ class EngineSource:
                     yield TurnEnd(float(e.ttft_s), float(e.ttfa_s), float(e.rtf), cancelled=e.reason == "cancelled")
                     return
                 if isinstance(e, E.TextDelta):
-                    yield TextDelta(e.text.encode("utf-8", "replace").decode("utf-8"))
+                    text = clean_text(e.text)
+                    if text:
+                        yield TextDelta(text)
                     continue
                 if isinstance(e, E.AudioChunk):
                     out: Event = AudioChunk(np.asarray(e.pcm, np.float32).reshape(-1), int(e.sample_offset))

@@ -83,7 +83,11 @@ def free_run_codes(model, hidden: torch.Tensor) -> torch.Tensor:
 def chance_levels(train_codes: list[torch.Tensor], k: int) -> dict:
     allc = torch.cat(train_codes, 0)  # [N, N_q]
     majority = [float(torch.bincount(allc[:, q], minlength=k).max()) / len(allc) for q in range(allc.shape[1])]
-    return {"chance_uniform": 1.0 / k, "chance_majority_per_level": majority, "chance_majority": float(np.mean(majority))}
+    return {
+        "chance_uniform": 1.0 / k,
+        "chance_majority_per_level": majority,
+        "chance_majority": float(np.mean(majority)),
+    }
 
 
 @torch.no_grad()
@@ -178,7 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"  motion-token accuracy: teacher-forced {res['token_acc_teacher_forced']:.3f}, free-running "
           f"{res['token_acc_free_running']:.3f}; chance: majority {res['chance_majority']:.3f}, "
           f"uniform {res['chance_uniform']:.3f}")  # fmt: skip
-    print(f"  Peak Align {res['peak_align_ms']:.1f} ms (median {res['peak_align_ms_median']:.0f}), Temporal Correlation "
+    print(f"  Peak Align {res['peak_align_ms']:.1f} ms (median {res['peak_align_ms_median']:.0f}), "
+          f"Temporal Correlation "
           f"{res['temporal_corr']:.3f}, Velocity Correlation {res['velocity_corr']:.3f}, MOD {res['mod_mm']:.2f} mm, "
           f"LVE {res['lve_mm']:.2f} mm  [mesh: {res['mesh']}]")  # fmt: skip
     print(f"  tokenizer ceiling (decoded reference codes): Peak Align {c['peak_align_ms']:.1f} ms, Temporal "

@@ -5,7 +5,8 @@ Relation (ARKIT52, 25 fps, one motion frame per 25 Hz answer audio code; tiny to
 - the answer's audio codes come in "syllables" of 3-7 frames; a syllable has a class ``c`` in 0..3 and every code in
   it is ``16 c + r`` (``r`` random), so the *class* of a code is ``code // 16``;
 - ``jawOpen`` follows the class of the code ``LAG`` frames earlier (``LAG`` = 2 frames = 80 ms): target
-  ``LEVELS[c]`` = 0, 0.3, 0.6, 0.9, through a causal one-pole smoother (``jaw[t] = jaw[t-1] + 0.6 (target - jaw[t-1])``);
+  ``LEVELS[c]`` = 0, 0.3, 0.6, 0.9, through a causal one-pole smoother
+  (``jaw[t] = jaw[t-1] + 0.6 (target - jaw[t-1])``);
   ``mouthClose`` = 0.15 (1 - jawOpen), ``mouthFunnel`` = 0.3 jawOpen;
 - a quarter of the samples are labelled ``happy`` and smile (``mouthSmileLeft/Right`` 0.5), the rest ``neutral``.
 

@@ -52,7 +52,7 @@ from training.data.audio_tokenizers import load_audio_tokenizer
 from training.data.builders import IGNORE, Batch, BuiltSample, SequenceBuilder, collate
 from training.data.format import read_samples
 
-# ---- recipe -----------------------------------------------------------------------------------------------------------
+# ---- recipe ----------------------------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
@@ -122,7 +122,7 @@ class A2LLMRecipe(Config):
         return getattr(self, f"stage{n}")
 
 
-# ---- model ------------------------------------------------------------------------------------------------------------
+# ---- model -----------------------------------------------------------------------------------------------------------
 
 
 class A2LLM(nn.Module):
@@ -142,7 +142,9 @@ class A2LLM(nn.Module):
     def forward(self, batch: Batch, motion_weight: float = 1.0) -> dict[str, torch.Tensor]:
         logits, hidden = self.hidden_and_logits(batch)
         v = logits.shape[-1]
-        l_seq = F.cross_entropy(logits[:, :-1].reshape(-1, v).float(), batch.labels[:, 1:].reshape(-1), ignore_index=IGNORE)
+        l_seq = F.cross_entropy(
+            logits[:, :-1].reshape(-1, v).float(), batch.labels[:, 1:].reshape(-1), ignore_index=IGNORE
+        )
         out = {"seq": l_seq}
         codes = batch.motion_codes
         if codes is not None and bool((codes != IGNORE).any()):
@@ -215,7 +217,7 @@ def load_built(path: str | Path, builder: SequenceBuilder, stage: StageConfig | 
     return [builder.build(s) for s in samples]
 
 
-# ---- checkpoints --------------------------------------------------------------------------------------------------------
+# ---- checkpoints -----------------------------------------------------------------------------------------------------
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -295,7 +297,7 @@ def _load_optimizer(ck: Path, opt: torch.optim.Optimizer, meta: dict) -> None:
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-# ---- training ------------------------------------------------------------------------------------------------------------
+# ---- training --------------------------------------------------------------------------------------------------------
 
 
 def lr_scale(step: int, sc: StageConfig) -> float:
@@ -375,7 +377,7 @@ def train_stage(recipe: A2LLMRecipe, stage: int, device: str = "auto", progress:
             print(f"resuming stage {stage} at step {start}", file=sys.stderr)
     net: nn.Module = model
     if info.distributed:
-        net = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+        net = nn.parallel.DistributedDataParallel(model)  # the connector always joins the graph (see A2LLM)
     use_amp = info.device.type == "cuda"
     pad_id = builder.layout.pad if builder.layout.pad is not None else 0
     n_q = recipe.model.connector.n_q

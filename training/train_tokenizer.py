@@ -67,6 +67,9 @@ class TrainConfig(Config):
     """Validation MAE every this many steps (0: only at the end)."""
     seed: int = 0
     """Seed of all randomness."""
+    pca_init: bool = True
+    """With ``model.linear_skip``: start from the PCA autoencoder of the training windows (see
+    :meth:`MotionTokenizer.init_linear_skip_pca`)."""
     num_threads: int = 2
     """torch CPU threads per process."""
 
@@ -213,6 +216,9 @@ def train(
     torch.manual_seed(tc.seed)
     model = MotionTokenizer(mc)
     model.set_normalization(*map(torch.as_tensor, train_ds.stats()))
+    if mc.linear_skip and tc.pca_init:
+        windows = train_ds.sample(max(256, 4096 // (recipe.data.window // mc.group)), np.random.default_rng(tc.seed))
+        model.init_linear_skip_pca(torch.as_tensor(windows))
     model.to(info.device).train()
     vertex_fn = regions = None
     if recipe.face_model and recipe.loss.vertex_terms:

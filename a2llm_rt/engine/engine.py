@@ -44,6 +44,7 @@ from a2llm_rt.engine.decode import (
     text_delta,
 )
 from a2llm_rt.engine.events import AudioChunk, Error, Event, FaceFrames, TextDelta, TurnEnd
+from a2llm_rt.engine.motion_backend import MotionBackendConfig, apply_motion_backend
 from a2llm_rt.engine.nvtx import nvtx_range
 from a2llm_rt.engine.sampling import SamplingConfig, sample_tokens
 from a2llm_rt.engine.session import Session
@@ -86,6 +87,9 @@ class EngineConfig(Config):
     """Spoken answers (``<tts_start>`` prefilled, TA4). Text-only answers are not supported by the engine yet."""
     sampling: SamplingConfig = dataclasses.field(default_factory=SamplingConfig)
     """Default sampling of new sessions (each session's seed is ``sampling.seed + session_id``)."""
+    motion_backend: MotionBackendConfig = dataclasses.field(default_factory=MotionBackendConfig)
+    """Runtime of the motion stack (connector + RVQ decoder): ``torch`` (the stack's modules), ``onnxruntime`` or
+    ``tensorrt`` (an engines folder from ``python -m export.build_engines``, checked against its manifest)."""
 
     def validate(self) -> None:
         if self.max_sessions < 1 or self.max_len < 16 or self.max_new_tokens < 1:
@@ -103,8 +107,11 @@ class Engine:
 
     def __init__(self, stack: Stack, config: EngineConfig | None = None):
         stack.check()
-        self.stack = stack
         self.cfg = config or EngineConfig()
+        # the motion backend from config: an exported one replaces the stack's connector / motion tokenizer with
+        # drop-in views (the stack passed in is not changed); InputError for a bad or tampered engines folder
+        self.stack, self.motion_backend = apply_motion_backend(stack, self.cfg.motion_backend)
+        stack = self.stack
         bb = stack.backbone
         self.layout = stack.layout
         self.device = stack.device

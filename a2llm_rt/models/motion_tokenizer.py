@@ -366,6 +366,38 @@ class MotionTokenizer(nn.Module):
         self.motion_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
         self.motion_std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp_min(self.cfg.std_floor))
 
+    @torch.no_grad()
+    def init_linear_skip_pca(self, motion: torch.Tensor) -> None:
+        """Start as a PCA autoencoder: the linear skips project token frames on their top principal components.
+
+        ``motion``: ``[N, T, D]`` training windows (T a multiple of G). The encoder skip maps each token's ``G x D``
+        normalised frames to their first ``latent_dim`` principal components, the decoder skip maps them back, and
+        the conv paths' output layers start at zero, so the untrained model is exactly that PCA autoencoder and
+        training learns the non-linear corrections (and the codebooks) on top. Requires ``linear_skip``.
+        """
+        enc, dec = self.encoder.skip, self.decoder.skip
+        if enc is None or dec is None:
+            raise ValueError("init_linear_skip_pca needs a tokenizer built with linear_skip=True")
+        self.check_motion(motion)
+        x = self.normalize(motion.float())
+        n, t, d = x.shape
+        g = self.group
+        tok = x.reshape(n, t // g, g, d).permute(0, 1, 3, 2).reshape(-1, d * g)  # [N T/G, D G], (d, k) order
+        # centre by the per-curve mean (a transposed conv's bias is per channel, not per frame of the token)
+        mean = tok.reshape(-1, d, g).mean((0, 2)).repeat_interleave(g)  # [D G]
+        _, _, vh = torch.linalg.svd(tok - mean, full_matrices=False)
+        latent = enc.out_channels
+        k = min(latent, vh.shape[0])
+        w = torch.zeros(latent, d * g, device=tok.device)
+        w[:k] = vh[:k]
+        enc.weight.copy_(w.reshape(latent, d, g))
+        enc.bias.copy_(-(w @ mean))
+        dec.weight.copy_(w.reshape(latent, d, g))
+        dec.bias.copy_(mean.reshape(d, g)[:, 0])
+        for conv in (self.encoder.out, self.decoder.out):
+            conv.weight.zero_()
+            conv.bias.zero_()
+
     def normalize(self, motion: torch.Tensor) -> torch.Tensor:
         return (motion - self.motion_mean) / self.motion_std
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from a2llm_rt.engine.motion_backend import MotionBackendConfig, OnnxRuntimeBackend, TorchBackend, load_motion_backend
 from a2llm_rt.errors import InputError
-from export.backends import MotionBackendConfig, OnnxRuntimeBackend, TorchBackend, load_motion_backend
 from tests.export.helpers import tiny_engines
 
 

@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from export.backends import ort_session
-from export.manifest import MANIFEST, read_manifest
-from export.onnx_export import file_sha256, read_metadata, weights_sha256
+from a2llm_rt.engine.artifacts import MANIFEST, file_sha256, read_manifest, weights_sha256
+from a2llm_rt.engine.motion_backend import ort_session
+from export.onnx_export import read_metadata
 from export.parity import connector_parity, decoder_parity, ort_runner
 from export.trt_build import tensorrt_available
 from tests.export.helpers import tiny_engines

@@ -33,7 +33,7 @@ def test_engines_built_and_verified(trt_engines):
 
 
 def test_tensorrt_backend_matches_torch(trt_engines):
-    from export.backends import TensorRTBackend, TorchBackend
+    from a2llm_rt.engine.motion_backend import TensorRTBackend, TorchBackend
     from tests.export.test_backends import drive
 
     folder, _, connector, motion = trt_engines
@@ -49,7 +49,7 @@ def test_onnxruntime_cuda_provider_matches_cpu():
     ort = pytest.importorskip("onnxruntime")
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("onnxruntime-gpu not installed")
-    from export.backends import OnnxRuntimeBackend
+    from a2llm_rt.engine.motion_backend import OnnxRuntimeBackend
 
     built = tiny_engines()
     cpu, gpu = OnnxRuntimeBackend(built.folder), OnnxRuntimeBackend(built.folder, provider="cuda")

@@ -167,3 +167,18 @@ def test_training_reduces_reconstruction_error():
         opt.step()
         first = first if first is not None else loss.item()
     assert loss.item() < 0.5 * first
+
+
+def test_pca_init_starts_as_a_pca_autoencoder():
+    torch.manual_seed(0)
+    cfg = MotionTokenizerConfig(layout="arkit52", width=16, latent_dim=12, num_quantizers=2, codebook_size=8,
+                                linear_skip=True)  # fmt: skip
+    m = MotionTokenizer(cfg)
+    basis = torch.randn(2, 52)  # motion of rank 2 per frame -> rank <= 10 per token of 5 frames
+    x = 0.5 + 0.1 * torch.einsum("ntk,kd->ntd", torch.randn(16, 20, 2), basis)
+    m.init_linear_skip_pca(x)
+    m.eval()
+    recon = m.denormalize(m.decoder(m.encoder(m.normalize(x))))
+    torch.testing.assert_close(recon, x, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="linear_skip"):
+        _tiny().init_linear_skip_pca(x)

@@ -127,15 +127,14 @@ class Stack:
         _stop(self.server)
 
 
-def _browser_turn(url: str, wav: Path, out: Path) -> dict:
-    """Run e2e/turn.mjs (one turn in headless Chromium) and return its result.json."""
-    r = subprocess.run(
-        ["node", "e2e/turn.mjs", "--url", url, "--wav", str(wav), "--out", str(out), "--chromium", str(CHROMIUM),
-         "--timeout-ms", "40000"],
-        cwd=PAGE, capture_output=True, text=True, timeout=90,
-    )  # fmt: skip
+def _browser_turns(urls: list[str], wav: Path, out: Path) -> list[dict]:
+    """Run e2e/turn.mjs: one headless Chromium, one turn per page URL; returns each page's result.json."""
+    cmd = ["node", "e2e/turn.mjs", "--wav", str(wav), "--out", str(out), "--chromium", str(CHROMIUM)]
+    for u in urls:
+        cmd += ["--url", u]
+    r = subprocess.run([*cmd, "--timeout-ms", "40000"], cwd=PAGE, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, f"browser run failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-    return json.loads((out / "result.json").read_text())
+    return [json.loads((out / str(i) / "result.json").read_text()) for i in range(len(urls))]
 
 
 @pytest.fixture(scope="module")
@@ -160,12 +159,12 @@ def browser_runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     try:
         scripted.wait()
         engine.wait()
-        runs = {"scripted": _browser_turn(scripted.url, wav, tmp / "scripted")}
-        runs["engine"] = _browser_turn(engine.url, wav, tmp / "engine")
+        res_scripted, res_engine = _browser_turns([scripted.url, engine.url], wav, tmp / "e2e")
     finally:
         engine.stop()
         scripted.stop()
-    runs["dirs"] = {"scripted": tmp / "scripted", "engine": tmp / "engine"}
+    runs = {"scripted": res_scripted, "engine": res_engine}
+    runs["dirs"] = {"scripted": tmp / "e2e" / "0", "engine": tmp / "e2e" / "1"}
     runs["seconds"] = time.monotonic() - t0
     return runs
 

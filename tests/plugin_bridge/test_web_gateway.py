@@ -238,3 +238,17 @@ def test_text_message_closes_with_1003(dist: Path):
         run(with_gateway(GatewayConfig(server=server.endpoint, port=0, dist=dist), body))
     finally:
         server.stop()
+
+
+def test_load_head_from_mesh_or_file(tmp_path: Path, arkit_mesh_dir: Path):
+    from a2llm_rt.errors import InputError
+    from plugin_bridge.web.gateway import load_head
+
+    glb = load_head(arkit_mesh_dir, None)
+    assert glb is not None and glb[:4] == b"glTF"
+    (tmp_path / "h.glb").write_bytes(glb)
+    assert load_head(None, tmp_path / "h.glb") == glb
+    (tmp_path / "bad.glb").write_bytes(b"nope")
+    with pytest.raises(InputError, match="GLB"):
+        load_head(None, tmp_path / "bad.glb")
+    assert load_head(None, None) is None

@@ -7,7 +7,9 @@ import numpy as np
 from training.data.format import ANSWER_SR, QUESTION_SR, SAMPLES_PER_FRAME, FlameQASample
 
 
-def make_sample(key: str, task: str = "aqaa", frames: int = 20, layout: str = "arkit52", seed: int = 0) -> FlameQASample:
+def make_sample(
+    key: str, task: str = "aqaa", frames: int = 20, layout: str = "arkit52", seed: int = 0
+) -> FlameQASample:
     """A valid sample of ``task``: 0.5 s question audio, ``frames`` answer frames of audio and motion."""
     rng = np.random.default_rng(seed)
     dim = 52 if layout == "arkit52" else 58

@@ -18,7 +18,6 @@ from training.curate.stages import import_mediapipe, parse_question
 from training.data.format import read_samples
 from training.validate import validate_dataset
 
-
 JAW = ARKIT_INDEX["jawOpen"]
 
 
@@ -83,9 +82,10 @@ def test_curate_end_to_end_and_resume(tmp_path, chat_server, capsys):
     assert "c3: asr: skipped" in printed and "faster-whisper" in printed
     man = json.loads((out / "manifest.json").read_text())
     assert man["clips"]["c1"]["stages"]["qa"] == "done" and "done" in man["clips"]["c1"]["stages"]["tts"]
-    assert len(calls) == 2 and "the weather is lovely today" in calls[0]["messages"][0]["content"] + calls[1][
-        "messages"
-    ][0]["content"]
+    assert (
+        len(calls) == 2
+        and "the weather is lovely today" in calls[0]["messages"][0]["content"] + calls[1]["messages"][0]["content"]
+    )
     rep = validate_dataset(out / "dataset")
     assert rep.ok and rep.total == 8 and dict(rep.tasks) == {"asr": 2, "tts": 2, "repeat": 2, "aqaa": 2}
     samples = {s.key: s for s in read_samples(out / "dataset")}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -47,8 +48,16 @@ def _recipe(tmp: Path, steps: int = 2, **kw) -> A2LLMRecipe:
         "train_data": str(_dataset(tmp / "train", 12, 0)) if not (tmp / "train").exists() else str(tmp / "train"),
         "num_threads": 1,
         "model": {
-            "connector": {"d_llm": 64, "d_model": 32, "n_layers": 1, "n_heads": 2, "dropout": 0.0, "window": 10,
-                          "n_q": 2, "codebook_size": 16},  # fmt: skip
+            "connector": {
+                "d_llm": 64,
+                "d_model": 32,
+                "n_layers": 1,
+                "n_heads": 2,
+                "dropout": 0.0,
+                "window": 10,
+                "n_q": 2,
+                "codebook_size": 16,
+            },  # fmt: skip
             "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "module_prefix": "model"},
         },
         "stage1": stage,
@@ -125,9 +134,13 @@ def test_ddp_two_cpu_processes(tmp_path):
     cfg = tmp_path / "r.yaml"
     r.to_file(cfg)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
-           "-m", "training.train_a2llm", "--stage", "1", "--config", str(cfg), "--device", "cpu", "--no-progress"]  # fmt: skip
-    p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
+           "-m", "training.train_a2llm", "--stage", "1", "--config", str(cfg), "--device", "cpu",
+           "--no-progress"]  # fmt: skip
+    p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
     assert p.returncode == 0, p.stderr[-3000:]
     meta = read_stage_state(Path(r.out) / "stage1")
     assert meta["done"] and meta["step"] == 2

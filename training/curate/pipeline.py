@@ -206,7 +206,7 @@ def process_clip(wav: str, out: str, cfg_dict: dict) -> dict[str, str]:
     return status
 
 
-# ---- packing ----------------------------------------------------------------------------------------------------------
+# ---- packing ---------------------------------------------------------------------------------------------------------
 def _fit_motion(values: np.ndarray, frames: int, max_pad: int) -> np.ndarray | None:
     if len(values) >= frames:
         return values[:frames]
@@ -286,7 +286,7 @@ def pack(clips: list[Path], out: Path, cfg: CurateConfig) -> tuple[int, dict[str
     return n, notes
 
 
-# ---- driver -----------------------------------------------------------------------------------------------------------
+# ---- driver ----------------------------------------------------------------------------------------------------------
 def find_clips(directory: Path) -> list[Path]:
     if not directory.is_dir():
         raise InputError("clips folder does not exist", directory)
@@ -347,9 +347,7 @@ def curate(
     manifest_path = out / "manifest.json"
     manifest = _read_json(manifest_path) or {"clips": {}}
     manifest["config"] = cfg.to_dict()
-    it = (
-        _map_ray(clips, out, cfg, ray_address, ray_local_mode) if use_ray else _map_local(clips, out, cfg, workers)
-    )
+    it = _map_ray(clips, out, cfg, ray_address, ray_local_mode) if use_ray else _map_local(clips, out, cfg, workers)
     bar = None
     if progress:
         from tqdm import tqdm

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 from a2llm_rt.errors import InputError
-from a2llm_rt.models.mel import chunked_log_mel
 from a2llm_rt.models.prompt import ChatFormat
 from a2llm_rt.models.token_layout import TokenLayout
 from a2llm_rt.models.tokenizer import TextTokenizer

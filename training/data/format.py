@@ -213,7 +213,7 @@ def iter_shard_raw(path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
     """(key, {member suffix: bytes}) per sample of one shard, in file order (members of a key are contiguous)."""
     path = Path(path)
     try:
-        tar = tarfile.open(path, mode="r")
+        tar = tarfile.open(path, mode="r")  # noqa: SIM115 (closed by the with-block below)
     except (OSError, tarfile.TarError) as e:
         raise InputError(f"unreadable shard: {e}", path) from None
     with tar:

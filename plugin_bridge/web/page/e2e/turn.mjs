@@ -1,11 +1,12 @@
 // One conversational turn in a real browser: Debian's Chromium (headless) driven by playwright-core.
 //
-//   node e2e/turn.mjs --url http://127.0.0.1:8080/ --wav question.wav --out OUT/ [--screenshot page.png]
+//   node e2e/turn.mjs --url http://127.0.0.1:8080/ [--url ...] --wav question.wav --out OUT/ [--screenshot page.png]
 //
 // Loads the page, sends the wav through the file picker, follows the answer while it plays, then freezes the face
 // at two answer instants whose mouth curves differ most and screenshots the mouth region at each. Writes
 // OUT/result.json (turn summary, console errors, the two instants and their curve values, the mouth rectangle) and
-// OUT/mouth_a.png, OUT/mouth_b.png, OUT/page.png; prints the result JSON. Exit code 0 unless the browser failed.
+// OUT/mouth_a.png, OUT/mouth_b.png, OUT/page.png; with several --url (one browser, one page each) these go into
+// OUT/0/, OUT/1/, ... Prints a one-line summary. Exit code 0 unless the browser failed.
 import { chromium } from "playwright-core";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
@@ -18,8 +19,9 @@ function args() {
     const i = a.indexOf(k);
     return i >= 0 ? a[i + 1] : d;
   };
+  const urls = a.flatMap((x, i) => (x === "--url" ? [a[i + 1]] : []));
   return {
-    url: get("--url", "http://127.0.0.1:8080/"),
+    urls: urls.length ? urls : ["http://127.0.0.1:8080/"],
     wav: resolve(get("--wav", "")),
     out: resolve(get("--out", "e2e-out")),
     screenshot: get("--screenshot", null),
@@ -54,11 +56,27 @@ async function main() {
       "--enable-unsafe-swiftshader",
     ],
   });
-  const consoleErrors = [];
   const t0 = Date.now();
   const log = (m) => process.stderr.write(`[${((Date.now() - t0) / 1000).toFixed(2)} s] ${m}\n`);
+  log("browser started");
   try {
-    const page = browser.pages()[0] ?? (await browser.newPage());
+    for (const [i, url] of o.urls.entries()) {
+      const out = o.urls.length > 1 ? join(o.out, String(i)) : o.out;
+      mkdirSync(out, { recursive: true });
+      await runTurn(browser, { ...o, url, out }, log, t0);
+    }
+    process.stdout.write(JSON.stringify({ ok: true, seconds: (Date.now() - t0) / 1000 }) + "\n");
+  } finally {
+    await browser.close();
+    rmSync(profile, { recursive: true, force: true });
+  }
+}
+
+async function runTurn(browser, o, log, t0) {
+  const consoleErrors = [];
+  const tPage = Date.now();
+  {
+    const page = await browser.newPage();
     page.on("console", (m) => {
       if (m.type() === "error") consoleErrors.push(m.text());
     });
@@ -88,7 +106,7 @@ async function main() {
         log(`page screenshot at playhead ${s.playhead}`);
       }
       if (t && t.status !== null && !s.playing) break;
-      if (Date.now() - t0 > o.timeout) throw new Error("timed out waiting for the turn to finish playing");
+      if (Date.now() - tPage > o.timeout) throw new Error("timed out waiting for the turn to finish playing");
       await page.waitForTimeout(40);
     }
     log("turn complete and played");
@@ -134,13 +152,10 @@ async function main() {
       mouth_rect: rect,
       clip,
       live,
-      seconds: (Date.now() - t0) / 1000,
+      seconds: (Date.now() - tPage) / 1000,
     };
     writeFileSync(join(o.out, "result.json"), JSON.stringify(result, null, 1));
-    process.stdout.write(JSON.stringify({ ok: true, seconds: result.seconds }) + "\n");
-  } finally {
-    await browser.close();
-    rmSync(profile, { recursive: true, force: true });
+    await page.close();
   }
 }
 

@@ -1,7 +1,7 @@
 // Face frames of one turn, stored by frame index, and the A/V sync rule of the native core
 // (plugin_bridge/native/src/playback.hpp): frame k covers answer samples [k*spf, (k+1)*spf) with spf = rate / fps
-// (960 at 24 kHz, 25 fps); its values sit at the frame centre (k + 0.5) * spf and are interpolated linearly between
-// neighbours; before the first centre the first frame is used; a frame that has not arrived is never invented:
+// (960 at 24 kHz, 25 fps); PROTOCOL.md §4.5: after s samples the face is frame s / spf, interpolated linearly between
+// neighbours (frame k's values sit at sample k * spf, the start of the samples it covers); a frame that has not arrived is never invented:
 // the last frame at or before the instant is held.
 
 export const enum FrameFlag {
@@ -34,7 +34,7 @@ export class FaceTrack {
 
   /** The face at answer sample `samples`, written into `out` ([dims]); returns how it was obtained. */
   at(samples: number, out: Float32Array): FrameFlag {
-    const pos = samples / this.samplesPerFrame - 0.5; // in frames; centres at integers
+    const pos = samples / this.samplesPerFrame; // in frames (PROTOCOL.md §4.5)
     let k0 = 0;
     let a = 0;
     if (pos > 0) {

@@ -10,17 +10,17 @@ const track = () => {
 
 describe("FaceTrack (native core's A/V sync rule)", () => {
   const out = new Float32Array(2);
-  it("uses the first frame before the first centre", () => {
+  it("starts at frame 0 on the first sample (PROTOCOL.md 4.5: frame s * fps / rate)", () => {
     expect(track().at(0, out)).toBe(FrameFlag.Interpolated);
     expect(Array.from(out)).toEqual([0, 0]);
     track().at(480, out);
-    expect(Array.from(out)).toEqual([0, 0]);
+    expect(Array.from(out)).toEqual([0.5, 5]);
   });
-  it("hits frame values at their centres and interpolates between", () => {
+  it("hits frame k at sample k * 960 and interpolates between", () => {
     const t = track();
-    t.at(1.5 * 960, out);
+    t.at(1 * 960, out);
     expect(Array.from(out)).toEqual([1, 10]);
-    t.at(1.25 * 960, out);
+    t.at(0.75 * 960, out);
     expect(out[0]).toBeCloseTo(0.75);
     expect(out[1]).toBeCloseTo(7.5);
   });
@@ -37,7 +37,7 @@ describe("FaceTrack (native core's A/V sync rule)", () => {
     t.add(5, Float32Array.from([5, 6]), 2);
     t.add(0, Float32Array.from([0, 1, 2, 3, 4]), 5);
     expect(t.arrivals).toEqual([5, 0]);
-    t.at(4.5 * 960 + 480, out);
+    t.at(4.5 * 960, out);
     expect(out[0]).toBeCloseTo(4.5);
     expect(new FaceTrack(1, 960).at(0, out)).toBe(FrameFlag.Empty);
   });

@@ -6,10 +6,12 @@ The interface (:class:`MotionBackend`) is the motion path of the engine (ARCHITE
     codes [B, m, N_q] --decode_step(codes, DecoderState)--> frames [B, m*G, D] (original units) + new DecoderState
     decode_flush(state) at the end of a stream (frames held back by ``lookahead``)
 
-How the engine uses it: ``backend = load_motion_backend(MotionBackendConfig(...), connector, motion)`` then it calls
-``backend.connector.step(hidden, prev_codes, first)`` and ``backend.motion.init_decode_state / decode_step /
-decode_flush`` exactly where it calls :meth:`MotionConnector.step` and :meth:`MotionTokenizer.decode_step` today:
-``backend.connector`` and ``backend.motion`` are drop-in views with the same signatures (and ``cfg``, ``dim``,
+How the engine uses it: ``EngineConfig.motion_backend`` (a :class:`MotionBackendConfig`) names the backend; the
+:class:`~a2llm_rt.engine.engine.Engine` calls :func:`apply_motion_backend`, which loads it with
+:func:`load_motion_backend` and puts ``backend.connector`` / ``backend.motion`` in the stack where the PyTorch
+modules were, so the engine calls ``connector.step(hidden, prev_codes, first)`` and ``motion.init_decode_state /
+decode_step / decode_flush`` the same way for every backend: ``backend.connector`` and ``backend.motion`` are drop-in
+views with the same signatures (and ``cfg``, ``dim``,
 ``lookahead``), so engine code does not change with the backend. Inputs are torch tensors on any device; outputs are
 float32 torch tensors on the input's device (TensorRT: CUDA). Decoder states are :class:`DecoderState` of torch
 tensors, per session, so ``select``/``cat``/``reset`` work for every backend (weights shared, state per session).
@@ -23,18 +25,24 @@ codes, possible only right after a turn's partial last window) is not supported 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from a2llm_rt.config import Config
+from a2llm_rt.engine.artifacts import read_manifest, verify_artifact, weights_sha256
 from a2llm_rt.errors import InputError
 from a2llm_rt.models.connector import ConnectorConfig, MotionConnector
 from a2llm_rt.models.motion_tokenizer import DecoderState, MotionTokenizer, MotionTokenizerConfig
-from export.manifest import read_manifest, verify_artifact
+
+if TYPE_CHECKING:
+    from a2llm_rt.engine.builders import Stack
+
+log = logging.getLogger(__name__)
 
 KINDS = ("torch", "onnxruntime", "tensorrt")
 
@@ -351,7 +359,7 @@ class TensorRTBackend(_GraphBackend):
     kind = "tensorrt"
 
     def __init__(self, engines: str | Path):
-        from export.trt_build import TrtRunner
+        from a2llm_rt.engine.trt_runner import TrtRunner
 
         folder = Path(engines)
         manifest = read_manifest(folder)
@@ -385,3 +393,42 @@ def load_motion_backend(
     if cfg.kind == "onnxruntime":
         return OnnxRuntimeBackend(cfg.engines, cfg.provider, cfg.int8, cfg.threads)
     return TensorRTBackend(cfg.engines)
+
+
+def apply_motion_backend(stack: Stack, cfg: MotionBackendConfig) -> tuple[Stack, MotionBackend]:
+    """(the stack with ``cfg``'s backend in place of its connector and motion tokenizer, the backend).
+
+    The stack passed in is not changed (a copy with the backend's views is returned). For an exported backend the
+    engines folder is what runs: its manifest's connector and tokenizer configs must equal the stack's (else
+    :class:`InputError`: the folder was exported from another motion stack); when the weights hashes recorded at
+    export differ from the stack's PyTorch weights a warning is logged (the exported weights are used).
+    """
+    backend = load_motion_backend(cfg, stack.connector, stack.motion)
+    if cfg.kind == "torch":
+        return stack, backend
+    manifest_path = Path(cfg.engines) / "manifest.json"
+    diffs = [
+        f"{what}.{f.name}: engines {getattr(b, f.name)!r} != stack {getattr(a, f.name)!r}"
+        for what, a, b in (
+            ("connector", stack.connector.cfg, backend.connector_cfg),
+            ("tokenizer", stack.motion.cfg, backend.tokenizer_cfg),
+        )
+        for f in dataclasses.fields(a)
+        if getattr(a, f.name) != getattr(b, f.name, None)
+    ]
+    if diffs:
+        raise InputError(
+            "the engines folder was exported from a different motion stack (" + "; ".join(diffs[:6]) + "): re-export "
+            "it from this motion directory with python -m export.build_engines, or pass the matching --motion",
+            manifest_path,
+        )
+    arts = backend.manifest["artifacts"]
+    for name, module in (("connector_onnx", stack.connector), ("decoder_onnx", stack.motion)):
+        recorded = arts.get(name, {}).get("weights_sha256")
+        floats = {p.dtype for p in module.parameters()} <= {torch.float32}
+        if recorded and floats and recorded != weights_sha256(module):
+            log.warning("%s: the %s graph was exported from other weights than the loaded motion stack's; the engine "
+                        "runs the exported weights", manifest_path, name.split("_")[0])  # fmt: skip
+    new = dataclasses.replace(stack, connector=backend.connector, motion=backend.motion)
+    new.check()
+    return new, backend
