@@ -1,12 +1,16 @@
 """Answer one spoken question from the command line: text, speech and face motion, with TTFT/TTFA/RTF.
 
     python -m a2llm_rt.chat --backbone DIR|tiny --motion DIR|tiny --wav question.wav --out OUT/
+        [--motion-backend torch|onnxruntime|tensorrt --engines ENGINES/ [--int8]]
 
 Writes into ``OUT/``: ``answer.wav`` (24 kHz mono 16-bit), ``face.npz`` (FLAME58, or ARKIT52 for an ARKit motion
 tokenizer), ``face_arkit.npz``, ``face.csv`` (Live Link Face CSV, LIVELINK61), ``face.json`` (Audio2Face-style
 ARKIT52), ``answer.txt`` and ``timings.json`` (TTFT = first audio token, TTFA = first face frame, RTF = generation
 time / answer duration, counts, stop reason, sizes). With ``tiny`` for both, seeded random test models run on the
-CPU in seconds (the answer is noise and the "voice" is the test vocoder's tones).
+CPU in seconds (the answer is noise and the "voice" is the test vocoder's tones). ``--motion-backend`` runs the
+motion stack (connector + RVQ decoder) with PyTorch (default) or from an engines folder written by
+``python -m export.build_engines`` (onnxruntime, optionally ``--int8``; TensorRT), whose files are checked against its
+manifest.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from a2llm_rt.engine.events import AudioChunk, Error, FaceFrames, TextDelta, TurnEnd
+from a2llm_rt.engine.motion_backend import add_motion_backend_args, motion_backend_from_args
 from a2llm_rt.errors import InputError
 from a2llm_rt.utils.fileio import atomic_write, atomic_write_json
 
@@ -99,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--greedy", action="store_true", help="argmax decoding (default: sampling, seeded)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--system", default="You are a helpful assistant.", help="system prompt")
-    ap.add_argument("--threads", type=int, default=None, help="CPU threads for torch (tiny on the CPU: 1)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="CPU threads for torch and onnxruntime (tiny on the CPU: 1)")  # fmt: skip
+    add_motion_backend_args(ap)
     args = ap.parse_args(argv)
     try:
         return _run(args)
@@ -128,8 +135,9 @@ def _run(args: argparse.Namespace) -> int:
     sampling = SamplingConfig.greedy(args.seed) if args.greedy else SamplingConfig(seed=args.seed)
     max_s = args.max_seconds if args.max_seconds is not None else (3.0 if tiny else 30.0)
     min_s = args.min_seconds if args.min_seconds is not None else (min(2.0, max_s) if tiny else 0.0)
+    backend = motion_backend_from_args(args, threads=threads or 0)
     cfg = EngineConfig(max_sessions=1, max_seconds=max_s, min_seconds=min_s, sampling=sampling,
-                       system_prompt=args.system, max_len=2048 if tiny else 8192)  # fmt: skip
+                       system_prompt=args.system, max_len=2048 if tiny else 8192, motion_backend=backend)  # fmt: skip
     t0 = time.perf_counter()
     stack = load_stack(args.backbone, args.motion, device=args.device, vocoder=args.vocoder,
                        prompt_wav=args.prompt_wav, seed=args.seed)  # fmt: skip
@@ -169,6 +177,7 @@ def _run(args: argparse.Namespace) -> int:
         "backbone": args.backbone,
         "motion": args.motion,
         "device": str(stack.device),
+        "motion_backend": backend.to_dict(),
         "sampling": dataclasses.asdict(sampling),
     }
     atomic_write_json(out / "timings.json", timings)

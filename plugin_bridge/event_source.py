@@ -226,6 +226,29 @@ class ScriptedSource:
 
 
 # --- the real engine -----------------------------------------------------------------------------------------------
+class _Pacer:
+    """Holds events back until their place in the answer is due: sample ``offset`` at ``t0 + offset / rate / pace``,
+    where ``t0`` is set by the first event (``pace`` 0 = no waiting)."""
+
+    def __init__(self, pace: float, cancel: threading.Event):
+        self.pace = pace
+        self.cancel = cancel
+        self.t0: float | None = None
+
+    def wait(self, offset: int) -> bool:
+        """Wait until sample ``offset`` is due; False when the turn was cancelled (before or while waiting)."""
+        if self.cancel.is_set():
+            return False
+        if self.pace <= 0:
+            return True
+        at = offset / OUTPUT_SAMPLE_RATE / self.pace
+        now = time.monotonic()
+        if self.t0 is None:
+            self.t0 = now - at
+        delay = self.t0 + at - now
+        return not (delay > 0 and self.cancel.wait(delay))
+
+
 _CONTROL = dict.fromkeys([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
 
 
@@ -269,9 +292,14 @@ class EngineSource:
     ``pace`` > 0 holds each audio chunk / face window back until its place in the answer is due in (real time /
     pace) from the first one, as a model running at real time would deliver it (tiny random models generate
     many times faster than real time; 0 = forward as fast as generated).
+
+    ``align`` (default) holds each audio chunk back until the face frames covering it have gone out: the motion
+    stack answers a window of ``W`` audio positions at a time, so the engine's face runs up to ``W`` frames behind
+    its audio; aligned, a client that plays audio on arrival always has the face for the instant it plays (the
+    first audio then leaves with the first face frames, the engine's TTFA). Text is never held.
     """
 
-    def __init__(self, engine: object, pace: float = 0.0, settle_timeout_s: float = 10.0):
+    def __init__(self, engine: object, pace: float = 0.0, align: bool = True, settle_timeout_s: float = 10.0):
         if pace < 0:
             raise ValueError(f"pace must be >= 0, got {pace}")
         stack = engine.stack  # type: ignore[attr-defined]
@@ -284,6 +312,7 @@ class EngineSource:
             )
         self.engine = engine
         self.pace = float(pace)
+        self.align = align
         self.settle_timeout_s = settle_timeout_s
         flame = stack.motion.cfg.layout == "flame58"
         self.layouts: tuple[str, ...] = ("flame58", "arkit52", "livelink61") if flame else ("arkit52", "livelink61")
@@ -292,7 +321,12 @@ class EngineSource:
 
     @classmethod
     def load(
-        cls, backbone: str | Path, motion: str | Path, options: EngineOptions | None = None, pace: float = 0.0
+        cls,
+        backbone: str | Path,
+        motion: str | Path,
+        options: EngineOptions | None = None,
+        pace: float = 0.0,
+        align: bool = True,
     ) -> EngineSource:
         """An engine over ``backbone`` / ``motion`` (directories, or ``tiny`` for seeded random test models).
 
@@ -310,7 +344,7 @@ class EngineSource:
         cfg.sampling.seed = o.seed
         cfg.validate()
         stack = load_stack(backbone, motion, device=o.device, vocoder=o.vocoder, prompt_wav=o.prompt_wav, seed=o.seed)
-        return cls(Engine(stack, cfg), pace=pace)
+        return cls(Engine(stack, cfg), pace=pace, align=align)
 
     @property
     def max_sessions(self) -> int:
@@ -364,7 +398,9 @@ class EngineSource:
         self.engine.start_background()  # type: ignore[attr-defined]
         settled = False
         asked_cancel = False
-        t_first: float | None = None
+        pacer = _Pacer(self.pace, cancel)
+        held: list[AudioChunk] = []  # audio waiting for the face frames that cover it (align)
+        face_end = 0  # answer samples covered by the face frames released so far
         try:
             while True:
                 if cancel.is_set() and not asked_cancel:
@@ -382,6 +418,9 @@ class EngineSource:
                     raise TurnError(f"{e.kind} error: {e.message}", e.kind)
                 if isinstance(e, E.TurnEnd):
                     settled = True
+                    for a in held:  # the answer's last audio, past the last face frame
+                        if pacer.wait(a.sample_offset):
+                            yield a
                     yield TurnEnd(float(e.ttft_s), float(e.ttfa_s), float(e.rtf), cancelled=e.reason == "cancelled")
                     return
                 if isinstance(e, E.TextDelta):
@@ -389,23 +428,21 @@ class EngineSource:
                     if text:
                         yield TextDelta(text)
                     continue
+                ready: list[tuple[Event, int]] = []  # (event, its first answer sample)
                 if isinstance(e, E.AudioChunk):
-                    out: Event = AudioChunk(np.asarray(e.pcm, np.float32).reshape(-1), int(e.sample_offset))
-                    offset = int(e.sample_offset)
+                    held.append(AudioChunk(np.asarray(e.pcm, np.float32).reshape(-1), int(e.sample_offset)))
                 elif isinstance(e, E.FaceFrames):
+                    first = int(e.first_frame)
                     frames = {k: np.asarray(v, np.float32) for k, v in e.frames.items()}
-                    out = FaceFrames(int(e.first_frame), frames, float(e.fps))
-                    offset = int(e.first_frame) * SAMPLES_PER_FRAME
-                else:
-                    continue
-                if self.pace > 0:
-                    now = time.monotonic()
-                    if t_first is None:
-                        t_first = now - offset / OUTPUT_SAMPLE_RATE / self.pace
-                    delay = t_first + offset / OUTPUT_SAMPLE_RATE / self.pace - now
-                    if delay > 0 and cancel.wait(delay):
-                        continue  # the next pass asks the engine to cancel, then waits for its TurnEnd
-                yield out
+                    ready.append((FaceFrames(first, frames, float(e.fps)), first * SAMPLES_PER_FRAME))
+                    face_end = (first + e.num_frames) * SAMPLES_PER_FRAME
+                while held and (not self.align or held[0].sample_offset + held[0].pcm.shape[0] <= face_end):
+                    a = held.pop(0)
+                    ready.append((a, a.sample_offset))
+                for out, offset in ready:
+                    if not pacer.wait(offset):
+                        break  # cancelled: the next pass asks the engine to stop, then waits for its TurnEnd
+                    yield out
         finally:
             if not settled:  # the consumer stopped early: end the engine's turn before this session's next one
                 self._settle(session, q)
@@ -430,10 +467,11 @@ def make_source(
     scripted: bool = False,
     engine: EngineOptions | None = None,
     pace: float = 0.0,
+    align: bool = True,
     **script: object,
 ) -> TurnSource:
     """``scripted`` -> :class:`ScriptedSource` (``script`` keyword overrides, e.g. ``seconds``; ``pace`` applies);
     otherwise :class:`EngineSource` over ``backbone`` / ``motion`` (directories or ``tiny``)."""
     if scripted:
         return ScriptedSource(pace=pace, **script)  # type: ignore[arg-type]
-    return EngineSource.load(backbone, motion, engine, pace=pace)
+    return EngineSource.load(backbone, motion, engine, pace=pace, align=align)

@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--engine-sessions", type=int, default=8, help="engine cache rows = sessions at once")
     g.add_argument("--max-seconds", type=float, default=None, help="answer length limit (default: tiny 3, real 30)")
     g.add_argument("--min-seconds", type=float, default=None, help="answer length before a stop (tiny 2, real 0)")
+    g.add_argument("--no-align", action="store_true", help="send audio as soon as it is made, ahead of its face")
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 for tiny on the CPU)")
     s = ap.add_argument_group("scripted source (deterministic; for tests)")
     s.add_argument("--scripted", action="store_true", help="serve the scripted source instead of the engine")
@@ -99,7 +100,7 @@ def _source(args: argparse.Namespace):
         device=args.device, vocoder=args.vocoder, prompt_wav=args.prompt_wav, seed=args.seed,
         sessions=args.engine_sessions, max_seconds=args.max_seconds, min_seconds=args.min_seconds,
     )  # fmt: skip
-    source = make_source(args.backbone, args.motion, engine=options, pace=pace)
+    source = make_source(args.backbone, args.motion, engine=options, pace=pace, align=not args.no_align)
     log.info("engine: backbone %s, motion %s on %s, %d sessions, pace %g", args.backbone, args.motion, args.device,
              source.max_sessions, pace)  # fmt: skip
     return source

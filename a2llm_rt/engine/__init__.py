@@ -21,6 +21,8 @@ _EXPORTS = {
     "Error": "a2llm_rt.engine.events",
     "build_tiny_stack": "a2llm_rt.engine.builders",
     "load_stack": "a2llm_rt.engine.builders",
+    "MotionBackendConfig": "a2llm_rt.engine.motion_backend",
+    "load_motion_backend": "a2llm_rt.engine.motion_backend",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -432,3 +432,22 @@ def apply_motion_backend(stack: Stack, cfg: MotionBackendConfig) -> tuple[Stack,
     new = dataclasses.replace(stack, connector=backend.connector, motion=backend.motion)
     new.check()
     return new, backend
+
+
+# ---- command lines --------------------------------------------------------------------------------------------------
+def add_motion_backend_args(ap) -> None:
+    """``--motion-backend torch|onnxruntime|tensorrt``, ``--engines DIR``, ``--int8`` on an argparse parser."""
+    ap.add_argument("--motion-backend", default="torch", choices=KINDS,
+                    help="runtime of the motion stack (connector + RVQ decoder); default torch")  # fmt: skip
+    ap.add_argument("--engines", default=None,
+                    help="engines folder of python -m export.build_engines (onnxruntime / tensorrt)")  # fmt: skip
+    ap.add_argument("--int8", action="store_true", help="onnxruntime: the int8 weight-quantized connector (CPU)")
+
+
+def motion_backend_from_args(args, threads: int = 0) -> MotionBackendConfig:
+    """The :class:`MotionBackendConfig` of :func:`add_motion_backend_args`'s options (:class:`InputError` when they
+    do not fit together, e.g. onnxruntime without ``--engines``)."""
+    data: dict[str, Any] = {"kind": args.motion_backend, "engines": args.engines, "int8": bool(args.int8)}
+    if args.motion_backend == "onnxruntime":
+        data["threads"] = threads
+    return MotionBackendConfig.from_dict(data, source=args.engines)

@@ -231,6 +231,12 @@ def test_engine_source_maps_events_directly():
         assert [a.sample_offset for a in audio] == list(np.cumsum([0, *[a.pcm.size for a in audio[:-1]]]))
         faces = [e for e in events if isinstance(e, FaceFrames)]
         assert set(faces[0].frames) == {"flame58", "arkit52", "livelink61"} == set(src.layouts)
+        face_out = 0  # aligned: every audio chunk leaves after the face frames that cover it
+        for e in events:
+            if isinstance(e, FaceFrames):
+                face_out = e.first_frame + e.num_frames
+            elif isinstance(e, AudioChunk) and e is not audio[-1]:
+                assert e.sample_offset + e.pcm.size <= face_out * SAMPLES_PER_FRAME
         with pytest.raises(TurnError, match="not open"):
             list(src.run_turn(8, QUESTION, threading.Event()))
         with pytest.raises(TurnError) as e:
