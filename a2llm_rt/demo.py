@@ -291,6 +291,7 @@ def run(args: argparse.Namespace) -> int:
         extra = ["--device", args.device] + (["--pace", str(args.pace)] if args.pace is not None else [])
         start_server(ctx, args.backbone, args.motion, extra, timeout_s=args.timeout_s)
         print(f"server answering on {ctx.endpoint} (log: {ctx.server_log})")
+        written["server log"] = ctx.server_log
         start_extra_services(ctx)
 
         audio = read_wav(out / "question.wav", 16000)
@@ -337,9 +338,9 @@ def run(args: argparse.Namespace) -> int:
     if tiny:
         print(
             "\nNOTE: these are TINY RANDOM models (seeded, untrained): the answer is no meaningful speech. The 'voice' "
-            "is the test vocoder's tones, the text is random tokens and the face moves at random. The plumbing is "
-            "real: engine, bridge protocol, streaming, A/V sync, timings. The capture_* files show the face pipeline "
-            "on real data."
+            "is the test vocoder's tones, the text is random tokens and the face moves at random (and barely). The "
+            "plumbing is real: engine, bridge protocol, streaming, A/V sync, timings. The capture_* files show the "
+            "face pipeline on real data."
         )
         print(
             "To run real weights: python -m a2llm_rt.demo --backbone DIR --motion DIR [--device cuda]  (backbone: a "
