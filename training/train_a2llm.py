@@ -43,7 +43,8 @@ from torch import nn
 
 from a2llm_rt.config import Config
 from a2llm_rt.errors import InputError
-from a2llm_rt.models.backbone import PRESETS, StepAudio2Backbone, from_pretrained_dir, save_pretrained_dir
+from a2llm_rt.models.backbone import PRESETS, StepAudio2Backbone
+from a2llm_rt.models.checkpoint import from_pretrained_dir, save_pretrained_dir
 from a2llm_rt.models.connector import ConnectorConfig, MotionConnector, connector_loss
 from a2llm_rt.models.lora import LoraSettings, apply_lora, load_lora, lora_parameters, reset_lora, save_lora
 from a2llm_rt.utils.fileio import atomic_write, atomic_write_json

@@ -6,7 +6,7 @@
 - :func:`load_stack` from directories:
 
   - backbone dir: a Step-Audio-2-format directory (``config.json``, safetensors, tokenizer files), loaded by
-    :func:`a2llm_rt.models.backbone.from_pretrained_dir`;
+    :func:`a2llm_rt.models.checkpoint.from_pretrained_dir`;
   - motion dir::
 
         motion/
@@ -35,7 +35,8 @@ from safetensors.torch import save as st_save
 from a2llm_rt.engine.vocoder import ToneVocoder, Vocoder
 from a2llm_rt.errors import InputError
 from a2llm_rt.face.flame_to_arkit import ArkitMap
-from a2llm_rt.models.backbone import PRESETS, BackboneConfig, StepAudio2Backbone, from_pretrained_dir
+from a2llm_rt.models.backbone import PRESETS, BackboneConfig, StepAudio2Backbone
+from a2llm_rt.models.checkpoint import from_pretrained_dir
 from a2llm_rt.models.connector import ConnectorConfig, MotionConnector
 from a2llm_rt.models.motion_tokenizer import MotionTokenizer, MotionTokenizerConfig
 from a2llm_rt.models.token_layout import TokenLayout

@@ -14,9 +14,8 @@ from a2llm_rt.models.backbone import (
     STEP_AUDIO2_MINI,
     TINY_BACKBONE,
     StepAudio2Backbone,
-    from_pretrained_dir,
-    save_pretrained_dir,
 )
+from a2llm_rt.models.checkpoint import from_pretrained_dir, save_pretrained_dir
 from a2llm_rt.models.prompt import ChatFormat, ChatHistory
 from a2llm_rt.models.token_layout import STEP_AUDIO2, TINY
 from a2llm_rt.models.tokenizer import build_tiny_tokenizer
