@@ -273,6 +273,7 @@ def train(
         if val_windows is not None and periodic_eval and info.is_main:
             metrics["val_mae"], _ = validate_mae(model, val_windows, info.device)
             bar.write(f"step {done}: val MAE {metrics['val_mae']:.4f}")
+            sys.stdout.flush()
         if done % tc.ckpt_every == 0 or done == tc.steps:
             if done == tc.steps:
                 metrics.update(_final_metrics(model, val_windows, info.device, terms, res))

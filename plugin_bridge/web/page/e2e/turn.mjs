@@ -121,7 +121,7 @@ async function runTurn(browser, o, log, t0) {
         "mouthStretchLeft", "mouthStretchRight", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthUpperUpLeft",
         "mouthUpperUpRight", "mouthRollLower", "mouthRollUpper"].filter((x) => re.test(x));
       const frames = [];
-      for (let k = 0; k < n; k++) frames.push(names.map((c) => window.a2llm.curveAt(c, (k + 0.5) * 960) ?? 0));
+      for (let k = 0; k < n; k++) frames.push(names.map((c) => window.a2llm.curveAt(c, k * 960) ?? 0));
       let best = [0, 0, -1];
       for (let i = 0; i < n; i++)
         for (let j = i + 1; j < n; j++) {
@@ -134,13 +134,13 @@ async function runTurn(browser, o, log, t0) {
     const pad = Math.max(12, 0.25 * Math.max(rect.width, rect.height));
     const clip = { x: rect.x - pad, y: rect.y - pad, width: rect.width + 2 * pad, height: rect.height + 2 * pad };
     for (const [name, k] of [["mouth_a.png", pick.a], ["mouth_b.png", pick.b]]) {
-      await page.evaluate((s) => window.a2llm.seek(s), (k + 0.5) * 960);
+      await page.evaluate((s) => window.a2llm.seek(s), k * 960);
       await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
       await page.screenshot({ path: join(o.out, name), clip });
     }
     // a good-looking still for the README: mouth open, curves and text on screen
     const open = pick.valuesA[0] >= pick.valuesB[0] ? pick.a : pick.b;
-    await page.evaluate((s) => window.a2llm.seek(s), (open + 0.5) * 960);
+    await page.evaluate((s) => window.a2llm.seek(s), open * 960);
     await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
     if (!shot) await page.screenshot({ path: join(o.out, "page.png") });
     if (o.screenshot) await page.screenshot({ path: o.screenshot });
