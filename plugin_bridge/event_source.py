@@ -24,9 +24,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from a2llm_rt.engine.motion_backend import MotionBackendConfig
 
 from a2llm_rt.face.layouts import ARKIT52, ARKIT_INDEX, FLAME58, LIVELINK61, LIVELINK_HEAD
 
@@ -279,6 +282,8 @@ class EngineOptions:
     """Answer audio before the model may stop (None: 2 s for tiny models, 0 for real weights)."""
     max_len: int | None = None
     """Tokens per cache row (None: 2048 tiny, 8192 real)."""
+    motion_backend: MotionBackendConfig | None = None
+    """Runtime of the motion stack (None: torch)."""
 
 
 class EngineSource:
@@ -334,13 +339,17 @@ class EngineSource:
         """
         from a2llm_rt.engine.builders import load_stack
         from a2llm_rt.engine.engine import Engine, EngineConfig
+        from a2llm_rt.engine.motion_backend import MotionBackendConfig
 
         o = options or EngineOptions()
         tiny = str(backbone) == "tiny"
         max_s = o.max_seconds if o.max_seconds is not None else (3.0 if tiny else 30.0)
         min_s = o.min_seconds if o.min_seconds is not None else (min(2.0, max_s) if tiny else 0.0)
         max_len = o.max_len if o.max_len is not None else (2048 if tiny else 8192)
-        cfg = EngineConfig(max_sessions=o.sessions, max_seconds=max_s, min_seconds=min_s, max_len=max_len)
+        cfg = EngineConfig(
+            max_sessions=o.sessions, max_seconds=max_s, min_seconds=min_s, max_len=max_len,
+            motion_backend=o.motion_backend or MotionBackendConfig(),
+        )  # fmt: skip
         cfg.sampling.seed = o.seed
         cfg.validate()
         stack = load_stack(backbone, motion, device=o.device, vocoder=o.vocoder, prompt_wav=o.prompt_wav, seed=o.seed)

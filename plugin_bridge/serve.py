@@ -27,6 +27,7 @@ import logging
 import signal
 import sys
 
+from a2llm_rt.engine.motion_backend import add_motion_backend_args, motion_backend_from_args
 from a2llm_rt.errors import InputError
 from plugin_bridge.event_source import EngineOptions, make_source
 from plugin_bridge.server import BridgeServer, ServerConfig, make_curve_keys
@@ -64,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--min-seconds", type=float, default=None, help="answer length before a stop (tiny 2, real 0)")
     g.add_argument("--no-align", action="store_true", help="send audio as soon as it is made, ahead of its face")
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 for tiny on the CPU)")
+    add_motion_backend_args(g)
     s = ap.add_argument_group("scripted source (deterministic; for tests)")
     s.add_argument("--scripted", action="store_true", help="serve the scripted source instead of the engine")
     s.add_argument("--script-seconds", type=float, default=None, help="answer length, s (2; implies --scripted)")
@@ -99,6 +101,7 @@ def _source(args: argparse.Namespace):
     options = EngineOptions(
         device=args.device, vocoder=args.vocoder, prompt_wav=args.prompt_wav, seed=args.seed,
         sessions=args.engine_sessions, max_seconds=args.max_seconds, min_seconds=args.min_seconds,
+        motion_backend=motion_backend_from_args(args, threads or 0),
     )  # fmt: skip
     source = make_source(args.backbone, args.motion, engine=options, pace=pace, align=not args.no_align)
     log.info("engine: backbone %s, motion %s on %s, %d sessions, pace %g", args.backbone, args.motion, args.device,
