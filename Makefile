@@ -60,7 +60,7 @@ lint: setup
 test: setup native page lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-demo: setup
+demo: setup page
 	$(PY) -m a2llm_rt.demo --out demo_out
 
 # --- measuring -------------------------------------------------------------------------------------------------------

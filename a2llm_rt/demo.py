@@ -108,6 +108,11 @@ class DemoContext:
     """Stop functions of extra services, called in reverse order at shutdown."""
     notes: list[str] = field(default_factory=list)
     """Lines printed in the summary (where a service listens, what was skipped)."""
+    viewer_port: int | None = None
+    """Port of the browser viewer's gateway (None: no viewer)."""
+    mesh: Path | None = None
+    """ARKit mesh folder the viewer builds its head from."""
+    viewer_url: str | None = None
 
 
 def start_server(ctx: DemoContext, backbone: str, motion: str, extra_args: list[str], timeout_s: float = 60.0) -> None:
@@ -143,11 +148,44 @@ def start_server(ctx: DemoContext, backbone: str, motion: str, extra_args: list[
 
 
 def start_extra_services(ctx: DemoContext) -> None:
-    """Hook for services that run beside the bridge server during the demo (e.g. the browser gateway).
+    """Services beside the bridge server: the browser viewer's gateway when ``ctx.viewer_port`` is set.
 
     A service starts here against ``ctx.endpoint``, appends its stop function to ``ctx.services`` (called at
-    shutdown, also after errors) and a line to ``ctx.notes`` (printed in the summary). None yet.
+    shutdown, also after errors) and a line to ``ctx.notes`` (printed in the summary).
     """
+    if ctx.viewer_port is None:
+        return
+    cmd = [sys.executable, "-m", "plugin_bridge.web", "--server", ctx.endpoint, "--port", str(ctx.viewer_port)]
+    if ctx.mesh is not None and (ctx.mesh / "Neutral.obj").is_file():
+        cmd += ["--mesh", str(ctx.mesh)]
+    log = open(ctx.out / "viewer.log", "wb")  # noqa: SIM115 - closed by the stop function
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+
+    def stop() -> None:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+
+    ctx.services.append(stop)
+    ctx.viewer_url = f"http://127.0.0.1:{ctx.viewer_port}/"
+    ctx.notes.append(f"browser viewer: {ctx.viewer_url} (log: {ctx.out / 'viewer.log'})")
+
+
+def wait_for_ctrl_c(ctx: DemoContext) -> None:
+    """Keep the server and the viewer up until Ctrl-C (or SIGTERM)."""
+    print(f"\nTalk to the avatar in your browser: open {ctx.viewer_url}  (Ctrl-C stops the server and the viewer)")
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        while ctx.server is not None and ctx.server.poll() is None:
+            time.sleep(0.5)
+        print("the bridge server stopped", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("\nstopping")
 
 
 def stop_all(ctx: DemoContext) -> None:
@@ -271,6 +309,26 @@ def _fmt_s(x: float | None) -> str:
     return "-" if x is None or x < 0 else f"{x * 1000:.0f} ms"
 
 
+def print_summary(out: Path, written: dict[str, Path | None], ctx: DemoContext, tiny: bool, seconds: float) -> None:
+    print(f"\ndemo done in {seconds:.1f} s; outputs in {out.resolve()}:")
+    for what, p in written.items():
+        if p is not None:
+            print(f"  {what:<22} {p.resolve()}")
+    for line in ctx.notes:
+        print(f"  ({line})")
+    if tiny:
+        print(
+            "\nNOTE: these are TINY RANDOM models (seeded, untrained): the answer is no meaningful speech. The 'voice' "
+            "is the test vocoder's tones, the text is random tokens and the face moves at random (and barely). The "
+            "plumbing is real: engine, bridge protocol, streaming, A/V sync, timings. The capture_* files show the "
+            "face pipeline on real data."
+        )
+        print(
+            "To run real weights: python -m a2llm_rt.demo --backbone DIR --motion DIR [--device cuda]  (backbone: a "
+            "Step-Audio-2-mini folder; motion: tokenizer/ + connector/ as written by training; see README)."
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     from a2llm_rt.face.clip import MotionClip
     from plugin_bridge.client import BridgeClient, read_wav, write_outputs
@@ -283,7 +341,9 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.monotonic()
     written: dict[str, Path | None] = {}
-    ctx = DemoContext(out)
+    ctx = DemoContext(out, mesh=Path(args.mesh) if args.mesh else None)
+    if args.viewer == "yes" or (args.viewer == "auto" and sys.stdin.isatty() and sys.stdout.isatty()):
+        ctx.viewer_port = args.viewer_port
     try:
         how = make_question(out / "question.wav", args.question)
         written["question"] = out / "question.wav"
@@ -326,26 +386,11 @@ def run(args: argparse.Namespace) -> int:
             written.update(capture_section(out, capture, mesh_dir, args.seconds))
         else:
             ctx.notes.append(f"real-capture section skipped: {capture} or the ARKit mesh is missing")
+        print_summary(out, written, ctx, tiny, time.monotonic() - t_start)
+        if ctx.viewer_url:
+            wait_for_ctrl_c(ctx)
     finally:
         stop_all(ctx)
-
-    print(f"\ndemo done in {time.monotonic() - t_start:.1f} s; outputs in {out.resolve()}:")
-    for what, p in written.items():
-        if p is not None:
-            print(f"  {what:<22} {p.resolve()}")
-    for line in ctx.notes:
-        print(f"  ({line})")
-    if tiny:
-        print(
-            "\nNOTE: these are TINY RANDOM models (seeded, untrained): the answer is no meaningful speech. The 'voice' "
-            "is the test vocoder's tones, the text is random tokens and the face moves at random (and barely). The "
-            "plumbing is real: engine, bridge protocol, streaming, A/V sync, timings. The capture_* files show the "
-            "face pipeline on real data."
-        )
-        print(
-            "To run real weights: python -m a2llm_rt.demo --backbone DIR --motion DIR [--device cuda]  (backbone: a "
-            "Step-Audio-2-mini folder; motion: tokenizer/ + connector/ as written by training; see README)."
-        )
     return 0
 
 
@@ -362,6 +407,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--capture", default=str(data / "arkit_capture" / "livelinkface_rom_3.csv"),
                    help="Live Link Face CSV for the real-capture section ('' to skip it)")  # fmt: skip
     p.add_argument("--seconds", type=float, default=20.0, help="capture stretch to show (s)")
+    p.add_argument(
+        "--viewer",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="keep the server up with the browser viewer until Ctrl-C (auto: when run from a terminal)",
+    )
+    p.add_argument("--viewer-port", type=int, default=8080, help="browser viewer port on 127.0.0.1 (default 8080)")
     p.add_argument("--timeout-s", type=float, default=120.0, help="server start-up and turn time limit (s)")
     return p
 

@@ -116,3 +116,41 @@ def test_demo_refuses_a_missing_weights_folder(tmp_path, capsys):
     assert rc == 2
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_demo_keeps_the_browser_viewer_up_until_stopped(tmp_path):
+    """`--viewer yes`: after the outputs the demo serves the page and the bridge until SIGTERM, then stops both."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    if not (demo.REPO / "plugin_bridge/web/page/dist/index.html").is_file():
+        pytest.skip("the viewer page is not built (make page / make test build it with npm)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "a2llm_rt.demo", "--out", str(tmp_path), "--capture", "", "--mesh", "",
+           "--viewer", "yes", "--viewer-port", str(port)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=demo.REPO)
+    try:
+        lines = []
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line, "demo exited before serving the viewer:\n" + "".join(lines)
+            lines.append(line)
+            if "Talk to the avatar" in line:
+                break
+        assert (tmp_path / "answer.wav").is_file()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as r:
+            assert r.status == 200 and b"a2llm" in r.read()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
