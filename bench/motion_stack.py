@@ -74,7 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tiny", action="store_true", help="test-sized models (a smoke run of the script)")
     ap.add_argument("--engines", default=None, help="keep the exported engines in this folder (default: temporary)")
     ap.add_argument("--out", default="bench/results/motion_stack.json")
+    ap.add_argument("--device", default="cpu", help="cpu only: this bench measures the CPU path (see bench/engine.py)")
     args = ap.parse_args(argv)
+    if args.device != "cpu":
+        print(f"motion_stack measures the CPU backends; --device {args.device} skipped (GPU: bench/engine.py)")
+        return 0
 
     connector, motion = paper_models(args.window, args.tiny)
     tokens = connector.cfg.tokens_per_window
