@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import pytest
 import torch
 
 from a2llm_rt.models.lora import lora_parameters
+from tests.process_utils import run_group
 from training import ddp
 from training.data.format import ShardWriter
 from training.eval_a2llm import evaluate
@@ -155,13 +154,10 @@ def test_ddp_two_cpu_processes(tmp_path):
     cfg = tmp_path / "r.yaml"
     r.to_file(cfg)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = str(sock.getsockname()[1])
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "training.train_a2llm", "--stage", "1", "--config", str(cfg), "--device", "cpu",
            "--no-progress"]  # fmt: skip
-    p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    p = run_group(cmd, cwd=REPO, env=env, timeout=180)
     assert p.returncode == 0, p.stderr[-3000:]
     meta = read_stage_state(Path(r.out) / "stage1")
     assert meta["done"] and meta["step"] == 2
