@@ -125,8 +125,17 @@ def test_bad_input_and_ray_gate(tmp_path, capsys):
     if importlib.util.find_spec("ray") is None:
         assert main(["--clips", str(clips), "--out", str(tmp_path / "o"), "--ray", "--no-progress"]) == 2
         assert "pip install" in capsys.readouterr().err
-    else:  # pragma: no cover (ray is not installed in CI)
-        assert main(["--clips", str(clips), "--out", str(tmp_path / "o"), "--ray", "--ray-local-mode"]) == 0
+    else:  # make test installs ray: a local single-node Ray runs the same stages as the process pool
+        args = ["--clips", str(clips), "--no-progress", "--tts", "none"]
+        assert main([*args, "--out", str(tmp_path / "ray"), "--ray", "--ray-local-mode"]) == 0
+        assert main([*args, "--out", str(tmp_path / "pool"), "--workers", "2"]) == 0
+        ray_rep, pool_rep = (
+            validate_dataset(tmp_path / "ray" / "dataset"),
+            validate_dataset(tmp_path / "pool" / "dataset"),
+        )
+        assert ray_rep.ok and dict(ray_rep.tasks) == dict(pool_rep.tasks) == {"asr": 2, "tts": 2}  # c3: no inputs
+        man = json.loads((tmp_path / "ray" / "manifest.json").read_text())
+        assert sorted(man["clips"]) == ["c1", "c2", "c3"]
 
 
 def test_parsers(tmp_path):

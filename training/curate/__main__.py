@@ -23,7 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=1, help="local process pool size (default 1)")
     ap.add_argument("--ray", action="store_true", help="run the clips as Ray tasks (needs the ray package)")
     ap.add_argument("--ray-address", default=None, help="Ray cluster address (default: start or join locally)")
-    ap.add_argument("--ray-local-mode", action="store_true", help="Ray local mode (debugging)")
+    ap.add_argument("--ray-local-mode", action="store_true", help="start a local single-node Ray here (tests)")
     ap.add_argument("--asr", default="auto", help="auto | transcripts | faster-whisper | whisper | module:attr")
     ap.add_argument("--asr-model", default="small")
     ap.add_argument("--face-fps", type=float, default=30.0, help="fps of face files that do not state theirs")

@@ -314,6 +314,10 @@ def _map_local(clips: list[Path], out: Path, cfg: CurateConfig, workers: int):
             yield futs[f], f.result()
 
 
+def cfg_workers() -> int:
+    return max(1, min(2, os.cpu_count() or 1))
+
+
 def _map_ray(clips: list[Path], out: Path, cfg: CurateConfig, address: str | None, local_mode: bool):
     try:
         import ray
@@ -322,7 +326,10 @@ def _map_ray(clips: list[Path], out: Path, cfg: CurateConfig, address: str | Non
             "--ray needs the 'ray' package (pip install 'ray[default]'); it is not installed in this environment"
         ) from None
     if not ray.is_initialized():
-        ray.init(address=address, local_mode=local_mode, ignore_reinit_error=True)
+        if local_mode:  # a single-node Ray started here (Ray 2.x dropped the old in-process local_mode)
+            ray.init(num_cpus=cfg_workers(), include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(address=address, ignore_reinit_error=True)
     task = ray.remote(process_clip)
     refs = {task.remote(str(c), str(out), cfg.to_dict()): str(c) for c in clips}
     pending = list(refs)
