@@ -67,9 +67,14 @@ demo: setup page
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b --device cpu || exit 1; done
 
+# Everything a session lent a GPU should run, in one command: gpu-marked tests, then the GPU benchmarks
+# (the engine at the full Step-Audio-2-mini size with random weights, CUDA graphs on; the tokenizer on CUDA).
 gpu-check: setup native
+	$(VENV)/bin/pip install -q nvtx onnxruntime-gpu || echo "note: nvtx / onnxruntime-gpu not installed"
 	$(PY) -m pytest -q -m gpu -p no:cacheprovider $(PYTEST_ARGS)
-	@for b in bench/*.py; do echo "== $$b (cuda)"; $(PY) $$b --device cuda || exit 1; done
+	$(PY) bench/engine.py --preset full --device cuda --batch 1 4
+	$(PY) bench/engine.py --preset full --device cuda --batch 1 --graph none
+	$(PY) bench/tokenizer.py --device cuda
 
 clean:
 	rm -rf build demo_out bench/results .pytest_cache

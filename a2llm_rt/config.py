@@ -2,7 +2,10 @@
 
 Each component has one dataclass that derives :class:`Config`: typed fields with docstrings, validation in
 ``validate()``, and JSON/YAML round trips. Modules themselves take plain typed arguments; only builders and CLIs
-read configs. The component configs live beside their components and are re-exported here.
+read configs. The component configs live beside their components: ``BackboneConfig`` (models/backbone.py),
+``ConnectorConfig`` (models/connector.py), ``MotionTokenizerConfig`` (models/motion_tokenizer.py), ``LoraSettings``
+(models/lora.py), ``EngineConfig`` (engine/engine.py), ``SamplingConfig`` (engine/sampling.py),
+``MotionBackendConfig`` (engine/motion_backend.py), ``ServerConfig`` (plugin_bridge/server.py) and the training recipes.
 """
 
 from __future__ import annotations
