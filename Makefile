@@ -70,7 +70,7 @@ bench: setup
 # Everything a session lent a GPU should run, in one command: gpu-marked tests, then the GPU benchmarks
 # (the engine at the full Step-Audio-2-mini size with random weights, CUDA graphs on; the tokenizer on CUDA).
 gpu-check: setup native
-	$(VENV)/bin/pip install -q nvtx onnxruntime-gpu || echo "note: nvtx / onnxruntime-gpu not installed"
+	$(VENV)/bin/pip install -q nvtx || echo "note: nvtx not installed (NVTX ranges fall back to torch.cuda.nvtx)"
 	$(PY) -m pytest -q -m gpu -p no:cacheprovider $(PYTEST_ARGS)
 	$(PY) bench/engine.py --preset full --device cuda --batch 1 4
 	$(PY) bench/engine.py --preset full --device cuda --batch 1 --graph none
