@@ -1,12 +1,13 @@
 """Export the motion stack to verified ONNX (and TensorRT when available) with a manifest.
 
     python -m export.build_engines --motion DIR|tiny --out ENGINES/ [--precision fp32|fp16|bf16] [--window W]
-        [--max-batch B] [--int8] [--trt]
+        [--max-batch B] [--int8] [--int8-scheme weight_only|dynamic] [--trt]
 
 Steps: export the connector step and the RVQ decoder step graphs (``export/onnx_export.py``), verify each with
 onnxruntime against PyTorch on fresh random inputs at batch 1 and 3 (``export/parity.py``), optionally quantize the
-connector to int8 and measure its greedy-code agreement (``--int8``), build TensorRT engines when TensorRT and a GPU
-are present (``export/trt_build.py``) and re-verify them, then write ``manifest.json`` (``export/manifest.py``).
+connector to int8 and measure its greedy-code agreement (``--int8``; the schemes are described in
+``export/quantize.py``), build TensorRT engines when TensorRT and a GPU are present (``export/trt_build.py``) and
+re-verify them, then write ``manifest.json`` (``export/manifest.py``).
 
 ``--motion`` is a motion directory (``tokenizer/`` and ``connector/`` with ``config.json`` + ``model.safetensors``, as
 :func:`a2llm_rt.engine.builders.load_motion_dir` reads) or ``tiny`` (test-sized models with seeded random weights).
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -117,8 +119,11 @@ def build(
     int8: bool = False,
     trt: bool | None = None,
     log=print,
+    int8_scheme: str = "weight_only",
 ) -> dict[str, Any]:
     """Export, verify, (quantize, build TensorRT) and write the manifest into ``out``; returns the manifest.
+
+    ``int8_scheme``: ``weight_only`` (default) or ``dynamic``, see :mod:`export.quantize`.
 
     ``trt``: True = required, None = when available, False = never. The manifest's ``ok`` is False when a parity
     check failed; ``trt.built`` says whether engines were built and why not.
@@ -178,7 +183,7 @@ def build(
                     src = Path(tmp) / "connector_fp32.onnx"
                     ox.export_connector(connector, src, "fp32")
                 f = FILES["connector_int8_onnx"]
-                meta = quantize_connector(src, out / f)
+                meta = quantize_connector(src, out / f, int8_scheme)
             sess = ort_session(out / f)
             agree = greedy_code_agreement(connector, ort_runner(sess))
             par = connector_parity(connector, ort_runner(sess), "int8")
@@ -186,9 +191,12 @@ def build(
             artifacts["connector_int8_onnx"] = artifact_entry(out, f, "onnx", graph="connector_step", precision="int8",
                                                               weights_sha256=meta["a2llm.weights_sha256"],
                                                               quantization=meta["a2llm.quantization"],
+                                                              int8_scheme=meta["a2llm.int8_scheme"],
+                                                              int8_settings=json.loads(meta["a2llm.int8_settings"]),
                                                               greedy_codes=agree)  # fmt: skip
-            log(f"connector_step.int8.onnx: {agree['fraction_unchanged']:.2%} of {agree['codes']} greedy codes "
-                f"unchanged on fresh inputs (goal >= 99%: {'met' if agree['met'] else 'NOT met'})")  # fmt: skip
+            verdict = "met" if agree["met"] else "NOT met"
+            log(f"connector_step.int8.onnx ({int8_scheme}): {agree['fraction_unchanged']:.2%} of {agree['codes']} "
+                f"greedy codes unchanged on fresh inputs (goal >= 99%: {verdict})")  # fmt: skip
     trt_info = _tensorrt(connector, motion, out, precision, max_batch, artifacts, trt, log)
     ok &= trt_info.get("passed", True) is not False
     state = motion.init_decode_state(1).tensors()
@@ -271,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--window", type=int, default=None, help="window W (tiny: default 10; a directory: must match)")
     ap.add_argument("--max-batch", type=int, default=8, help="largest batch of the TensorRT profiles (default 8)")
     ap.add_argument("--int8", action="store_true", help="also write the int8 weight-quantized connector (CPU)")
+    ap.add_argument("--int8-scheme", default="weight_only", choices=["weight_only", "dynamic"],
+                    help="weight_only (default): MatMulNBits int8 blocks of 16, sensitive matmuls fp32; "
+                    "dynamic: quantize_dynamic, everything int8 (faster, less accurate)")  # fmt: skip
     ap.add_argument("--trt", action="store_true", help="require TensorRT engines (non-zero exit when impossible)")
     args = ap.parse_args(argv)
     try:
@@ -278,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError(f"--max-batch must be >= 1, got {args.max_batch}")
         connector, motion = load_models(args.motion, args.window)
         manifest = build(connector, motion, args.out, args.precision, args.max_batch, args.int8,
-                         True if args.trt else None)  # fmt: skip
+                         True if args.trt else None, int8_scheme=args.int8_scheme)  # fmt: skip
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
