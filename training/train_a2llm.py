@@ -26,10 +26,7 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,7 +44,7 @@ from a2llm_rt.models.backbone import PRESETS, StepAudio2Backbone
 from a2llm_rt.models.checkpoint import from_pretrained_dir, save_pretrained_dir
 from a2llm_rt.models.connector import ConnectorConfig, MotionConnector, connector_loss
 from a2llm_rt.models.lora import LoraSettings, apply_lora, load_lora, lora_parameters, reset_lora, save_lora
-from a2llm_rt.utils.fileio import atomic_write, atomic_write_json
+from a2llm_rt.utils.fileio import atomic_directory, atomic_write, atomic_write_json
 from training import ddp
 from training.data.audio_tokenizers import load_audio_tokenizer
 from training.data.builders import IGNORE, Batch, BuiltSample, SequenceBuilder, collate
@@ -230,9 +227,7 @@ def save_stage(
     directory: Path, model: A2LLM, opt: torch.optim.Optimizer | None, step: int, done: bool, metrics: dict
 ) -> None:
     """Write a stage checkpoint into a temporary folder, then swap it in (never half-written)."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    with atomic_directory(directory) as tmp:
         save_lora(model.peft[0], tmp / "lora")
         state = {k: v.detach().cpu().contiguous() for k, v in model.connector.state_dict().items()}
         _write(tmp / "connector.safetensors", st_save(state))
@@ -248,16 +243,6 @@ def save_stage(
             _write(tmp / "optimizer.safetensors", st_save(tensors))
             meta["param_groups"] = osd["param_groups"]
         atomic_write_json(tmp / "trainer_state.json", meta)
-        old = None
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old.{os.getpid()}")
-            os.replace(directory, old)
-        os.replace(tmp, directory)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def read_stage_state(directory: Path) -> dict | None:

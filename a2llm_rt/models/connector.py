@@ -144,8 +144,12 @@ class CrossAttentionLayer(nn.Module):
         if self.self_attn is not None:
             h = self.norm_sa(x)
             x = x + self.drop(self.self_attn(h, h, query_mask))
-        x = x + self.drop(self.cross_attn(self.norm_q(x), self.norm_mem(mem)))
+        x = x + self.drop(self.fuse(self.norm_q(x), self.norm_mem(mem)))
         return x + self.drop(self.ff(self.norm_ff(x)))
+
+    def fuse(self, h: torch.Tensor, mem: torch.Tensor) -> torch.Tensor:
+        """What the normalised queries ``h`` [B, Tq, d] take from the normalised memory [B, Tk, d]."""
+        return self.cross_attn(h, mem)
 
 
 class MotionCodeEmbedding(nn.Module):

@@ -19,34 +19,20 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from a2llm_rt.models.connector import Attention, FeedForward
+from a2llm_rt.models.connector import CrossAttentionLayer
 
 
-class GatedFusionLayer(nn.Module):
+class GatedFusionLayer(CrossAttentionLayer):
     """One token-as-query gated fusion layer: queries [B, Tq, d] x memory [B, Tk, d] -> [B, Tq, d]."""
 
     def __init__(self, d_model: int, n_heads: int, dropout: float, ffn_mult: int = 4, self_attention: bool = True):
-        super().__init__()
-        self.self_attn = Attention(d_model, n_heads, dropout) if self_attention else None
-        self.norm_sa = nn.LayerNorm(d_model) if self_attention else None
-        self.norm_q = nn.LayerNorm(d_model)
-        self.norm_mem = nn.LayerNorm(d_model)
-        self.cross_attn = Attention(d_model, n_heads, dropout)
+        super().__init__(d_model, n_heads, dropout, ffn_mult, self_attention)
         self.gate = nn.Linear(d_model, d_model)
         nn.init.zeros_(self.gate.bias)
-        self.norm_ff = nn.LayerNorm(d_model)
-        self.ff = FeedForward(d_model, ffn_mult, dropout)
-        self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mem: torch.Tensor, query_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``x`` [B, Tq, d], ``mem`` [B, Tk, d], ``query_mask`` [B, Tq] bool (False = padding query) -> [B, Tq, d]."""
-        if self.self_attn is not None:
-            h = self.norm_sa(x)
-            x = x + self.drop(self.self_attn(h, h, query_mask))
-        h = self.norm_q(x)
-        g = torch.sigmoid(self.gate(h))
-        x = x + self.drop(g * self.cross_attn(h, self.norm_mem(mem)))
-        return x + self.drop(self.ff(self.norm_ff(x)))
+    def fuse(self, h: torch.Tensor, mem: torch.Tensor) -> torch.Tensor:
+        """The cross-attention answer scaled per channel by a sigmoid gate computed from the query ``h``."""
+        return torch.sigmoid(self.gate(h)) * self.cross_attn(h, mem)
 
     def gate_values(self, x: torch.Tensor) -> torch.Tensor:
         """The cross-attention gate for queries ``x`` [B, Tq, d] -> [B, Tq, d] in (0, 1) (for inspection)."""

@@ -19,10 +19,7 @@ that an audio encoder with the same projection names is left alone).
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -30,6 +27,7 @@ from torch import nn
 
 from a2llm_rt.config import Config
 from a2llm_rt.errors import InputError
+from a2llm_rt.utils.fileio import atomic_directory
 
 PAPER_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -109,20 +107,8 @@ def save_lora(model: nn.Module, directory: str | Path) -> Path:
     half-written adapter.
     """
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    with atomic_directory(directory) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
-        old = None
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old.{os.getpid()}")
-            os.replace(directory, old)
-        os.replace(tmp, directory)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return directory
 
 
