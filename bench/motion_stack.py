@@ -1,10 +1,13 @@
 """Bench: the motion stack per step (W hidden states in -> connector -> greedy codes -> RVQ decoder -> W frames out).
 
     python -m bench.motion_stack [--window 10] [--repeats 20] [--out bench/results/motion_stack.json] [--tiny]
+        [--int8-schemes weight_only dynamic]
 
 At the paper's sizes (connector d 768 x 6 layers, 12 heads, fed by d_llm 3584; RVQ decoder width 128, 3 residual
 blocks, latent 256, 6 x 256 codes, FLAME58) with seeded random weights, it compares in one run: torch eager, onnxruntime
-fp32 and onnxruntime int8 (connector weights int8, decoder fp32), each with 1 and 2 threads, at batch 1 and 8.
+fp32 and onnxruntime int8 (connector int8 with each scheme of ``export/quantize.py``: ``weight_only``, the
+``build_engines --int8`` default, and the all-int8 ``dynamic``; decoder fp32), each with 1 and 2 threads, at batch 1
+and 8.
 Reported: median ms per step (one window of W states = W/G motion tokens per session), ms per motion token
 (step / (W/G)), the speed-up over torch eager with the same threads and batch, and batch 8's cost per call relative to
 batch 1. The graphs are exported and verified with ``export.build_engines.build`` first (parity errors and int8 code
@@ -73,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--tiny", action="store_true", help="test-sized models (a smoke run of the script)")
     ap.add_argument("--engines", default=None, help="keep the exported engines in this folder (default: temporary)")
+    ap.add_argument("--int8-schemes", nargs="*", default=["weight_only", "dynamic"], choices=["weight_only", "dynamic"],
+                    help="int8 connector schemes to time (default both)")  # fmt: skip
     ap.add_argument("--out", default="bench/results/motion_stack.json")
     ap.add_argument("--device", default="cpu", help="cpu only: this bench measures the CPU path (see bench/engine.py)")
     args = ap.parse_args(argv)
@@ -80,32 +85,37 @@ def main(argv: list[str] | None = None) -> int:
         print(f"motion_stack measures the CPU backends; --device {args.device} skipped (GPU: bench/engine.py)")
         return 0
 
+    load_start = _loadavg()
     connector, motion = paper_models(args.window, args.tiny)
     tokens = connector.cfg.tokens_per_window
     n_params = {"connector": sum(p.numel() for p in connector.parameters()),
                 "tokenizer_decoder": sum(p.numel() for p in motion.decoder.parameters())}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(args.engines or tmp)
+        root = Path(args.engines or tmp)
         print(f"exporting and verifying (connector {n_params['connector'] / 1e6:.1f} M parameters) ...", flush=True)
-        manifest = build(connector, motion, folder, "fp32", max_batch=max(args.batches), int8=True, trt=False)
-        variants = [
-            ("torch eager", "torch", None),
-            ("onnxruntime fp32", "ort", False),
-            ("onnxruntime int8", "ort", True),
-        ]
+        schemes = args.int8_schemes or [None]
+        folders, manifests = {}, {}
+        for scheme in schemes:  # one engines folder per int8 scheme (the first also serves fp32)
+            folders[scheme] = root / (scheme or "fp32")
+            manifests[scheme] = build(connector, motion, folders[scheme], "fp32", max_batch=max(args.batches),
+                                      int8=scheme is not None, trt=False, int8_scheme=scheme or "weight_only",
+                                      log=lambda *_: None)  # fmt: skip
+        manifest = manifests[schemes[0]]
+        variants = [("torch eager", "torch", None), ("onnxruntime fp32", "ort", schemes[0])]
+        variants += [(f"ort int8 {s}", "ort", s) for s in args.int8_schemes]
         rows = []
         for threads in args.threads:
             torch.set_num_threads(threads)
-            for label, kind, int8 in variants:
+            for label, kind, scheme in variants:
                 backend = (TorchBackend(connector, motion) if kind == "torch"
-                           else OnnxRuntimeBackend(folder, int8=bool(int8), threads=threads))  # fmt: skip
+                           else OnnxRuntimeBackend(folders[scheme], int8="int8" in label, threads=threads))  # fmt: skip
                 for b in args.batches:
                     ts = time_backend(backend, b, args.window, connector.cfg.d_llm, args.repeats)
                     med = statistics.median(ts)
                     rows.append({"variant": label, "threads": threads, "batch": b, "ms_per_step": med * 1e3,
                                  "ms_per_motion_token": med * 1e3 / tokens, "ms_min": min(ts) * 1e3,
                                  "ms_p90": sorted(ts)[int(0.9 * (len(ts) - 1))] * 1e3, "repeats": len(ts)})  # fmt: skip
-                    print(f"  {label:18s} threads {threads} batch {b}: {med * 1e3:8.2f} ms/step", flush=True)
+                    print(f"  {label:20s} threads {threads} batch {b}: {med * 1e3:8.2f} ms/step", flush=True)
     by = {(r["variant"], r["threads"], r["batch"]): r for r in rows}
     for r in rows:
         base = by[("torch eager", r["threads"], r["batch"])]
@@ -115,17 +125,21 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\nmotion stack per step: W={args.window} hidden states -> {args.window} frames ({tokens} motion tokens), "
           f"{'tiny' if args.tiny else 'paper'} sizes; median of {args.repeats}; shared machine, noisy\n")  # fmt: skip
-    hdr = f"| {'variant':18s} | thr | batch | ms/step | ms/motion token | x torch | cost vs batch 1 |"
+    hdr = f"| {'variant':20s} | thr | batch | ms/step | ms/motion token | x torch | cost vs batch 1 |"
     print(hdr)
     print("|" + "|".join("-" * (len(c)) for c in hdr.split("|")[1:-1]) + "|")
     for r in rows:
         print(
-            f"| {r['variant']:18s} | {r['threads']:3d} | {r['batch']:5d} | {r['ms_per_step']:7.2f} | "
+            f"| {r['variant']:20s} | {r['threads']:3d} | {r['batch']:5d} | {r['ms_per_step']:7.2f} | "
             f"{r['ms_per_motion_token']:15.2f} | {r['speedup_vs_torch']:7.2f} | {r['batch_cost_vs_batch1']:15.2f} |"
         )
-    int8 = manifest["artifacts"]["connector_int8_onnx"]["greedy_codes"]
-    print(f"\nint8 connector: {int8['fraction_unchanged']:.2%} of {int8['codes']} greedy codes unchanged "
-          f"(random weights; goal >= 99%)")  # fmt: skip
+    print()
+    int8_codes = {}
+    for scheme in args.int8_schemes:
+        int8_codes[scheme] = manifests[scheme]["artifacts"]["connector_int8_onnx"]["greedy_codes"]
+        g = int8_codes[scheme]
+        print(f"int8 connector ({scheme}): {g['fraction_unchanged']:.2%} of {g['codes']} greedy codes unchanged "
+              f"(random weights; goal >= 99%)")  # fmt: skip
     result = {
         "bench": "motion_stack",
         "sizes": "tiny" if args.tiny else "paper",
@@ -141,12 +155,21 @@ def main(argv: list[str] | None = None) -> int:
             "note": "shared with other jobs; timings are noisy",
         },  # fmt: skip
         "versions": manifest["versions"],
-        "parity": {k: v.get("parity", v.get("greedy_codes")) for k, v in manifest["artifacts"].items()},
+        "parity": {k: v["parity"] for k, v in manifest["artifacts"].items() if "parity" in v},
+        "int8_greedy_codes": int8_codes,
+        "int8_settings": {s: manifests[s]["artifacts"]["connector_int8_onnx"]["int8_settings"] for s in int8_codes},
+        "load_average": {"start": load_start, "end": _loadavg()},  # 1, 5, 15 min (2 cores here)
         "rows": rows,
     }
     atomic_write_json(args.out, result)
     print(f"wrote {args.out}")
     return 0
+
+
+def _loadavg() -> list[float] | None:
+    import os
+
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
 
 def _cpus() -> int:

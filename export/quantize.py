@@ -19,7 +19,7 @@ Two schemes (``quantize_connector(..., scheme=...)``, ``build_engines --int8-sch
 Measured on the paper-size connector with random weights (3072 greedy codes, 1 thread, batch 1, this 2-core machine
 under load ~3): fp32 8.6 ms per call; ``weight_only`` 5.0 ms, 99.1-99.3% of codes unchanged (3 seeds); ``dynamic`` 2.5-
 2.9 ms, 96.9%. All-int8 variants tried (MatMulNBits blocks 16-128, QDQ per channel, ``quantize_dynamic`` with
-``reduce_range`` or without the downsampling or heads) stay at 95.3-98.1%; weight-only int8 with fp32 arithmetic
+``reduce_range`` or without the downsampling or heads) stay at 95.3-98.0%; weight-only int8 with fp32 arithmetic
 (MatMulNBits accuracy level 0) reaches 98.7% but takes 70-100 ms. Quality is judged by how many greedy codes change
 on fresh inputs (:func:`export.parity.greedy_code_agreement`; goal >= 99% unchanged).
 

@@ -70,6 +70,9 @@ class TrainConfig(Config):
     pca_init: bool = True
     """With ``model.linear_skip``: start from the PCA autoencoder of the training windows (see
     :meth:`MotionTokenizer.init_linear_skip_pca`)."""
+    kmeans_init_windows: int = 0
+    """> 0: initialise the codebooks by residual k-means on the latents of this many (augmented) training windows
+    before training, instead of k-means on the first batch (0: the paper's first-batch init)."""
     num_threads: int = 2
     """torch CPU threads per process."""
 
@@ -219,6 +222,9 @@ def train(
     if mc.linear_skip and tc.pca_init:
         windows = train_ds.sample(max(256, 4096 // (recipe.data.window // mc.group)), np.random.default_rng(tc.seed))
         model.init_linear_skip_pca(torch.as_tensor(windows))
+    if tc.kmeans_init_windows > 0:
+        windows = train_ds.sample(tc.kmeans_init_windows, np.random.default_rng([tc.seed, 1]))
+        model.init_codebooks(torch.as_tensor(windows))
     model.to(info.device).train()
     vertex_fn = regions = None
     if recipe.face_model and recipe.loss.vertex_terms:

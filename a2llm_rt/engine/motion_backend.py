@@ -340,6 +340,8 @@ class OnnxRuntimeBackend(_GraphBackend):
         self.connector_path = verify_artifact(folder, manifest, name)
         self.decoder_path = verify_artifact(folder, manifest, "decoder_onnx")
         self.int8 = int8
+        #: the int8 connector's quantization scheme from the manifest ("weight_only", "dynamic"; None: fp32 graph)
+        self.int8_scheme = manifest["artifacts"][name].get("int8_scheme", "dynamic") if int8 else None
         self._conn = ort_session(self.connector_path, provider, threads)
         self._dec = ort_session(self.decoder_path, provider, threads)
 

@@ -72,6 +72,12 @@ class MotionTokenizerConfig(Config):
     """Add a linear path beside the convs: frames -> latent (conv k=G, s=G) in the encoder and latent -> frames
     (transposed conv) in the decoder. Not in the paper; it helps the tokenizer generalise to blendshape
     combinations it has not seen (small data, e.g. one capture)."""
+    encode_beam: int = 1
+    """Beam width of the residual-VQ encoding (1: the paper's greedy encoding; > 1: beam search over the levels,
+    which lowers the quantization error at no cost to decoding or to the token format)."""
+    clamp_output: bool = False
+    """Clamp decoded frames to the blendshape range [0, 1] (arkit52 only; inference paths, not the training
+    forward). Not in the paper."""
 
     @property
     def motion_dim(self) -> int:
@@ -91,6 +97,10 @@ class MotionTokenizerConfig(Config):
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.fps <= 0 or self.std_floor <= 0:
             raise ValueError("fps and std_floor must be > 0")
+        if self.encode_beam < 1:
+            raise ValueError(f"encode_beam must be >= 1, got {self.encode_beam}")
+        if self.clamp_output and self.layout != "arkit52":
+            raise ValueError("clamp_output needs layout arkit52 (values in [0, 1])")
 
 
 # --- building blocks ----------------------------------------------------------------------------------------------
@@ -353,6 +363,7 @@ class MotionTokenizer(nn.Module):
             decay=cfg.ema_decay,
             kmeans_init=cfg.kmeans_init,
             threshold_ema_dead_code=cfg.dead_code_threshold,
+            encode_beam=cfg.encode_beam,
         )
         self.decoder = MotionDecoder(d, cfg)
 
@@ -398,6 +409,22 @@ class MotionTokenizer(nn.Module):
             conv.weight.zero_()
             conv.bias.zero_()
 
+    @torch.no_grad()
+    def init_codebooks(self, motion: torch.Tensor, batch: int = 256) -> None:
+        """Initialise all codebooks by residual k-means on the latents of ``motion`` ``[N, T, D]`` (many training
+        windows) instead of k-means on the first training batch (see :mod:`a2llm_rt.quantization.core_vq`)."""
+        self.check_motion(motion)
+        was = self.training
+        self.eval()
+        z = torch.cat([self.encoder(self.normalize(motion[i : i + batch].float())) for i in range(0, len(motion), batch)])
+        self.train(was)
+        self.quantizer.init_from_data(z)
+
+    def _out(self, y: torch.Tensor) -> torch.Tensor:
+        """Normalised decoder frames -> frames in original units (clamped to [0, 1] with ``clamp_output``)."""
+        y = self.denormalize(y)
+        return y.clamp(0.0, 1.0) if self.cfg.clamp_output else y
+
     def normalize(self, motion: torch.Tensor) -> torch.Tensor:
         return (motion - self.motion_mean) / self.motion_std
 
@@ -429,7 +456,7 @@ class MotionTokenizer(nn.Module):
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes ``[B, T', N_q]`` -> frames ``[B, T' G, D]``."""
-        return self.denormalize(self.decoder(self.quantizer.decode(codes)))
+        return self._out(self.decoder(self.quantizer.decode(codes)))
 
     # streaming -------------------------------------------------------------------------------------------------
     def init_encode_state(self, batch_size: int, device: torch.device | str | None = None) -> EncoderState:
@@ -449,13 +476,13 @@ class MotionTokenizer(nn.Module):
     def decode_step(self, codes: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
         """codes ``[B, n, N_q]`` -> frames ``[B, n G, D]`` (held back by ``lookahead`` tokens at the start)."""
         y, state = self.decoder.step(self.quantizer.decode(codes), state)
-        return self.denormalize(y), state
+        return self._out(y), state
 
     @torch.no_grad()
     def decode_flush(self, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
         """The held-back frames at the end of a stream (empty when ``lookahead`` is 0)."""
         y, state = self.decoder.flush(state)
-        return self.denormalize(y), state
+        return self._out(y), state
 
 
 def count_parameters(model: nn.Module) -> int:

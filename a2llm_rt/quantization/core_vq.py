@@ -20,6 +20,13 @@ Tricks and their sources:
   reset with the new vector as in lucidrains/vector-quantize-pytorch).
 - Residual quantization: each stage quantizes what the previous ones left (Zeghidour et al. 2021, SoundStream §3.3,
   Algorithm 1), and the straight-through estimator is applied once on the sum (facebookresearch/encodec issue 25).
+- Optional data-driven initialisation of all codebooks by residual k-means on a large sample (the classic RVQ
+  training of Juang & Gray 1982, "Multiple stage vector quantization for speech coding"; Chen, Guan & Wang 2010,
+  "Approximate nearest neighbor search by residual vector quantization"), instead of k-means on the first batch.
+- Optional beam-search encoding (multi-path encoding of Liu et al. 2015, "Improved residual vector quantization for
+  high-dimensional approximate nearest neighbor search", §3.2): greedy residual encoding is not optimal; keeping the
+  ``beam`` best partial sums per level and returning the best full path lowers the quantization error. Decoding is
+  unchanged (the sum of the chosen codes).
 """
 
 from __future__ import annotations
@@ -213,8 +220,10 @@ class ResidualVectorQuantization(nn.Module):
             quantized_out = x + (quantized_out - x).detach()
         return quantized_out, torch.stack(codes, -1), commit
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, T, dim]`` -> codes ``[B, T, N_q]`` (no EMA update)."""
+    def encode(self, x: torch.Tensor, beam: int = 1) -> torch.Tensor:
+        """``[B, T, dim]`` -> codes ``[B, T, N_q]`` (no EMA update); ``beam`` > 1: beam-search encoding."""
+        if beam > 1:
+            return self._encode_beam(x, beam)
         residual = x
         codes = []
         for layer in self.layers:
@@ -222,6 +231,32 @@ class ResidualVectorQuantization(nn.Module):
             residual = residual - layer.decode(idx)
             codes.append(idx)
         return torch.stack(codes, -1)
+
+    def _encode_beam(self, x: torch.Tensor, beam: int) -> torch.Tensor:
+        """Beam search over the levels (Liu et al. 2015): the codes ``[B, T, N_q]`` of the best of ``beam`` paths."""
+        flat = x.reshape(-1, x.shape[-1])  # [N, d]
+        n, d = flat.shape
+        res = flat[:, None, :]  # [N, b, d] residual of every kept path
+        paths = flat.new_zeros(n, 1, 0, dtype=torch.long)  # [N, b, level]
+        for layer in self.layers:
+            embed = layer.embed  # [K, d]
+            k = embed.shape[0]
+            dist = res.pow(2).sum(-1, keepdim=True) - 2 * res @ embed.t() + embed.pow(2).sum(-1)  # [N, b, K]
+            top = dist.reshape(n, -1).topk(min(beam, dist.shape[1] * k), largest=False).indices  # [N, b']
+            src, code = top // k, top % k
+            res = torch.gather(res, 1, src[..., None].expand(-1, -1, d)) - embed[code]
+            paths = torch.cat([torch.gather(paths, 1, src[..., None].expand(-1, -1, paths.shape[-1])), code[..., None]], -1)
+        best = res.pow(2).sum(-1).argmin(-1)  # [N]
+        return paths[torch.arange(n), best].reshape(*x.shape[:-1], len(self.layers))
+
+    @torch.no_grad()
+    def init_from_data_(self, x: torch.Tensor) -> None:
+        """Initialise every codebook by residual k-means on latents ``x`` ``[..., dim]`` (a large sample)."""
+        residual = x.reshape(-1, x.shape[-1]).float()
+        for layer in self.layers:
+            layer.inited.fill_(0.0)
+            layer.init_embed_(residual)
+            residual = residual - layer.decode(layer.quantize(residual))
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes ``[B, T, N_q]`` -> latents ``[B, T, dim]``: the sum of the codebooks' vectors."""

@@ -26,6 +26,7 @@ class ResidualVectorQuantizer(nn.Module):
         kmeans_init: k-means initialisation from the first training batch.
         kmeans_iters: k-means iterations.
         threshold_ema_dead_code: EMA cluster size under which a code is restarted (0: never).
+        encode_beam: beam width of :meth:`encode` (1: greedy residual encoding; > 1: beam search, see core_vq).
     """
 
     def __init__(
@@ -38,8 +39,12 @@ class ResidualVectorQuantizer(nn.Module):
         kmeans_init: bool = True,
         kmeans_iters: int = 10,
         threshold_ema_dead_code: float = 1.0,
+        encode_beam: int = 1,
     ):
         super().__init__()
+        if encode_beam < 1:
+            raise ValueError(f"encode_beam must be >= 1, got {encode_beam}")
+        self.encode_beam = encode_beam
         self.dim = dim
         self.num_quantizers = num_quantizers
         self.codebook_size = codebook_size
@@ -64,7 +69,12 @@ class ResidualVectorQuantizer(nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, T, dim]`` -> codes ``[B, T, N_q]`` int64."""
         self._check(x)
-        return self.vq.encode(x)
+        return self.vq.encode(x, self.encode_beam)
+
+    def init_from_data(self, x: torch.Tensor) -> None:
+        """Initialise all codebooks by residual k-means on latents ``x`` ``[..., dim]`` (replaces first-batch init)."""
+        self._check(x)
+        self.vq.init_from_data_(x)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes ``[B, T, N_q]`` -> latents ``[B, T, dim]``."""

@@ -182,3 +182,28 @@ def test_pca_init_starts_as_a_pca_autoencoder():
     torch.testing.assert_close(recon, x, atol=1e-4, rtol=0)
     with pytest.raises(ValueError, match="linear_skip"):
         _tiny().init_linear_skip_pca(x)
+
+
+def test_clamp_output_and_codebook_init_from_windows():
+    m = _tiny(clamp_output=True, encode_beam=4)
+    with torch.no_grad():
+        m.motion_mean.fill_(0.5)
+        m.motion_std.fill_(10.0)  # decoded frames far outside [0, 1]
+    x = torch.rand(2, 20, 52)
+    y = m.decode(m.encode(x))
+    assert y.min() >= 0 and y.max() <= 1 and ((y == 0) | (y == 1)).any()
+    st = m.init_decode_state(2)
+    ys, _ = m.decode_step(m.encode(x), st)
+    torch.testing.assert_close(ys, y)
+    with pytest.raises(ValueError, match="clamp_output"):
+        MotionTokenizerConfig(layout="flame58", clamp_output=True).validate()
+    torch.manual_seed(0)
+    cfg = MotionTokenizerConfig(layout="arkit52", width=16, latent_dim=8, num_quantizers=3, codebook_size=16)
+    m2 = MotionTokenizer(cfg)
+    windows = torch.rand(32, 20, 52)
+    m2.init_codebooks(windows)
+    assert all(layer.inited.item() == 1 for layer in m2.quantizer.vq.layers)
+    assert m2.training  # mode restored
+    z = m2.encoder(m2.normalize(windows)).detach()
+    err = (m2.quantizer.decode(m2.quantizer.encode(z)) - z).pow(2).mean()
+    assert err < 0.5 * z.pow(2).mean()
