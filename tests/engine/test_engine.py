@@ -185,13 +185,17 @@ def test_threaded_respond_batches_and_cancels(alone):
     for i in range(2):
         assert isinstance(results[i][-1], TurnEnd)
         assert answer_ids(sessions[i]) == alone[i][0]
+    eng.shutdown()
+    # cancel mid-answer: a long answer (30 s) so the cancel always lands before the engine could finish it
+    eng = greedy_engine(max_sessions=1, max_seconds=30.0, min_seconds=29.0)
     cancel = threading.Event()
     got = []
-    for ev in sessions[0].respond(AUDIO[3], cancel=cancel):
+    for ev in eng.new_session().respond(AUDIO[3], cancel=cancel):
         got.append(ev)
         if isinstance(ev, AudioChunk):
             cancel.set()
     assert isinstance(got[-1], TurnEnd) and got[-1].reason == "cancelled"
+    assert sum(len(e.pcm) for e in got if isinstance(e, AudioChunk)) < 10 * 24000
     eng.shutdown()
 
 
