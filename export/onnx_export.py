@@ -95,7 +95,7 @@ class DecoderStepGraph(nn.Module):
         t = self.tokenizer
         z = t.quantizer.vq.decode(codes) * code_mask.unsqueeze(-1).to(self.dtype)  # [B, n, latent]
         y, st = t.decoder.step(z, DecoderState(state_tokens.to(self.dtype), state_frames.to(self.dtype), 0))
-        frames = t.denormalize(y).float()  # [B, n*G, D]
+        frames = t.to_frames(y).float()  # [B, n*G, D] (clamped when the tokenizer clamps)
         return frames, st.tokens.float(), st.frames.float()
 
 

@@ -119,7 +119,7 @@ def decoder_reference(tokenizer: MotionTokenizer, feeds: dict) -> list[np.ndarra
     z = tokenizer.quantizer.decode(feeds["codes"]) * feeds["code_mask"].unsqueeze(-1)
     state = DecoderState(feeds["state_tokens"], feeds["state_frames"], 0)
     y, st = tokenizer.decoder.step(z, state)
-    return [tokenizer.denormalize(y).numpy(), *(t.numpy() for t in st.tensors().values())]
+    return [tokenizer.to_frames(y).numpy(), *(t.numpy() for t in st.tensors().values())]
 
 
 def decoder_parity(

@@ -39,6 +39,10 @@ class MotionDataConfig(Config):
     scale_range: tuple[float, float] = (1.0, 1.0)
     """Each window is scaled about the neutral pose (0) by a factor drawn uniformly from this range (ARKit weights
     are clipped to [0, 1] afterwards)."""
+    region_mix_prob: float = 0.0
+    """Probability of composing a window from independent windows per face region (arkit52 only): the eye curves
+    of one window, the brow curves of a second, the rest (jaw, mouth, cheeks, nose, tongue) of a third. Regions of
+    the face move largely independently, so the compositions are plausible motion the capture may never show."""
 
     def validate(self) -> None:
         if self.window < 1:
@@ -49,6 +53,19 @@ class MotionDataConfig(Config):
             raise ValueError(f"mix_prob must be in [0, 1], got {self.mix_prob}")
         if len(self.scale_range) != 2 or not 0 < self.scale_range[0] <= self.scale_range[1]:
             raise ValueError(f"scale_range must be (low, high) with 0 < low <= high, got {self.scale_range}")
+        if not 0 <= self.region_mix_prob <= 1:
+            raise ValueError(f"region_mix_prob must be in [0, 1], got {self.region_mix_prob}")
+
+
+def face_region_groups(layout: str) -> list[np.ndarray]:
+    """Curve indices of the independently moving face regions of ``layout``: eyes, brows, the rest (arkit52 only)."""
+    if layout != "arkit52":
+        raise InputError(f"region mixing needs the arkit52 layout, not {layout}")
+    names = get_layout(layout).names
+    eyes = [i for i, n in enumerate(names) if n.startswith("eye")]
+    brows = [i for i, n in enumerate(names) if n.startswith("brow")]
+    rest = [i for i in range(len(names)) if i not in eyes and i not in brows]
+    return [np.asarray(g) for g in (eyes, brows, rest)]
 
 
 def expand_paths(paths: list[str | Path]) -> list[Path]:
@@ -92,8 +109,11 @@ class MotionDataset:
         mirror: bool = True,
         mix_prob: float = 0.0,
         scale_range: tuple[float, float] = (1.0, 1.0),
+        region_mix_prob: float = 0.0,
     ):
         self.layout = layout
+        self.region_mix_prob = region_mix_prob
+        self.regions = face_region_groups(layout) if region_mix_prob > 0 else []
         self.window = window
         self.mix_prob = mix_prob
         self.scale_range = tuple(scale_range)
@@ -121,7 +141,7 @@ class MotionDataset:
             clips.append(head if split == "train" else tail)
         if split != "train":
             return cls(clips, layout, cfg.window, mirror=False)
-        return cls(clips, layout, cfg.window, cfg.mirror, cfg.mix_prob, cfg.scale_range)
+        return cls(clips, layout, cfg.window, cfg.mirror, cfg.mix_prob, cfg.scale_range, cfg.region_mix_prob)
 
     @property
     def num_frames(self) -> int:
@@ -144,7 +164,7 @@ class MotionDataset:
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
         """``[B, window, D]`` float32 windows: random clip and offset, mirrored with probability 1/2, optionally
-        mixed with a second window and scaled (see :class:`MotionDataConfig`)."""
+        mixed with a second window, composed per face region and scaled (see :class:`MotionDataConfig`)."""
         out = np.empty((batch_size, self.window, self.clips[0].shape[1]), dtype=np.float32)
         lo, hi = self.scale_range
         for i in range(batch_size):
@@ -152,6 +172,10 @@ class MotionDataset:
             if self.mix_prob > 0 and rng.random() < self.mix_prob:
                 lam = rng.random()
                 w = lam * w + (1 - lam) * self._crop(rng)
+            if self.region_mix_prob > 0 and rng.random() < self.region_mix_prob:
+                w = w.copy()
+                for idx in self.regions[1:]:
+                    w[:, idx] = self._crop(rng)[:, idx]
             if hi > lo or lo != 1.0:
                 w = w * rng.uniform(lo, hi)
             if self.clip_range is not None:

@@ -75,6 +75,9 @@ class MotionTokenizerConfig(Config):
     encode_beam: int = 1
     """Beam width of the residual-VQ encoding (1: the paper's greedy encoding; > 1: beam search over the levels,
     which lowers the quantization error at no cost to decoding or to the token format)."""
+    quantizer_dropout: float = 0.0
+    """Probability that a training batch uses only the first n ~ U{1..N_q} codebooks (SoundStream's quantizer
+    dropout; 0: off, as in the paper)."""
     clamp_output: bool = False
     """Clamp decoded frames to the blendshape range [0, 1] (arkit52 only; inference paths, not the training
     forward). Not in the paper."""
@@ -99,6 +102,8 @@ class MotionTokenizerConfig(Config):
             raise ValueError("fps and std_floor must be > 0")
         if self.encode_beam < 1:
             raise ValueError(f"encode_beam must be >= 1, got {self.encode_beam}")
+        if not 0 <= self.quantizer_dropout <= 1:
+            raise ValueError(f"quantizer_dropout must be in [0, 1], got {self.quantizer_dropout}")
         if self.clamp_output and self.layout != "arkit52":
             raise ValueError("clamp_output needs layout arkit52 (values in [0, 1])")
 
@@ -364,6 +369,7 @@ class MotionTokenizer(nn.Module):
             kmeans_init=cfg.kmeans_init,
             threshold_ema_dead_code=cfg.dead_code_threshold,
             encode_beam=cfg.encode_beam,
+            quantizer_dropout=cfg.quantizer_dropout,
         )
         self.decoder = MotionDecoder(d, cfg)
 
@@ -416,11 +422,12 @@ class MotionTokenizer(nn.Module):
         self.check_motion(motion)
         was = self.training
         self.eval()
-        z = torch.cat([self.encoder(self.normalize(motion[i : i + batch].float())) for i in range(0, len(motion), batch)])
+        chunks = [motion[i : i + batch].float() for i in range(0, len(motion), batch)]
+        z = torch.cat([self.encoder(self.normalize(c)) for c in chunks])
         self.train(was)
         self.quantizer.init_from_data(z)
 
-    def _out(self, y: torch.Tensor) -> torch.Tensor:
+    def to_frames(self, y: torch.Tensor) -> torch.Tensor:
         """Normalised decoder frames -> frames in original units (clamped to [0, 1] with ``clamp_output``)."""
         y = self.denormalize(y)
         return y.clamp(0.0, 1.0) if self.cfg.clamp_output else y
@@ -456,7 +463,7 @@ class MotionTokenizer(nn.Module):
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes ``[B, T', N_q]`` -> frames ``[B, T' G, D]``."""
-        return self._out(self.decoder(self.quantizer.decode(codes)))
+        return self.to_frames(self.decoder(self.quantizer.decode(codes)))
 
     # streaming -------------------------------------------------------------------------------------------------
     def init_encode_state(self, batch_size: int, device: torch.device | str | None = None) -> EncoderState:
@@ -476,13 +483,13 @@ class MotionTokenizer(nn.Module):
     def decode_step(self, codes: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
         """codes ``[B, n, N_q]`` -> frames ``[B, n G, D]`` (held back by ``lookahead`` tokens at the start)."""
         y, state = self.decoder.step(self.quantizer.decode(codes), state)
-        return self._out(y), state
+        return self.to_frames(y), state
 
     @torch.no_grad()
     def decode_flush(self, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
         """The held-back frames at the end of a stream (empty when ``lookahead`` is 0)."""
         y, state = self.decoder.flush(state)
-        return self._out(y), state
+        return self.to_frames(y), state
 
 
 def count_parameters(model: nn.Module) -> int:

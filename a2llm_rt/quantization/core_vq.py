@@ -23,6 +23,9 @@ Tricks and their sources:
 - Optional data-driven initialisation of all codebooks by residual k-means on a large sample (the classic RVQ
   training of Juang & Gray 1982, "Multiple stage vector quantization for speech coding"; Chen, Guan & Wang 2010,
   "Approximate nearest neighbor search by residual vector quantization"), instead of k-means on the first batch.
+- Optional quantizer dropout (SoundStream §3.3): in training, with probability ``quantizer_dropout`` a batch uses
+  only the first ``n ~ U{1..N_q}`` codebooks, so the early levels learn to carry most of the signal (the later
+  codebooks are not updated on such a batch). ``n`` is broadcast from rank 0 so all DDP ranks agree.
 - Optional beam-search encoding (multi-path encoding of Liu et al. 2015, "Improved residual vector quantization for
   high-dimensional approximate nearest neighbor search", §3.2): greedy residual encoding is not optimal; keeping the
   ``beam`` best partial sums per level and returning the best full path lowers the quantization error. Decoding is
@@ -195,9 +198,18 @@ class ResidualVectorQuantization(nn.Module):
     Works on channel-last latents ``[B, T, dim]``.
     """
 
-    def __init__(self, num_quantizers: int, dim: int, codebook_size: int, commitment: float = 0.25, **codebook_kw):
+    def __init__(
+        self,
+        num_quantizers: int,
+        dim: int,
+        codebook_size: int,
+        commitment: float = 0.25,
+        quantizer_dropout: float = 0.0,
+        **codebook_kw,
+    ):
         super().__init__()
         self.commitment = commitment
+        self.quantizer_dropout = quantizer_dropout
         self.codebook_size = codebook_size
         self.layers = nn.ModuleList(EuclideanCodebook(dim, codebook_size, **codebook_kw) for _ in range(num_quantizers))
 
@@ -207,7 +219,16 @@ class ResidualVectorQuantization(nn.Module):
         quantized_out = torch.zeros_like(x)
         codes = []
         commit = x.new_zeros(())
-        for layer in self.layers:
+        n_active = len(self.layers)
+        if self.training and self.quantizer_dropout > 0:
+            use = float(torch.rand(()) < self.quantizer_dropout)
+            use, n = _broadcast_(torch.tensor([use, float(torch.randint(1, n_active + 1, ()))])).tolist()
+            n_active = int(n) if use else n_active
+        for i, layer in enumerate(self.layers):
+            if i >= n_active:  # dropped level: no EMA update; its code is still reported (eval-style lookup)
+                idx = layer.quantize(residual.reshape(-1, residual.shape[-1]).detach()).reshape(residual.shape[:-1])
+                codes.append(idx)
+                continue
             q, idx = layer(residual)
             if self.training and self.commitment > 0:
                 # VQ-VAE eq. 3: the encoder commits to its code; the code itself is not pulled (EMA learns it).
@@ -245,7 +266,8 @@ class ResidualVectorQuantization(nn.Module):
             top = dist.reshape(n, -1).topk(min(beam, dist.shape[1] * k), largest=False).indices  # [N, b']
             src, code = top // k, top % k
             res = torch.gather(res, 1, src[..., None].expand(-1, -1, d)) - embed[code]
-            paths = torch.cat([torch.gather(paths, 1, src[..., None].expand(-1, -1, paths.shape[-1])), code[..., None]], -1)
+            kept = torch.gather(paths, 1, src[..., None].expand(-1, -1, paths.shape[-1]))
+            paths = torch.cat([kept, code[..., None]], -1)
         best = res.pow(2).sum(-1).argmin(-1)  # [N]
         return paths[torch.arange(n), best].reshape(*x.shape[:-1], len(self.layers))
 

@@ -26,6 +26,7 @@ class ResidualVectorQuantizer(nn.Module):
         kmeans_init: k-means initialisation from the first training batch.
         kmeans_iters: k-means iterations.
         threshold_ema_dead_code: EMA cluster size under which a code is restarted (0: never).
+        quantizer_dropout: probability that a training batch uses only the first ``n ~ U{1..N_q}`` codebooks.
         encode_beam: beam width of :meth:`encode` (1: greedy residual encoding; > 1: beam search, see core_vq).
     """
 
@@ -40,6 +41,7 @@ class ResidualVectorQuantizer(nn.Module):
         kmeans_iters: int = 10,
         threshold_ema_dead_code: float = 1.0,
         encode_beam: int = 1,
+        quantizer_dropout: float = 0.0,
     ):
         super().__init__()
         if encode_beam < 1:
@@ -53,6 +55,7 @@ class ResidualVectorQuantizer(nn.Module):
             dim,
             codebook_size,
             commitment=commitment,
+            quantizer_dropout=quantizer_dropout,
             decay=decay,
             kmeans_init=kmeans_init,
             kmeans_iters=kmeans_iters,

@@ -174,3 +174,23 @@ def test_init_from_data_runs_residual_kmeans_on_every_level():
     before = q.vq.layers[0].embed.clone()
     q.train()(torch.randn(1, 2, 6) + 100.0)
     assert torch.cdist(before, q.vq.layers[0].embed).diagonal().min() < 1e-6  # most codes untouched by that batch
+
+
+def test_quantizer_dropout_updates_only_the_first_levels():
+    torch.manual_seed(0)
+    q = ResidualVectorQuantizer(dim=4, num_quantizers=4, codebook_size=8, threshold_ema_dead_code=0,
+                                quantizer_dropout=1.0).train()  # fmt: skip
+    q.init_from_data(torch.randn(200, 4))
+    x = torch.randn(2, 30, 4)
+    seen = set()
+    for _ in range(12):
+        before = [layer.embed.clone() for layer in q.vq.layers]
+        res = q(x)
+        moved = [not torch.equal(b, layer.embed) for b, layer in zip(before, q.vq.layers, strict=True)]
+        n = sum(moved)
+        assert moved == [True] * n + [False] * (4 - n) and n >= 1  # a prefix of the levels learns
+        seen.add(n)
+        assert res.codes.shape == (2, 30, 4)
+    assert len(seen) > 1
+    q.eval()
+    torch.testing.assert_close(q(x).x, q.decode(q.encode(x)))  # no dropout outside training

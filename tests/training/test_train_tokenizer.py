@@ -15,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from a2llm_rt.errors import InputError
 from a2llm_rt.face.clip import MotionClip
 from a2llm_rt.face.io import save_clip
 from a2llm_rt.face.layouts import ARKIT52_MIRROR, ARKIT_INDEX
@@ -217,3 +218,25 @@ def test_mix_and_scale_augmentation():
     assert len(np.unique(batch[:, 0, 0].round(4))) > 10
     with pytest.raises(ValueError):
         MotionDataConfig(scale_range=(1.2, 1.0))
+
+
+def test_region_mix_composes_regions_from_different_windows():
+    from training.motion_data import face_region_groups
+
+    eyes, brows, rest = face_region_groups("arkit52")
+    assert ARKIT_INDEX["eyeBlinkLeft"] in eyes and ARKIT_INDEX["browInnerUp"] in brows
+    assert ARKIT_INDEX["jawOpen"] in rest and len(eyes) + len(brows) + len(rest) == 52
+    clips = [np.full((10, 52), v, np.float32) for v in (0.1, 0.5, 0.9)]
+    ds = MotionDataset(clips, "arkit52", 10, mirror=False, region_mix_prob=1.0)
+    batch = ds.sample(64, np.random.default_rng(0))
+    # each region is constant (taken from one clip), and some windows take regions from different clips
+    for idx in (eyes, brows, rest):
+        assert np.allclose(batch[:, :, idx], batch[:, :1, idx[:1]])
+    per_region = np.stack([batch[:, 0, eyes[0]], batch[:, 0, brows[0]], batch[:, 0, rest[0]]], 1)
+    assert (np.ptp(per_region, 1) > 0.1).sum() > 20
+    plain = MotionDataset(clips, "arkit52", 10, mirror=False).sample(64, np.random.default_rng(0))
+    assert np.ptp(plain[:, 0], 1).max() == 0
+    with pytest.raises(InputError, match="arkit52"):
+        MotionDataset([np.zeros((10, 58), np.float32)], "flame58", 10, region_mix_prob=0.5)
+    with pytest.raises(ValueError):
+        MotionDataConfig(region_mix_prob=1.5)
