@@ -26,6 +26,7 @@ import dataclasses
 import logging
 import math
 import threading
+import time
 from pathlib import Path
 from types import EllipsisType
 
@@ -210,11 +211,13 @@ class Engine:
             self._wake.notify_all()
 
     def cancel(self, session: Session) -> None:
-        """Stop the session's turn at the next step (``TurnEnd(reason="cancelled")``); no-op when idle."""
-        with self._lock:
-            if session.busy:
-                session.cancel_requested = True
-                self._wake.notify_all()
+        """Stop the session's turn at the next step (``TurnEnd(reason="cancelled")``); no-op when idle.
+
+        Lock-free on purpose: the background loop holds the engine lock while it steps, and a player's interruption
+        must not wait behind a long answer. The flag is read by the next step and cleared by the next ``submit``.
+        """
+        if session.busy:
+            session.cancel_requested = True
 
     @property
     def busy(self) -> bool:
@@ -560,6 +563,7 @@ class Engine:
                     s = self.sessions.get(ev.session_id)
                     if s is not None:
                         s.events.put(ev)
+            time.sleep(0)  # let threads waiting for the lock (submit, close, new sessions) in between steps
 
     def shutdown(self) -> None:
         """Stop the background loop (sessions stay open)."""
