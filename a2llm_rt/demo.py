@@ -345,7 +345,7 @@ def run(args: argparse.Namespace) -> int:
     if args.viewer == "yes" or (args.viewer == "auto" and sys.stdin.isatty() and sys.stdout.isatty()):
         ctx.viewer_port = args.viewer_port
     else:
-        ctx.notes.append("browser viewer not started (not a terminal): add --viewer yes to talk to the avatar in a browser")
+        ctx.notes.append("browser viewer not started (not a terminal): --viewer yes serves it until Ctrl-C")
     try:
         how = make_question(out / "question.wav", args.question)
         written["question"] = out / "question.wav"
