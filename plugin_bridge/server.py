@@ -8,8 +8,8 @@ Threads:
   turn is cancelled with ``Error(CLIENT_TOO_SLOW)`` + ``TurnEnd(CANCELLED)``, so nothing is ever dropped silently and
   other clients never wait;
 - **turn workers** (a thread pool, ``max_turn_workers``): each runs ``source.run_turn(...)`` for one turn, encodes
-  the events into protocol messages (stamping ``send_time_us``) and pushes them to the main loop over an inproc
-  PUSH/PULL pipe (one PUSH socket per turn, so a turn's messages stay in order);
+  the events into protocol messages (stamping ``send_time_us``) and appends them to the main loop's outbox (a deque
+  plus a socket-pair doorbell; one worker per turn, so a turn's messages stay in order);
 - optionally a :class:`~plugin_bridge.livelink_out.LiveLinkSender` thread pacing Live Link Face UDP packets.
 
 Sequence numbers (header ``seq``) are stamped per session at the moment of sending, so a client always sees
@@ -19,8 +19,10 @@ Sequence numbers (header ``seq``) are stamped per session at the moment of sendi
 from __future__ import annotations
 
 import contextlib
+import gc
 import ipaddress
 import logging
+import socket
 import struct
 import threading
 import time
@@ -43,7 +45,6 @@ from plugin_bridge.livelink_out import LiveLinkSender
 log = logging.getLogger("plugin_bridge.server")
 
 SERVER_NAME = "a2llm-bridge/0.1"
-_SID = struct.Struct("<II")  # session id, turn id: the first frame of a worker -> main message
 
 
 @dataclass
@@ -201,7 +202,14 @@ class BridgeServer:
         self._sessions: dict[bytes, _Session] = {}
         self._by_sid: dict[int, _Session] = {}
         self._next_sid = 1
-        self._pull_ep = f"inproc://bridge-{id(self)}"
+        # worker -> main loop: an outbox deque (append/popleft are atomic) and a doorbell socket pair rung only when
+        # the main loop may be asleep. No socket call per message on either side: with dozens of turn threads, each
+        # GIL release (every zmq frame send/recv) let the main loop queue behind the workers for a switch interval.
+        self._outbox: deque[tuple[int, int, bytes, bytes]] = deque()  # (session id, turn id, header, payload)
+        self._bell_armed = True
+        self._bell_rx, self._bell_tx = socket.socketpair()
+        self._bell_rx.setblocking(False)
+        self._bell_tx.setblocking(False)
         self.endpoint: str | None = None  # the bound endpoint (with the real port)
         self._router: zmq.Socket | None = None
         self._auth = None
@@ -242,6 +250,12 @@ class BridgeServer:
             raise
         self._ready.set()
         log.info("bridge server on %s", self.endpoint)
+        # Move everything alive now (the engine, torch, numpy: hundreds of thousands of objects) out of the cyclic
+        # collector's reach: otherwise each full collection walks them all and stalls every session's stream for
+        # tens of milliseconds (the 64-session p99 of bench/bridge.py). Later garbage is still collected; collect first
+        # so that no garbage is frozen with them.
+        gc.collect()
+        gc.freeze()
         try:
             self._loop()
         finally:
@@ -276,15 +290,12 @@ class BridgeServer:
         except zmq.ZMQError as e:
             raise InputError(f"cannot bind {self.config.bind}: {e}") from None
         self.endpoint = r.getsockopt_string(zmq.LAST_ENDPOINT)
-        self._pull = self._ctx.socket(zmq.PULL)
-        self._pull.setsockopt(zmq.LINGER, 0)
-        self._pull.setsockopt(zmq.RCVHWM, 0)
-        self._pull.bind(self._pull_ep)
 
     def _close_sockets(self) -> None:
-        for s in (self._router, getattr(self, "_pull", None)):
-            if s is not None:
-                s.close(0)
+        if self._router is not None:
+            self._router.close(0)
+        self._bell_rx.close()
+        self._bell_tx.close()
         if self._auth is not None:
             self._auth.stop()
 
@@ -302,18 +313,14 @@ class BridgeServer:
     def _loop(self) -> None:
         poller = zmq.Poller()
         poller.register(self._router, zmq.POLLIN)
-        poller.register(self._pull, zmq.POLLIN)
+        poller.register(self._bell_rx, zmq.POLLIN)
         next_tick = 0.0
         while not self._stop.is_set():
             waiting = any(s.pending for s in self._sessions.values())
             timeout = 2 if waiting else 50
             events = dict(poller.poll(timeout))
-            if self._pull in events:
-                for _ in range(1000):
-                    try:
-                        self._from_worker(self._pull.recv_multipart(zmq.NOBLOCK))
-                    except zmq.Again:
-                        break
+            if events or self._outbox:
+                self._drain_outbox()
             if self._router in events:
                 for _ in range(1000):
                     try:
@@ -409,12 +416,27 @@ class BridgeServer:
         )  # fmt: skip
 
     # --- from workers --------------------------------------------------------------------------------------------
-    def _from_worker(self, frames: list[bytes]) -> None:
-        sid, tid = _SID.unpack(frames[0])
+    def _post(self, sid: int, tid: int, frames: list[bytes]) -> None:
+        """Worker side: hand one encoded message (``[header, payload]``) to the main loop."""
+        self._outbox.append((sid, tid, frames[0], frames[1]))
+        if self._bell_armed:
+            self._bell_armed = False
+            with contextlib.suppress(OSError):  # full (already rung) or closed (shutting down)
+                self._bell_tx.send(b"\0")
+
+    def _drain_outbox(self) -> None:
+        with contextlib.suppress(OSError):
+            while self._bell_rx.recv(4096):
+                pass
+        self._bell_armed = True  # before draining: a message appended after this rings again
+        box = self._outbox
+        while box:
+            self._from_worker(*box.popleft())
+
+    def _from_worker(self, sid: int, tid: int, header: bytes, payload: bytes) -> None:
         s = self._by_sid.get(sid)
         if s is None or s.turn is None or s.turn.turn_id != tid or s.turn.cancel.is_set():
             return  # a cancelled or finished turn's late message
-        header, payload = frames[1], frames[2]
         if header[6] == P.Kind.TURN_END:
             s.last_turn_id = tid
             s.turn = None
@@ -594,11 +616,6 @@ class BridgeServer:
 
     # --- turn worker (runs on the pool) --------------------------------------------------------------------------
     def _run_turn(self, sid: int, t: _Turn, audio: np.ndarray, layouts: tuple[int, ...], caps: int) -> None:
-        push = self._ctx.socket(zmq.PUSH)
-        push.setsockopt(zmq.LINGER, 2000)
-        push.setsockopt(zmq.SNDTIMEO, 200)
-        push.connect(self._pull_ep)
-        key = _SID.pack(sid, t.turn_id)
         cancel = t.cancel
         tid = t.turn_id
         names = [get_layout(lid).name for lid in layouts if lid]
@@ -607,13 +624,8 @@ class BridgeServer:
         timings = ev.TurnEnd()
 
         def out(msg: P.Message) -> None:
-            frames = [key, *msg.encode_frames()]
-            while not cancel.is_set():
-                try:
-                    push.send_multipart(frames, copy=False)
-                    return
-                except zmq.Again:
-                    continue
+            if not cancel.is_set():
+                self._post(sid, tid, msg.encode_frames())
 
         def first(what: str) -> None:
             if what not in firsts:
@@ -678,7 +690,6 @@ class BridgeServer:
         finally:
             if self._livelink is not None:
                 self._livelink.rest(_subject(sid))
-            push.close()
 
 
 def _subject(sid: int) -> str:
