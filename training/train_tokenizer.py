@@ -17,10 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,7 +34,7 @@ from a2llm_rt.config import Config
 from a2llm_rt.errors import InputError
 from a2llm_rt.models.motion_losses import MotionLoss, MotionLossConfig, build_face_model
 from a2llm_rt.models.motion_tokenizer import MotionTokenizer, MotionTokenizerConfig
-from a2llm_rt.utils.fileio import atomic_write, atomic_write_json
+from a2llm_rt.utils.fileio import atomic_directory, atomic_write, atomic_write_json
 from training import ddp
 from training.motion_data import MotionDataConfig, MotionDataset
 
@@ -119,23 +117,19 @@ def save_checkpoint(
 ) -> Path:
     """Write ``out/checkpoints/step-N`` (temp folder + rename) and point ``out/latest.json`` at it."""
     ck_root = out / "checkpoints"
-    ck_root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-step-", dir=ck_root))
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    _write_bytes(tmp / "model.safetensors", st_save(state))
-    model.cfg.to_file(tmp / "config.json")
-    recipe.to_file(tmp / "recipe.json")
-    osd = opt.state_dict()
-    tensors = {}
-    for idx, st in osd["state"].items():
-        for k, v in st.items():
-            tensors[f"{idx}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
-    _write_bytes(tmp / "optimizer.safetensors", st_save(tensors))
-    atomic_write_json(tmp / "trainer_state.json", {"step": step, "param_groups": osd["param_groups"], **extra})
     final = ck_root / f"step-{step:08d}"
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    with atomic_directory(final) as tmp:
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        _write_bytes(tmp / "model.safetensors", st_save(state))
+        model.cfg.to_file(tmp / "config.json")
+        recipe.to_file(tmp / "recipe.json")
+        osd = opt.state_dict()
+        tensors = {}
+        for idx, st in osd["state"].items():
+            for k, v in st.items():
+                tensors[f"{idx}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
+        _write_bytes(tmp / "optimizer.safetensors", st_save(tensors))
+        atomic_write_json(tmp / "trainer_state.json", {"step": step, "param_groups": osd["param_groups"], **extra})
     atomic_write_json(out / "latest.json", {"step": step, "path": str(final.relative_to(out))})
     for old in sorted(ck_root.glob("step-*"))[: -recipe.train.keep_checkpoints]:
         shutil.rmtree(old, ignore_errors=True)

@@ -55,20 +55,17 @@ def _mask(masks: Mapping[str, np.ndarray] | None, *names: str) -> np.ndarray | N
     return np.unique(np.concatenate([np.asarray(masks[n], dtype=np.int64).reshape(-1) for n in names]))
 
 
-def flame_regions(masks: Mapping[str, np.ndarray] | None = None) -> FaceRegions:
-    """FLAME 2020 regions; ``lips`` / ``face`` / ``upper_face`` from ``masks`` (FLAME_masks.pkl names).
+def _mask_regions(masks: Mapping[str, np.ndarray] | None) -> tuple[np.ndarray | None, ...]:
+    """``(lips, face, upper_face)`` from FLAME_masks.pkl names; None for each region the masks do not give."""
+    return _mask(masks, "lips"), _mask(masks, "face"), _mask(masks, "forehead", "eye_region")
 
-    Without a mask, its region falls back to the coarse landmark-only choice described in the module docstring;
-    prefer :func:`flame_regions_from_template` when the template is at hand.
-    """
-    everything = np.arange(FLAME2020_NUM_VERTICES, dtype=np.int64)
-    lips = _mask(masks, "lips")
-    face = _mask(masks, "face")
-    upper = _mask(masks, "forehead", "eye_region")
+
+def _regions(lips: np.ndarray, face: np.ndarray, upper_face: np.ndarray) -> FaceRegions:
+    """FaceRegions with FLAME 2020's mouth pairs, lip corners and units, checked against its vertex count."""
     regions = FaceRegions(
-        lips=LIP_LANDMARKS if lips is None else lips,
-        face=everything if face is None else face,
-        upper_face=everything if upper is None else upper,
+        lips=lips,
+        face=face,
+        upper_face=upper_face,
         mouth_upper=MOUTH_UPPER,
         mouth_lower=MOUTH_LOWER,
         lip_corners=LIP_CORNERS,
@@ -76,6 +73,21 @@ def flame_regions(masks: Mapping[str, np.ndarray] | None = None) -> FaceRegions:
     )
     regions.check(FLAME2020_NUM_VERTICES)
     return regions
+
+
+def flame_regions(masks: Mapping[str, np.ndarray] | None = None) -> FaceRegions:
+    """FLAME 2020 regions; ``lips`` / ``face`` / ``upper_face`` from ``masks`` (FLAME_masks.pkl names).
+
+    Without a mask, its region falls back to the coarse landmark-only choice described in the module docstring;
+    prefer :func:`flame_regions_from_template` when the template is at hand.
+    """
+    everything = np.arange(FLAME2020_NUM_VERTICES, dtype=np.int64)
+    lips, face, upper = _mask_regions(masks)
+    return _regions(
+        LIP_LANDMARKS if lips is None else lips,
+        everything if face is None else face,
+        everything if upper is None else upper,
+    )
 
 
 def _distance_to_polyline(points: np.ndarray, line: np.ndarray) -> np.ndarray:
@@ -103,9 +115,7 @@ def flame_regions_from_template(v_template: np.ndarray, masks: Mapping[str, np.n
     v = np.asarray(v_template, dtype=np.float64)
     if v.shape != (FLAME2020_NUM_VERTICES, 3):
         raise ValueError(f"FLAME 2020 regions need a [{FLAME2020_NUM_VERTICES}, 3] template, got {v.shape}")
-    lips = _mask(masks, "lips")
-    face = _mask(masks, "face")
-    upper = _mask(masks, "forehead", "eye_region")
+    lips, face, upper = _mask_regions(masks)
     if lips is None or face is None or upper is None:
         c0, c1 = v[LIP_CORNERS[0]], v[LIP_CORNERS[1]]
         w = float(np.linalg.norm(c1 - c0))
@@ -127,14 +137,4 @@ def flame_regions_from_template(v_template: np.ndarray, masks: Mapping[str, np.n
             face = np.union1d(np.flatnonzero(in_face), lips)
         if upper is None:
             upper = np.flatnonzero(in_face & (v[:, 1] > m[1] + UPPER_FACE_ABOVE * w))
-    regions = FaceRegions(
-        lips=lips,
-        face=face,
-        upper_face=upper,
-        mouth_upper=MOUTH_UPPER,
-        mouth_lower=MOUTH_LOWER,
-        lip_corners=LIP_CORNERS,
-        unit_to_mm=UNIT_TO_MM,
-    )
-    regions.check(FLAME2020_NUM_VERTICES)
-    return regions
+    return _regions(lips, face, upper)
