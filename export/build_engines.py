@@ -142,38 +142,33 @@ def build(
 
     from a2llm_rt.engine.motion_backend import ort_session
 
+    def export_graph(key: str, graph: str, export, parity) -> bool:
+        """Export one graph to ``FILES[key]``, verify it with onnxruntime and record it; True when it passed."""
+        f = FILES[key]
+        meta = export(out / f)
+        par = _ort_parity(parity, ort_session, out / f)
+        artifacts[key] = artifact_entry(
+            out, f, "onnx", graph=graph, precision=precision, weights_sha256=meta["a2llm.weights_sha256"], parity=par
+        )
+        log(f"{graph}.onnx: {_verdict(par)}")
+        return bool(par.get("passed"))
+
     for step in bar:
         bar.set_postfix_str(step)
         if step == "connector":
-            f = FILES["connector_onnx"]
-            meta = ox.export_connector(connector, out / f, precision)
-            par = _ort_parity(lambda s: connector_parity(connector, ort_runner(s), precision), ort_session, out / f)
-            ok &= bool(par.get("passed"))
-            artifacts["connector_onnx"] = artifact_entry(
-                out,
-                f,
-                "onnx",
-                graph="connector_step",
-                precision=precision,
-                weights_sha256=meta["a2llm.weights_sha256"],
-                parity=par,
+            ok &= export_graph(
+                "connector_onnx",
+                "connector_step",
+                lambda path: ox.export_connector(connector, path, precision),
+                lambda s: connector_parity(connector, ort_runner(s), precision),
             )
-            log(f"connector_step.onnx: {_verdict(par)}")
         elif step == "decoder":
-            f = FILES["decoder_onnx"]
-            meta = ox.export_decoder(motion, out / f, precision, cfg.window)
-            par = _ort_parity(lambda s: decoder_parity(motion, ort_runner(s), precision), ort_session, out / f)
-            ok &= bool(par.get("passed"))
-            artifacts["decoder_onnx"] = artifact_entry(
-                out,
-                f,
-                "onnx",
-                graph="decoder_step",
-                precision=precision,
-                weights_sha256=meta["a2llm.weights_sha256"],
-                parity=par,
+            ok &= export_graph(
+                "decoder_onnx",
+                "decoder_step",
+                lambda path: ox.export_decoder(motion, path, precision, cfg.window),
+                lambda s: decoder_parity(motion, ort_runner(s), precision),
             )
-            log(f"decoder_step.onnx: {_verdict(par)}")
         elif step == "int8":
             from export.quantize import quantize_connector
 
