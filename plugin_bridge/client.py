@@ -6,7 +6,8 @@
 face, the server's timings, and per-message delivery latency).
 
 The client survives a server restart: a missing heartbeat or an ``Error(NOT_WELCOMED)`` makes it say Hello again and
-resend the turn (``retries`` times).
+resend the turn (``retries`` times). A turn the server refused or failed (``AUDIO_TOO_LONG``, ``TURN_FAILED``, any
+``TurnEnd(FAILED)``) is final: it is never re-sent.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ from a2llm_rt.utils.fileio import atomic_write, atomic_write_json
 from plugin_bridge import protocol as P
 
 DEFAULT_LAYOUTS = ("arkit52", "livelink61", "flame58")
+
+
+FINAL_TURN_ERRORS = frozenset({P.ErrorCode.AUDIO_TOO_LONG, P.ErrorCode.TURN_FAILED})
+"""Errors that end a turn for good: re-sending the same utterance would fail the same way."""
 
 
 class BridgeError(RuntimeError):
@@ -214,6 +219,8 @@ class BridgeClient:
 
     def send_audio(self, audio: np.ndarray, sample_rate: int, turn_id: int, chunk_s: float = 0.1) -> None:
         """Send ``audio`` ``[n]`` (float or int16) as PCM16 UserAudio chunks; the last one ends the utterance."""
+        if sample_rate not in P.USER_AUDIO_RATES:
+            raise ValueError(f"sample rate {sample_rate} Hz is not one the server takes: {P.USER_AUDIO_RATES}")
         a = np.asarray(audio)
         if a.dtype != np.int16:
             a = (np.clip(a.astype(np.float32), -1.0, 1.0) * 32767.0).round().astype(np.int16)
@@ -247,7 +254,7 @@ class BridgeClient:
         for attempt in range(retries + 1):
             result = self._one_turn(audio, sample_rate, chunk_s, timeout_s, on_message)
             result.attempts = attempt + 1
-            if result is not None and result.turn_end is not None:
+            if result.turn_end is not None or any(e.code in FINAL_TURN_ERRORS for e in result.errors):
                 return result
             if attempt < retries:
                 self.reconnects += 1

@@ -43,6 +43,7 @@ MAX_ERROR_MESSAGE = 1024  # bytes of UTF-8 in an Error
 MAX_NAME = 255  # bytes of UTF-8 in a curve, client or server name
 MIN_SAMPLE_RATE = 8000
 MAX_SAMPLE_RATE = 192000
+USER_AUDIO_RATES = (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000)  # rates a server accepts for UserAudio
 U32_MAX = 0xFFFFFFFF
 U64_MAX = 0xFFFFFFFFFFFFFFFF
 

@@ -154,15 +154,12 @@ def test_four_clients_at_once_are_batched():
 
 def test_cancel_mid_turn_then_next_turn():
     with Served(tiny_source(pace=1.0, max_seconds=2.0, min_seconds=2.0)) as s, BridgeClient(s.endpoint) as c:
-        t0 = time.monotonic()
-
         def cancel_on_audio(msg, res):
             if isinstance(msg, P.AudioChunk) and msg.sample_offset == 0:
                 c.cancel(res.turn_id)
 
         res, _ = record_turn(c, on_message=cancel_on_audio)
         assert res.turn_end.status == P.TurnStatus.CANCELLED
-        assert time.monotonic() - t0 < 1.5  # paced at real time: cancelled long before its 2 s were due
         assert res.turn_end.audio_samples == res.audio.shape[0] < 2 * 24000
         session = next(iter(s.source.engine.sessions.values()))
         deadline = time.monotonic() + 5
