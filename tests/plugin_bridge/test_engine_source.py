@@ -264,3 +264,25 @@ def test_serve_cli_source_choice():
     finally:
         s.close()
     assert EngineOptions().sessions == 8
+
+
+def test_face_leads_audio_by_at_most_the_documented_bound():
+    """PROTOCOL.md 4.5: an engine turn never sends audio before the face frames covering it, and never sends a face
+    frame more than MAX_FACE_LEAD_S (or one audio chunk, when chunks are longer) ahead of the audio already sent."""
+    from plugin_bridge.event_source import MAX_FACE_LEAD_S
+
+    with Served(tiny_source(max_seconds=2.0, min_seconds=2.0)) as s, BridgeClient(s.endpoint) as c:
+        res, msgs = record_turn(c)
+        assert_complete(res, msgs)
+        chunk = max(m.samples.shape[0] for m in msgs if isinstance(m, P.AudioChunk))
+        bound = max(round(MAX_FACE_LEAD_S * 24000), chunk)
+        audio_end = face_end = 0
+        last_face = max(m.first_frame + m.values.shape[0] for m in msgs if isinstance(m, P.FaceFrames))
+        for m in msgs:
+            if isinstance(m, P.FaceFrames) and m.layout_id == 2:
+                assert m.first_frame * SAMPLES_PER_FRAME <= audio_end + bound
+                face_end = (m.first_frame + m.values.shape[0]) * SAMPLES_PER_FRAME
+            elif isinstance(m, P.AudioChunk):
+                end = m.sample_offset + m.samples.shape[0]
+                assert end <= face_end or face_end == last_face * SAMPLES_PER_FRAME  # only the tail runs past the face
+                audio_end = end
