@@ -91,7 +91,8 @@ export class BridgeSession {
     return this.welcome !== null && this.ws?.readyState === WebSocket.OPEN;
   }
 
-  /** Send one utterance ([n] float32 at `rate`, 16 kHz) as PCM16 UserAudio chunks of 100 ms; returns its turn id. */
+  /** Send one utterance ([n] float32 at `rate`, 16 kHz) as PCM16 UserAudio chunks of 100 ms; returns its turn id.
+   * Sent once: a reconnect or an Error never resends it (AUDIO_TOO_LONG and TURN_FAILED end the turn: turns.ts). */
   sendUtterance(audio: Float32Array, rate = 16000): number {
     if (!this.ready) throw new Error("not connected to the bridge");
     const turn = ++this.turnId;
