@@ -42,6 +42,7 @@ async function main() {
     viewport: { width: 1280, height: 760 },
     deviceScaleFactor: 1,
     headless: true,
+    timeout: o.timeout,
     args: [
       "--headless",
       "--no-sandbox",
@@ -77,6 +78,8 @@ async function runTurn(browser, o, log, t0) {
   const tPage = Date.now();
   {
     const page = await browser.newPage();
+    page.setDefaultTimeout(o.timeout); // every wait (navigation, screenshots, ...) as generous as the turn's
+    page.setDefaultNavigationTimeout(o.timeout);
     page.on("console", (m) => {
       if (m.type() === "error") consoleErrors.push(m.text());
     });
