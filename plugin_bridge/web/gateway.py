@@ -336,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: the page is not built ({args.dist}): cd plugin_bridge/web/page && npm ci && npm run build")
     if not is_loopback(args.host):
         print(
-            f"warning: binding {args.host} without authentication: anyone who can reach this port can drive the avatar",
+            f"warning: binding {args.host} without authentication: anyone who can reach this port can drive the avatar"
+            " (pages are served only under loopback names, the bound address and --allow-host names)",
             file=sys.stderr,
         )
 
