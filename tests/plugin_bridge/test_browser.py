@@ -27,12 +27,14 @@ import numpy as np
 import pytest
 
 from a2llm_rt.face.arkit_gltf import write_glb
+from plugin_bridge.client import write_wav
 from tests.conftest import shared_path
 from tests.plugin_bridge.helpers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 PAGE = REPO / "plugin_bridge" / "web" / "page"
 CHROMIUM = Path(os.environ.get("A2LLM_CHROMIUM", "/usr/bin/chromium"))
+LONG_S = 61  # seconds of the over-long question (the server's default limit is 60 s)
 WAIT_S = 300  # any one wait (a build, the stack starting, a turn in the browser); only a hang should reach it
 
 
@@ -73,8 +75,6 @@ def _question_wav(path: Path) -> None:
         r = subprocess.run(["espeak-ng", "-w", str(path), "Hello avatar, what is your name?"], capture_output=True)
         if r.returncode == 0 and path.is_file():
             return
-    from plugin_bridge.client import write_wav
-
     t = np.arange(16000 * 1.5) / 16000
     voice = 0.3 * np.sin(2 * np.pi * 180 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))
     write_wav(path, voice.astype(np.float32), 16000)
@@ -136,9 +136,11 @@ class Stack:
         _stop(self.server)
 
 
-def _browser_turns(urls: list[str], wav: Path, out: Path) -> list[dict]:
-    """Run e2e/turn.mjs: one headless Chromium, one turn per page URL; returns each page's result.json."""
-    cmd = ["node", "e2e/turn.mjs", "--wav", str(wav), "--out", str(out), "--chromium", str(CHROMIUM)]
+def _browser_turns(urls: list[str], wav: Path, long_wav: Path, out: Path) -> list[dict]:
+    """Run e2e/turn.mjs: one headless Chromium; per page URL an over-long question (``long_wav``, which must fail)
+    then a turn (``wav``); returns each page's result.json."""
+    cmd = ["node", "e2e/turn.mjs", "--wav", str(wav), "--long-wav", str(long_wav), "--out", str(out)]
+    cmd += ["--chromium", str(CHROMIUM)]
     for u in urls:
         cmd += ["--url", u]
     cmd += ["--timeout-ms", str(WAIT_S * 1000)]  # per page; the whole run gets one WAIT_S per page on top
@@ -163,12 +165,15 @@ def browser_runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     write_glb(mesh, head)
     wav = tmp / "question.wav"
     _question_wav(wav)
+    long_wav = tmp / "too_long.wav"  # LONG_S at 16 kHz: over the server's default 60 s limit
+    t = np.arange(LONG_S * 16000) / 16000
+    write_wav(long_wav, (0.1 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000)
     engine = Stack(["--backbone", "tiny", "--motion", "tiny", "--max-seconds", "2.4", "--min-seconds", "1.6"], head)
     scripted = Stack(["--scripted", "--script-seconds", "2.4", "--pace", "1"], head)
     try:
         scripted.wait()
         engine.wait()
-        res_scripted, res_engine = _browser_turns([scripted.url, engine.url], wav, tmp / "e2e")
+        res_scripted, res_engine = _browser_turns([scripted.url, engine.url], wav, long_wav, tmp / "e2e")
     finally:
         engine.stop()
         scripted.stop()
@@ -229,3 +234,18 @@ def test_mouth_follows_face_frames(browser_runs: dict):
     assert changed > 0.03, f"jawOpen differs by >0.5 but only {changed:.1%} of the mouth pixels changed"
     page = _gray(out / "page.png")
     assert page.shape == (760, 1280) and page.std() > 10
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stack", ["scripted", "engine"])
+def test_too_long_question_fails_once_and_is_never_resent(browser_runs: dict, stack: str):
+    """A question over the server's limit: AUDIO_TOO_LONG ends that turn as FAILED on the page; its audio went out
+    exactly once, it was never cancelled or resent, and the next question (the checked turn above) works."""
+    res = browser_runs[stack]
+    long, turn = res["too_long"], res["turn"]
+    assert long is not None and long["status"] == 2, long  # TurnStatus.FAILED
+    assert "AUDIO_TOO_LONG" in long["failure"] and long["audio_samples"] == 0
+    sent = res["sent"]
+    assert sent["chunks"] == {str(long["id"]): LONG_S * 10, str(turn["id"]): sent["chunks"][str(turn["id"])]}
+    assert turn["id"] == long["id"] + 1 and sent["cancels"] == 0
+    assert turn["status"] == 0

@@ -371,6 +371,8 @@ const hooks = {
   },
   mouthRect: () => avatar.mouthRect(),
   decodeErrors: () => decodeErrors,
+  /** What the page sent: UserAudio messages per turn id, Cancels. */
+  sent: () => ({ chunks: Object.fromEntries(session.sentChunks), cancels: session.cancelsSent }),
   audioState: () => audioCtx.state,
 };
 (window as unknown as { a2llm: typeof hooks }).a2llm = hooks;

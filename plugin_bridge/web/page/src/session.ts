@@ -17,6 +17,9 @@ export class BridgeSession {
   turnId = 0;
   /** layouts asked for, in preference order: Live Link 61 (ARKit + head), then ARKit 52 */
   layouts = [3, 2];
+  /** UserAudio messages sent per turn id, and Cancels sent: each utterance goes out once (the e2e test checks it) */
+  readonly sentChunks = new Map<number, number>();
+  cancelsSent = 0;
   private ws: WebSocket | null = null;
   private seq = 0;
   private hbTimer: number | undefined;
@@ -101,11 +104,13 @@ export class BridgeSession {
     for (let start = 0; start < Math.max(1, pcm.length); start += step) {
       const last = start + step >= pcm.length;
       this.send(P.encodeUserAudio(pcm.subarray(start, start + step), rate, start, last, this.hdr(turn)));
+      this.sentChunks.set(turn, (this.sentChunks.get(turn) ?? 0) + 1);
     }
     return turn;
   }
 
   cancel(turn = 0): void {
+    this.cancelsSent++;
     this.send(P.encodeCancel(this.hdr(turn)));
   }
 
