@@ -32,7 +32,7 @@ import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import zmq
 import zmq.asyncio
@@ -156,9 +156,10 @@ class Gateway:
         if not self.policy.origin_ok(origin):
             log.warning("refused Origin %r", (origin or "")[:200])
             return _text(403, "origin not allowed")
+        target = request.path.partition("?")[0].partition("#")[0]  # origin-form only: "/..." (no absolute URL)
         try:
-            path = unquote(urlsplit(request.path).path, errors="strict")
-        except (UnicodeDecodeError, ValueError):
+            path = unquote(target, errors="strict") if target.startswith("/") else ""
+        except UnicodeDecodeError:
             path = ""
         if not path.startswith("/") or any(ord(c) < 0x20 or c == "\x7f" for c in path):  # NUL, CR, LF, ...
             return _text(400, "bad request path")

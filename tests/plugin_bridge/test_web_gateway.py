@@ -199,7 +199,7 @@ def test_allow_host_and_allow_origin_add_names(dist: Path):
 
 def test_malformed_paths_answer_400_and_the_gateway_keeps_serving(dist: Path):
     async def body(gw: Gateway):
-        for bad in ("/%00", "/assets/%00main.js", "/%0d%0aSet-Cookie:x", "/%ff", "/ws%00"):
+        for bad in ("/%00", "/assets/%00main.js", "/%0d%0aSet-Cookie:x", "/%ff", "/ws%00", "http://evil.example/", "*"):
             status, _, _ = await raw_request(gw.port, bad)
             assert status == 400, bad
         status, _, _ = await raw_request(gw.port, "/" + "a" * 4000)  # longer than a file name may be
