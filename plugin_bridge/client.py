@@ -66,13 +66,17 @@ class TurnResult:
         return {
             "turn_id": self.turn_id,
             "status": te.status.name if te is not None else "NO_TURN_END",
-            "time_to_first_text_s": self.t_first.get("text"),
-            "time_to_first_audio_s": self.t_first.get("audio"),
-            "time_to_first_face_s": self.t_first.get("face"),
-            "turn_total_s": self.t_first.get("end"),
-            "server_timings": None
-            if te is None
-            else {"ttft_s": te.ttft_s, "ttfa_s": te.ttfa_s, "ttff_s": te.ttff_s, "rtf": te.rtf, "total_s": te.total_s},
+            # the A2-LLM paper's timings (§6.1), measured by the server from the end of the question
+            "ttft_s": te.ttft_s if te is not None else None,  # -> first generated audio token
+            "ttfa_s": te.ttfa_s if te is not None else None,  # -> first facial motion frame
+            "rtf": te.rtf if te is not None else None,  # generation time / duration of the synthesized speech
+            # extras, measured here from the end of sending the question (include the network both ways)
+            "first_text_received_s": self.t_first.get("text"),
+            "first_audio_chunk_received_s": self.t_first.get("audio"),
+            "first_face_received_s": self.t_first.get("face"),
+            "turn_end_received_s": self.t_first.get("end"),
+            "server_first_audio_sent_s": te.first_audio_s if te is not None else None,
+            "server_total_s": te.total_s if te is not None else None,
             "delivery_latency_ms": {
                 "note": "receive time - the server's send_time_us stamp; meaningful on one host (same monotonic clock)",
                 "count": int(lat.size),
@@ -455,8 +459,9 @@ def main(argv: list[str] | None = None) -> int:
     rep = result.latency_report()
     print(f"turn {result.turn_id}: {rep['status']}, text {result.text!r}")
     print(
-        f"first text {rep['time_to_first_text_s']}, first audio {rep['time_to_first_audio_s']}, "
-        f"first face {rep['time_to_first_face_s']} (s after the end of the question)"
+        f"TTFT {rep['ttft_s']} s (first audio token), TTFA {rep['ttfa_s']} s (first face motion), RTF {rep['rtf']} "
+        f"(server); received here: first text {rep['first_text_received_s']}, first audio chunk "
+        f"{rep['first_audio_chunk_received_s']} (s after the end of the question)"
     )
     for p in paths:
         print(f"  wrote {p}")

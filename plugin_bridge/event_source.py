@@ -70,9 +70,9 @@ class FaceFrames:
 
 @dataclass(frozen=True)
 class TurnEnd:
-    ttft_s: float = -1.0  # time to first text, from the turn start (-1 = not measured)
-    ttfa_s: float = -1.0  # time to first audio
-    rtf: float = -1.0  # generation time / answer duration
+    ttft_s: float = -1.0  # A2-LLM §6.1 TTFT: turn start -> first generated audio token (s; -1 = not measured)
+    ttfa_s: float = -1.0  # A2-LLM §6.1 TTFA: turn start -> first facial motion frame
+    rtf: float = -1.0  # A2-LLM §6.1 RTF: generation time / duration of the synthesized speech
     cancelled: bool = False  # the source stopped the turn early (the server reports TurnEnd(CANCELLED))
 
 
@@ -214,13 +214,13 @@ class ScriptedSource:
                 if delay > 0 and cancel.wait(delay):
                     return
             if deltas:
-                if ttft < 0:
-                    ttft = time.monotonic() - t0
                 yield TextDelta(deltas.pop(0))
-            if ttfa < 0:
-                ttfa = time.monotonic() - t0
+            if ttft < 0:  # the script's audio "token" and face motion exist when their first event is made
+                ttft = time.monotonic() - t0
             yield AudioChunk(self.audio(frame * SAMPLES_PER_FRAME, n * SAMPLES_PER_FRAME), frame * SAMPLES_PER_FRAME)
             face = self.face(frame, n)
+            if ttfa < 0:
+                ttfa = time.monotonic() - t0
             yield FaceFrames(frame, {k: v for k, v in face.items() if k in self.layouts})
             frame += n
         if deltas:  # text longer than the audio: flush the rest

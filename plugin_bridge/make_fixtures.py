@@ -96,11 +96,11 @@ def golden_messages() -> dict[str, P.Message]:
             send_time_us=5_000_000,
         ),  # fmt: skip
         "turn_end_cancelled": P.TurnEnd(
-            P.TurnStatus.CANCELLED, 0.25, -1.0, -1.0, -1.0, 0.5, 5, 1, 0, 0, 0, turn_id=2, seq=9, send_time_us=6_000_000
+            P.TurnStatus.CANCELLED, -1.0, -1.0, -1.0, -1.0, 0.5, 5, 1, 0, 0, 0, turn_id=2, seq=9, send_time_us=6_000_000
         ),
-        # a cancelled turn that had streamed: first-delivery times and counts of what the client got (§4.6)
+        # a cancelled turn that had streamed: counts of what the client got and when its first audio went out (§4.6)
         "turn_end_cancelled_streamed": P.TurnEnd(
-            P.TurnStatus.CANCELLED, 0.25, 0.5, 0.5, -1.0, 1.25, 5, 1, 9600, 2, 10, turn_id=3, seq=12,
+            P.TurnStatus.CANCELLED, -1.0, -1.0, 0.5, -1.0, 1.25, 5, 1, 9600, 2, 10, turn_id=3, seq=12,
             send_time_us=6_500_000,
         ),  # fmt: skip
         # a refused utterance ends once: this Error, then a TurnEnd(FAILED) with nothing measured (§4.3)

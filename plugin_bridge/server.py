@@ -190,7 +190,7 @@ class _Session:
     sent_turn: int = 0  # the turn whose delivered messages `sent` counts
     sent: dict[str, int] = field(default_factory=_zero_counts)
     sent_started: float = 0.0  # that turn's start (monotonic s)
-    sent_first: dict[str, float] = field(default_factory=dict)  # kind -> s from turn start to its first delivery
+    sent_first_audio: float = -1.0  # s from that turn's start to the first AudioChunk sent (-1: none yet)
 
 
 class BridgeServer:
@@ -408,11 +408,10 @@ class BridgeServer:
 
     @staticmethod
     def _count_sent(s: _Session, kind: int, payload: bytes) -> None:
-        """What a client actually got of a turn, and when it first got each stream (for a TurnEnd(CANCELLED))."""
+        """What a client actually got of a turn, and when its first audio went out (for a TurnEnd(CANCELLED))."""
         c = s.sent
-        name = {P.Kind.TEXT_DELTA: "text", P.Kind.AUDIO_CHUNK: "audio", P.Kind.FACE_FRAMES: "face"}.get(kind)
-        if name is not None and name not in s.sent_first:
-            s.sent_first[name] = time.monotonic() - s.sent_started
+        if kind == P.Kind.AUDIO_CHUNK and s.sent_first_audio < 0:
+            s.sent_first_audio = time.monotonic() - s.sent_started
         layout_id = s.layouts[0]
         if kind == P.Kind.TEXT_DELTA:
             c["tb"] += len(payload) - 8
@@ -445,12 +444,11 @@ class BridgeServer:
 
     @staticmethod
     def _cancelled_end(s: _Session, t: _Turn) -> P.TurnEnd:
-        """TurnEnd(CANCELLED): counts and first-delivery times of what the client actually got (-1: none; §4.6)."""
+        """TurnEnd(CANCELLED): counts of what the client actually got and when its first audio went out (§4.6)."""
         ours = s.sent_turn == t.turn_id
         c = s.sent if ours else _zero_counts()
-        first = s.sent_first if ours else {}
         return P.TurnEnd(
-            P.TurnStatus.CANCELLED, first.get("text", -1.0), first.get("audio", -1.0), first.get("face", -1.0),
+            P.TurnStatus.CANCELLED, first_audio_s=s.sent_first_audio if ours else -1.0,
             total_s=time.monotonic() - t.started,
             text_bytes=c["tb"], text_deltas=c["td"], audio_samples=c["as"], audio_chunks=c["ac"], face_frames=c["ff"],
             turn_id=t.turn_id, send_time_us=_now_us(),
@@ -642,7 +640,7 @@ class BridgeServer:
             t = _Turn(tid, threading.Event(), time.monotonic())
             s.turn = t
             s.last_turn_id = max(s.last_turn_id, tid)
-            s.sent_turn, s.sent, s.sent_started, s.sent_first = tid, _zero_counts(), t.started, {}
+            s.sent_turn, s.sent, s.sent_started, s.sent_first_audio = tid, _zero_counts(), t.started, -1.0
             self._pool.submit(self._run_turn, s.sid, t, pcm, rate, s.layouts, s.capabilities)
 
     def _drop_rx(self, s: _Session) -> None:
@@ -704,26 +702,22 @@ class BridgeServer:
         tid = t.turn_id
         names = [get_layout(lid).name for lid in layouts if lid]
         counts = dict.fromkeys(("tb", "td", "as", "ac", "ff"), 0)
-        firsts: dict[str, float] = {}
+        first_audio = -1.0  # s from the turn's start to the first AudioChunk released for sending
         timings = ev.TurnEnd()
 
         def out(msg: P.Message) -> None:
             if not cancel.is_set():
                 self._post(sid, tid, msg.encode_frames())
 
-        def first(what: str) -> None:
-            if what not in firsts:
-                firsts[what] = time.monotonic() - t.started
-
         try:
             audio = _to_16k(pcm, rate)
             del pcm
+            lag = time.monotonic() - t.started  # the source's clock starts now: its timings are shifted by this
             text_offset = 0
             for e in self.source.run_turn(sid, audio, cancel):
                 if cancel.is_set():
                     break
                 if isinstance(e, ev.TextDelta):
-                    first("text")
                     raw = len(e.text.encode("utf-8"))
                     if caps & P.Capability.TEXT:
                         out(P.TextDelta(text_offset, e.text, turn_id=tid, send_time_us=_now_us()))
@@ -731,7 +725,8 @@ class BridgeServer:
                     counts["tb"] += raw
                     counts["td"] += 1
                 elif isinstance(e, ev.AudioChunk):
-                    first("audio")
+                    if first_audio < 0:
+                        first_audio = time.monotonic() - t.started
                     if caps & P.Capability.AUDIO:
                         out(
                             P.AudioChunk(
@@ -741,7 +736,6 @@ class BridgeServer:
                     counts["as"] += int(e.pcm.shape[0])
                     counts["ac"] += 1
                 elif isinstance(e, ev.FaceFrames):
-                    first("face")
                     if caps & P.Capability.FACE:
                         for name in names:
                             v = ev.convert_face(e.frames, name)
@@ -759,10 +753,10 @@ class BridgeServer:
                 return
             total = time.monotonic() - t.started
             status = P.TurnStatus.CANCELLED if timings.cancelled else P.TurnStatus.COMPLETED
+            ttft, ttfa = (lag + x if x >= 0 else -1.0 for x in (timings.ttft_s, timings.ttfa_s))
             out(
                 P.TurnEnd(
-                    status, firsts.get("text", -1.0), firsts.get("audio", -1.0),
-                    firsts.get("face", -1.0), timings.rtf, total, counts["tb"], counts["td"], counts["as"],
+                    status, ttft, ttfa, first_audio, timings.rtf, total, counts["tb"], counts["td"], counts["as"],
                     counts["ac"], counts["ff"], turn_id=tid, send_time_us=_now_us(),
                 )
             )  # fmt: skip

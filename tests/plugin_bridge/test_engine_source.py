@@ -100,7 +100,7 @@ def assert_complete(res, msgs) -> None:
     assert abs(te.face_frames * SAMPLES_PER_FRAME - te.audio_samples) <= 5 * SAMPLES_PER_FRAME  # face covers speech
     assert te.text_bytes == len(res.text.encode("utf-8"))
     assert res.text == clean_text(res.text)  # no NUL or other control bytes reach C-string clients
-    assert 0 <= te.ttft_s <= te.total_s and 0 <= te.ttfa_s <= te.total_s and 0 <= te.ttff_s <= te.total_s
+    assert 0 <= te.ttft_s <= te.total_s and 0 <= te.ttfa_s <= te.total_s and 0 <= te.first_audio_s <= te.total_s
     assert te.rtf > 0 and np.isfinite(te.rtf)
     assert np.isfinite(res.audio).all() and np.abs(res.audio).max() > 0
 

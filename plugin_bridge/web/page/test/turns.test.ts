@@ -11,7 +11,7 @@ function error(code: ErrorCode, turn_id: number): Message {
 }
 
 function turnEnd(status: TurnStatus, turn_id: number): Message {
-  const counts = { ttft_s: -1, ttfa_s: -1, ttff_s: -1, rtf: -1, total_s: 0, text_bytes: 0, text_deltas: 0 };
+  const counts = { ttft_s: -1, ttfa_s: -1, first_audio_s: -1, rtf: -1, total_s: 0, text_bytes: 0, text_deltas: 0 };
   return { ...hdr(turn_id), kind: Kind.TURN_END, status, ...counts, audio_samples: 0, audio_chunks: 0, face_frames: 0 } as unknown as Message;
 }
 
