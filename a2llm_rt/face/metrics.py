@@ -1,9 +1,10 @@
-"""Motion metrics between two face-motion files (issue 2 §4): MOD, UFD, correlations, Liveliness, Peak Align, LVE.
+"""The A2-LLM paper's motion metrics (App. C, eq. 11-17) of a face-motion file against a reference, or its UFD alone.
 
 Usage::
 
     python -m a2llm_rt.face.metrics --pred pred.npz --ref ref.csv [--fps 25] [--json] [--out metrics.json] \\
         [--flame flame.npz] [--mesh ../shared/data/arkit_mesh] [--max-lag-s 0.5]
+    python -m a2llm_rt.face.metrics --pred pred.npz [--flame flame.npz | --mesh DIR]   # reference-free: UFD only
 
 Files are read with :func:`a2llm_rt.face.io.load_clip` (our ``.npz``, Live Link Face ``.csv``, Audio2Face ``.json``,
 ``.gesichter``). Both clips go to the frame rate ``--fps`` (default: the reference's) by linear resampling, then to
@@ -16,7 +17,8 @@ vertices:
   with the global (head) rotation set to 0, like the ARKit path; UFD template = FLAME with all 58 parameters 0.
 
 Both files must be on the same mesh (map FLAME to ARKit first with ``a2llm_rt.face.flame_to_arkit``). The metric
-definitions are in :mod:`a2llm_rt.face.motion_metrics`. Output: a table, or with ``--json`` one JSON object (NaN as
+definitions are in :mod:`a2llm_rt.face.motion_metrics`. Without ``--ref`` only the reference-free UFD (eq. 12) is
+reported. Output: a table, or with ``--json`` one JSON object (NaN as
 ``null``) on stdout or, with ``--out``, written atomically. Bad input: a one-line error and exit code 2.
 """
 
@@ -33,7 +35,7 @@ from tqdm import tqdm
 
 from a2llm_rt.errors import InputError
 from a2llm_rt.face.layouts import FLAME_GLOBAL
-from a2llm_rt.face.motion_metrics import MotionMetrics, compute_metrics, format_table
+from a2llm_rt.face.motion_metrics import MotionMetrics, compute_metrics, format_table, reference_free_ufd
 from a2llm_rt.face.regions import FaceRegions
 from a2llm_rt.utils.fileio import atomic_write_json
 
@@ -146,20 +148,47 @@ def evaluate_files(
     return compute_metrics(vp, vr, regions, target, template=template, max_lag_s=max_lag_s), info
 
 
+def evaluate_file_reference_free(
+    pred_path: str | Path, *, fps: float | None = None, flame: str | Path | None = None, mesh: str | Path | None = None
+) -> dict:
+    """Eq. 12 (UFD) of the clip at ``pred_path`` alone, in canonical zero pose: ``{"ufd": ..., "num_frames": ...}``."""
+    from a2llm_rt.face.io import load_clip
+    from a2llm_rt.face.resample import resample
+
+    pred = load_clip(pred_path)
+    target = float(fps) if fps is not None else float(pred.fps)
+    pred = resample(pred, target)
+    vp, _, regions, template = clips_to_vertices(pred, pred, flame=flame, mesh=mesh)
+    return {
+        "pred": str(pred_path),
+        "pred_layout": pred.layout,
+        "mesh": _mesh_kind(pred.layout),
+        "fps": target,
+        "num_frames": int(len(vp)),
+        "ufd": reference_free_ufd(vp, regions, template),
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m a2llm_rt.face.metrics",
-        description="Motion metrics (MOD, UFD, correlations, Liveliness, Peak Align, LVE) of a predicted face-motion "
-        "file against a reference.",
+        description="The A2-LLM paper's motion metrics (MOD, UFD, correlations, Liveliness Ratio, Peak Align; "
+        "eq. 11-17) and our extras (LVE, cross-correlation lag) of a predicted face-motion file against a "
+        "reference; without --ref, the reference-free UFD only.",
     )
     p.add_argument("--pred", required=True, help="predicted clip (.npz, Live Link .csv, Audio2Face .json, .gesichter)")
-    p.add_argument("--ref", required=True, help="reference clip")
+    p.add_argument("--ref", default=None, help="reference clip (omit for the reference-free UFD alone)")
     p.add_argument("--fps", type=float, default=None, help="compare at this rate (default: the reference's)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--out", default=None, help="write the JSON to this file (atomically) instead of stdout")
     p.add_argument("--flame", default=None, help="FLAME model .npz (needed for flame58 clips)")
     p.add_argument("--mesh", default=None, help=f"ARKit mesh folder (default: {default_mesh_dir()})")
-    p.add_argument("--max-lag-s", type=float, default=0.5, help="Peak Align search range in seconds (default 0.5)")
+    p.add_argument(
+        "--max-lag-s",
+        type=float,
+        default=0.5,
+        help="search range of the extra cross-correlation lag in seconds (default 0.5; Peak Align has none)",
+    )
     return p
 
 
@@ -168,6 +197,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.fps is not None and not (np.isfinite(args.fps) and args.fps > 0):
             raise InputError(f"--fps must be a positive number, got {args.fps}")
+        if args.ref is None:
+            res = evaluate_file_reference_free(args.pred, fps=args.fps, flame=args.flame, mesh=args.mesh)
+            if args.out is not None:
+                atomic_write_json(args.out, res)
+                print(f"wrote {args.out}", file=sys.stderr)
+            if args.json and args.out is None:
+                print(json.dumps(res, indent=2, allow_nan=False))
+            elif not args.json:
+                print(f"pred: {res['pred']} ({res['pred_layout']}, {res['num_frames']} frames at {res['fps']:g} fps)")
+                print(f"UFD (eq. 12, reference-free): {res['ufd']:.4f} (x1e5 m, higher = livelier upper face)")
+            return 0
         metrics, info = evaluate_files(
             args.pred, args.ref, fps=args.fps, flame=args.flame, mesh=args.mesh, max_lag_s=args.max_lag_s
         )
