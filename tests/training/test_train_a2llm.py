@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from a2llm_rt.errors import InputError
 from a2llm_rt.models.lora import lora_parameters
 from tests.process_utils import run_group
 from training import ddp
@@ -31,8 +32,8 @@ def _codes_of(motion: np.ndarray) -> np.ndarray:
     return np.stack([np.clip(np.round(jaw * 16), 0, 15), smile.astype(np.float32)], 1).astype(np.int64)
 
 
-def _dataset(path: Path, n: int, seed: int) -> Path:
-    samples = make_samples(n, seed, "s", min_frames=20, max_frames=30)
+def _dataset(path: Path, n: int, seed: int, happy_fraction: float = 0.25, prefix: str = "s") -> Path:
+    samples = make_samples(n, seed, prefix, min_frames=20, max_frames=30, happy_fraction=happy_fraction)
     with ShardWriter(path) as w:
         for s in samples:
             s.motion_codes = _codes_of(s.motion)
@@ -77,7 +78,8 @@ def _recipe(tmp: Path, steps: int = 2, **kw) -> A2LLMRecipe:
         },
         "stage1": stage,
         "stage2": stage,
-        "stage3": {**stage, "emotions": ["happy"]},
+        "stage3": {**stage, "train_data": str(tmp / "affective") if (tmp / "affective").exists()
+                   else str(_dataset(tmp / "affective", 5, 7, happy_fraction=1.0, prefix="af"))},  # fmt: skip
         **kw,
     }
     return A2LLMRecipe.from_dict(d)
@@ -103,8 +105,8 @@ def test_three_stages_reset_and_subset(tmp_path):
     assert any(float(v.abs().max()) > 0 for k, v in s1.items() if "lora_B" in k)
     train_stage(r, 2, "cpu", progress=False)
     m3 = train_stage(r, 3, "cpu", progress=False)
-    n_happy = sum(s.emotion == "happy" for s in make_samples(12, 0, "s", 20, 30))
-    assert m3["samples"] == n_happy < 12
+    # stage 3 trained on its own affective dataset, not on (a subset of) the stage-1 data
+    assert m3["samples"] == 5 and m3["train_data"] == r.stage3.train_data != r.train_data
     # stage 3 continued from stage 2's adapter
     s2 = load_file(str(out / "stage2" / "lora" / "adapter_model.safetensors"))
     s3 = load_file(str(out / "stage3" / "lora" / "adapter_model.safetensors"))
@@ -167,3 +169,63 @@ def test_jaw_relation_is_lagged():
     codes = np.array([0] * 10 + [63] * 10)
     jaw = jaw_from_codes(codes, lag=2)
     assert jaw[11] == 0 and jaw[12] > 0.5 and jaw[-1] > 0.89
+
+
+def test_stage3_needs_its_own_affective_dataset(tmp_path, capsys):
+    r = _recipe(tmp_path)
+    no_aff = dataclasses.replace(r, stage3=dataclasses.replace(r.stage3, train_data=None))
+    with pytest.raises(InputError, match="own affective dataset"):
+        no_aff.stage_data(3)
+    assert no_aff.stage_data(1) == r.train_data == no_aff.stage_data(2)
+    with pytest.raises(ValueError, match="own affective dataset"):
+        dataclasses.replace(r, stage3=dataclasses.replace(r.stage3, train_data=r.train_data + "/"))
+    cfg = tmp_path / "r.yaml"
+    no_aff.to_file(cfg)
+    assert main(["--stage", "3", "--config", str(cfg), "--no-progress"]) == 2
+    assert "stage3.train_data" in capsys.readouterr().err
+
+
+def test_stage2_keeps_the_differential_learning_rates(tmp_path):
+    from training.train_a2llm import StageConfig
+
+    assert (StageConfig().lr_lora, StageConfig().lr_connector) == (1e-4, 1e-5)
+    default = A2LLMRecipe()
+    assert (default.stage2.lr_lora, default.stage2.lr_connector) == (1e-4, 1e-5)
+    paper = A2LLMRecipe.from_file(REPO / "training" / "recipes" / "a2llm_step_audio2_mini.yaml")
+    for sc in (paper.stage1, paper.stage2):
+        assert (sc.lr_lora, sc.lr_connector) == (1e-4, 1e-5)
+    assert paper.stage3.train_data and paper.stage3.train_data != paper.train_data and paper.stage3.emotions is None
+    # a trained stage 2 ran with the recipe's two rates after the LoRA reset
+    torch.set_num_threads(1)
+    r = _recipe(tmp_path)
+    stage = dataclasses.replace(r.stage2, lr_lora=2e-3, lr_connector=2e-4)
+    r = dataclasses.replace(r, stage2=stage)
+    train_stage(r, 1, "cpu", progress=False)
+    train_stage(r, 2, "cpu", progress=False)
+    groups = read_stage_state(Path(r.out) / "stage2")["param_groups"]
+    assert [g["base_lr"] for g in groups] == [2e-3, 2e-4]
+
+
+def test_padded_batch_motion_logits_equal_each_sample_alone(tmp_path):
+    """Through the whole model: a sample's motion logits do not depend on the other samples of its batch."""
+    from training.data.builders import collate
+    from training.train_a2llm import load_built, make_builder
+
+    torch.set_num_threads(1)
+    r = _recipe(tmp_path)
+    r = dataclasses.replace(r, model=dataclasses.replace(r.model, connector=dataclasses.replace(
+        r.model.connector, window=20)))  # fmt: skip
+    model, tok = build_stage_model(r, Path(r.out), 1, ddp.DistInfo())
+    model.eval()
+    built = load_built(r.train_data, make_builder(r, model.backbone, tok))[:4]
+    lengths = [b.motion_codes.shape[0] for b in built]
+    assert len(set(lengths)) > 1  # different lengths: the batch is padded
+    with torch.no_grad():
+        batch = collate(built, 0, 5, 2)
+        _, hidden = model.hidden_and_logits(batch)
+        together = model.motion_logits(batch, hidden)
+        for i, b in enumerate(built):
+            one = collate([b], 0, 5, 2)
+            alone = model.motion_logits(one, model.hidden_and_logits(one)[1])
+            n = lengths[i]
+            torch.testing.assert_close(together[i, :n], alone[0, :n], rtol=1e-4, atol=1e-4)
