@@ -51,7 +51,7 @@ TOKENIZER_RECIPE = {
         "dropout": 0.0,
         "dead_code_threshold": 0.5,
     },
-    "loss": {"vertex_terms": False},
+    "loss": {"vertex_terms": False, "vel_acc_space": "params"},  # no face model for the synthetic motion
     "data": {"window": 50, "holdout": 0.0, "mirror": False},
     "train": {"steps": 600, "batch_size": 16, "lr": 3.0e-3, "warmup_steps": 20, "ckpt_every": 600, "eval_every": 0},
 }
