@@ -28,6 +28,8 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -75,17 +77,35 @@ def _flame_vertices(model, values: np.ndarray) -> np.ndarray:
     return np.concatenate(out, axis=0)
 
 
-def clips_to_vertices(
-    pred, ref, *, flame: str | Path | None, mesh: str | Path | None
-) -> tuple[np.ndarray, np.ndarray, FaceRegions, np.ndarray]:
-    """(pred ``[T, V, 3]``, ref ``[T', V, 3]``, regions, template ``[V, 3]``) of two clips on the same mesh."""
-    kinds = {_mesh_kind(pred.layout), _mesh_kind(ref.layout)}
-    if len(kinds) != 1:
-        raise InputError(
-            f"pred is {pred.layout} but ref is {ref.layout}: they live on different meshes; map FLAME to ARKit first "
-            "(a2llm_rt.face.flame_to_arkit) and compare ARKit clips"
-        )
-    if kinds == {"flame"}:
+@dataclass
+class MetricMesh:
+    """A face mesh that turns clips into zero-pose vertices for the metrics: ``vertices(clip) -> [T, V, 3]``, its
+    regions and its neutral face (``template`` ``[V, 3]``, the ``V_neu`` of UFD)."""
+
+    kind: str  # "flame" or "arkit" (or a caller's own, e.g. a proxy mesh)
+    regions: FaceRegions
+    template: np.ndarray
+    to_vertices: Callable[[np.ndarray], np.ndarray]
+    """``[T, D]`` frames of the mesh's layout -> ``[T, V, 3]``."""
+    layout: str
+
+    def vertices(self, clip) -> np.ndarray:
+        """``[T, V, 3]`` vertices of a clip (converted to the mesh's layout; FLAME's head rotation zeroed)."""
+        if _mesh_kind(clip.layout) != self.kind and self.kind in ("flame", "arkit"):
+            raise InputError(
+                f"a {clip.layout} clip cannot be shown on the {self.kind} mesh; map FLAME to ARKit first "
+                "(a2llm_rt.face.flame_to_arkit)"
+            )
+        if self.layout == "flame58":
+            return self.to_vertices(_no_head(clip.values))
+        from a2llm_rt.face.io import convert_layout
+
+        return self.to_vertices(convert_layout(clip, self.layout).values)
+
+
+def metric_mesh(kind: str, *, flame: str | Path | None = None, mesh: str | Path | None = None) -> MetricMesh:
+    """The mesh of ``kind`` (``flame``: your converted FLAME ``.npz``; ``arkit``: the ARKit mesh folder)."""
+    if kind == "flame":
         if flame is None:
             raise InputError("FLAME58 clips need the FLAME model: pass --flame flame.npz (see convert_flame)")
         try:
@@ -98,24 +118,31 @@ def clips_to_vertices(
         except ValueError as e:
             raise InputError(str(e), flame) from None
         template = _flame_vertices(model, np.zeros((1, 58), np.float32))[0]
-        return (
-            _flame_vertices(model, _no_head(pred.values)),
-            _flame_vertices(model, _no_head(ref.values)),
-            regions,
-            template,
-        )
-
+        return MetricMesh("flame", regions, template, lambda v: _flame_vertices(model, v), "flame58")
+    if kind != "arkit":
+        raise InputError(f"unknown mesh kind {kind!r} (flame or arkit)")
     from a2llm_rt.face.arkit_regions import load_arkit_regions
-    from a2llm_rt.face.io import convert_layout
 
     folder = Path(mesh) if mesh is not None else default_mesh_dir()
     if not (folder / "Neutral.obj").is_file():
         hint = "" if mesh is not None else " (default location); pass --mesh DIR"
         raise InputError(f"ARKit clips need the ARKit face mesh (Neutral.obj + blendshape OBJs){hint}", folder)
     arkit_mesh, regions = load_arkit_regions(folder)
-    vp = arkit_mesh.vertices(convert_layout(pred, "arkit52").values)
-    vr = arkit_mesh.vertices(convert_layout(ref, "arkit52").values)
-    return vp, vr, regions, arkit_mesh.neutral
+    return MetricMesh("arkit", regions, arkit_mesh.neutral, arkit_mesh.vertices, "arkit52")
+
+
+def clips_to_vertices(
+    pred, ref, *, flame: str | Path | None, mesh: str | Path | None
+) -> tuple[np.ndarray, np.ndarray, FaceRegions, np.ndarray]:
+    """(pred ``[T, V, 3]``, ref ``[T', V, 3]``, regions, template ``[V, 3]``) of two clips on the same mesh."""
+    kinds = {_mesh_kind(pred.layout), _mesh_kind(ref.layout)}
+    if len(kinds) != 1:
+        raise InputError(
+            f"pred is {pred.layout} but ref is {ref.layout}: they live on different meshes; map FLAME to ARKit first "
+            "(a2llm_rt.face.flame_to_arkit) and compare ARKit clips"
+        )
+    m = metric_mesh(kinds.pop(), flame=flame, mesh=mesh)
+    return m.vertices(pred), m.vertices(ref), m.regions, m.template
 
 
 def evaluate_files(
@@ -158,7 +185,9 @@ def evaluate_file_reference_free(
     pred = load_clip(pred_path)
     target = float(fps) if fps is not None else float(pred.fps)
     pred = resample(pred, target)
-    vp, _, regions, template = clips_to_vertices(pred, pred, flame=flame, mesh=mesh)
+    m = metric_mesh(_mesh_kind(pred.layout), flame=flame, mesh=mesh)
+    vp = m.vertices(pred)
+    regions, template = m.regions, m.template
     return {
         "pred": str(pred_path),
         "pred_layout": pred.layout,

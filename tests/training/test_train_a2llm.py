@@ -17,7 +17,7 @@ from a2llm_rt.models.lora import lora_parameters
 from tests.process_utils import run_group
 from training import ddp
 from training.data.format import ShardWriter
-from training.eval_a2llm import evaluate
+from training.eval_a2llm import evaluate_free, evaluate_teacher_forced
 from training.synthetic_qa import JAW, jaw_from_codes, make_samples
 from training.train_a2llm import A2LLMRecipe, build_stage_model, load_connector, main, read_stage_state, train_stage
 
@@ -111,9 +111,9 @@ def test_three_stages_reset_and_subset(tmp_path):
     s2 = load_file(str(out / "stage2" / "lora" / "adapter_model.safetensors"))
     s3 = load_file(str(out / "stage3" / "lora" / "adapter_model.safetensors"))
     assert s2.keys() == s3.keys() and any(not torch.equal(s2[k], s3[k]) for k in s2)
-    # evaluation: free-running connector + a (random, tiny) motion tokenizer + proxy-mesh sync metrics
+    # teacher-forced diagnostic: free-running connector + a (random, tiny) motion tokenizer + proxy-mesh metrics
     r_eval = dataclasses.replace(r, model=dataclasses.replace(r.model, motion_tokenizer=_tiny_tokenizer(tmp_path)))
-    res = evaluate(r_eval, 3, r.train_data, limit=3)
+    res = evaluate_teacher_forced(r_eval, 3, r.train_data, limit=3)
     assert res["samples"] == 3 and 0 <= res["token_acc_free_running"] <= 1 and res["chance_uniform"] == 1 / 16
     assert np.isfinite(res["tokenizer_ceiling"]["temporal_corr"]) and res["mesh"] == "proxy"
     # a finished stage is not trained again
@@ -229,3 +229,84 @@ def test_padded_batch_motion_logits_equal_each_sample_alone(tmp_path):
             alone = model.motion_logits(one, model.hidden_and_logits(one)[1])
             n = lengths[i]
             torch.testing.assert_close(together[i, :n], alone[0, :n], rtol=1e-4, atol=1e-4)
+
+
+def _spoken_questions(path: Path, n: int = 2) -> Path:
+    """Held-out AQAA samples (a spoken question each), for the free-generation protocol."""
+    rng = np.random.default_rng(5)
+    samples = make_samples(n, 11, "q", min_frames=20, max_frames=30)
+    with ShardWriter(path) as w:
+        for s in samples:
+            s.task = "aqaa"
+            s.question_audio = (0.1 * rng.standard_normal(16000)).astype(np.float32)
+            s.motion_codes = _codes_of(s.motion)
+            w.write(s)
+    return path
+
+
+def test_free_generation_protocol_with_a_precomputed_pseudo_oracle(tmp_path):
+    """§6.3: the model answers held-out questions freely; its face is scored reference-free (UFD) and against a
+    pseudo-oracle computed from its own speech (here: files we write, as a user would from DiffPoseTalk)."""
+    from a2llm_rt.engine.engine import EngineConfig
+    from a2llm_rt.face.clip import MotionClip
+    from a2llm_rt.face.io import load_clip, save_clip
+    from a2llm_rt.face.motion_metrics import reference_free_ufd
+    from training.eval_a2llm import main as eval_main
+    from training.eval_a2llm import metric_mesh_for
+    from training.pseudo_oracle import PrecomputedOracle, load_oracle
+
+    torch.set_num_threads(1)
+    r = _recipe(tmp_path)
+    r = dataclasses.replace(r, model=dataclasses.replace(r.model, motion_tokenizer=_tiny_tokenizer(tmp_path)))
+    train_stage(r, 1, "cpu", progress=False)
+    held_out = _spoken_questions(tmp_path / "heldout")
+    ecfg = EngineConfig(max_sessions=1, min_seconds=1.2, max_seconds=1.6)  # a random model must still say something
+    gen = tmp_path / "gen"
+    res = evaluate_free(r, 1, str(held_out), gen_dir=gen, engine_config=ecfg)
+    assert res["samples"] == 2 and res["pseudo_oracle"] is None and "vs_pseudo_oracle" not in res
+    keys = sorted(p.stem for p in gen.glob("*.wav"))
+    assert keys == ["q00000", "q00001"] and all((gen / f"{k}.npz").is_file() for k in keys)
+    # UFD is the model's own face, no reference: recompute it from the saved motion
+    mesh = metric_mesh_for("arkit52")
+    clip = load_clip(gen / "q00000.npz")
+    ufd0 = reference_free_ufd(mesh.vertices(clip), mesh.regions, mesh.template)
+    assert res["per_sample_ufd"][0]["ufd"] == pytest.approx(ufd0)
+
+    # the user's audio-driven model ran on the wavs; as a stand-in, its output is the model's own face (one answer)
+    # and that face with the jaw 0.2 more open (the other: 6 mm wider on the proxy mesh, whose lip drops 30 mm/jaw)
+    oracle_dir = tmp_path / "oracle"
+    save_clip(clip, oracle_dir / "q00000.npz")
+    c1 = load_clip(gen / "q00001.npz")
+    v = c1.values.copy()
+    v[:, JAW] += 0.2
+    save_clip(MotionClip(v, c1.fps, c1.layout), oracle_dir / "q00001.npz")
+    oracle = PrecomputedOracle(oracle_dir, "stand-in")
+    res2 = evaluate_free(r, 1, str(held_out), oracle=oracle, engine_config=ecfg)
+    per = {row["key"]: row for row in res2["vs_pseudo_oracle"]["per_sample"]}
+    assert per["q00000"]["mod_mm"] == 0.0 and per["q00000"]["lve_mm"] == 0.0
+    assert per["q00001"]["mod_mm"] == pytest.approx(6.0, rel=1e-4)  # eq. 11 against the oracle, not the recording
+    assert res2["pseudo_oracle"] == "stand-in" and res2["vs_pseudo_oracle"]["paper_metrics"]["mod_mm"]["n"] == 2
+    assert res2["ufd_reference_free"] == res["ufd_reference_free"]  # reference-free: the oracle changes nothing
+
+    # an oracle computed from other audio (wrong length) is refused; a missing file is noted
+    save_clip(MotionClip(np.repeat(v, 3, 0), c1.fps, c1.layout), oracle_dir / "q00001.npz")
+    with pytest.raises(InputError, match="not computed from this answer"):
+        evaluate_free(r, 1, str(held_out), oracle=oracle, engine_config=ecfg)
+    (oracle_dir / "q00001.npz").unlink()
+    res3 = evaluate_free(r, 1, str(held_out), oracle=load_oracle(f"precomputed:{oracle_dir}"), engine_config=ecfg)
+    assert res3["vs_pseudo_oracle"]["samples"] == 1 and any("no motion for 1" in n for n in res3["notes"])
+    with pytest.raises(InputError):
+        load_oracle("no_such_module_xyz:Oracle")
+    with pytest.raises(InputError, match="cannot name a file"):
+        oracle.motion("../etc", np.zeros(10, np.float32), 24000)
+
+    # the CLI: both protocols, named apart in the JSON
+    cfg = tmp_path / "r.yaml"
+    r.to_file(cfg)
+    out = tmp_path / "eval.json"
+    rc = eval_main(["--config", str(cfg), "--stage", "1", "--data", str(held_out), "--protocol", "both",
+                    "--json", str(out), "--limit", "1", "--max-seconds", "2"])  # fmt: skip
+    assert rc == 0
+    d = json.loads(out.read_text())
+    assert set(d) == {"free_generation", "teacher_forced_diagnostic"}
+    assert d["teacher_forced_diagnostic"]["protocol"].startswith("teacher-forced diagnostic")
