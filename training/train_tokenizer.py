@@ -239,7 +239,7 @@ def train(
         model.init_codebooks(torch.as_tensor(windows))
     model.to(info.device).train()
     vertex_fn = regions = None
-    if recipe.face_model and recipe.loss.vertex_terms:
+    if recipe.face_model and (recipe.loss.vertex_terms or recipe.loss.vel_acc_space == "vertices"):
         fm = Path(recipe.face_model)
         if not fm.is_absolute() and recipe_dir is not None:
             fm = (recipe_dir / fm).resolve()

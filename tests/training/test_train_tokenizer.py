@@ -197,6 +197,7 @@ def test_eval_vertex_metrics_with_arkit_mesh(tmp_path, clip_npz, arkit_mesh_dir)
     rep = eval_tokenizer.evaluate(out, [clip_npz], face_model=arkit_mesh_dir)
     vm = rep["vertex_metrics"]
     assert vm["space"] == "arkit52" and vm["mod_mm"] >= 0 and vm["lve_mm"] > 0
+    assert vm["ufd_ref"] > 0 and vm["ufd"] >= 0  # eq. 12 of both, against the mesh's neutral face
 
 
 def test_train_cli_bad_input(tmp_path, capsys):
