@@ -78,7 +78,8 @@ def test_demo_end_to_end(tmp_path, capsys, monkeypatch):
     if mesh.is_dir() and capture.is_file():
         _png(out / "capture_curves.png", 800, 600)
         _png(out / "capture_sheet.png", 800, 300)
-        assert json.loads((out / "capture_metrics.json").read_text())["peak_align_signed_ms"] == 80.0
+        m = json.loads((out / "capture_metrics.json").read_text())
+        assert m["peak_align_ms"] == 80.0 and m["xcorr_lag_signed_ms"] == 80.0
         assert re.search(r"^Peak Align\s+80\.0+\s+ms", printed, re.MULTILINE), printed
     else:
         assert "real-capture section skipped" in printed

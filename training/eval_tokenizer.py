@@ -77,20 +77,22 @@ def reconstruct(model: MotionTokenizer, path: Path, values: np.ndarray) -> Recon
 
 
 def vertex_metrics(model: MotionTokenizer, recs: list[Reconstruction], face_model: str | Path) -> dict:
-    """Mesh-space MOD / LVE (mm), frame-weighted over files, through the face model of the tokenizer's layout."""
+    """Mesh-space MOD (eq. 11) / LVE (mm) and UFD (eq. 12) of reconstruction and reference, frame-weighted over
+    files, through the face model of the tokenizer's layout."""
     from a2llm_rt.face.motion_metrics import compute_metrics
     from a2llm_rt.models.motion_losses import build_face_model
 
-    fn, regions = build_face_model(model.cfg.layout, face_model)
+    fn, regions = build_face_model(model.cfg.layout, face_model)  # FLAME: canonical zero pose (App. C)
     per_file = {}
-    tot = {"mod_mm": 0.0, "lve_mm": 0.0}
+    tot = {"mod_mm": 0.0, "lve_mm": 0.0, "ufd": 0.0, "ufd_ref": 0.0}
     frames = 0
     with torch.no_grad():
+        template = fn(torch.zeros(1, model.cfg.motion_dim)).double().numpy()[0]  # the neutral face (UFD's V_neu)
         for r in recs:
             vp = fn(torch.as_tensor(r.recon)).double().numpy()
             vr = fn(torch.as_tensor(r.ref)).double().numpy()
-            m = compute_metrics(vp, vr, regions, model.cfg.fps)
-            per_file[str(r.path)] = {"mod_mm": m.mod_mm, "lve_mm": m.lve_mm}
+            m = compute_metrics(vp, vr, regions, model.cfg.fps, template=template)
+            per_file[str(r.path)] = {k: getattr(m, k) for k in tot}
             for k in tot:
                 tot[k] += getattr(m, k) * len(r.ref)
             frames += len(r.ref)
@@ -174,7 +176,8 @@ def format_report(rep: dict) -> str:
     ]
     vm = rep.get("vertex_metrics")
     if vm:
-        lines.append(f"{vm['space']} mesh  MOD {vm['mod_mm']:.3f} mm, LVE {vm['lve_mm']:.3f} mm")
+        lines.append(f"{vm['space']} mesh  MOD {vm['mod_mm']:.3f} mm, LVE {vm['lve_mm']:.3f} mm, "
+                     f"UFD {vm['ufd']:.3f} (reference {vm['ufd_ref']:.3f})")  # fmt: skip
     if rep.get("plot"):
         lines.append(f"plot          {rep['plot']}")
     return "\n".join(lines)

@@ -8,12 +8,14 @@ Relation (ARKIT52, 25 fps, one motion frame per 25 Hz answer audio code; tiny to
   ``LEVELS[c]`` = 0, 0.3, 0.6, 0.9, through a causal one-pole smoother
   (``jaw[t] = jaw[t-1] + 0.6 (target - jaw[t-1])``);
   ``mouthClose`` = 0.15 (1 - jawOpen), ``mouthFunnel`` = 0.3 jawOpen;
-- a quarter of the samples are labelled ``happy`` and smile (``mouthSmileLeft/Right`` 0.5), the rest ``neutral``.
+- a quarter of the samples are labelled ``happy`` and smile (``mouthSmileLeft/Right`` 0.5), the rest ``neutral``;
+  the separate affective set (stage 3's own dataset, as the paper's emotion-rich subset) is all ``happy``.
 
 Samples are TTS tasks (text -> speech + motion; the tiny tokenizer's sentences). The motion tokens come from a small
 RVQ-VAE trained on the synthetic motion with ``training.train_tokenizer`` and are stored in the samples
-(``motion_codes``). ``python -m training.synthetic_qa --out DIR`` writes ``DIR/train``, ``DIR/val`` (FLAME-QA),
-``DIR/clips`` (npz motion for the tokenizer) and ``DIR/motion_tokenizer``.
+(``motion_codes``). ``python -m training.synthetic_qa --out DIR`` writes ``DIR/train``, ``DIR/val``,
+``DIR/affective`` (FLAME-QA; the last for stage 3), ``DIR/clips`` (npz motion for the tokenizer) and
+``DIR/motion_tokenizer``.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ TOKENIZER_RECIPE = {
         "dropout": 0.0,
         "dead_code_threshold": 0.5,
     },
-    "loss": {"vertex_terms": False},
+    "loss": {"vertex_terms": False, "vel_acc_space": "params"},  # no face model for the synthetic motion
     "data": {"window": 50, "holdout": 0.0, "mirror": False},
     "train": {"steps": 600, "batch_size": 16, "lr": 3.0e-3, "warmup_steps": 20, "ckpt_every": 600, "eval_every": 0},
 }
@@ -93,13 +95,16 @@ def motion_from_codes(codes: np.ndarray, happy: bool, lag: int = LAG) -> np.ndar
     return m
 
 
-def make_samples(n: int, seed: int, prefix: str, min_frames: int = 50, max_frames: int = 100) -> list[FlameQASample]:
+def make_samples(
+    n: int, seed: int, prefix: str, min_frames: int = 50, max_frames: int = 100, happy_fraction: float = 0.25
+) -> list[FlameQASample]:
+    """``n`` synthetic TTS samples (seeded); a ``happy_fraction`` of them smile and are labelled ``happy``."""
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
         frames = int(rng.integers(min_frames // 5, max_frames // 5 + 1)) * 5
         codes = audio_codes(frames, rng)
-        happy = bool(rng.random() < 0.25)
+        happy = bool(rng.random() < happy_fraction)
         text = TINY_CORPUS[int(rng.integers(0, 6))]
         out.append(
             FlameQASample(
@@ -134,27 +139,34 @@ def train_motion_tokenizer(samples: list[FlameQASample], out: Path, steps: int, 
 
 
 def build(
-    out: Path, n_train: int = 240, n_val: int = 40, seed: int = 0, tokenizer_steps: int = 600, progress: bool = True
+    out: Path,
+    n_train: int = 240,
+    n_val: int = 40,
+    seed: int = 0,
+    tokenizer_steps: int = 600,
+    progress: bool = True,
+    n_affective: int = 40,
 ) -> dict:
-    """Write the synthetic train/val datasets with motion codes; returns a summary."""
+    """Write the synthetic train/val/affective datasets with motion codes; returns a summary."""
     from training.train_tokenizer import load_tokenizer
 
     train_s = make_samples(n_train, seed, "tr")
     val_s = make_samples(n_val, seed + 1, "va")
+    aff_s = make_samples(n_affective, seed + 2, "af", happy_fraction=1.0)
     tok_dir = train_motion_tokenizer(train_s, out, tokenizer_steps, progress)
     tok = load_tokenizer(tok_dir)
     err = []
-    for s in train_s + val_s:
+    for s in train_s + val_s + aff_s:
         with torch.no_grad():
             codes = tok.encode(torch.from_numpy(s.motion)[None])
             s.motion_codes = codes[0].numpy().astype(np.int64)
             rec = tok.decode(codes)[0].numpy()
         err.append(float(np.abs(rec[:, JAW] - s.motion[:, JAW]).mean()))
-    for name, samples in (("train", train_s), ("val", val_s)):
+    for name, samples in (("train", train_s), ("val", val_s), ("affective", aff_s)):
         with ShardWriter(out / name, max_samples=128, attrs={"synthetic": True, "lag_frames": LAG}) as w:
             for s in samples:
                 w.write(s)
-    return {"train": n_train, "val": n_val, "tokenizer_jaw_mae": float(np.mean(err))}
+    return {"train": n_train, "val": n_val, "affective": n_affective, "tokenizer_jaw_mae": float(np.mean(err))}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -162,13 +174,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--train", type=int, default=240)
     ap.add_argument("--val", type=int, default=40)
+    ap.add_argument("--affective", type=int, default=40, help="samples of the stage-3 affective set")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tokenizer-steps", type=int, default=600)
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
-    summary = build(args.out, args.train, args.val, args.seed, args.tokenizer_steps, not args.no_progress)
+    summary = build(
+        args.out, args.train, args.val, args.seed, args.tokenizer_steps, not args.no_progress, args.affective
+    )
     print(
-        f"wrote {summary['train']} train / {summary['val']} val samples to {args.out}; motion tokenizer jawOpen "
+        f"wrote {summary['train']} train / {summary['val']} val / {summary['affective']} affective samples to "
+        f"{args.out}; motion tokenizer jawOpen "
         f"reconstruction MAE {summary['tokenizer_jaw_mae']:.4f}"
     )
     return 0

@@ -10,8 +10,12 @@ Stages (the paper's curriculum), each writing ``OUT/stage{N}/`` (``lora/`` throu
 
 1. connector pre-training: fresh LoRA + fresh connector, differential learning rates (LoRA 1e-4, connector 1e-5 by
    default);
-2. LoRA reset: the stage-1 LoRA is discarded, the stage-1 connector kept, a fresh LoRA is trained jointly with it;
-3. affective tuning: LoRA and connector from stage 2, trained on a small subset (emotion labels / a fraction).
+2. LoRA reset: the stage-1 LoRA is discarded, the stage-1 connector kept, a fresh LoRA is trained jointly with it
+   "using the same differential learning rates" (§5.3; the defaults are stage 1's);
+3. affective instruction tuning: LoRA and connector from stage 2, trained on the stage's *own* affective dataset
+   (``stage3.train_data``: the paper's separate ~1k-sample emotion-rich FLAME-QA subset, App. A; never a filter of
+   the stage-1 data; ``python -m training.validate --recipe RECIPE.yaml`` checks it). ``emotions`` and
+   ``subset_fraction`` remain as optional filters of a stage's own data (ours, not the paper's).
 
 A random-initialised preset backbone (``backbone: tiny``) is saved once to ``OUT/base`` so every stage and the
 evaluation share it. Resumable: a stage restarts from its last checkpoint (step, optimizer, weights); a finished stage
@@ -84,8 +88,11 @@ class StageConfig(Config):
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     ckpt_every: int = 200
+    train_data: str | None = None
+    """This stage's own FLAME-QA dataset directory (None: the recipe's ``train_data``). Stage 3 must name one: the
+    paper's affective set (§5.3, App. A)."""
     emotions: tuple[str, ...] | None = None
-    """Train only on samples with these emotion labels (None: all)."""
+    """Train only on samples with these emotion labels (None: all). Ours, not the paper's."""
     subset_fraction: float = 1.0
     """Train on this fraction of the (filtered) samples (a fixed, seeded choice)."""
 
@@ -106,18 +113,45 @@ class A2LLMRecipe(Config):
     val_data: str | None = None
     model: ModelSection = dataclasses.field(default_factory=ModelSection)
     stage1: StageConfig = dataclasses.field(default_factory=StageConfig)
-    stage2: StageConfig = dataclasses.field(default_factory=lambda: StageConfig(lr_connector=1.0e-4))
-    stage3: StageConfig = dataclasses.field(default_factory=lambda: StageConfig(steps=200, subset_fraction=0.1))
+    stage2: StageConfig = dataclasses.field(default_factory=StageConfig)
+    """Defaults: stage 1's differential learning rates, as §5.3 says."""
+    stage3: StageConfig = dataclasses.field(default_factory=lambda: StageConfig(steps=200))
+    """Must name its own ``train_data`` (the affective set)."""
     motion_weight: float = 1.0
     """λ of L_motion."""
     seed: int = 0
     num_threads: int = 0
     """torch threads (0: leave the default)."""
 
+    def validate(self) -> None:
+        s3 = self.stage3.train_data
+        if s3 and self.train_data and _same_folder(s3, self.train_data):
+            raise ValueError(
+                "stage3.train_data is the stage-1/2 dataset: stage 3 trains on its own affective dataset (§5.3)"
+            )
+
     def stage(self, n: int) -> StageConfig:
         if n not in (1, 2, 3):
             raise InputError(f"stage must be 1, 2 or 3, got {n}")
         return getattr(self, f"stage{n}")
+
+    def stage_data(self, n: int) -> str:
+        """The dataset directory stage ``n`` trains on; InputError when stage 3 names none."""
+        sc = self.stage(n)
+        if sc.train_data:
+            return sc.train_data
+        if n == 3:
+            raise InputError(
+                "stage 3 trains on its own affective dataset (the paper's ~1k emotion-rich FLAME-QA samples, §5.3): "
+                "set stage3.train_data in the recipe"
+            )
+        if not self.train_data:
+            raise InputError(f"no train_data for stage {n} in the recipe (or --train-data)")
+        return self.train_data
+
+
+def _same_folder(a: str | Path, b: str | Path) -> bool:
+    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
 
 
 # ---- model -----------------------------------------------------------------------------------------------------------
@@ -137,6 +171,16 @@ class A2LLM(nn.Module):
         out = self.backbone(batch.input_ids, audio, attention_mask=batch.attention_mask)
         return out.logits, out.hidden
 
+    def motion_logits(self, batch: Batch, hidden: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced connector logits ``[B, T/G, N_q, K]`` at the batch's audio positions (``hidden``
+        ``[B, L, d]``); batch padding is masked, so each sample's real tokens get the logits it would get alone."""
+        codes = batch.motion_codes
+        assert codes is not None
+        d = hidden.shape[-1]
+        sel = hidden.gather(1, batch.audio_positions[..., None].expand(-1, -1, d))  # [B, T, d]
+        real = (codes != IGNORE).all(-1)  # [B, T/G]
+        return self.connector(sel, codes.clamp_min(0), real)
+
     def forward(self, batch: Batch, motion_weight: float = 1.0) -> dict[str, torch.Tensor]:
         logits, hidden = self.hidden_and_logits(batch)
         v = logits.shape[-1]
@@ -146,9 +190,7 @@ class A2LLM(nn.Module):
         out = {"seq": l_seq}
         codes = batch.motion_codes
         if codes is not None and bool((codes != IGNORE).any()):
-            d = hidden.shape[-1]
-            sel = hidden.gather(1, batch.audio_positions[..., None].expand(-1, -1, d))  # [B, T, d]
-            m_logits = self.connector(sel, codes.clamp_min(0))  # [B, T/G, N_q, K]
+            m_logits = self.motion_logits(batch, hidden)  # [B, T/G, N_q, K]
             out["motion"] = connector_loss(m_logits.float(), codes, IGNORE)
             with torch.no_grad():
                 valid = codes != IGNORE
@@ -348,7 +390,10 @@ def train_stage(recipe: A2LLMRecipe, stage: int, device: str = "auto", progress:
         start = int(meta["step"])
     model.to(info.device).train()
     builder = make_builder(recipe, model.backbone, tok)
-    data = load_built(recipe.train_data, builder, sc, recipe.seed)
+    data_dir = recipe.stage_data(stage)
+    data = load_built(data_dir, builder, sc, recipe.seed)
+    if info.is_main:
+        print(f"stage {stage}: {len(data)} samples from {data_dir}", file=sys.stderr)
     lora_p = list(lora_parameters(model.peft[0]).values())
     opt = torch.optim.AdamW(
         [
@@ -403,6 +448,7 @@ def train_stage(recipe: A2LLMRecipe, stage: int, device: str = "auto", progress:
                 metrics = {f"train_{k}": v for k, v in ema.items()}
                 metrics["train_seconds"] = time.time() - t0
                 metrics["samples"] = len(data)
+                metrics["train_data"] = str(data_dir)
                 if recipe.val_data and info.is_main:
                     metrics.update(evaluate_losses(model, recipe, builder, info.device))
             if info.is_main:
@@ -437,7 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--stage", type=int, required=True, choices=(1, 2, 3))
     ap.add_argument("--config", type=Path, required=True, help="recipe YAML (training/recipes/*.yaml)")
     ap.add_argument("--out", default=None, help="override the recipe's output folder")
-    ap.add_argument("--train-data", default=None, help="override the recipe's train_data")
+    ap.add_argument("--train-data", default=None, help="override this stage's dataset (stage 3: its affective set)")
     ap.add_argument("--val-data", default=None, help="override the recipe's val_data")
     ap.add_argument("--steps", type=int, default=None, help="override this stage's steps")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -445,16 +491,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         recipe = A2LLMRecipe.from_file(args.config)
-        over = {k: v for k, v in (("out", args.out), ("train_data", args.train_data)) if v is not None}
-        if args.val_data is not None:
-            over["val_data"] = args.val_data
-        recipe = dataclasses.replace(recipe, **over)
+        over = {k: v for k, v in (("out", args.out), ("val_data", args.val_data)) if v is not None}
+        stage_over: dict = {}
         if args.steps is not None:
-            recipe = dataclasses.replace(
-                recipe, **{f"stage{args.stage}": dataclasses.replace(recipe.stage(args.stage), steps=args.steps)}
-            )
-        if not recipe.train_data:
-            raise InputError("no train_data in the recipe (or --train-data)", args.config)
+            stage_over["steps"] = args.steps
+        if args.train_data is not None:  # this stage's dataset (stage 3: its affective set)
+            stage_over["train_data"] = args.train_data
+        if stage_over:
+            over[f"stage{args.stage}"] = dataclasses.replace(recipe.stage(args.stage), **stage_over)
+        try:
+            recipe = dataclasses.replace(recipe, **over)
+        except ValueError as e:
+            raise InputError(str(e), args.config) from None
+        recipe.stage_data(args.stage)  # InputError when the stage has no dataset
         train_stage(recipe, args.stage, args.device, progress=not args.no_progress)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -15,6 +15,7 @@ uninterrupted one would.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import shutil
@@ -44,7 +45,10 @@ class TrainConfig(Config):
     """Optimisation schedule."""
 
     steps: int = 3000
-    """Total optimizer steps."""
+    """Total optimizer steps (ignored when ``epochs`` is set)."""
+    epochs: float | None = None
+    """Train this many epochs instead of ``steps`` (App. B: 6). One epoch = as many windows as the training data holds
+    frames / ``data.window`` (random windows: each frame once on average), at ``batch_size`` x processes per step."""
     batch_size: int = 16
     """Windows per step (per process under DDP)."""
     lr: float = 1e-4
@@ -79,6 +83,8 @@ class TrainConfig(Config):
             raise ValueError("steps, batch_size, ckpt_every and keep_checkpoints must be >= 1")
         if self.lr <= 0:
             raise ValueError("lr must be > 0")
+        if self.epochs is not None and not self.epochs > 0:
+            raise ValueError(f"epochs must be > 0, got {self.epochs}")
 
 
 @dataclass
@@ -96,6 +102,13 @@ class TokenizerRecipe(Config):
     def validate(self) -> None:
         if self.data.window % self.model.group:
             raise ValueError(f"data.window {self.data.window} must be a multiple of model.group {self.model.group}")
+
+
+def steps_for_epochs(tc: TrainConfig, num_frames: int, window: int, world: int = 1) -> int:
+    """Optimizer steps of ``tc.epochs`` epochs over ``num_frames`` training frames (see :attr:`TrainConfig.epochs`)."""
+    assert tc.epochs is not None
+    windows = num_frames / window
+    return max(1, math.ceil(tc.epochs * windows / (tc.batch_size * world)))
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -204,6 +217,11 @@ def train(
     torch.set_num_threads(tc.num_threads)
     mc = recipe.model
     train_ds = MotionDataset.from_files(data, mc.layout, mc.fps, recipe.data, "train")
+    if tc.epochs is not None:
+        tc = dataclasses.replace(tc, steps=steps_for_epochs(tc, train_ds.num_frames, recipe.data.window, info.world))
+        if info.is_main:
+            print(f"{tc.epochs:g} epochs of {train_ds.num_frames} frames = {tc.steps} steps of "
+                  f"{tc.batch_size} x {info.world} windows", file=sys.stderr)  # fmt: skip
     val_windows = None
     if recipe.data.holdout > 0:
         try:
@@ -221,12 +239,15 @@ def train(
         model.init_codebooks(torch.as_tensor(windows))
     model.to(info.device).train()
     vertex_fn = regions = None
-    if recipe.face_model and recipe.loss.vertex_terms:
+    if recipe.face_model and (recipe.loss.vertex_terms or recipe.loss.vel_acc_space == "vertices"):
         fm = Path(recipe.face_model)
         if not fm.is_absolute() and recipe_dir is not None:
             fm = (recipe_dir / fm).resolve()
         vertex_fn, regions = build_face_model(mc.layout, fm)
-    loss_fn = MotionLoss(recipe.loss, vertex_fn, regions).to(info.device)
+    try:
+        loss_fn = MotionLoss(recipe.loss, vertex_fn, regions).to(info.device)
+    except ValueError as e:  # e.g. the paper's vertex-space L_vel / L_acc without a face model
+        raise InputError(str(e)) from None
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     start = 0
     if (out / "latest.json").is_file():
@@ -313,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", nargs="+", required=True, help="clip files (.npz, .csv, .json) or folders of them")
     p.add_argument("--out", required=True, help="output folder (checkpoints; rerun to resume)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--steps", type=int, default=None, help="override the recipe's train.steps")
+    p.add_argument("--steps", type=int, default=None, help="override the recipe's train.steps (and epochs)")
     p.add_argument("--threads", type=int, default=None, help="override the recipe's train.num_threads")
     p.add_argument("--face-model", default=None, help="ARKit mesh folder / FLAME .npz for the vertex loss terms")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -331,6 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 d["face_model"] = str(Path(args.face_model).resolve())
             if args.steps is not None:
                 d["train"]["steps"] = args.steps
+                d["train"]["epochs"] = None  # an explicit step count wins over the recipe's epochs
             if args.threads is not None:
                 d["train"]["num_threads"] = args.threads
             recipe = TokenizerRecipe.from_dict(d, source=args.config)

@@ -1,9 +1,10 @@
-"""Motion metrics between two face-motion files (issue 2 §4): MOD, UFD, correlations, Liveliness, Peak Align, LVE.
+"""The A2-LLM paper's motion metrics (App. C, eq. 11-17) of a face-motion file against a reference, or its UFD alone.
 
 Usage::
 
     python -m a2llm_rt.face.metrics --pred pred.npz --ref ref.csv [--fps 25] [--json] [--out metrics.json] \\
         [--flame flame.npz] [--mesh ../shared/data/arkit_mesh] [--max-lag-s 0.5]
+    python -m a2llm_rt.face.metrics --pred pred.npz [--flame flame.npz | --mesh DIR]   # reference-free: UFD only
 
 Files are read with :func:`a2llm_rt.face.io.load_clip` (our ``.npz``, Live Link Face ``.csv``, Audio2Face ``.json``,
 ``.gesichter``). Both clips go to the frame rate ``--fps`` (default: the reference's) by linear resampling, then to
@@ -16,7 +17,8 @@ vertices:
   with the global (head) rotation set to 0, like the ARKit path; UFD template = FLAME with all 58 parameters 0.
 
 Both files must be on the same mesh (map FLAME to ARKit first with ``a2llm_rt.face.flame_to_arkit``). The metric
-definitions are in :mod:`a2llm_rt.face.motion_metrics`. Output: a table, or with ``--json`` one JSON object (NaN as
+definitions are in :mod:`a2llm_rt.face.motion_metrics`. Without ``--ref`` only the reference-free UFD (eq. 12) is
+reported. Output: a table, or with ``--json`` one JSON object (NaN as
 ``null``) on stdout or, with ``--out``, written atomically. Bad input: a one-line error and exit code 2.
 """
 
@@ -26,6 +28,8 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +37,7 @@ from tqdm import tqdm
 
 from a2llm_rt.errors import InputError
 from a2llm_rt.face.layouts import FLAME_GLOBAL
-from a2llm_rt.face.motion_metrics import MotionMetrics, compute_metrics, format_table
+from a2llm_rt.face.motion_metrics import MotionMetrics, compute_metrics, format_table, reference_free_ufd
 from a2llm_rt.face.regions import FaceRegions
 from a2llm_rt.utils.fileio import atomic_write_json
 
@@ -73,17 +77,35 @@ def _flame_vertices(model, values: np.ndarray) -> np.ndarray:
     return np.concatenate(out, axis=0)
 
 
-def clips_to_vertices(
-    pred, ref, *, flame: str | Path | None, mesh: str | Path | None
-) -> tuple[np.ndarray, np.ndarray, FaceRegions, np.ndarray]:
-    """(pred ``[T, V, 3]``, ref ``[T', V, 3]``, regions, template ``[V, 3]``) of two clips on the same mesh."""
-    kinds = {_mesh_kind(pred.layout), _mesh_kind(ref.layout)}
-    if len(kinds) != 1:
-        raise InputError(
-            f"pred is {pred.layout} but ref is {ref.layout}: they live on different meshes; map FLAME to ARKit first "
-            "(a2llm_rt.face.flame_to_arkit) and compare ARKit clips"
-        )
-    if kinds == {"flame"}:
+@dataclass
+class MetricMesh:
+    """A face mesh that turns clips into zero-pose vertices for the metrics: ``vertices(clip) -> [T, V, 3]``, its
+    regions and its neutral face (``template`` ``[V, 3]``, the ``V_neu`` of UFD)."""
+
+    kind: str  # "flame" or "arkit" (or a caller's own, e.g. a proxy mesh)
+    regions: FaceRegions
+    template: np.ndarray
+    to_vertices: Callable[[np.ndarray], np.ndarray]
+    """``[T, D]`` frames of the mesh's layout -> ``[T, V, 3]``."""
+    layout: str
+
+    def vertices(self, clip) -> np.ndarray:
+        """``[T, V, 3]`` vertices of a clip (converted to the mesh's layout; FLAME's head rotation zeroed)."""
+        if _mesh_kind(clip.layout) != self.kind and self.kind in ("flame", "arkit"):
+            raise InputError(
+                f"a {clip.layout} clip cannot be shown on the {self.kind} mesh; map FLAME to ARKit first "
+                "(a2llm_rt.face.flame_to_arkit)"
+            )
+        if self.layout == "flame58":
+            return self.to_vertices(_no_head(clip.values))
+        from a2llm_rt.face.io import convert_layout
+
+        return self.to_vertices(convert_layout(clip, self.layout).values)
+
+
+def metric_mesh(kind: str, *, flame: str | Path | None = None, mesh: str | Path | None = None) -> MetricMesh:
+    """The mesh of ``kind`` (``flame``: your converted FLAME ``.npz``; ``arkit``: the ARKit mesh folder)."""
+    if kind == "flame":
         if flame is None:
             raise InputError("FLAME58 clips need the FLAME model: pass --flame flame.npz (see convert_flame)")
         try:
@@ -96,24 +118,31 @@ def clips_to_vertices(
         except ValueError as e:
             raise InputError(str(e), flame) from None
         template = _flame_vertices(model, np.zeros((1, 58), np.float32))[0]
-        return (
-            _flame_vertices(model, _no_head(pred.values)),
-            _flame_vertices(model, _no_head(ref.values)),
-            regions,
-            template,
-        )
-
+        return MetricMesh("flame", regions, template, lambda v: _flame_vertices(model, v), "flame58")
+    if kind != "arkit":
+        raise InputError(f"unknown mesh kind {kind!r} (flame or arkit)")
     from a2llm_rt.face.arkit_regions import load_arkit_regions
-    from a2llm_rt.face.io import convert_layout
 
     folder = Path(mesh) if mesh is not None else default_mesh_dir()
     if not (folder / "Neutral.obj").is_file():
         hint = "" if mesh is not None else " (default location); pass --mesh DIR"
         raise InputError(f"ARKit clips need the ARKit face mesh (Neutral.obj + blendshape OBJs){hint}", folder)
     arkit_mesh, regions = load_arkit_regions(folder)
-    vp = arkit_mesh.vertices(convert_layout(pred, "arkit52").values)
-    vr = arkit_mesh.vertices(convert_layout(ref, "arkit52").values)
-    return vp, vr, regions, arkit_mesh.neutral
+    return MetricMesh("arkit", regions, arkit_mesh.neutral, arkit_mesh.vertices, "arkit52")
+
+
+def clips_to_vertices(
+    pred, ref, *, flame: str | Path | None, mesh: str | Path | None
+) -> tuple[np.ndarray, np.ndarray, FaceRegions, np.ndarray]:
+    """(pred ``[T, V, 3]``, ref ``[T', V, 3]``, regions, template ``[V, 3]``) of two clips on the same mesh."""
+    kinds = {_mesh_kind(pred.layout), _mesh_kind(ref.layout)}
+    if len(kinds) != 1:
+        raise InputError(
+            f"pred is {pred.layout} but ref is {ref.layout}: they live on different meshes; map FLAME to ARKit first "
+            "(a2llm_rt.face.flame_to_arkit) and compare ARKit clips"
+        )
+    m = metric_mesh(kinds.pop(), flame=flame, mesh=mesh)
+    return m.vertices(pred), m.vertices(ref), m.regions, m.template
 
 
 def evaluate_files(
@@ -146,20 +175,49 @@ def evaluate_files(
     return compute_metrics(vp, vr, regions, target, template=template, max_lag_s=max_lag_s), info
 
 
+def evaluate_file_reference_free(
+    pred_path: str | Path, *, fps: float | None = None, flame: str | Path | None = None, mesh: str | Path | None = None
+) -> dict:
+    """Eq. 12 (UFD) of the clip at ``pred_path`` alone, in canonical zero pose: ``{"ufd": ..., "num_frames": ...}``."""
+    from a2llm_rt.face.io import load_clip
+    from a2llm_rt.face.resample import resample
+
+    pred = load_clip(pred_path)
+    target = float(fps) if fps is not None else float(pred.fps)
+    pred = resample(pred, target)
+    m = metric_mesh(_mesh_kind(pred.layout), flame=flame, mesh=mesh)
+    vp = m.vertices(pred)
+    regions, template = m.regions, m.template
+    return {
+        "pred": str(pred_path),
+        "pred_layout": pred.layout,
+        "mesh": _mesh_kind(pred.layout),
+        "fps": target,
+        "num_frames": int(len(vp)),
+        "ufd": reference_free_ufd(vp, regions, template),
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m a2llm_rt.face.metrics",
-        description="Motion metrics (MOD, UFD, correlations, Liveliness, Peak Align, LVE) of a predicted face-motion "
-        "file against a reference.",
+        description="The A2-LLM paper's motion metrics (MOD, UFD, correlations, Liveliness Ratio, Peak Align; "
+        "eq. 11-17) and our extras (LVE, cross-correlation lag) of a predicted face-motion file against a "
+        "reference; without --ref, the reference-free UFD only.",
     )
     p.add_argument("--pred", required=True, help="predicted clip (.npz, Live Link .csv, Audio2Face .json, .gesichter)")
-    p.add_argument("--ref", required=True, help="reference clip")
+    p.add_argument("--ref", default=None, help="reference clip (omit for the reference-free UFD alone)")
     p.add_argument("--fps", type=float, default=None, help="compare at this rate (default: the reference's)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--out", default=None, help="write the JSON to this file (atomically) instead of stdout")
     p.add_argument("--flame", default=None, help="FLAME model .npz (needed for flame58 clips)")
     p.add_argument("--mesh", default=None, help=f"ARKit mesh folder (default: {default_mesh_dir()})")
-    p.add_argument("--max-lag-s", type=float, default=0.5, help="Peak Align search range in seconds (default 0.5)")
+    p.add_argument(
+        "--max-lag-s",
+        type=float,
+        default=0.5,
+        help="search range of the extra cross-correlation lag in seconds (default 0.5; Peak Align has none)",
+    )
     return p
 
 
@@ -168,6 +226,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.fps is not None and not (np.isfinite(args.fps) and args.fps > 0):
             raise InputError(f"--fps must be a positive number, got {args.fps}")
+        if args.ref is None:
+            res = evaluate_file_reference_free(args.pred, fps=args.fps, flame=args.flame, mesh=args.mesh)
+            if args.out is not None:
+                atomic_write_json(args.out, res)
+                print(f"wrote {args.out}", file=sys.stderr)
+            if args.json and args.out is None:
+                print(json.dumps(res, indent=2, allow_nan=False))
+            elif not args.json:
+                print(f"pred: {res['pred']} ({res['pred_layout']}, {res['num_frames']} frames at {res['fps']:g} fps)")
+                print(f"UFD (eq. 12, reference-free): {res['ufd']:.4f} (x1e5 m, higher = livelier upper face)")
+            return 0
         metrics, info = evaluate_files(
             args.pred, args.ref, fps=args.fps, flame=args.flame, mesh=args.mesh, max_lag_s=args.max_lag_s
         )

@@ -1,33 +1,49 @@
-"""Motion metrics between a predicted and a reference vertex sequence (issue 2 §4).
+"""Motion metrics of the A2-LLM paper (arXiv 2602.04913, appendix C, eq. 11-17) and two extras under their own names.
 
-All metrics take two vertex sequences ``pred`` and ``ref`` ``[T, V, 3]`` of the same mesh, its
-:class:`~a2llm_rt.face.regions.FaceRegions` and the frame rate, and return a :class:`MotionMetrics`.
+All functions take vertex sequences ``[T, V, 3]`` of one mesh, its :class:`~a2llm_rt.face.regions.FaceRegions` and
+the frame rate. The paper computes every metric "in the canonical zero-pose space (i.e. with global rotation and head
+translation removed)": the caller passes such vertices (``python -m a2llm_rt.face.metrics`` zeroes FLAME's global
+rotation and drops Live Link's head rotations; FLAME58 has no translation).
 
-Where the definitions come from: the A2-LLM paper (arXiv 2602.04913) lists MOD, UFD, Temporal / Velocity / Lip Width
-Correlation, Liveliness Ratio, Peak Align and LVE, and says its metrics follow ARTalk and earlier work, but the text of
-its appendix C (the exact formulas) was NOT available to us. Confirmed from other sources: LVE (ARTalk /
-MeshTalk / torchmetrics ``LipVertexError``: max over lip vertices of the squared L2 error per frame, averaged over
-frames; ARTalk reports its square root in mm) and the FDD/UFD idea (CodeTalker / torchmetrics
-``upper_face_dynamics_deviation``: compare the per-vertex temporal std of the displacement from a template over the
-upper face). Everything else is the most standard definition, spelled out in each function's docstring:
+Two signals of the mouth (App. C.2), in mm (``regions.unit_to_mm`` converts mesh units; FLAME and Apple's ARKit mesh
+are in metres, so this is the paper's ``x 1000``):
 
-- the mouth opening ``o(t)`` is the mean over the paired points of ``||v_upper - v_lower||`` (ARTalk's point pairs on
-  FLAME), in mm;
-- MOD = ``mean_t |o_pred(t) - o_ref(t)|`` (mm);
-- UFD = ``mean_{v in upper_face} | std_t ||pred_t,v - tpl_v|| - std_t ||ref_t,v - tpl_v|| |`` (mm). We use the
-  unsquared distance (so the unit is mm) and the absolute per-vertex difference (so errors cannot cancel); CodeTalker's
-  FDD uses the squared distance and the signed difference of the vertex means;
-- Temporal / Velocity / Lip Width Correlation: Pearson correlation of ``o``, of its first difference, and of the
-  lip-corner distance;
-- Liveliness Ratio: mean per-frame vertex speed over the face region, pred / ref (1 = as lively as the reference;
-  scaling the motion about any fixed pose by ``s`` gives exactly ``s``);
-- Peak Align: the lag (within ``±max_lag_s``, default 0.5 s) that maximises the normalised cross-correlation (Pearson
-  over the overlap) of the mouth-opening curves, in ms; ``peak_align_signed_ms > 0`` means pred lags ref,
-  ``peak_align_ms`` is its absolute value.
+- ``O_t = h(V_t)``: the mouth opening, the distance between upper and lower lip. The paper does not say which lip
+  points; we take the mean over the region's paired points of ``||v_upper - v_lower||`` (on FLAME: the inner-lip
+  midline pair and ARTalk's nine pairs, :mod:`a2llm_rt.face.flame_regions`);
+- ``W_t``: the mouth width, the distance between the two lip corners.
 
-Undefined values (a constant signal has no correlation) are NaN with an explanation in ``notes``, never an exception.
-Length mismatch: both sequences are truncated to the shorter one and ``truncated_frames`` / ``notes`` say so.
-NaN/inf input, wrong shapes or regions outside the mesh raise :class:`~a2llm_rt.errors.InputError`.
+The paper's metrics (field of :class:`MotionMetrics` in brackets):
+
+- eq. 11 MOD [``mod_mm``] ``= 1/T sum_t |h(pred_t) - h(ref_t)|`` in mm; lower is better.
+- eq. 12 UFD [``ufd``] ``= 1/(T-1) sum_{t=1}^{T-1} 1/|S_up| sum_{i in S_up} |d_t,i - d_t-1,i| x 1e5`` with
+  ``d_t,i = ||v_t,i - v_neu,i||`` (metres), over the upper-face vertices ``S_up``, ``v_neu`` the neutral face.
+  Reference-free (the prediction's own value); higher is better (richer upper-face motion). Needs the neutral face
+  (``template``); without it UFD is NaN.
+- eq. 13 Temporal Correlation [``temporal_corr``] ``= PCC(O_pred, O_gt)``.
+- eq. 14 Velocity Correlation [``velocity_corr``] ``= PCC(v_pred, v_gt)``, ``v_t = O_t - O_t-1``.
+- eq. 15 Lip Width Correlation [``lip_width_corr``] ``= PCC(W_pred, W_gt)``.
+- eq. 16 Liveliness Ratio [``liveliness_ratio``] ``= sigma(v_pred) / (sigma(v_gt) + eps)`` with the mouth-opening
+  velocity ``v`` of eq. 14 (mm per frame), population standard deviations, ``eps`` = :data:`LIVELINESS_EPS`; 1 is
+  best.
+- eq. 17 Peak Align [``peak_align_ms``] ``= Median_i min_j |t(p_gt^(i)) - t(p_pred^(j))|`` in ms over the local
+  maxima of the mouth-opening curves (:func:`find_peaks`); lower is better.
+
+Extras (ours, never under the paper's names):
+
+- ``lve_mm``: LVE as ARTalk defines it (MeshTalk's lip vertex error): ``sqrt(mean_t max_{v in lips} ||pred - ref||^2)``
+  in mm;
+- ``xcorr_lag_ms`` / ``xcorr_lag_signed_ms``: the lag within ``+-max_lag_s`` that maximises the Pearson correlation
+  of the mouth-opening curves over their overlap (positive: pred is late);
+- ``ufd_ref``: eq. 12 on the reference, so the prediction's UFD can be read against the reference's own.
+
+Undefined values are NaN with the reason in ``notes``, never an exception: a constant signal has no correlation;
+a curve without a local maximum has no Peak Align; a reference mouth that does not move gives no Liveliness Ratio
+(the formula would return ``sigma(v_pred) / eps``, an arbitrary huge number: our guard, documented). Length mismatch:
+both sequences are truncated to the shorter one (``truncated_frames``, ``notes``). NaN/inf input, wrong shapes or
+regions outside the mesh raise :class:`~a2llm_rt.errors.InputError`.
+
+The paper's reported values of these metrics (its Tables 3, 4 and 6) are listed in the README beside these definitions.
 """
 
 from __future__ import annotations
@@ -42,27 +58,34 @@ from a2llm_rt.face.regions import FaceRegions
 
 # A signal whose standard deviation is below this (mm) is treated as constant (1 nanometre).
 CONSTANT_TOL_MM = 1e-6
+# eq. 16's epsilon, in mm per frame (the paper gives no value; it only keeps the ratio finite).
+LIVELINESS_EPS = 1e-8
+# eq. 12's scale: UFD is in metres x 1e5, i.e. the displacement change in mm x 100.
+UFD_SCALE_PER_MM = 1e5 / 1000.0
 
 
 @dataclass(frozen=True)
 class MetricInfo:
-    """How to print one metric: field name, label, unit and which direction is better."""
+    """How to print one metric: field name, label, unit, which direction is better, and its source."""
 
     name: str
     label: str
     unit: str
     better: str  # "lower", "higher", "1"
+    source: str
 
 
 METRIC_INFO: tuple[MetricInfo, ...] = (
-    MetricInfo("mod_mm", "MOD", "mm", "lower"),
-    MetricInfo("ufd_mm", "UFD", "mm", "lower"),
-    MetricInfo("temporal_corr", "Temporal Correlation", "", "higher"),
-    MetricInfo("velocity_corr", "Velocity Correlation", "", "higher"),
-    MetricInfo("lip_width_corr", "Lip Width Correlation", "", "higher"),
-    MetricInfo("liveliness_ratio", "Liveliness Ratio", "", "1"),
-    MetricInfo("peak_align_ms", "Peak Align", "ms", "lower"),
-    MetricInfo("lve_mm", "LVE", "mm", "lower"),
+    MetricInfo("mod_mm", "MOD", "mm", "lower", "eq. 11"),
+    MetricInfo("ufd", "UFD", "x1e5 m", "higher", "eq. 12"),
+    MetricInfo("temporal_corr", "Temporal Correlation", "", "higher", "eq. 13"),
+    MetricInfo("velocity_corr", "Velocity Correlation", "", "higher", "eq. 14"),
+    MetricInfo("lip_width_corr", "Lip Width Correlation", "", "higher", "eq. 15"),
+    MetricInfo("liveliness_ratio", "Liveliness Ratio", "", "1", "eq. 16"),
+    MetricInfo("peak_align_ms", "Peak Align", "ms", "lower", "eq. 17"),
+    MetricInfo("ufd_ref", "UFD of the reference", "x1e5 m", "", "extra"),
+    MetricInfo("lve_mm", "LVE (ARTalk)", "mm", "lower", "extra"),
+    MetricInfo("xcorr_lag_ms", "cross-corr. lag", "ms", "lower", "extra"),
 )
 
 
@@ -71,15 +94,18 @@ class MotionMetrics:
     """The metrics of one pred/ref pair. NaN marks an undefined value (see ``notes``).
 
     Attributes:
-        mod_mm: mean absolute mouth-opening difference (mm).
-        ufd_mm: upper-face dynamics deviation (mm).
-        temporal_corr: Pearson correlation of the mouth-opening curves.
-        velocity_corr: Pearson correlation of their first differences.
-        lip_width_corr: Pearson correlation of the lip-corner distance curves.
-        liveliness_ratio: mean face-vertex speed, pred / ref.
-        peak_align_ms: ``|peak_align_signed_ms|``.
-        peak_align_signed_ms: best lag in ms; positive when pred lags (is later than) ref.
-        lve_mm: lip vertex error (mm).
+        mod_mm: eq. 11, mean absolute mouth-opening difference (mm).
+        ufd: eq. 12, upper-face dynamics of the prediction (metres x 1e5; reference-free).
+        temporal_corr: eq. 13, Pearson correlation of the mouth-opening curves.
+        velocity_corr: eq. 14, Pearson correlation of their first differences.
+        lip_width_corr: eq. 15, Pearson correlation of the lip-corner distance curves.
+        liveliness_ratio: eq. 16, ``sigma(v_pred) / (sigma(v_gt) + eps)`` of the mouth-opening velocities.
+        peak_align_ms: eq. 17, median over reference peaks of the distance to the nearest predicted peak (ms).
+        ufd_ref: extra, eq. 12 on the reference.
+        lve_mm: extra, lip vertex error as ARTalk defines it (mm).
+        xcorr_lag_ms: extra, ``|xcorr_lag_signed_ms|``.
+        xcorr_lag_signed_ms: extra, the lag maximising the cross-correlation of the mouth-opening curves (ms);
+            positive when pred lags (is later than) ref.
         num_frames: frames compared (after truncation).
         fps: frame rate used for the ms conversion.
         truncated_frames: frames dropped from the longer input (0 when the lengths matched).
@@ -87,14 +113,16 @@ class MotionMetrics:
     """
 
     mod_mm: float
-    ufd_mm: float
+    ufd: float
     temporal_corr: float
     velocity_corr: float
     lip_width_corr: float
     liveliness_ratio: float
     peak_align_ms: float
-    peak_align_signed_ms: float
+    ufd_ref: float
     lve_mm: float
+    xcorr_lag_ms: float
+    xcorr_lag_signed_ms: float
     num_frames: int
     fps: float
     truncated_frames: int = 0
@@ -126,6 +154,22 @@ def _as_vertices(x: np.ndarray, name: str) -> np.ndarray:
     return v
 
 
+def _check_regions(regions: FaceRegions, num_vertices: int) -> None:
+    try:
+        regions.check(num_vertices)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+
+
+def _check_template(template: np.ndarray | None, num_vertices: int) -> np.ndarray | None:
+    if template is None:
+        return None
+    t = np.asarray(template, dtype=np.float64)
+    if t.shape != (num_vertices, 3) or not np.isfinite(t).all():
+        raise InputError(f"template must be a finite [{num_vertices}, 3] array, got {list(t.shape)}")
+    return t
+
+
 def _restrict(regions: FaceRegions) -> tuple[np.ndarray, FaceRegions]:
     """(the vertices any region uses ``[U]``, the regions re-indexed into that subset)."""
     names = ("lips", "face", "upper_face", "mouth_upper", "mouth_lower", "lip_corners")
@@ -138,24 +182,30 @@ def _restrict(regions: FaceRegions) -> tuple[np.ndarray, FaceRegions]:
 
 
 def mouth_opening(vertices: np.ndarray, regions: FaceRegions) -> np.ndarray:
-    """Mouth opening ``[T]`` in mm: mean over point pairs of ``||v_upper - v_lower||``; ``vertices`` ``[T, V, 3]``."""
+    """``O_t = h(V_t)`` ``[T]`` in mm (App. C.1/C.2): mean over lip point pairs of ``||v_upper - v_lower||``.
+
+    ``vertices``: ``[T, V, 3]``.
+    """
     v = np.asarray(vertices, dtype=np.float64)
     d = np.linalg.norm(v[:, regions.mouth_upper] - v[:, regions.mouth_lower], axis=-1)  # [T, P]
     return d.mean(axis=1) * regions.unit_to_mm
 
 
 def lip_width(vertices: np.ndarray, regions: FaceRegions) -> np.ndarray:
-    """Lip-corner distance ``[T]`` in mm. ``vertices``: ``[T, V, 3]``."""
+    """``W_t`` ``[T]`` in mm (App. C.2): the distance between the two lip corners. ``vertices``: ``[T, V, 3]``."""
     v = np.asarray(vertices, dtype=np.float64)
     a, b = regions.lip_corners
     return np.linalg.norm(v[:, a] - v[:, b], axis=-1) * regions.unit_to_mm
 
 
-# --- scalar metrics --------------------------------------------------------------------------------------------------
+# --- the paper's metrics ---------------------------------------------------------------------------------------------
 
 
 def pearson(a: np.ndarray, b: np.ndarray, tol: float = CONSTANT_TOL_MM) -> float:
-    """Pearson correlation of two ``[N]`` signals; NaN when either is constant (std < ``tol``) or N < 2."""
+    """PCC of eq. 13-15: ``Cov(a, b) / (sigma(a) sigma(b))`` of two ``[N]`` signals.
+
+    NaN when either is constant (std < ``tol``) or N < 2.
+    """
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     if len(a) < 2 or len(a) != len(b):
@@ -168,8 +218,77 @@ def pearson(a: np.ndarray, b: np.ndarray, tol: float = CONSTANT_TOL_MM) -> float
     return float(np.clip((a * b).mean() / (sa * sb), -1.0, 1.0))
 
 
-def peak_lag(pred: np.ndarray, ref: np.ndarray, max_lag: int) -> int | None:
-    """The lag ``L`` in ``[-max_lag, max_lag]`` maximising ``pearson(pred[t + L], ref[t])`` over their overlap.
+def mouth_opening_difference(o_pred: np.ndarray, o_ref: np.ndarray) -> float:
+    """Eq. 11, MOD: ``1/T sum_t |O_pred(t) - O_ref(t)|`` for mouth openings ``[T]`` already in mm."""
+    return float(np.abs(np.asarray(o_pred, np.float64) - np.asarray(o_ref, np.float64)).mean())
+
+
+def upper_face_dynamics(vertices: np.ndarray, regions: FaceRegions, template: np.ndarray) -> float:
+    """Eq. 12, UFD (reference-free): ``mean_{t>=1} mean_{i in S_up} |d_t,i - d_t-1,i|`` x 1e5 (d in metres).
+
+    ``d_t,i = ||v_t,i - v_neu,i||`` with ``v_neu`` = ``template`` ``[V, 3]``, the neutral face; ``vertices``
+    ``[T, V, 3]`` with ``T >= 2``. The value is in metres x 1e5 whatever the mesh unit (``regions.unit_to_mm``).
+    """
+    idx = regions.upper_face
+    v = np.asarray(vertices, dtype=np.float64)[:, idx]
+    tpl = np.asarray(template, dtype=np.float64)[idx]
+    d = np.linalg.norm(v - tpl, axis=-1)  # [T, |S_up|]
+    if len(d) < 2:
+        raise InputError(f"UFD needs at least 2 frames, got {len(d)}")
+    return float(np.abs(np.diff(d, axis=0)).mean() * regions.unit_to_mm * UFD_SCALE_PER_MM)
+
+
+def liveliness_ratio(o_pred: np.ndarray, o_ref: np.ndarray, eps: float = LIVELINESS_EPS) -> float:
+    """Eq. 16: ``sigma(v_pred) / (sigma(v_gt) + eps)``, ``v_t = O_t - O_t-1`` of mouth openings ``[T]`` (mm).
+
+    Population standard deviations. (:func:`compute_metrics` reports NaN instead when the reference mouth does not
+    move; this function applies the formula as written.)
+    """
+    vp = np.diff(np.asarray(o_pred, np.float64))
+    vr = np.diff(np.asarray(o_ref, np.float64))
+    return float(vp.std() / (vr.std() + eps))
+
+
+def find_peaks(x: np.ndarray) -> np.ndarray:
+    """Local maxima of ``x`` ``[T]`` (the peaks of eq. 17) -> frame indices ``[P]``, ascending.
+
+    A peak is a sample higher than both neighbours; a flat top (equal samples between a rise and a fall) counts once,
+    at its middle (rounded down), as ``scipy.signal.find_peaks`` does. The first and last samples are never peaks.
+    No height, prominence or distance threshold: the paper names none.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    peaks: list[int] = []
+    t, n = 1, len(x)
+    while t < n - 1:
+        if x[t - 1] < x[t]:
+            ahead = t + 1
+            while ahead < n - 1 and x[ahead] == x[t]:
+                ahead += 1
+            if x[ahead] < x[t]:
+                peaks.append((t + ahead - 1) // 2)
+                t = ahead
+                continue
+        t += 1
+    return np.asarray(peaks, dtype=np.int64)
+
+
+def peak_align_frames(o_pred: np.ndarray, o_ref: np.ndarray) -> float:
+    """Eq. 17 in frames: ``Median_i min_j |t(p_gt^(i)) - t(p_pred^(j))|`` over the peaks of :func:`find_peaks`.
+
+    NaN when either curve has no peak.
+    """
+    gt, pr = find_peaks(o_ref), find_peaks(o_pred)
+    if len(gt) == 0 or len(pr) == 0:
+        return float("nan")
+    nearest = np.abs(gt[:, None] - pr[None, :]).min(axis=1)  # [P_gt]
+    return float(np.median(nearest))
+
+
+# --- extras (not the paper's) ----------------------------------------------------------------------------------------
+
+
+def xcorr_lag(pred: np.ndarray, ref: np.ndarray, max_lag: int) -> int | None:
+    """Extra: the lag ``L`` in ``[-max_lag, max_lag]`` maximising ``pearson(pred[t + L], ref[t])`` over the overlap.
 
     ``L > 0``: pred is late by ``L`` frames. Ties go to the smallest ``|L|``. ``None`` when no lag has a defined
     correlation (constant signals). ``max_lag`` is capped at ``T // 2`` so that every overlap holds half the clip.
@@ -187,32 +306,25 @@ def peak_lag(pred: np.ndarray, ref: np.ndarray, max_lag: int) -> int | None:
 
 
 def lip_vertex_error(pred: np.ndarray, ref: np.ndarray, regions: FaceRegions) -> float:
-    """LVE in mm: ``sqrt(mean_t max_{v in lips} ||pred_t,v - ref_t,v||^2)`` (ARTalk's form). Inputs ``[T, V, 3]``."""
+    """Extra, LVE in mm: ``sqrt(mean_t max_{v in lips} ||pred_t,v - ref_t,v||^2)`` (ARTalk's form). ``[T, V, 3]``."""
     e2 = ((pred[:, regions.lips] - ref[:, regions.lips]) ** 2).sum(-1)  # [T, L]
     return float(math.sqrt(e2.max(axis=1).mean()) * regions.unit_to_mm)
 
 
-def upper_face_dynamics_deviation(
-    pred: np.ndarray, ref: np.ndarray, regions: FaceRegions, template: np.ndarray | None = None
-) -> float:
-    """UFD in mm: ``mean_{v in upper_face} | std_t ||pred_t,v - tpl_v|| - std_t ||ref_t,v - tpl_v|| |``.
-
-    ``template`` ``[V, 3]`` is the mesh's neutral pose; without one, the reference's per-vertex temporal mean is used
-    for both sequences.
-    """
-    idx = regions.upper_face
-    tpl = ref[:, idx].mean(axis=0) if template is None else np.asarray(template, dtype=np.float64)[idx]
-    sp = np.linalg.norm(pred[:, idx] - tpl, axis=-1).std(axis=0)  # [U]
-    sr = np.linalg.norm(ref[:, idx] - tpl, axis=-1).std(axis=0)
-    return float(np.abs(sp - sr).mean() * regions.unit_to_mm)
-
-
-def mean_vertex_speed(vertices: np.ndarray, idx: np.ndarray) -> float:
-    """Mean over frames and ``idx`` vertices of ``||v_{t+1} - v_t||`` (mesh units per frame)."""
-    return float(np.linalg.norm(np.diff(vertices[:, idx], axis=0), axis=-1).mean())
-
-
 # --- all together ----------------------------------------------------------------------------------------------------
+
+
+def reference_free_ufd(vertices: np.ndarray, regions: FaceRegions, template: np.ndarray) -> float:
+    """Eq. 12 of one vertex sequence ``[T, V, 3]`` (zero pose) against the neutral face ``template`` ``[V, 3]``.
+
+    Validates its input (InputError on bad shapes, non-finite values, regions outside the mesh, T < 2).
+    """
+    v = _as_vertices(vertices, "vertices")
+    _check_regions(regions, v.shape[1])
+    tpl = _check_template(template, v.shape[1])
+    if tpl is None:
+        raise InputError("UFD needs the neutral face (template)")
+    return upper_face_dynamics(v, regions, tpl)
 
 
 def compute_metrics(
@@ -224,15 +336,15 @@ def compute_metrics(
     template: np.ndarray | None = None,
     max_lag_s: float = 0.5,
 ) -> MotionMetrics:
-    """All metrics of ``pred`` against ``ref``.
+    """All metrics of ``pred`` against ``ref`` (the module docstring gives each formula).
 
     Args:
-        pred, ref: ``[T, V, 3]`` vertex sequences of the same mesh at the same frame rate (mesh units, see
-            ``regions.unit_to_mm``). Different ``T``: both are cut to the shorter (``truncated_frames``, ``notes``).
+        pred, ref: ``[T, V, 3]`` vertex sequences of the same mesh at the same frame rate, in canonical zero pose (mesh
+            units, see ``regions.unit_to_mm``). Different ``T``: both are cut to the shorter (``truncated_frames``).
         regions: vertex regions of that mesh.
-        fps: frame rate (for Peak Align in ms).
-        template: ``[V, 3]`` neutral pose for UFD (None: the reference's temporal mean).
-        max_lag_s: Peak Align search range, seconds each way.
+        fps: frame rate (for Peak Align and the cross-correlation lag in ms).
+        template: ``[V, 3]`` neutral face ``V_neu`` of eq. 12 (None: UFD and ``ufd_ref`` are NaN).
+        max_lag_s: search range of the extra ``xcorr_lag``, seconds each way (Peak Align has no range).
 
     Raises:
         InputError: wrong shapes, non-finite values, fewer than 2 frames, different vertex counts, regions outside
@@ -246,14 +358,8 @@ def compute_metrics(
         raise InputError(f"fps must be a positive number, got {fps}")
     if not (math.isfinite(max_lag_s) and max_lag_s >= 0):
         raise InputError(f"max_lag_s must be >= 0, got {max_lag_s}")
-    try:
-        regions.check(p.shape[1])
-    except ValueError as e:
-        raise InputError(str(e)) from None
-    if template is not None:
-        template = np.asarray(template, dtype=np.float64)
-        if template.shape != (p.shape[1], 3) or not np.isfinite(template).all():
-            raise InputError(f"template must be a finite [{p.shape[1]}, 3] array, got {list(template.shape)}")
+    _check_regions(regions, p.shape[1])
+    template = _check_template(template, p.shape[1])
 
     notes: list[str] = []
     n = min(len(p), len(r))
@@ -279,35 +385,46 @@ def compute_metrics(
             notes.append(f"{what} undefined: {' and '.join(which) or 'signal'} constant (or too short)")
         return c
 
-    temporal = corr(o_p, o_r, "temporal correlation")
-    velocity = corr(np.diff(o_p), np.diff(o_r), "velocity correlation")
-    width = corr(w_p, w_r, "lip width correlation")
+    temporal = corr(o_p, o_r, "temporal correlation (eq. 13)")
+    velocity = corr(np.diff(o_p), np.diff(o_r), "velocity correlation (eq. 14)")
+    width = corr(w_p, w_r, "lip width correlation (eq. 15)")
 
-    speed_r = mean_vertex_speed(r, regions.face) * regions.unit_to_mm
-    speed_p = mean_vertex_speed(p, regions.face) * regions.unit_to_mm
-    if speed_r < CONSTANT_TOL_MM:
-        notes.append("liveliness ratio undefined: the reference face does not move")
+    if np.diff(o_r).std() < CONSTANT_TOL_MM:
+        notes.append("liveliness ratio (eq. 16) undefined: the reference mouth opening does not move")
         lively = float("nan")
     else:
-        lively = speed_p / speed_r
+        lively = liveliness_ratio(o_p, o_r)
 
-    lag = peak_lag(o_p, o_r, int(round(max_lag_s * fps)))
+    peak_frames = peak_align_frames(o_p, o_r)
+    if math.isnan(peak_frames):
+        which = [nm for nm, s in (("pred", o_p), ("ref", o_r)) if len(find_peaks(s)) == 0]
+        notes.append(f"peak align (eq. 17) undefined: no local maximum in the {' and '.join(which)} mouth opening")
+
+    if template is None:
+        notes.append("UFD (eq. 12) undefined: no neutral face (template) given")
+        ufd_p = ufd_r = float("nan")
+    else:
+        ufd_p, ufd_r = upper_face_dynamics(p, regions, template), upper_face_dynamics(r, regions, template)
+
+    lag = xcorr_lag(o_p, o_r, int(round(max_lag_s * fps)))
     if lag is None:
-        notes.append("peak align undefined: a mouth-opening curve is constant")
+        notes.append("cross-correlation lag undefined: a mouth-opening curve is constant")
         signed_ms = float("nan")
     else:
         signed_ms = lag * 1000.0 / fps
 
     return MotionMetrics(
-        mod_mm=float(np.abs(o_p - o_r).mean()),
-        ufd_mm=upper_face_dynamics_deviation(p, r, regions, template),
+        mod_mm=mouth_opening_difference(o_p, o_r),
+        ufd=ufd_p,
         temporal_corr=temporal,
         velocity_corr=velocity,
         lip_width_corr=width,
         liveliness_ratio=lively,
-        peak_align_ms=abs(signed_ms),
-        peak_align_signed_ms=signed_ms,
+        peak_align_ms=peak_frames * 1000.0 / fps,
+        ufd_ref=ufd_r,
         lve_mm=lip_vertex_error(p, r, regions),
+        xcorr_lag_ms=abs(signed_ms),
+        xcorr_lag_signed_ms=signed_ms,
         num_frames=n,
         fps=float(fps),
         truncated_frames=truncated,
@@ -316,14 +433,15 @@ def compute_metrics(
 
 
 def format_table(m: MotionMetrics) -> str:
-    """Human-readable table of the metrics (one per line) and the notes."""
-    lines = [f"{'metric':<24}{'value':>12}  unit  better", "-" * 50]
+    """Human-readable table of the metrics (one per line, the paper's first, then our extras) and the notes."""
+    lines = [f"{'metric':<24}{'value':>12}  {'unit':<7}{'better':<7}source", "-" * 64]
     for info in METRIC_INFO:
         v = getattr(m, info.name)
         s = "nan" if math.isnan(v) else f"{v:.4f}"
-        lines.append(f"{info.label:<24}{s:>12}  {info.unit:<4}  {info.better}")
-    sgn = m.peak_align_signed_ms
-    lines.append(f"{'(peak align signed)':<24}{'nan' if math.isnan(sgn) else f'{sgn:+.1f}':>12}  ms    pred late > 0")
+        lines.append(f"{info.label:<24}{s:>12}  {info.unit:<7}{info.better:<7}{info.source}")
+    sgn = m.xcorr_lag_signed_ms
+    lines.append(f"{'(cross-corr. lag signed)':<24}{'nan' if math.isnan(sgn) else f'{sgn:+.1f}':>12}  ms     "
+                 "pred late > 0")  # fmt: skip
     lines.append(
         f"frames: {m.num_frames} at {m.fps:g} fps"
         + (f" ({m.truncated_frames} truncated)" if m.truncated_frames else "")

@@ -18,7 +18,8 @@ Design choices (stated because the paper leaves them open):
 - Pre-norm everywhere, dropout ``dropout`` on attention weights and residual branches, a final LayerNorm.
 - A partial last window (``T % W != 0`` but ``T % G == 0``, e.g. the end of a turn) is supported: its queries use the
   first positions, and :meth:`MotionConnector.forward` masks the padding, so it equals :meth:`MotionConnector.step`
-  on the short window.
+  on the short window. Batch padding (samples of different lengths in one training batch) is masked the same way
+  (``token_mask``), so a real token's logits do not depend on what it was batched with.
 
 Model and driver apart: :meth:`MotionConnector.forward` trains on whole sequences with teacher forcing (all windows
 of all sequences run as one batch); :meth:`MotionConnector.step` is the engine's call for one window; sampling lives in
@@ -222,13 +223,20 @@ class MotionConnector(nn.Module):
             raise ValueError(f"hidden length {hidden.shape[1]} must be a positive multiple of G={self.cfg.group}")
 
     # -- training ---------------------------------------------------------------------------------------------------
-    def forward(self, hidden: torch.Tensor, motion_codes: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, hidden: torch.Tensor, motion_codes: torch.Tensor, token_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Teacher-forced training pass over whole sequences.
 
         hidden: [B, T, d_llm] hidden states at audio positions, T a multiple of G (a partial last window is allowed).
         motion_codes: [B, T/G, N_q] ground-truth RVQ codes; window w's memory is window w-1's codes
             (the learned start memory for w = 0).
-        Returns logits [B, T/G, N_q, K]. All windows run as one batch of B * ceil(T/W) windows.
+        token_mask: optional [B, T/G] bool, True for a sample's real motion tokens, False for batch padding; each row
+            a prefix (padding only at the end). Padded queries are masked out of the self-attention, so every real
+            token's logits equal those of its sample run alone (a padded sample's last real window behaves as the
+            engine's short last window, :meth:`step`). None: every token is real.
+        Returns logits [B, T/G, N_q, K] (rows at padded tokens are meaningless). All windows run as one batch of
+        B * ceil(T/W) windows.
         """
         cfg = self.cfg
         self._check_hidden(hidden)
@@ -248,11 +256,19 @@ class MotionConnector(nn.Module):
         prev = emb.reshape(b, n_win, n, -1)[:, :-1]  # window w-1 for w >= 1
         start = self.start.expand(b, 1, n, -1)
         mem = (torch.cat([start, prev], dim=1) + self.mem_pos).reshape(b * n_win, n, -1)
-        # (the last window is the only partial one, and its *memory* is always a full previous window)
+        # With prefix masks, a window holding a real token follows a window of real tokens only, so the memory never
+        # needs a mask; only the queries do (the sequence's padding to whole windows, and the batch padding).
+        valid = torch.arange(n_win * n, device=hidden.device) < tq  # [n_win * n]
+        if token_mask is not None:
+            valid = valid[None] & F.pad(_check_token_mask(token_mask, b, tq).to(hidden.device), (0, pad))
+        else:
+            valid = valid[None].expand(b, -1)
         query_mask = None
-        if pad:
-            valid = torch.arange(n_win * n, device=hidden.device) < tq
-            query_mask = valid.view(1, n_win, n).expand(b, -1, -1).reshape(b * n_win, n)
+        if not bool(valid.all()):
+            query_mask = valid.reshape(b * n_win, n)
+            # a window with no real query at all: let it attend everywhere (its outputs are ignored) rather than
+            # give scaled_dot_product_attention a row with no key (NaN, which would reach the gradients)
+            query_mask = query_mask | ~query_mask.any(-1, keepdim=True)
         logits = self._run(q, mem, query_mask)  # [B*n_win, n, N_q, K]
         return logits.reshape(b, n_win * n, cfg.n_q, cfg.codebook_size)[:, :tq]
 
@@ -294,6 +310,16 @@ class MotionConnector(nn.Module):
                 mem = torch.where(first.view(b, 1, 1).to(mem.device), start, mem)
         mem = mem + self.mem_pos[: mem.shape[1]]
         return self._run(q, mem, None)
+
+
+def _check_token_mask(token_mask: torch.Tensor, b: int, tq: int) -> torch.Tensor:
+    """``token_mask`` as a [B, T/G] bool tensor whose rows are prefixes, or ValueError."""
+    if token_mask.shape != (b, tq):
+        raise ValueError(f"token_mask must be [{b}, {tq}], got {tuple(token_mask.shape)}")
+    m = token_mask.to(torch.bool)
+    if bool((m[:, 1:] & ~m[:, :-1]).any()):
+        raise ValueError("token_mask rows must be prefixes (padding only at the end of a sample)")
+    return m
 
 
 def connector_loss(logits: torch.Tensor, codes: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:

@@ -1,15 +1,21 @@
-"""Reconstruction losses of the motion tokenizer: the paper's eq. 7.
+"""Reconstruction losses of the motion tokenizer: the paper's eq. 7-10 (App. B).
 
-``L = w_param L_param + w_lips L_lips + w_face L_face + w_vel L_vel + w_acc L_acc (+ commitment)`` with the paper's
-weights 1, 1e5, 1e5, 1e2, 1e2 as defaults.
+``L_rec = w_param L_param + w_lips L_lips + w_face L_face + w_vel L_vel + w_acc L_acc`` (eq. 7) with the paper's
+weights 1, 1e5, 1e5, 1e2, 1e2 as defaults; the tokenizer adds the quantizer's loss (eq. 4, see
+:mod:`a2llm_rt.models.motion_tokenizer` for how EMA codebooks stand in for its codebook term).
 
-- ``L_param``: MSE (or L1) between predicted and reference frames (FLAME58 parameters or ARKit52 weights).
-- ``L_lips`` / ``L_face``: mean squared vertex distance over the lip / face region, through any face model given as a
-  callable ``frames [..., D] -> vertices [..., V, 3]`` (the FLAME layer in FLAME space, the ARKit mesh in ARKit
-  space) and its :class:`~a2llm_rt.face.regions.FaceRegions`. Switched off when no face model is given or
-  ``vertex_terms`` is False. With vertices in metres, a 1 mm error gives 1e-6, hence the 1e5 weight.
-- ``L_vel`` / ``L_acc``: MSE between the first / second temporal differences of prediction and reference, on the
-  parameters (default; always available) or on the face vertices (``vel_acc_space: vertices``).
+- eq. 8 ``L_param``: MSE between predicted and reference frames (FLAME58 parameters or ARKit52 weights); ``l1`` is
+  our option.
+- eq. 9 ``L_lips`` / ``L_face``: mean over frames and region vertices of the squared L2 vertex distance over the lip /
+  face region, "in a canonical zero-pose space": through any face model given as a callable
+  ``frames [..., D] -> vertices [..., V, 3]`` and its :class:`~a2llm_rt.face.regions.FaceRegions`. For FLAME,
+  :func:`build_face_model` returns the FLAME layer with the global rotation zeroed (:class:`ZeroPoseFlame`); ARKit52
+  has no head pose. Switched off when no face model is given or ``vertex_terms`` is False. With vertices in metres, a
+  1 mm error gives 1e-6, hence the 1e5 weight.
+- eq. 10 ``L_vel`` / ``L_acc``: the same squared L2 distance between the first / second temporal differences of the
+  *full* vertex sequences (every vertex of the zero-pose mesh; ``vel_acc_space: vertices``, the default, which needs
+  a face model). ``vel_acc_space: params`` (ours, not the paper's) takes the MSE of the differences of the parameters
+  instead, for training without a face model.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from torch import nn
 
 from a2llm_rt.config import Config
 from a2llm_rt.errors import InputError
+from a2llm_rt.face.layouts import FLAME_GLOBAL
 from a2llm_rt.face.regions import FaceRegions
 
 VertexFn = Callable[[torch.Tensor], torch.Tensor]  # frames [..., D] -> vertices [..., V, 3]
@@ -32,12 +39,12 @@ VertexFn = Callable[[torch.Tensor], torch.Tensor]  # frames [..., D] -> vertices
 
 @dataclass
 class MotionLossConfig(Config):
-    """Weights of eq. 7 (paper defaults) and switches."""
+    """Weights of eq. 7 (paper defaults) and switches (paper defaults; the alternatives are ours)."""
 
     param_weight: float = 1.0
     """Weight of L_param."""
     param_loss: str = "mse"
-    """``mse`` or ``l1`` for L_param."""
+    """``mse`` (eq. 8) or ``l1`` (ours) for L_param."""
     lips_weight: float = 1e5
     """Weight of L_lips (vertex MSE over the lip region)."""
     face_weight: float = 1e5
@@ -48,10 +55,12 @@ class MotionLossConfig(Config):
     """Weight of L_acc."""
     vertex_terms: bool = True
     """Use L_lips and L_face when a face model is available."""
-    vel_acc_space: str = "params"
-    """``params`` or ``vertices``: where L_vel and L_acc are measured."""
+    vel_acc_space: str = "vertices"
+    """Where L_vel and L_acc are measured: ``vertices`` (eq. 10: the full zero-pose vertex sequence; needs a face
+    model) or ``params`` (ours: the FLAME58 / ARKit52 frames, for training without a face model)."""
     commit_weight: float = 1.0
-    """Weight of the quantizer's commitment loss (which already includes gamma)."""
+    """lambda_vq (App. B: 1.0): weight of the quantizer's loss, its commitment term ``gamma ||z - sg[q]||^2`` (gamma
+    included; EMA codebooks replace eq. 4's codebook term, see :mod:`a2llm_rt.models.motion_tokenizer`)."""
 
     def validate(self) -> None:
         if self.param_loss not in ("mse", "l1"):
@@ -77,7 +86,11 @@ class MotionLoss(nn.Module):
         if vertex_fn is not None and regions is None:
             raise ValueError("a vertex_fn needs its FaceRegions")
         if cfg.vel_acc_space == "vertices" and vertex_fn is None:
-            raise ValueError("vel_acc_space 'vertices' needs a face model")
+            raise ValueError(
+                "L_vel / L_acc are measured on the vertex sequence (eq. 10, vel_acc_space: vertices) and need a face "
+                "model (--face-model / face_model: an ARKit mesh folder or a FLAME .npz); set loss.vel_acc_space: "
+                "params to train without one (not the paper's loss)"
+            )
         self.cfg = cfg
         self.vertex_fn = vertex_fn
         if isinstance(vertex_fn, nn.Module):
@@ -110,12 +123,14 @@ class MotionLoss(nn.Module):
             total = total + c.lips_weight * terms["lips"] + c.face_weight * terms["face"]
         a, b = (pred, target) if c.vel_acc_space == "params" else (vp, vt)
         assert a is not None and b is not None
+        # params: MSE of the differences; vertices (eq. 10): squared L2 per vertex, mean over frames and all vertices
+        dist = F.mse_loss if c.vel_acc_space == "params" else _all_vertex_mse
         if a.shape[1] >= 2:
             va, vb = a[:, 1:] - a[:, :-1], b[:, 1:] - b[:, :-1]
-            terms["vel"] = F.mse_loss(va, vb)
+            terms["vel"] = dist(va, vb)
             total = total + c.vel_weight * terms["vel"]
             if a.shape[1] >= 3:
-                terms["acc"] = F.mse_loss(va[:, 1:] - va[:, :-1], vb[:, 1:] - vb[:, :-1])
+                terms["acc"] = dist(va[:, 1:] - va[:, :-1], vb[:, 1:] - vb[:, :-1])
                 total = total + c.acc_weight * terms["acc"]
         if commit is not None:
             terms["commit"] = commit
@@ -128,6 +143,29 @@ def _vertex_mse(vp: torch.Tensor, vt: torch.Tensor, idx: torch.Tensor) -> torch.
     """Mean over frames and region vertices of the squared L2 distance. ``vp``/``vt``: ``[..., V, 3]``."""
     d = vp.index_select(-2, idx) - vt.index_select(-2, idx)
     return d.pow(2).sum(-1).mean()
+
+
+def _all_vertex_mse(vp: torch.Tensor, vt: torch.Tensor) -> torch.Tensor:
+    """Mean over frames and all vertices of the squared L2 distance. ``vp``/``vt``: ``[..., V, 3]``."""
+    return (vp - vt).pow(2).sum(-1).mean()
+
+
+class ZeroPoseFlame(nn.Module):
+    """FLAME58 frames ``[..., 58]`` -> vertices ``[..., V, 3]`` in canonical zero pose: the global rotation
+    (``frames[..., 53:56]``) is set to 0 before the FLAME layer (App. B eq. 9 / App. C); FLAME58 has no translation."""
+
+    def __init__(self, flame: nn.Module):
+        super().__init__()
+        self.flame = flame
+
+    @property
+    def regions(self) -> FaceRegions:
+        return self.flame.regions
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        keep = torch.ones(frames.shape[-1], dtype=frames.dtype, device=frames.device)
+        keep[FLAME_GLOBAL] = 0.0
+        return self.flame(frames * keep)
 
 
 class ArkitVertexFn(nn.Module):
@@ -145,7 +183,8 @@ class ArkitVertexFn(nn.Module):
 
 
 def build_face_model(layout: str, path: str | Path) -> tuple[nn.Module, FaceRegions]:
-    """The face model of a layout: an ARKit mesh folder for ``arkit52``, a converted FLAME ``.npz`` for ``flame58``."""
+    """The face model of a layout: an ARKit mesh folder for ``arkit52``, a converted FLAME ``.npz`` for ``flame58``
+    (through :class:`ZeroPoseFlame`: vertices in canonical zero pose)."""
     path = Path(path)
     if layout == "arkit52":
         from a2llm_rt.face.arkit_regions import load_arkit_regions
@@ -156,5 +195,5 @@ def build_face_model(layout: str, path: str | Path) -> tuple[nn.Module, FaceRegi
         from a2llm_rt.face.flame import FlameModel
 
         model = FlameModel.from_npz(path)
-        return model, model.regions
+        return ZeroPoseFlame(model), model.regions
     raise InputError(f"no face model for layout {layout!r} (vertex terms need arkit52 or flame58)", path)

@@ -10,6 +10,21 @@ Optional linear skip   : frames -> latent (conv k=G, s=G) and latent -> frames (
 Every conv is causal, so both halves stream with explicit per-layer caches (typed states below): decoding token by
 token gives exactly the frames of a whole-sequence decode, and frame j of token i depends on tokens ``<= i +
 lookahead`` only. Frames are normalised by per-curve mean/std buffers set from the training data.
+
+Eq. 4 of the paper and our EMA codebooks. The paper's objective is
+``L_VQVAE = L_rec + ||sg[z] - q||^2 + gamma ||z - sg[q]||^2`` (weighted by ``lambda_vq`` = 1 in App. B). We train the
+encoder with the commitment term ``gamma ||z - sg[q]||^2`` exactly (gamma = 0.25, :attr:`MotionTokenizerConfig.
+commitment`; ``MotionLossConfig.commit_weight`` is ``lambda_vq``), and replace the codebook term ``||sg[z] - q||^2``
+by exponential-moving-average codebook updates (:mod:`a2llm_rt.quantization.core_vq`), as the VQ-VAE paper proposes
+in its place (van den Oord et al. 2017, "Neural Discrete Representation Learning", arXiv:1711.00937, §3.2 and
+appendix A.1; also VQ-VAE-2, SoundStream §3.3, audiocraft). Why this is the same objective in expectation: the
+codebook term only moves the codes (``sg[z]``); for code ``e_k`` with ``n_k`` assigned encoder outputs of batch mean
+``zbar_k`` its gradient is ``2 n_k (e_k - zbar_k)``, so an SGD step of size ``eta`` gives
+``e_k <- (1 - 2 eta n_k) e_k + 2 eta n_k zbar_k``: a moving average towards the mean of the vectors assigned to it.
+The EMA update is that same moving average with a fixed rate (``ema_decay``), normalised by the smoothed cluster
+size; both have the fixed point ``e_k = E[z | z assigned to k]``, the minimiser of the expected codebook loss
+(the k-means / online-EM view of Roy et al. 2018, "Theory and Experiments on Vector Quantized Autoencoders",
+arXiv:1805.11063). The codebook term itself therefore never enters the loss (it would have no trainable parameter).
 """
 
 from __future__ import annotations
@@ -51,9 +66,9 @@ class MotionTokenizerConfig(Config):
     dropout: float = 0.05
     """Dropout in the residual blocks."""
     commitment: float = 0.25
-    """gamma of the VQ commitment loss."""
+    """gamma of the VQ commitment loss (eq. 4)."""
     ema_decay: float = 0.99
-    """EMA decay of the codebooks."""
+    """EMA decay of the codebooks (they stand in for eq. 4's codebook term; see the module docstring)."""
     kmeans_init: bool = True
     """Initialise the codebooks by k-means on the first batch."""
     dead_code_threshold: float = 1.0

@@ -1,4 +1,5 @@
-"""Motion metrics: analytic cases on a tiny synthetic face, the real ARKit mesh's regions, and the CLI."""
+"""Motion metrics (the paper's eq. 11-17 and our extras): analytic cases on a tiny synthetic face, the real ARKit
+mesh's regions, and the CLI."""
 
 from __future__ import annotations
 
@@ -12,10 +13,15 @@ from a2llm_rt.errors import InputError
 from a2llm_rt.face.motion_metrics import (
     MotionMetrics,
     compute_metrics,
+    find_peaks,
     format_table,
     lip_width,
+    liveliness_ratio,
     mouth_opening,
+    peak_align_frames,
     pearson,
+    reference_free_ufd,
+    upper_face_dynamics,
 )
 from a2llm_rt.face.regions import FaceRegions
 
@@ -81,56 +87,161 @@ def test_signals_on_synthetic_face(ref_signals):
 def test_identical_inputs(ref_signals):
     v = face_sequence(*ref_signals)
     m = compute_metrics(v, v.copy(), REGIONS, FPS, template=TEMPLATE)
-    assert m.mod_mm == 0.0 and m.lve_mm == 0.0 and m.ufd_mm == 0.0
+    assert m.mod_mm == 0.0 and m.lve_mm == 0.0
+    assert m.ufd == m.ufd_ref > 0.0  # reference-free: the same motion has the same UFD
     assert m.temporal_corr == pytest.approx(1.0) and m.velocity_corr == pytest.approx(1.0)
     assert m.lip_width_corr == pytest.approx(1.0)
     assert m.liveliness_ratio == pytest.approx(1.0)
-    assert m.peak_align_ms == 0.0 and m.peak_align_signed_ms == 0.0
+    assert m.peak_align_ms == 0.0 and m.xcorr_lag_signed_ms == 0.0
     assert m.num_frames == 100 and m.truncated_frames == 0 and m.notes == []
 
 
-@pytest.mark.parametrize("k", [1, 2, 3, -2])
-def test_peak_align_finds_delay(ref_signals, k):
+# --- eq. 11: MOD ------------------------------------------------------------------------------------------------------
+
+
+def test_mod_is_mean_absolute_opening_difference(ref_signals):
     o, w, b = ref_signals
     ref = face_sequence(o, w, b)
-    pred = face_sequence(shift(o, k), w, b)  # pred's mouth is k frames late (early when k < 0)
-    m = compute_metrics(pred, ref, REGIONS, FPS)
-    assert m.peak_align_signed_ms == pytest.approx(k * 40.0)
-    assert m.peak_align_ms == pytest.approx(abs(k) * 40.0)
-    assert m.temporal_corr < 1.0 and m.mod_mm > 0.0
+    pred = face_sequence(o + 0.002, w, b)  # mouth 2 mm more open in every frame
+    assert compute_metrics(pred, ref, REGIONS, FPS).mod_mm == pytest.approx(2.0, rel=1e-9)
+    pred = face_sequence(o, w, b)
+    pred[::2, 3:6, 1] -= 0.004  # lower lip 4 mm lower in half of the frames: MOD = 2 mm
+    assert compute_metrics(pred, ref, REGIONS, FPS).mod_mm == pytest.approx(2.0, rel=1e-9)
 
 
-def test_peak_align_search_range(ref_signals):
+# --- eq. 12: UFD ------------------------------------------------------------------------------------------------------
+
+
+def test_ufd_frozen_upper_face_is_zero(ref_signals):
+    o, w, b = ref_signals
+    pred = face_sequence(o, w, 0.0 * b + 0.004)  # brows raised but frozen; mouth moving
+    m = compute_metrics(pred, face_sequence(o, w, b), REGIONS, FPS, template=TEMPLATE)
+    assert m.ufd == 0.0 and m.ufd_ref > 0.0
+
+
+def test_ufd_does_not_depend_on_the_reference(ref_signals):
+    o, w, b = ref_signals
+    pred = face_sequence(o, w, b)
+    refs = [face_sequence(o, w, 0 * b), face_sequence(o[::-1], w, 3 * b), face_sequence(o, w, b[::-1])]
+    values = {compute_metrics(pred, r, REGIONS, FPS, template=TEMPLATE).ufd for r in refs}
+    assert len(values) == 1
+    assert values.pop() == pytest.approx(reference_free_ufd(pred, REGIONS, TEMPLATE), rel=1e-12)
+
+
+def test_ufd_matches_eq12_and_scales_with_motion(ref_signals):
+    o, w, b = ref_signals
+    tpl = face_sequence(o, w, 0 * b)[0]  # brows at rest (0.05 m above the lips)
+    pred = face_sequence(o, w, b)
+    # brow vertices move straight up from the template: d_t = b_t (metres), UFD = mean |b_t - b_t-1| * 1e5
+    expected = np.abs(np.diff(b)).mean() * 1e5
+    assert upper_face_dynamics(pred, REGIONS, tpl) == pytest.approx(expected, rel=1e-9)
+    doubled = face_sequence(o, w, 2.0 * b)  # twice as expressive: twice the UFD (the old std-deviation UFD tied)
+    assert upper_face_dynamics(doubled, REGIONS, tpl) == pytest.approx(2.0 * expected, rel=1e-9)
+    m = compute_metrics(pred, pred, REGIONS, FPS)  # no template: undefined, said in the notes
+    assert math.isnan(m.ufd) and any("UFD" in n for n in m.notes)
+
+
+def test_ufd_in_metres_times_1e5_for_any_mesh_unit(ref_signals):
+    o, w, b = ref_signals
+    v = face_sequence(o, w, b)
+    tpl = face_sequence(o, w, 0 * b)[0]
+    mm_regions = FaceRegions(**{k: getattr(REGIONS, k) for k in ("lips", "face", "upper_face", "mouth_upper",
+                                                                 "mouth_lower", "lip_corners")}, unit_to_mm=1.0)
+    assert upper_face_dynamics(v * 1000, mm_regions, tpl * 1000) == pytest.approx(
+        upper_face_dynamics(v, REGIONS, tpl), rel=1e-9
+    )
+
+
+# --- eq. 13-15: correlations -----------------------------------------------------------------------------------------
+
+
+def test_correlations_follow_eq13_to_15(ref_signals):
     o, w, b = ref_signals
     ref = face_sequence(o, w, b)
-    pred = face_sequence(shift(o, 5), w, b)  # 200 ms late
-    assert compute_metrics(pred, ref, REGIONS, FPS).peak_align_ms == pytest.approx(200.0)
-    # a 0.1 s range cannot reach 5 frames: the best lag is inside the range
-    assert compute_metrics(pred, ref, REGIONS, FPS, max_lag_s=0.1).peak_align_ms <= 100.0
-    # at 50 fps the same 5-frame delay is 100 ms
-    assert compute_metrics(pred, ref, REGIONS, 50.0).peak_align_ms == pytest.approx(100.0)
+    rng = np.random.default_rng(1)
+    o2 = o + 0.002 * rng.random(len(o))
+    w2 = w[::-1].copy()
+    m = compute_metrics(face_sequence(o2, w2, b), ref, REGIONS, FPS)
+    assert m.temporal_corr == pytest.approx(np.corrcoef(o2, o)[0, 1], rel=1e-9)
+    assert m.velocity_corr == pytest.approx(np.corrcoef(np.diff(o2), np.diff(o))[0, 1], rel=1e-9)
+    assert m.lip_width_corr == pytest.approx(np.corrcoef(w2, w)[0, 1], rel=1e-9)
 
 
-@pytest.mark.parametrize("scale", [0.5, 2.0, 3.0])
-def test_liveliness_is_the_motion_scale(ref_signals, scale):
-    ref = face_sequence(*ref_signals)
-    tpl = ref.mean(axis=0)
-    pred = tpl + scale * (ref - tpl)
+# --- eq. 16: Liveliness Ratio -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [0.5, 2.0, 3.0])
+def test_liveliness_scales_with_mouth_velocity(ref_signals, k):
+    o, w, b = ref_signals
+    ref = face_sequence(o, w, b)
+    pred = face_sequence(o[0] + k * (o - o[0]), w, b)  # mouth-opening velocity scaled by k
     m = compute_metrics(pred, ref, REGIONS, FPS)
-    assert m.liveliness_ratio == pytest.approx(scale, rel=1e-9)
-    # correlations do not care about the scale; the motion error does
+    assert m.liveliness_ratio == pytest.approx(k, rel=1e-6)
+    # correlations do not care about the scale; the opening error does
     assert m.temporal_corr == pytest.approx(1.0) and m.velocity_corr == pytest.approx(1.0)
-    assert m.mod_mm > 0 and m.lve_mm > 0 and m.peak_align_ms == 0.0
+    assert m.mod_mm > 0
 
 
-def test_ufd_scales_upper_face_dynamics(ref_signals):
+def test_liveliness_ignores_the_rest_of_the_face(ref_signals):
     o, w, b = ref_signals
     ref = face_sequence(o, w, b)
-    pred = face_sequence(o, w, 2.0 * b)  # brows move twice as much, mouth identical
-    m = compute_metrics(pred, ref, REGIONS, FPS, template=face_sequence(o, w, 0 * b)[0])
-    # brow vertices sit 0.05 + b above the template's 0.05 (in y): std doubles, UFD = std(b) in mm
-    assert m.ufd_mm == pytest.approx(np.std(b) * 1000, rel=1e-9)
-    assert m.mod_mm == 0.0 and m.lve_mm == 0.0
+    pred = face_sequence(o, 0.04 + 3 * (w - 0.04), 5 * b)  # livelier width and brows, same mouth opening
+    assert compute_metrics(pred, ref, REGIONS, FPS).liveliness_ratio == pytest.approx(1.0, rel=1e-6)  # eps
+
+
+def test_liveliness_formula_with_eps():
+    o_ref = np.array([0.0, 1.0, 0.0, 1.0, 0.0])  # v_gt = [1, -1, 1, -1]: sigma 1
+    o_pred = 2 * o_ref  # sigma(v_pred) = 2
+    assert liveliness_ratio(o_pred, o_ref, eps=0.5) == pytest.approx(2.0 / 1.5, rel=1e-12)
+
+
+# --- eq. 17: Peak Align -----------------------------------------------------------------------------------------------
+
+
+def bumps(t: int, centres: list[int], width: float = 2.0) -> np.ndarray:
+    """``[T]`` mouth opening (metres) with one Gaussian bump per centre."""
+    x = np.arange(t, dtype=np.float64)
+    return 0.005 + sum(0.01 * np.exp(-0.5 * ((x - c) / width) ** 2) for c in centres)
+
+
+def test_peak_align_isolated_peaks_shifted_15_frames_is_600ms():
+    t, centres = 300, [30, 110, 190]
+    o_ref, o_pred = bumps(t, centres), bumps(t, [c + 15 for c in centres])
+    w, b = np.full(t, 0.04), np.zeros(t)
+    m = compute_metrics(face_sequence(o_pred, w, b), face_sequence(o_ref, w, b), REGIONS, FPS)
+    assert m.peak_align_ms == pytest.approx(600.0)
+    # the extra cross-correlation lag cannot see it (its range is +-0.5 s); Peak Align has no range
+    assert m.xcorr_lag_ms <= 500.0
+
+
+def test_peak_align_is_the_median_of_nearest_peak_distances():
+    t = 200
+    o_ref = bumps(t, [20, 70, 120, 170])
+    o_pred = bumps(t, [22, 75, 121])  # distances 2, 5, 1, and 170 -> nearest 121: 49; median(1, 2, 5, 49) = 3.5
+    assert peak_align_frames(o_pred, o_ref) == 3.5
+    w, b = np.full(t, 0.04), np.zeros(t)
+    m = compute_metrics(face_sequence(o_pred, w, b), face_sequence(o_ref, w, b), REGIONS, 25.0)
+    assert m.peak_align_ms == pytest.approx(140.0)
+    assert compute_metrics(face_sequence(o_pred, w, b), face_sequence(o_ref, w, b), REGIONS, 50.0).peak_align_ms == (
+        pytest.approx(70.0)
+    )
+
+
+def test_find_peaks_local_maxima():
+    assert find_peaks(np.array([0, 1, 0, 2, 2, 2, 0, 3, 3, 0, 1])).tolist() == [1, 4, 7]
+    assert find_peaks(np.array([3, 2, 1, 2, 3])).tolist() == []  # edges are never peaks
+    assert find_peaks(np.array([0, 1, 1])).tolist() == []  # a plateau that never falls is not a peak
+    assert find_peaks(np.ones(5)).tolist() == []
+
+
+def test_xcorr_lag_extra(ref_signals):
+    o, w, b = ref_signals
+    ref = face_sequence(o, w, b)
+    for k in (1, 3, -2):
+        m = compute_metrics(face_sequence(shift(o, k), w, b), ref, REGIONS, FPS)
+        assert m.xcorr_lag_signed_ms == pytest.approx(k * 40.0) and m.xcorr_lag_ms == pytest.approx(abs(k) * 40.0)
+    pred = face_sequence(shift(o, 5), w, b)
+    assert compute_metrics(pred, ref, REGIONS, FPS, max_lag_s=0.1).xcorr_lag_ms <= 100.0
 
 
 def test_lve_and_mod_exact_on_one_lip_vertex(ref_signals):
@@ -149,11 +260,12 @@ def test_constant_input_gives_nan_not_crash():
     t = 50
     o, w, b = np.full(t, 0.01), np.full(t, 0.04), np.zeros(t)
     v = face_sequence(o, w, b)
-    m = compute_metrics(v, v.copy(), REGIONS, FPS)
+    m = compute_metrics(v, v.copy(), REGIONS, FPS, template=TEMPLATE)
     assert math.isnan(m.temporal_corr) and math.isnan(m.velocity_corr) and math.isnan(m.lip_width_corr)
-    assert math.isnan(m.liveliness_ratio) and math.isnan(m.peak_align_ms)
-    assert m.mod_mm == 0.0 and m.lve_mm == 0.0
-    assert any("temporal correlation undefined" in n for n in m.notes)
+    assert math.isnan(m.liveliness_ratio) and math.isnan(m.peak_align_ms) and math.isnan(m.xcorr_lag_ms)
+    assert m.mod_mm == 0.0 and m.lve_mm == 0.0 and m.ufd == 0.0
+    assert any("temporal correlation" in n and "undefined" in n for n in m.notes)
+    assert any("no local maximum" in n for n in m.notes)
     d = m.to_dict()
     assert d["temporal_corr"] is None and d["mod_mm"] == 0.0
     json.dumps(d, allow_nan=False)  # strict JSON
@@ -163,9 +275,9 @@ def test_constant_input_gives_nan_not_crash():
 def test_constant_pred_against_moving_ref(ref_signals):
     ref = face_sequence(*ref_signals)
     pred = np.repeat(ref[:1], len(ref), axis=0)
-    m = compute_metrics(pred, ref, REGIONS, FPS)
+    m = compute_metrics(pred, ref, REGIONS, FPS, template=TEMPLATE)
     assert math.isnan(m.temporal_corr)
-    assert m.liveliness_ratio == 0.0
+    assert m.liveliness_ratio == 0.0 and m.ufd == 0.0
     assert any("pred" in n for n in m.notes)
 
 
@@ -195,6 +307,12 @@ def test_bad_input_raises_input_error(ref_signals):
         compute_metrics(v[:1], v[:1], REGIONS, FPS)
     with pytest.raises(InputError, match="fps"):
         compute_metrics(v, v, REGIONS, 0.0)
+    with pytest.raises(InputError, match="template"):
+        compute_metrics(v, v, REGIONS, FPS, template=np.zeros((3, 3)))
+    with pytest.raises(InputError, match="template|neutral"):
+        reference_free_ufd(v, REGIONS, None)
+    with pytest.raises(InputError, match="non-finite"):
+        reference_free_ufd(bad, REGIONS, TEMPLATE)
 
 
 def test_length_mismatch_truncates_with_note(ref_signals):
@@ -244,8 +362,12 @@ def test_arkit_regions_on_real_mesh(arkit_mesh_dir):
     w_pred = w_ref.copy()
     w_pred[:, ARKIT_INDEX["jawOpen"]] = shift(jaw, 2)
     m = compute_metrics(mesh.vertices(w_pred), mesh.vertices(w_ref), reg, FPS, template=mesh.neutral)
-    assert m.peak_align_signed_ms == pytest.approx(80.0)
-    assert m.mod_mm > 0.5 and m.lve_mm > m.mod_mm and m.ufd_mm < 0.5
+    assert m.xcorr_lag_signed_ms == pytest.approx(80.0) and m.peak_align_ms == pytest.approx(80.0)
+    assert m.mod_mm > 0.5 and m.lve_mm > m.mod_mm
+    assert m.ufd < 0.1  # the jaw barely moves the upper face ...
+    w_pred[:, ARKIT_INDEX["browInnerUp"]] = jaw
+    brows = compute_metrics(mesh.vertices(w_pred), mesh.vertices(w_ref), reg, FPS, template=mesh.neutral)
+    assert brows.ufd > 10 * m.ufd and brows.ufd_ref == m.ufd_ref  # ... the brows do; the reference is unchanged
 
 
 # --- the CLI ----------------------------------------------------------------------------------------------------------
@@ -281,7 +403,7 @@ def test_cli_json_on_npz_files(tmp_path, arkit_mesh_dir, capsys):
                "--mesh", str(arkit_mesh_dir)])  # fmt: skip
     assert rc == 0
     d = json.loads(out.read_text())
-    assert d["peak_align_signed_ms"] == pytest.approx(80.0) and d["peak_align_ms"] == pytest.approx(80.0)
+    assert d["xcorr_lag_signed_ms"] == pytest.approx(80.0) and d["peak_align_ms"] == pytest.approx(80.0)
     assert d["mod_mm"] > 0.1 and d["lve_mm"] > 0.1 and d["num_frames"] == 75 and d["mesh"] == "arkit"
 
     # pred at 50 fps (Live Link layout) is resampled to the reference's 25 fps: the same motion, no error
@@ -361,4 +483,21 @@ def test_cli_flame_clips(tmp_path):
     m, info = evaluate_files(tmp_path / "same.npz", tmp_path / "ref.npz", flame=flame)
     assert info["mesh"] == "flame" and m.lve_mm < 1e-3 and m.temporal_corr == pytest.approx(1.0)
     m, _ = evaluate_files(tmp_path / "late.npz", tmp_path / "ref.npz", flame=flame)
-    assert m.peak_align_signed_ms == pytest.approx(120.0) and m.mod_mm > 0
+    assert m.xcorr_lag_signed_ms == pytest.approx(120.0) and m.peak_align_ms == pytest.approx(120.0) and m.mod_mm > 0
+
+
+def test_cli_reference_free_ufd(tmp_path, arkit_mesh_dir, capsys):
+    io = _io()
+    from a2llm_rt.face.clip import MotionClip
+    from a2llm_rt.face.metrics import main
+
+    io.save_clip(_jaw_clip(50, 25.0), tmp_path / "pred.npz")  # browInnerUp moves
+    rc = main(["--pred", str(tmp_path / "pred.npz"), "--json", "--mesh", str(arkit_mesh_dir)])
+    assert rc == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["ufd"] > 1.0 and d["num_frames"] == 50 and "mod_mm" not in d
+    frozen = _jaw_clip(50, 25.0).values.copy()
+    frozen[:, :] = frozen[:1]  # nothing moves
+    io.save_clip(MotionClip(frozen, 25.0, "arkit52"), tmp_path / "frozen.npz")
+    assert main(["--pred", str(tmp_path / "frozen.npz"), "--mesh", str(arkit_mesh_dir)]) == 0
+    assert "UFD (eq. 12, reference-free): 0.0000" in capsys.readouterr().out

@@ -180,3 +180,42 @@ def test_sample_codes_greedy_and_sampled():
     flat[..., :2] = 1.0
     draws = torch.stack([sample_codes(flat, temperature=1.0, top_k=2, generator=g) for _ in range(50)])
     assert set(draws.flatten().tolist()) == {0, 1}
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_padded_batch_equals_each_sample_alone(fusion):
+    """Batch padding is masked: every real token's logits equal those of its sample run alone (window 4 tokens)."""
+    model = make(fusion, window=20)  # 4 tokens per window: padding inside a window is visible to self-attention
+    cfg = model.cfg
+    lengths = [9, 3, 12, 4]  # motion tokens per sample; the batch is padded to 12 tokens (60 positions)
+    t = max(lengths) * cfg.group
+    hidden, codes = data(cfg, len(lengths), t, seed=3)
+    hidden = hidden * 3.0  # garbage (large) hidden states at padded positions make any leak obvious
+    mask = torch.arange(max(lengths))[None] < torch.tensor(lengths)[:, None]
+    with torch.no_grad():
+        batched = model(hidden, codes, mask)
+        unmasked = model(hidden, codes)
+        for i, n in enumerate(lengths):
+            alone = model(hidden[i : i + 1, : n * cfg.group], codes[i : i + 1, :n])
+            torch.testing.assert_close(batched[i, :n], alone[0], rtol=1e-5, atol=1e-5)
+            # and alone equals the engine's window-by-window step
+            stepped = step_all(model, hidden[i : i + 1, : n * cfg.group], codes[i : i + 1, :n])
+            torch.testing.assert_close(alone, stepped, rtol=1e-5, atol=1e-5)
+    # without the mask a padded query leaks into real tokens (the bug this guards against)
+    assert (unmasked[1, :3] - batched[1, :3]).abs().max() > 1e-3
+
+
+def test_padded_batch_trains_without_nan_and_refuses_bad_masks():
+    model = make(window=20)
+    model.train()
+    cfg = model.cfg
+    hidden, codes = data(cfg, 2, 40)
+    mask = torch.tensor([[True] * 8, [True] * 2 + [False] * 6])  # sample 1: windows 1 has no real token
+    target = codes.masked_fill(~mask[..., None], -100)
+    loss = connector_loss(model(hidden, codes, mask), target)
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    with pytest.raises(ValueError, match="prefix"):
+        model(hidden, codes, torch.tensor([[True] * 8, [False] + [True] * 7]))
+    with pytest.raises(ValueError, match="token_mask"):
+        model(hidden, codes, mask[:, :4])

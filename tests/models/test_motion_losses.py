@@ -39,17 +39,40 @@ def test_total_is_the_weighted_sum():
     cfg = MotionLossConfig(param_weight=0, lips_weight=2.0, face_weight=0, vel_weight=0, acc_weight=0, commit_weight=0)
     t2 = MotionLoss(cfg, fn, reg)(pred, target, commit)
     torch.testing.assert_close(t2["total"], 2.0 * t["lips"])
-    # param term by hand: MSE
+    # param term by hand: MSE (eq. 8)
     torch.testing.assert_close(t["param"], ((pred - target) ** 2).mean())
+    # the parameter-space option (ours): MSE of the frame differences
+    tp = MotionLoss(MotionLossConfig(vel_acc_space="params"), fn, reg)(pred, target)
     vel = (pred[:, 1:] - pred[:, :-1]) - (target[:, 1:] - target[:, :-1])
-    torch.testing.assert_close(t["vel"], (vel**2).mean())
+    torch.testing.assert_close(tp["vel"], (vel**2).mean())
+
+
+def test_vel_acc_on_the_full_vertex_sequence_by_default():
+    """Eq. 10: squared L2 of the vertex velocity / acceleration errors over *all* vertices, not only the regions."""
+    torch.manual_seed(1)
+    fn, reg = _linear_face(v=6), _regions()  # vertices 4 and 5 are in no region
+    pred, target = torch.rand(2, 7, 52), torch.rand(2, 7, 52)
+    t = MotionLoss(MotionLossConfig(), fn, reg)(pred, target)
+    vp, vt = fn(pred), fn(target)  # [B, T, V, 3]
+    dp, dt = vp.diff(dim=1), vt.diff(dim=1)
+    torch.testing.assert_close(t["vel"], (dp - dt).pow(2).sum(-1).mean())
+    torch.testing.assert_close(t["acc"], (dp.diff(dim=1) - dt.diff(dim=1)).pow(2).sum(-1).mean())
+    # a vertex outside every region still counts in L_vel (the full sequence), never in L_lips / L_face
+    only_v5 = ArkitVertexFn(np.zeros((6, 3), np.float32), np.zeros((52, 6, 3), np.float32))
+    only_v5.deltas[:, 5, 1] = 1e-3
+    t5 = MotionLoss(MotionLossConfig(), only_v5, reg)(pred, target)
+    assert t5["vel"].item() > 0 and t5["lips"].item() == 0 and t5["face"].item() == 0
 
 
 def test_vertex_terms_off_without_face_model_or_when_disabled():
     pred, target = torch.rand(1, 6, 52), torch.rand(1, 6, 52)
-    t = MotionLoss(MotionLossConfig())(pred, target)
+    with pytest.raises(ValueError, match="eq. 10"):
+        MotionLoss(MotionLossConfig())  # the paper's L_vel / L_acc need a face model
+    t = MotionLoss(MotionLossConfig(vel_acc_space="params"))(pred, target)
     assert "lips" not in t and "face" not in t and "param" in t
-    t = MotionLoss(MotionLossConfig(vertex_terms=False), _linear_face(), _regions())(pred, target)
+    t = MotionLoss(MotionLossConfig(vertex_terms=False, vel_acc_space="params"), _linear_face(), _regions())(
+        pred, target
+    )
     assert "lips" not in t
     assert MotionLoss(MotionLossConfig(), _linear_face(), _regions())(target, target)["total"].item() == 0
 
@@ -74,6 +97,14 @@ def test_flame_face_model(tmp_path):
     target[..., 50] = 0.2  # jaw open
     t = MotionLoss(MotionLossConfig(), fn, reg)(pred, target)
     assert t["lips"].item() > 0 and torch.isfinite(t["total"])
+    # canonical zero pose (eq. 9/10): a head rotation in the prediction costs only L_param, no vertex term
+    turned = target.clone()
+    turned[..., 53:56] = torch.tensor([0.1, 0.4, -0.2])
+    turned[:, 1, 54] = 0.7  # moving too: no L_vel / L_acc either
+    t = MotionLoss(MotionLossConfig(), fn, reg)(turned, target)
+    assert t["param"].item() > 0
+    assert t["lips"].item() == t["face"].item() == t["vel"].item() == t["acc"].item() == 0.0
+    assert fn.regions is reg or fn.regions.lips.tolist() == reg.lips.tolist()
 
 
 def test_arkit_mesh_face_model(arkit_mesh_dir):

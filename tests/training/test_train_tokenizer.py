@@ -197,6 +197,7 @@ def test_eval_vertex_metrics_with_arkit_mesh(tmp_path, clip_npz, arkit_mesh_dir)
     rep = eval_tokenizer.evaluate(out, [clip_npz], face_model=arkit_mesh_dir)
     vm = rep["vertex_metrics"]
     assert vm["space"] == "arkit52" and vm["mod_mm"] >= 0 and vm["lve_mm"] > 0
+    assert vm["ufd_ref"] > 0 and vm["ufd"] >= 0  # eq. 12 of both, against the mesh's neutral face
 
 
 def test_train_cli_bad_input(tmp_path, capsys):
@@ -240,3 +241,70 @@ def test_region_mix_composes_regions_from_different_windows():
         MotionDataset([np.zeros((10, 58), np.float32)], "flame58", 10, region_mix_prob=0.5)
     with pytest.raises(ValueError):
         MotionDataConfig(region_mix_prob=1.5)
+
+
+# --- the paper's FLAME58 recipe (App. B) ------------------------------------------------------------------------------
+
+FLAME58 = REPO / "training" / "recipes" / "tokenizer_flame58.yaml"
+
+
+def test_flame58_recipe_has_the_papers_settings():
+    r = train_tokenizer.TokenizerRecipe.from_file(FLAME58)
+    m, t, loss = r.model, r.train, r.loss
+    assert (m.layout, m.fps, m.group, m.width, m.num_res_blocks, m.latent_dim) == ("flame58", 25.0, 5, 128, 3, 256)
+    assert (m.num_quantizers, m.codebook_size, m.dropout, m.commitment) == (6, 256, 0.05, 0.25)
+    assert not m.linear_skip and m.encode_beam == 1 and m.quantizer_dropout == 0 and not m.clamp_output
+    assert (t.epochs, t.batch_size * 8, t.lr, t.warmup_steps, t.min_lr_ratio) == (6, 512, 1e-4, 0, 1.0)
+    assert t.kmeans_init_windows == 0
+    assert (loss.param_weight, loss.lips_weight, loss.face_weight, loss.vel_weight, loss.acc_weight) == (
+        1.0, 1e5, 1e5, 1e2, 1e2)  # fmt: skip
+    assert loss.vertex_terms and loss.vel_acc_space == "vertices" and loss.commit_weight == 1.0  # lambda_vq
+    # the A2-LLM recipe points at it
+    from training.train_a2llm import A2LLMRecipe
+
+    a2 = A2LLMRecipe.from_file(REPO / "training" / "recipes" / "a2llm_step_audio2_mini.yaml")
+    assert a2.model.motion_tokenizer == "runs/tokenizer_flame58" and "runs/tokenizer_flame58" in FLAME58.read_text()
+
+
+def test_epochs_set_the_step_count():
+    tc = train_tokenizer.TrainConfig(epochs=6, batch_size=64)
+    # 6 epochs over 100 windows' worth of frames at a global batch of 512 -> ceil(600 / 512) = 2 steps
+    assert train_tokenizer.steps_for_epochs(tc, 100 * 50, 50, world=8) == 2
+    assert train_tokenizer.steps_for_epochs(tc, 100_000 * 50, 50, world=8) == 1172
+    with pytest.raises(ValueError, match="epochs"):
+        train_tokenizer.TrainConfig(epochs=0)
+
+
+def _flame_clips(tmp_path: Path, n: int = 2, frames: int = 60) -> Path:
+    d = tmp_path / "flame_clips"
+    rng = np.random.default_rng(0)
+    t = np.arange(frames)[:, None] / 25.0
+    for i in range(n):
+        v = np.zeros((frames, 58), np.float32)
+        v[:, :10] = 0.5 * np.sin(2 * np.pi * rng.uniform(0.3, 2, (1, 10)) * t + rng.uniform(0, 6, (1, 10)))
+        v[:, 50] = 0.1 + 0.1 * np.sin(2 * np.pi * 1.3 * t[:, 0])  # jaw
+        v[:, 54] = 0.2 * np.sin(2 * np.pi * 0.4 * t[:, 0])  # head yaw: costs L_param only (zero-pose vertex terms)
+        save_clip(MotionClip(v, 25.0, "flame58"), d / f"c{i}.npz")
+    return d
+
+
+def test_flame58_recipe_trains_with_a_face_model_and_refuses_without(tmp_path, capsys):
+    from tests.face.synthetic_flame import synthetic_flame_npz
+
+    clips = _flame_clips(tmp_path)
+    # the paper's L_vel / L_acc are on vertices: without a face model the run stops with a clear message
+    rc = train_tokenizer.main(["--config", str(FLAME58), "--data", str(clips), "--out", str(tmp_path / "o"),
+                               "--steps", "1", "--no-progress"])  # fmt: skip
+    assert rc == 2 and "eq. 10" in capsys.readouterr().err
+    # with the (synthetic) FLAME model: a short run with the recipe's settings at a small batch; epochs -> steps
+    d = train_tokenizer.TokenizerRecipe.from_file(FLAME58).to_dict()
+    d["face_model"] = str(synthetic_flame_npz(tmp_path))  # synthetic FLAME-format model: no licensed data
+    d["train"].update(batch_size=2, epochs=0.5, num_threads=1)
+    recipe = train_tokenizer.TokenizerRecipe.from_dict(d)
+    torch.manual_seed(0)
+    out = tmp_path / "run"
+    train_tokenizer.train(recipe, [str(clips)], out, device="cpu", progress=False)
+    # 0.5 epoch of 120 frames in windows of 50 at batch 2: ceil(0.5 * 2.4 / 2) = 1 step
+    assert json.loads((out / "latest.json").read_text())["step"] == 1
+    model = train_tokenizer.load_tokenizer(out)
+    assert model.cfg.layout == "flame58" and model.encode(torch.zeros(1, 10, 58)).shape == (1, 2, 6)

@@ -59,3 +59,69 @@ def test_clean_dataset_and_not_a_dataset(tmp_path, capsys):
     assert main([str(tmp_path), "--no-progress"]) == 0  # no dataset.json: the .tar files are the shards
     assert main([str(tmp_path / "missing"), "--no-progress"]) == 2
     assert "not a FLAME-QA dataset" in capsys.readouterr().err
+
+
+def _recipe_yaml(tmp_path, train, stage3, val=None):
+    from training.train_a2llm import A2LLMRecipe
+
+    d = {"out": str(tmp_path / "run"), "train_data": str(train), "stage3": {"steps": 1}}
+    if stage3 is not None:
+        d["stage3"]["train_data"] = str(stage3)
+    if val is not None:
+        d["val_data"] = str(val)
+    path = tmp_path / "recipe.yaml"
+    A2LLMRecipe.from_dict(d).to_file(path)
+    return path
+
+
+def test_recipe_checks_stage3_has_its_own_affective_dataset(tmp_path, capsys):
+    from training.validate import validate_recipe
+
+    train = tmp_path / "train"
+    write_shard(train / "a.tar", [make_sample("t1"), make_sample("t2", "tts")])
+    aff = tmp_path / "aff"
+    unlabelled = make_sample("e2", seed=5)
+    unlabelled.emotion = None
+    write_shard(aff / "a.tar", [make_sample("e1"), unlabelled])
+    rep = validate_recipe(_recipe_yaml(tmp_path, train, aff))
+    assert rep.ok and set(rep.datasets) == {"train_data", "stage3.train_data"}
+    assert any("no emotion label" in n for n in rep.notes) and any("~1k" in n for n in rep.notes)
+    assert main(["--recipe", str(tmp_path / "recipe.yaml"), "--no-progress"]) == 0
+    assert "stage3.train_data" in capsys.readouterr().out
+
+    # no affective dataset named: refused
+    rep = validate_recipe(_recipe_yaml(tmp_path, train, None))
+    assert not rep.ok and any("own affective dataset" in p for p in rep.problems)
+    assert main(["--recipe", str(tmp_path / "recipe.yaml"), "--no-progress"]) == 1
+    assert "stage3.train_data" in capsys.readouterr().out
+
+    # a filtered copy of the stage-1 data (shared keys): refused
+    subset = tmp_path / "subset"
+    write_shard(subset / "a.tar", [make_sample("t2", "tts")])
+    rep = validate_recipe(_recipe_yaml(tmp_path, train, subset))
+    assert not rep.ok and any("shares 1 of its 1 sample keys" in p for p in rep.problems)
+
+    # a missing affective folder and a bad sample in it are reported, and the rest still checked
+    rep = validate_recipe(_recipe_yaml(tmp_path, train, tmp_path / "nowhere", val=train))
+    assert not rep.ok and any("stage3.train_data" in p for p in rep.problems) and rep.datasets["val_data"].ok
+    bad = make_sample("e3", seed=6)
+    bad.motion[0, 0] = np.nan
+    write_shard(aff / "b.tar", [bad])
+    rep = validate_recipe(_recipe_yaml(tmp_path, train, aff))
+    assert not rep.ok and not rep.datasets["stage3.train_data"].ok and not rep.problems
+
+
+def test_recipe_naming_the_stage1_folder_for_stage3_is_refused(tmp_path, capsys):
+    train = tmp_path / "train"
+    write_shard(train / "a.tar", [make_sample("t1")])
+    yaml = tmp_path / "r.yaml"
+    yaml.write_text(f"train_data: {train}\nstage3:\n  train_data: {train}/\n")
+    assert main(["--recipe", str(yaml), "--no-progress"]) == 2
+    assert "own affective dataset" in capsys.readouterr().err
+
+
+def test_dir_or_recipe_required(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["--no-progress"])
