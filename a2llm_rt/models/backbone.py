@@ -36,8 +36,6 @@ from a2llm_rt.models.kv_cache import KVCache
 from a2llm_rt.models.token_layout import TokenLayout, get_token_layout
 
 
-@dataclasses.dataclass
-
 def grouped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Grouped-query attention with the query groups folded into the sequence axis, so that no ``enable_gqa`` flag
     is needed and a boolean mask can use a fused SDPA kernel (``enable_gqa`` with a mask may fall to the math path,
@@ -55,6 +53,8 @@ def grouped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: t
     mf = mask[:, :, None].expand(b, mask.shape[1], g, t, mask.shape[-1]).reshape(b, mask.shape[1], g * t, -1)
     return F.scaled_dot_product_attention(qf, k, v, mf).reshape(b, hq, t, d)
 
+
+@dataclasses.dataclass
 class BackboneConfig(Config):
     """Architecture of a Step-Audio-2-style backbone (defaults: Step-Audio-2-mini)."""
 
