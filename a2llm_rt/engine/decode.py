@@ -335,8 +335,8 @@ def connector_batch(connector, windows: list[torch.Tensor], prev: list[torch.Ten
     if any(p is not None and p.shape[1] != n for p in prev):  # a short previous window: run one by one
         return torch.cat([connector.step(x[i : i + 1], prev[i]) for i in range(len(prev))], 0)
     codes = torch.stack([torch.zeros(n, cfg.n_q, dtype=torch.long, device=dev) if p is None else p[0] for p in prev])
-    first = torch.tensor([p is None for p in prev], device=dev)
-    return connector.step(x, codes, first if bool(first.any()) else None)
+    first = [p is None for p in prev]  # known on the host: no upload or read-back unless a row starts a turn
+    return connector.step(x, codes, torch.tensor(first, device=dev) if any(first) else None)
 
 
 def split_state(state, i: int):

@@ -159,7 +159,7 @@ def sample_packed(
     if any_penalty and packed.shape[1] > _COLS:
         x = _penalise(x, packed)
     if allowed is not None:
-        x = x.masked_fill(~allowed.to(x.device), float("-inf"))
+        x = x.masked_fill(~(allowed if allowed.device == x.device else allowed.to(x.device)), float("-inf"))
     out = x.argmax(-1)
     if not any_stochastic:
         return out
