@@ -220,7 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     dev = torch.device(args.device)
     cuda = dev.type == "cuda"
     if cuda:
+        if dev.index is None:  # set_device and the figures want an index
+            dev = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(dev)
+        args.device = str(dev)
     else:
         torch.set_num_threads(args.threads)
     modes = args.modes or ([args.graph] if args.graph else (["cuda_graph", "compile", "none"] if cuda else ["none"]))
@@ -248,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         "goal_h100_batch1": {"ttfa_s": 0.2, "rtf": 0.25},
         "runs": [],
     }
+    out = Path(args.out) if args.out else REPO / "bench" / "results" / f"engine_{args.preset}_{dev.type}.json"
     print(f"engine bench: preset {args.preset}, device {dev}, modes {modes}, nvtx {nvtx_backend()}, "
           f"build {build_s:.1f} s, KV cache {kv_bytes / 2**20:.0f} MiB per session")  # fmt: skip
     if args.trace:
@@ -278,10 +282,10 @@ def main(argv: list[str] | None = None) -> int:
                         row["error"] = f"{type(e).__name__}: {e}"
                 info["runs"].append(row)
                 _print_row(row)
+                atomic_write_json(out, info)  # after every run: a check stopped at its budget keeps these
             del engine
             if cuda:
                 torch.cuda.empty_cache()
-    out = Path(args.out) if args.out else REPO / "bench" / "results" / f"engine_{args.preset}_{dev.type}.json"
     atomic_write_json(out, info)
     print(f"wrote {out}")
     return 1 if any("error" in r for r in info["runs"]) else 0

@@ -44,7 +44,7 @@ if [ "$DRY" = 1 ]; then
   export CUDA_VISIBLE_DEVICES=""
 else
   PY=${GPU_CHECK_PYTHON:-python3}
-  TOTAL=${GPU_CHECK_TOTAL_S:-470}   # under 8 minutes of wall time, with room for the report
+  TOTAL=${GPU_CHECK_TOTAL_S:-465}   # under 8 minutes of wall time, with room for the report
   DEVICE=${GPU_CHECK_DEVICE:-cuda}
 fi
 export PYTHONPATH=.
@@ -105,7 +105,7 @@ if [ "$DRY" = 1 ]; then
   part wheels 20 "$OUTDIR/wheels.json" -- "$PY" tools/gpu_wheels.py check --wheel-dir .whl --allow-missing \
     --out "$OUTDIR/wheels.json"
 elif [ "${#WHL[@]}" -gt 0 ]; then
-  part wheels 60 "$OUTDIR/wheels.json" -- bash -c '"$0" -m pip install --no-index --no-deps --quiet --target "$1" "${@:3}" &&
+  part wheels 30 "$OUTDIR/wheels.json" -- bash -c '"$0" -m pip install --no-index --no-deps --quiet --target "$1" "${@:3}" &&
     "$0" tools/gpu_wheels.py check --wheel-dir .whl --installed "$1" --out "$2"' "$PY" "$WHEELS" "$OUTDIR/wheels.json" "${WHL[@]}"
   export PYTHONPATH=.:$WHEELS
 else
@@ -130,17 +130,21 @@ if [ "$DRY" = 1 ]; then
     --seconds 0.3 --question-seconds 0.3 --max-len 256 --trace "$OUTDIR/trace.json" --trace-steps 5 \
     --out "$OUTDIR/trace_meta.json"
 else
+  # the engine tests but the slowest file and the rehearsal itself, on the CPU: APIs newer than this torch fail here
   part smoke 60 "$OUTDIR/smoke.xml" -- env CUDA_VISIBLE_DEVICES= "$PY" -m pytest -q -p no:cacheprovider \
-    -m "not gpu and not slow" tests/engine --junitxml="$OUTDIR/smoke.xml"
+    -m "not gpu and not slow" tests/engine --ignore=tests/engine/test_gpu_check.py \
+    --ignore=tests/engine/test_engine.py --junitxml="$OUTDIR/smoke.xml"
   # shellcheck disable=SC2086
-  part gpu 100 "$OUTDIR/gpu_tests.xml" -- "$PY" -m pytest -q -p no:cacheprovider -m gpu $GPU_TESTS \
+  part gpu 120 "$OUTDIR/gpu_tests.xml" -- "$PY" -m pytest -q -p no:cacheprovider -m gpu $GPU_TESTS \
     --junitxml="$OUTDIR/gpu_tests.xml"
-  part engine 190 "$OUTDIR/engine.json" -- "$PY" bench/engine.py --preset full --device "$DEVICE" \
-    --modes cuda_graph compile none --batch 1 4 16 32 --seconds 2 --question-seconds 2 --turns 1 --budget-s 160 \
+  # compile last: its compilation is the slowest; the bench writes its JSON after every run and stops starting
+  # runs after --budget-s, so a budget spent mid-compile keeps the figures already measured
+  part engine 170 "$OUTDIR/engine.json" -- "$PY" bench/engine.py --preset full --device "$DEVICE" \
+    --modes cuda_graph none compile --batch 1 4 16 32 --seconds 2 --question-seconds 2 --turns 1 --budget-s 140 \
     --out "$OUTDIR/engine.json"
-  part motion 40 "$OUTDIR/motion.json" -- "$PY" -m bench.motion_stack --compare-graph --device "$DEVICE" \
+  part motion 35 "$OUTDIR/motion.json" -- "$PY" -m bench.motion_stack --compare-graph --device "$DEVICE" \
     --batches 1 32 --repeats 20 --out "$OUTDIR/motion.json"
-  part trace 60 "$OUTDIR/trace_meta.json" -- "$PY" bench/engine.py --preset full --device "$DEVICE" --modes cuda_graph \
+  part trace 55 "$OUTDIR/trace_meta.json" -- "$PY" bench/engine.py --preset full --device "$DEVICE" --modes cuda_graph \
     --batch 4 --seconds 4 --question-seconds 2 --trace "$OUTDIR/trace.json" --trace-steps 50 \
     --out "$OUTDIR/trace_meta.json"
 fi
