@@ -365,9 +365,13 @@ def test_sampling_on_cuda_equals_cpu():
     params = [SamplingParams(temperature=t, top_k=k, top_p=p) for t, k, p in
               [(0.7, 0, 0.9), (1.0, 5, 1.0), (0.0, 0, 1.0), (1.2, 0, 0.5)]]  # fmt: skip
     hist = [[1, 2, 3], [], [7], [299, 0]]
-    cpu = sample_tokens(x, params, [make_generator(i) for i in range(4)], history=hist)
-    gpu = sample_tokens(x.cuda(), params, [make_generator(i) for i in range(4)], history=hist)
-    assert gpu.device.type == "cuda" and torch.equal(gpu.cpu(), cpu)
+    gc, gg = [make_generator(i) for i in range(4)], [make_generator(i) for i in range(4)]
+    cpu = torch.stack([sample_tokens(x, params, gc, history=hist) for _ in range(25)])
+    gpu = torch.stack([sample_tokens(x.cuda(), params, gg, history=hist) for _ in range(25)])
+    assert gpu.device.type == "cuda"
+    assert torch.equal(gpu[:, 2].cpu(), cpu[:, 2])  # the greedy row
+    # same uniforms, same inverse CDF: only a draw on a rounding boundary of the two devices' cumsums may differ
+    assert (gpu.cpu() == cpu).float().mean() >= 0.95
 
 
 @pytest.mark.gpu
@@ -390,15 +394,18 @@ def test_attention_runs_a_fused_kernel_in_bf16():
 @pytest.mark.slow
 def test_full_size_bf16_graph_equals_eager():
     """Step-Audio-2-mini shapes, random bf16 weights: the captured step gives eager's logits (a few steps)."""
-    sys.path.insert(0, ".")
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from bench.engine import build_full_stack
 
     stack = build_full_stack("cuda")
     bb = stack.backbone
+    prompt = torch.randint(0, 1000, (2, 17), generator=torch.Generator().manual_seed(0)).cuda()
     outs = []
     for mode in ("none", "cuda_graph"):
         cache = bb.new_cache(2, 512)
-        bb.prefill(torch.randint(0, 1000, (2, 17), device="cuda"), cache, lengths=[17, 9])
+        bb.prefill(prompt, cache, lengths=[17, 9])
         runner = StepRunner(bb, cache, mode)
         ids = torch.tensor([[5], [6]], device="cuda")
         active = torch.tensor([True, True], device="cuda")
