@@ -334,7 +334,7 @@ class Engine:
             t = s.turn
             if t is None:
                 continue
-            text_slot = self.layout.slot_is_text(t.slot)
+            text_slot = t.ta4.text_slot
             if lengths[s.row] >= self.cfg.max_len - 1:
                 t.finished = "context_full"
                 continue
@@ -350,7 +350,7 @@ class Engine:
             p = s.sampling.text if text_slot else s.sampling.audio
             params.append(p)
             gens.append(s.generator)
-            masks.append(self.classes.allowed(text_slot, t.text_done, t.audio_done, may_stop))
+            masks.append(self.classes.allowed(t.ta4, may_stop))
             hist.append(list(t.recent(text_slot)) if p.repetition_penalty != 1.0 else [])
             slots.append(text_slot)
         if not rows:
@@ -378,16 +378,15 @@ class Engine:
     def _accept(self, s: Session, tok: int, text_slot: bool, events: list[Event]) -> None:
         """Record one sampled token: text delta / audio code / stop; push the vocoder at a group's end."""
         t = s.turn
-        cl = self.classes
         t.new_tokens += 1
-        t.slot += 1
-        if text_slot:
-            if tok == cl.eot or tok == cl.tts_end:
-                t.finished, t.stop_token = "eot", tok
-                return
-            if tok == cl.tts_pad:
-                t.text_done = True
-            else:
+        was_audio_slot = not t.ta4.text_slot
+        t.ta4 = self.layout.ta4_advance(t.ta4, tok)  # the mask allowed it; raises on a broken stream
+        kind = self.layout.token_class(tok)
+        if kind == "stop":
+            t.finished, t.stop_token = "eot", tok
+            return
+        if kind in ("text", "tts_pad"):
+            if kind == "text":
                 t.text_ids.append(tok)
                 t.text_tokens += 1
                 delta = text_delta(self.stack.tokenizer, t.text_ids, t.text_sent)
@@ -395,15 +394,15 @@ class Engine:
                     t.text_sent += delta
                     events.append(TextDelta(s.id, delta))
             t.recent_text.append(tok)
+            if was_audio_slot:  # a short audio group: the audio ended
+                self._vocode(s, events, final=False)
         else:
-            if self.layout.is_audio_pad(tok):
-                t.audio_done = True
-            else:
+            if kind == "audio":
                 t.vocoder_pending.append(tok - self.layout.audio_offset)
                 t.audio_tokens += 1
                 t.clock.mark_audio_token()
             t.recent_audio.append(tok)
-            if self.layout.slot_is_text(t.slot):  # the group's audio is complete
+            if t.ta4.text_slot:  # the group's audio is complete
                 self._vocode(s, events, final=False)
         s.history.append_generated([tok])
         t.next_input = tok
