@@ -52,7 +52,7 @@ from a2llm_rt.engine.session import Session
 from a2llm_rt.engine.timing import TurnClock
 from a2llm_rt.errors import A2LLMError, InputError
 from a2llm_rt.models.connector import sample_codes
-from a2llm_rt.models.prompt import ChatFormat, ChatHistory, prepare_waveform
+from a2llm_rt.models.prompt import DEFAULT_SYSTEM_PROMPT, ChatFormat, ChatHistory, prepare_waveform
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class EngineConfig(Config):
     """Room a cache row must keep after a prompt for the answer."""
     graph: str = "auto"
     """Decode-step execution: ``auto`` (CUDA graph on CUDA), ``cuda_graph``, ``compile``, ``none``."""
-    system_prompt: str | None = "You are a helpful assistant."
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
     speech: bool = True
     """Spoken answers (``<tts_start>`` prefilled, TA4). Text-only answers are not supported by the engine yet."""
     sampling: SamplingConfig = dataclasses.field(default_factory=SamplingConfig)
