@@ -4,7 +4,7 @@ Layouts (Step-Audio-2 chat format; the prompt is built by ``a2llm_rt.models.prom
 engine prefills from, with the same system message, so a sample's prompt ids are the engine's prefill ids;
 ``<interleave>`` is upstream's TA4 stream of :meth:`TokenLayout.interleave`)::
 
-    AQAA   system "You are a helpful assistant." <|BOT|>human\\n <audio> <|EOT|> <|BOT|>assistant\\n <interleave(...)> <|EOT|>
+    AQAA   system (DEFAULT_SYSTEM_PROMPT) <|BOT|>human\\n <audio> <|EOT|> <|BOT|>assistant\\n <interleave(...)> <|EOT|>
     Repeat  system "Repeat ..." + the same, the answer being the question's words spoken back
     TTS    system "Read ..." <|BOT|>human\\n {question_text} <|EOT|> <|BOT|>assistant\\n <interleave(...)> <|EOT|>
     ASR     system "Transcribe ..." <|BOT|>human\\n <audio> <|EOT|> <|BOT|>assistant\\n {answer_text} <|EOT|>
