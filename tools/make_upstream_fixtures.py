@@ -26,6 +26,17 @@ Fixtures written (each with ``upstream`` = repo, branch, commit, file, function)
 - ``ta4_parser.json``: ``StepAudio2TTSTA4Parser.extract_audio_content_nonstreaming`` on generated streams;
 - ``chat_template.json``: ``apply_chat_template_trans_ta4`` of a multi-turn conversation (system, text, a spoken
   answer, audio placeholders, an open spoken answer).
+- ``tiny_model/`` (with ``--step-audio2``): a tiny random Step-Audio-2 checkpoint written from upstream modules
+  (``AudioEncoder`` and ``Adaptor`` of the vLLM fork's ``mm_step_audio.py``; the text model is transformers'
+  ``Qwen2Model`` built from the fork's ``StepAudio2TextConfig``, as upstream's HF model ``StepAudio2ForCausalLM``
+  does) and ``tiny_model.npz``: a test waveform, its log-mel (Step-Audio2 ``utils.log_mel_spectrogram`` and the
+  fork's ``Step1fProcessor._log_mel_spectrogram``), encoder/adapter outputs with the lengths ``padding_mels`` gives
+  (``T - 2``), logits and last hidden states of a prompt whose ``<audio_patch>`` embeddings are replaced by the
+  adapter rows in order (the fork's ``merge_multimodal_embeddings`` rule, written here: the fork's vLLM helper is not
+  importable without vLLM), and the placeholder counts of both upstreams over a grid of mel lengths.
+  ``mm_step_audio.py`` imports most of vLLM; those imports are replaced by inert stand-ins (only the torch modules
+  above run). ``--step-audio2`` is a directory holding stepfun-ai/Step-Audio2's ``utils.py`` (its ``torchaudio``
+  import, used only to read files, is replaced by a stand-in).
 """
 
 from __future__ import annotations
@@ -240,12 +251,173 @@ def chat_template_case(up: Upstream, tok, interleave: dict) -> dict:
     }
 
 
+# ---- tiny model: mel, audio encoder + adapter, LLM logits ------------------------------------------------------
+class _AnyMeta(type):
+    def __getattr__(cls, name):
+        return lambda *a, **k: lambda obj: obj
+
+    def __getitem__(cls, item):
+        return cls
+
+
+class _Any(metaclass=_AnyMeta):
+    """Inert stand-in for any vLLM name ``mm_step_audio.py`` imports: subclassable, subscriptable, decorators are
+    identities."""
+
+    def __init__(self, *a, **k):
+        pass
+
+
+class _AnyModule(types.ModuleType):
+    __path__: list = []
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        cls = _AnyMeta(name, (_Any,), {})  # one class per name: several may be bases of one class
+        setattr(self, name, cls)
+        return cls
+
+
+def load_mm_step_audio(root: Path):
+    """The fork's ``mm_step_audio.py`` with every ``vllm`` import served by inert stand-ins."""
+    import importlib.abc
+
+    class Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+        def find_spec(self, fullname, path, target=None):
+            if (fullname == "vllm" or fullname.startswith("vllm.")) and fullname not in sys.modules:
+                return importlib.util.spec_from_loader(fullname, self, is_package=True)
+            return None
+
+        def create_module(self, spec):
+            return _AnyModule(spec.name)
+
+        def exec_module(self, module):
+            pass
+
+    finder = Finder()
+    sys.meta_path.insert(0, finder)
+    try:
+        for name in [m for m in sys.modules if m == "vllm" or m.startswith("vllm.")]:
+            del sys.modules[name]  # the stubs of the TA4 part are not needed any more
+        f = root / "vllm/model_executor/models/mm_step_audio.py"
+        spec = importlib.util.spec_from_file_location("vllm.model_executor.models.mm_step_audio", f)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mod
+        spec.loader.exec_module(mod)
+        cfg = _load(root / "vllm/transformers_utils/configs/step_audio.py", "_upstream_step_audio_config")
+    finally:
+        sys.meta_path.remove(finder)
+    return mod, cfg
+
+
+def model_fixture(up: Upstream, step_audio2: Path, out: Path) -> None:
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    from a2llm_rt.models.backbone import TINY_BACKBONE
+    from a2llm_rt.models.checkpoint import config_to_hf_dict
+    from a2llm_rt.models.token_layout import TINY
+    from a2llm_rt.utils.fileio import atomic_write_json
+
+    _stub("torchaudio")
+    utils = _load(step_audio2 / "utils.py", "_upstream_step_audio2_utils")
+    mm, cfgmod = load_mm_step_audio(up.root)
+    c = TINY_BACKBONE
+    hf = config_to_hf_dict(c, TINY)
+    torch.manual_seed(SEED)
+    encoder = mm.AudioEncoder(c.n_mels, c.audio_ctx, c.audio_state, c.audio_heads, c.audio_layers)
+    adapter = mm.Adaptor(c.audio_state, c.hidden_size, c.adapter_kernel, c.adapter_stride, c.adapter_hidden)
+    text_cfg = cfgmod.StepAudio2TextConfig(**hf["text_config"]).text_config
+    text_cfg._attn_implementation = "eager"
+    from transformers import Qwen2Model
+
+    llm = Qwen2Model(text_cfg)
+    lm_head = torch.nn.Linear(c.hidden_size, c.vocab_size, bias=False)
+    modules = {"encoder": encoder, "adapter": adapter, "model": llm, "lm_head": lm_head}
+    with torch.no_grad():  # non-trivial random weights, rounded to float16 so the fixture can store them in half
+        for m in modules.values():
+            for name, p in m.named_parameters():
+                if name.endswith("bias") or "norm" in name or "_ln" in name:
+                    p.copy_(p + 0.1 * torch.randn_like(p))
+                else:
+                    p.normal_(0.0, 0.08)
+                p.copy_(p.half().float())
+    state = {f"{k}.{n}": t.detach().half().contiguous() for k, m in modules.items() for n, t in m.state_dict().items()}
+    state = {k: v for k, v in state.items() if not k.endswith("rotary_emb.inv_freq")}
+    d = out / "tiny_model"
+    d.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(d / "model.safetensors"), metadata={"format": "pt"})
+    atomic_write_json(d / "config.json", hf)
+
+    rng = np.random.default_rng(SEED)
+    n = 16000 + 7 * 160 + 37  # 1.07 s, not a whole number of hops
+    t = np.arange(n) / 16000
+    wave = (0.4 * np.sin(2 * np.pi * (180 + 300 * t) * t) + 0.05 * rng.standard_normal(n)).astype(np.float32)
+    mel_hf = utils.log_mel_spectrogram(torch.from_numpy(wave), n_mels=128, padding=479)  # [128, T]
+    proc = mm.Step1fProcessor.__new__(mm.Step1fProcessor)
+    proc._mel_filters = torch.from_numpy(__import__("librosa").filters.mel(sr=16000, n_fft=400, n_mels=128))
+    mel_vllm = proc._log_mel_spectrogram(wave, padding=479).t()
+    mels, lens = utils.padding_mels([mel_hf])
+    with torch.no_grad():
+        enc, enc_lens = encoder(mels, lens.long())
+        ada = adapter(enc)
+        n_feat = int((enc_lens[0] - 1) // 2 + 1)
+        n_patch = utils.compute_token_num(mel_hf.shape[1])
+        prompt = [TINY.bot, 40, 41, 42, TINY.audio_start] + [TINY.audio_patch] * n_patch + [TINY.audio_end, TINY.eot,
+                  TINY.bot, 43, 44, TINY.tts_start, 10, TINY.audio_offset + 5]  # fmt: skip
+        ids = torch.tensor([prompt])
+        emb = llm.embed_tokens(ids)
+        patch = (ids == TINY.audio_patch)[0].nonzero()[:, 0]
+        emb[0, patch] = ada[0, :n_feat].to(emb.dtype)
+        hidden = llm(inputs_embeds=emb).last_hidden_state
+        logits = lm_head(hidden)
+    grid = list(range(3, 2600))
+    np.savez_compressed(
+        out / "tiny_model.npz",
+        wave=wave,
+        mel_step_audio2=mel_hf.numpy(),
+        mel_vllm=mel_vllm.numpy(),
+        encoder_out=enc[0].numpy(),
+        encoder_len=enc_lens.numpy(),
+        adapter_out=ada[0, :n_feat].numpy(),
+        input_ids=ids.numpy(),
+        logits=logits[0].numpy(),
+        hidden=hidden[0].numpy(),
+        mel_grid=np.array(grid),
+        patches_step_audio2=np.array([utils.compute_token_num(g) for g in grid]),
+        patches_vllm=np.array([proc.get_num_audio_tokens(g) for g in grid]),
+    )
+    meta = {
+        "upstream": [
+            up.meta("vllm/model_executor/models/mm_step_audio.py",
+                    "AudioEncoder, Adaptor, Step1fProcessor._log_mel_spectrogram / get_num_audio_tokens"),
+            up.meta("vllm/transformers_utils/configs/step_audio.py", "StepAudio2TextConfig(...).text_config"),
+            {"repo": "stepfun-ai/Step-Audio2", "file": "utils.py",
+             "function": "log_mel_spectrogram, padding_mels, compute_token_num",
+             "commit": "not recorded by the code index it came from (its stepaudio2.py is at c22bfade1579)"},
+        ],
+        "seed": SEED,
+        "config": "a2llm_rt.models.backbone.TINY_BACKBONE (config.json in tiny_model/)",
+        "by_hand": "the text model is transformers' Qwen2Model (what upstream's HF StepAudio2ForCausalLM uses); the "
+        "<audio_patch> merge (rows replaced in order) and lm_head are written in the generator after the fork's "
+        "merge_multimodal_embeddings / compute_logits, which need vLLM.",
+        "weights": "float16 in model.safetensors (upstream names); outputs computed in float32 from the same values",
+        "placeholder_counts": "Step-Audio2 compute_token_num uses T - 2 (as padding_mels' lengths); the vLLM fork's "
+        "get_num_audio_tokens uses T: they differ for some T (patches_* in tiny_model.npz).",
+    }  # fmt: skip
+    (out / "tiny_model.json").write_text(json.dumps(meta, indent=1) + "\n")
+    print("wrote", d, out / "tiny_model.npz")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--vllm-mini", type=Path, required=True, help="stepfun-ai/vllm checkout, branch step-audio2-mini")
     ap.add_argument("--vllm-mini-commit")
     ap.add_argument("--vllm-new", type=Path, help="stepfun-ai/vllm checkout, branch feat/step-audio-support")
     ap.add_argument("--vllm-new-commit")
+    ap.add_argument("--step-audio2", type=Path, help="directory with stepfun-ai/Step-Audio2's utils.py")
     ap.add_argument("--out", type=Path, default=Path("tests/fixtures/upstream"))
     args = ap.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -268,6 +440,10 @@ def main(argv: list[str] | None = None) -> None:
             for name, obj in files.items():
                 (args.out / name).write_text(json.dumps(obj, indent=1) + "\n")
                 print("wrote", args.out / name)
+            if tag == "mini":
+                mini = up
+    if args.step_audio2 is not None:
+        model_fixture(mini, args.step_audio2, args.out)
 
 
 if __name__ == "__main__":
