@@ -210,14 +210,6 @@ class TokenLayout(Config):
         return (ids >= 0) & (ids < self.text_end)
 
     # ---- interleave (TA4) ---------------------------------------------------------------------------------------
-    def slot_is_text(self, k: int) -> bool:
-        """Whether the ``k``-th token of a stream of *whole* groups is a text slot (``k % group_size == 0``).
-
-        Only true of streams whose groups all carry ``audio_per_group`` audio tokens; a generated stream may have
-        a short last audio group or text-only groups, so decoding follows a :class:`TA4Cursor` instead.
-        """
-        return k % self.group_size < self.text_per_group
-
     def interleave(self, text_ids: Sequence[int], audio_codes: Sequence[int]) -> list[int]:
         """The TA4 stream ``<tts_start> ... <tts_end>`` of a spoken answer, exactly as upstream builds it.
 
