@@ -156,3 +156,30 @@ def test_real_recipe_names_the_cosyvoice2_tokenizer():
     assert spec.startswith("cosyvoice2:") and spec.endswith(COSYVOICE2_FILE)
     tiny = yaml.safe_load((ROOT / "training/recipes/a2llm_tiny.yaml").read_text())
     assert tiny["model"]["audio_tokenizer"] == "toy"
+
+
+def test_curation_step_adds_answer_codes(tmp_path):
+    from tests.training.flame_qa_fixtures import make_sample
+    from training.data.audio_tokenizers import main
+    from training.data.format import ANSWER_SR, ShardWriter, read_index, read_samples, sample_problems
+
+    onnx_path = synthetic_speech_tokenizer(tmp_path / COSYVOICE2_FILE)
+    samples = [make_sample("a", "aqaa", seed=1), make_sample("b", "asr", seed=2), make_sample("c", "tts", seed=3)]
+    with ShardWriter(tmp_path / "src", attrs={"source": "unit"}) as w:
+        for s in samples:
+            w.write(s)
+    assert main([str(tmp_path / "src"), "--tokenizer", f"cosyvoice2:{onnx_path}", "--out", str(tmp_path / "dst")]) == 0
+    out = {s.key: s for s in read_samples(tmp_path / "dst")}
+    tok = CosyVoice2SpeechTokenizer(onnx_path)
+    assert out["a"].answer_codes is not None and out["b"].answer_codes is None  # spoken answers coded, ASR not
+    for s in samples:
+        o = out[s.key]
+        if s.answer_audio is not None and s.answer_codes is None:
+            assert np.array_equal(o.answer_codes, tok.encode(s.answer_audio, ANSWER_SR))
+            assert sample_problems(o) == []
+        else:
+            assert (o.answer_codes is None) == (s.answer_codes is None)
+    attrs = read_index(tmp_path / "dst")["attrs"]
+    assert attrs["source"] == "unit" and attrs["answer_codes"]["codebook_size"] == 6561
+    with pytest.raises(InputError, match="another directory"):
+        main([str(tmp_path / "src"), "--tokenizer", "toy", "--out", str(tmp_path / "src")])

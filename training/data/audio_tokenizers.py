@@ -10,6 +10,10 @@
   :class:`~training.data.builders.SequenceBuilder` refuses it for any other backbone, and refuses any tokenizer
   whose codebook does not match the backbone's audio codes (so a real backbone is never fine-tuned on toy codes).
 
+Curation step (after ``python -m training.curate``): ``python -m training.data.audio_tokenizers SRC --tokenizer SPEC
+--out DST`` writes a copy of a FLAME-QA dataset whose spoken samples carry ``answer_codes`` computed from their
+answer audio (once, instead of at every training run); samples that already have codes are copied unchanged.
+
 ``load_audio_tokenizer(spec)``: ``"toy"`` (alias ``"builtin"``), ``"cosyvoice2:PATH/speech_tokenizer_v2_25hz.onnx"``
 (or ``"cosyvoice2:CHECKPOINT_DIR"``: its ``token2wav/`` file), or ``"package.module:attribute"`` (a class or
 factory called without arguments that follows :class:`AudioTokenizer`).
@@ -20,11 +24,14 @@ from __future__ import annotations
 import importlib
 import math
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
 from a2llm_rt.errors import InputError
+
+if TYPE_CHECKING:
+    from training.data.format import FlameQASample
 
 TOKEN_RATE = 25.0
 TOY_SPECS = ("toy", "builtin")
@@ -200,3 +207,53 @@ def check_audio_tokenizer(tokenizer: AudioTokenizer, layout) -> None:
             f"audio tokenizer {name} has {tokenizer.codebook_size} codes, backbone {layout.name!r} has "
             f"{layout.audio_codes} audio codes"
         )
+
+
+def with_answer_codes(sample: FlameQASample, tokenizer: AudioTokenizer) -> FlameQASample:
+    """``sample`` with ``answer_codes`` from its answer audio (unchanged when it has codes or no answer audio)."""
+    import dataclasses
+
+    from training.data.format import ANSWER_SR
+
+    if sample.answer_codes is not None or sample.answer_audio is None:
+        return sample
+    codes = np.asarray(tokenizer.encode(sample.answer_audio, ANSWER_SR), dtype=np.int64)
+    return dataclasses.replace(sample, answer_codes=codes)
+
+
+def add_answer_codes(src: str | Path, dst: str | Path, tokenizer: AudioTokenizer, max_samples: int = 256) -> dict:
+    """Copy the dataset ``src`` to ``dst`` with answer codes added (see :func:`with_answer_codes`); refuses to write
+    into ``src``. Records the tokenizer in the index attrs. Returns counts ``{"coded": n, "kept": m}``."""
+    from training.data.format import ShardWriter, iter_samples, read_index
+
+    src, dst = Path(src), Path(dst)
+    if dst.resolve() == src.resolve():
+        raise InputError("write the coded dataset to another directory", dst)
+    attrs = dict(read_index(src).get("attrs") or {})
+    attrs["answer_codes"] = {"tokenizer": type(tokenizer).__name__, "codebook_size": int(tokenizer.codebook_size),
+                             "source": str(getattr(tokenizer, "path", ""))}  # fmt: skip
+    counts = {"coded": 0, "kept": 0}
+    with ShardWriter(dst, max_samples=max_samples, attrs=attrs) as w:
+        for s in iter_samples(src):
+            t = with_answer_codes(s, tokenizer)
+            counts["coded" if t is not s else "kept"] += 1
+            w.write(t)
+    return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m training.data.audio_tokenizers",
+                                 description="Add answer speech codes to a FLAME-QA dataset.")  # fmt: skip
+    ap.add_argument("src", type=Path)
+    ap.add_argument("--tokenizer", required=True, help="'cosyvoice2:PATH' (Step-Audio-2), 'toy' or 'module:attr'")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    counts = add_answer_codes(args.src, args.out, load_audio_tokenizer(args.tokenizer))
+    print(f"{counts['coded']} samples coded, {counts['kept']} unchanged -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
