@@ -64,6 +64,10 @@ def test_cached_decoding_equals_full_forward_and_ta4_holds():
         cur = lay.ta4_advance(cur, tok)
         audio += lay.is_audio(tok)
     assert audio == end.counts["audio_tokens"] >= eng.min_audio_tokens
+    # the output split the engine streamed equals upstream's TA4 parser on the generated ids
+    split = lay.split(ids[start : start + n])
+    assert len(split.audio) == audio and eng.stack.tokenizer.decode(split.text) == end.text
+    lay.ta4_check(ids[start : start + n])
 
     # hidden states at audio positions -> connector, window by window == teacher-forced training forward
     pos = [i for i, t in enumerate(fed) if lay.is_audio(t)]
