@@ -411,6 +411,65 @@ def model_fixture(up: Upstream, step_audio2: Path, out: Path) -> None:
     print("wrote", d, out / "tiny_model.npz")
 
 
+def hf_chat_fixture(step_audio2: Path, tok, out: Path) -> None:
+    """Step-Audio2 ``stepaudio2.py`` ``StepAudio2.apply_chat_template`` + the tokenization of its ``__call__``."""
+    import numpy as np
+    import torch
+
+    from a2llm_rt.models.token_layout import TINY
+
+    _stub("torchaudio")
+    _stub("device_utils", get_device=lambda: torch.device("cpu"))
+    sys.path.insert(0, str(step_audio2))
+    try:
+        sa2 = _load(step_audio2 / "stepaudio2.py", "_upstream_stepaudio2")
+    finally:
+        sys.path.remove(str(step_audio2))
+    rng = np.random.default_rng(SEED + 1)
+    waves = {
+        "question.wav": (0.3 * rng.standard_normal(12800 + 333)).astype(np.float32),
+        "second.wav": (0.2 * np.sin(np.arange(20000 + 77) * 0.05)).astype(np.float32),
+    }
+    sa2.load_audio = lambda path: torch.from_numpy(waves[path])  # stand-in for reading the files
+    text_answer, codes = "It is sunny and warm.", [3, 17, 42, 9, 11, 63, 0, 5, 27]
+    stream = TINY.interleave(tok.encode(text_answer, add_special_tokens=False), codes)
+    generated = stream[1:]  # what generate() returned after the prompt's <tts_start>, without the final <|EOT|>
+    messages = [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "human", "content": [{"type": "audio", "audio": "question.wav"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "<tts_start>"},
+                                          {"type": "token", "token": generated}]},
+        {"role": "human", "content": "Now tell me about Paris."},
+        {"role": "human", "content": [{"type": "text", "text": "Translate the speech."},
+                                      {"type": "audio", "audio": "second.wav"}]},
+        {"role": "assistant", "content": "<tts_start>", "eot": False},
+    ]  # fmt: skip
+    parts, mels = sa2.StepAudio2.apply_chat_template(None, messages)
+    ids: list[int] = []
+    for msg in parts:  # StepAudio2Base.__call__'s tokenization
+        if isinstance(msg, str):
+            ids += tok(text=msg, return_tensors="pt", padding=True)["input_ids"][0].tolist()
+        else:
+            ids += list(msg)
+    meta = {
+        "upstream": {"repo": "stepfun-ai/Step-Audio2", "commit": "c22bfade1579c55aa6cffbce40094fd5770b5331",
+                     "file": "stepaudio2.py", "function": "StepAudio2.apply_chat_template + StepAudio2Base.__call__ "
+                     "tokenization (written here: __call__ also generates)"},
+        "layout": "tiny",
+        "note": "upstream's tokenizer class over the tiny vocabulary; the audio files are seeded waveforms of "
+        "audio_samples samples (load_audio stand-in; the ids depend only on their lengths, log-mel values are "
+        "compared in tiny_model.npz); utils.py from the directory given with --step-audio2",
+        "audio_samples": {k: int(v.shape[0]) for k, v in waves.items()},
+        "mel_frames": [int(m.shape[1]) for m in mels],
+        "messages": [dict(m) for m in messages],
+        "answer_text": text_answer,
+        "answer_codes": codes,
+        "ids": [int(i) for i in ids],
+    }  # fmt: skip
+    (out / "chat_template_hf.json").write_text(json.dumps(meta, indent=1) + "\n")
+    print("wrote", out / "chat_template_hf.json")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--vllm-mini", type=Path, required=True, help="stepfun-ai/vllm checkout, branch step-audio2-mini")
@@ -441,7 +500,9 @@ def main(argv: list[str] | None = None) -> None:
                 (args.out / name).write_text(json.dumps(obj, indent=1) + "\n")
                 print("wrote", args.out / name)
             if tag == "mini":
-                mini = up
+                mini, mini_tok = up, tok
+                if args.step_audio2 is not None:
+                    hf_chat_fixture(args.step_audio2, tok, args.out)
     if args.step_audio2 is not None:
         model_fixture(mini, args.step_audio2, args.out)
 

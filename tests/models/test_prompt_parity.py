@@ -47,3 +47,26 @@ def test_the_spoken_answer_closes_with_tts_end_then_eot():
     ids = fx["ids"]
     k = ids.index(TINY.tts_end)
     assert ids[k + 1] == TINY.eot and ids[k + 2] == TINY.bot
+
+
+def test_history_equals_step_audio2_apply_chat_template():
+    """stepfun-ai/Step-Audio2 ``StepAudio2.apply_chat_template`` (audio questions turned into mel chunks and
+    placeholders, a spoken answer re-sent as ``<tts_start>`` + generated tokens + ``<|EOT|>``, text + audio in one
+    human turn, an open spoken answer)."""
+    fx = upstream_fixture("chat_template_hf.json")
+    msgs = fx["messages"]
+    fmt = ChatFormat(build_tiny_tokenizer(), TINY)
+    gen = torch.Generator().manual_seed(0)
+    waves = {k: 0.1 * torch.randn(n, generator=gen) for k, n in fx["audio_samples"].items()}
+    h = ChatHistory(fmt, msgs[0]["content"])
+    h.add_user_audio(waves[msgs[1]["content"][0]["audio"]])
+    h.start_assistant(speech=True)
+    generated = msgs[2]["content"][1]["token"]
+    assert generated == TINY.interleave(fmt.encode(fx["answer_text"]), fx["answer_codes"])[1:]
+    h.append_generated(generated)
+    h.end_assistant()
+    h.add_user_text(msgs[3]["content"])
+    h.add_user_audio(waves[msgs[4]["content"][1]["audio"]], text=msgs[4]["content"][0]["text"])
+    h.start_assistant(speech=True)
+    assert h.ids == fx["ids"]
+    assert [m.shape[1] for m in h.mels] == fx["mel_frames"]
