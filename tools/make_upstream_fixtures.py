@@ -500,7 +500,7 @@ def main(argv: list[str] | None = None) -> None:
                 (args.out / name).write_text(json.dumps(obj, indent=1) + "\n")
                 print("wrote", args.out / name)
             if tag == "mini":
-                mini, mini_tok = up, tok
+                mini = up
                 if args.step_audio2 is not None:
                     hf_chat_fixture(args.step_audio2, tok, args.out)
     if args.step_audio2 is not None:
