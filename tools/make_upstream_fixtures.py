@@ -26,6 +26,9 @@ Fixtures written (each with ``upstream`` = repo, branch, commit, file, function)
 - ``ta4_parser.json``: ``StepAudio2TTSTA4Parser.extract_audio_content_nonstreaming`` on generated streams;
 - ``chat_template.json``: ``apply_chat_template_trans_ta4`` of a multi-turn conversation (system, text, a spoken
   answer, audio placeholders, an open spoken answer).
+- ``chat_template_hf.json`` (with ``--step-audio2``): stepfun-ai/Step-Audio2 ``stepaudio2.py``
+  ``StepAudio2.apply_chat_template`` of a conversation with audio questions, a spoken answer re-sent as upstream's
+  multi-turn example does, and a text + audio turn, tokenized as its ``__call__`` does;
 - ``tiny_model/`` (with ``--step-audio2``): a tiny random Step-Audio-2 checkpoint written from upstream modules
   (``AudioEncoder`` and ``Adaptor`` of the vLLM fork's ``mm_step_audio.py``; the text model is transformers'
   ``Qwen2Model`` built from the fork's ``StepAudio2TextConfig``, as upstream's HF model ``StepAudio2ForCausalLM``
@@ -35,8 +38,9 @@ Fixtures written (each with ``upstream`` = repo, branch, commit, file, function)
   adapter rows in order (the fork's ``merge_multimodal_embeddings`` rule, written here: the fork's vLLM helper is not
   importable without vLLM), and the placeholder counts of both upstreams over a grid of mel lengths.
   ``mm_step_audio.py`` imports most of vLLM; those imports are replaced by inert stand-ins (only the torch modules
-  above run). ``--step-audio2`` is a directory holding stepfun-ai/Step-Audio2's ``utils.py`` (its ``torchaudio``
-  import, used only to read files, is replaced by a stand-in).
+  above run). ``--step-audio2`` is a directory holding stepfun-ai/Step-Audio2's ``utils.py`` and ``stepaudio2.py``
+  (their ``torchaudio`` / ``device_utils`` imports, used only to read files and pick a device, are replaced by
+  stand-ins).
 """
 
 from __future__ import annotations
