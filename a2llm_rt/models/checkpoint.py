@@ -297,6 +297,12 @@ def from_pretrained_dir(
         if diff:
             raise InputError("config.json differs from the expected backbone: " + "; ".join(diff[:8]), cfg_file)
     layout = get_token_layout(cfg.token_layout) if layout is None else layout
+    if layout.vocab_size != cfg.vocab_size:
+        raise InputError(
+            f"text_config.vocab_size {cfg.vocab_size} differs from token layout {layout.name!r} "
+            f"({layout.vocab_size} ids): not this backbone's vocabulary",
+            cfg_file,
+        )
     tokenizer = None
     if (path / "tokenizer.json").is_file() or (path / "vocab.json").is_file():
         tokenizer = load_tokenizer(path)

@@ -104,6 +104,8 @@ def test_different_vocabulary_and_broken_config(copy):
     (copy / "config.json").write_text(json.dumps(cfg))
     rep = diagnose(copy)
     assert any("vocab_size 400" in p for p in rep.problems)
+    with pytest.raises(InputError, match="config.json: text_config.vocab_size 400 differs from token layout 'tiny'"):
+        from_pretrained_dir(copy, dtype=torch.float32)
     del cfg["text_config"]["hidden_size"]
     (copy / "config.json").write_text(json.dumps(cfg))
     assert any("config.json" in p and "text_config.hidden_size missing" in p for p in diagnose(copy).problems)
