@@ -1,15 +1,13 @@
 """The decode loop's pieces: TA4 token classes, per-turn state, the batched (optionally graph-captured) decode step,
 and the motion path (hidden-state windows -> connector -> motion codes -> streaming decoder -> face frames).
 
-Token stream of a spoken answer (after ``<tts_start>``, which the prompt prefills): slot ``k`` is a text slot when
-``layout.slot_is_text(k)`` (TA4: every 5th), else an audio slot. Each step masks the logits to the class its slot
-allows, so the interleave holds whatever the weights are:
-
-- text slot: text ids (not ``<|BOT|>``/``<|endoftext|>``), ``<tts_pad>`` and the stop ids ``<|EOT|>``/``<tts_end>``;
-  after the first ``<tts_pad>`` (text ran out) only ``<tts_pad>`` and stops; once audio ran out too, only stops;
-- audio slot: the real audio codes and the audio padding code; after the first padding code, only padding.
-
-Stops are masked out until ``min_audio_tokens`` audio tokens exist (as is the audio padding code). Every sampled
+Token stream of a spoken answer (after ``<tts_start>``, which the prompt prefills): each step masks the logits to
+the token classes the layout's TA4 grammar allows next (:meth:`TokenLayout.ta4_allowed`, the streams upstream's
+``build_tts_interleave_data`` builds: 1 text token then up to 4 audio codes per group, text-only groups once the
+audio has ended, ``<tts_pad>`` once the text has ended, the audio padding code only after the real codes), and the
+turn's :class:`~a2llm_rt.models.token_layout.TA4Cursor` advances with each sampled token, so the interleave holds
+whatever the weights are. Choices that end the audio (stops, the padding code, text in an audio slot) are masked out
+until ``min_audio_tokens`` audio tokens exist. Every sampled
 token is fed back at the next step; the stop token is not (the history closes the turn, see ``prompt.py``).
 
 Hidden states are tapped at audio positions only: the backbone's tapped state at the position whose *input* is an
@@ -32,7 +30,7 @@ from a2llm_rt.engine.timing import TurnClock
 from a2llm_rt.errors import InputError
 from a2llm_rt.face.flame_to_arkit import ArkitMap, flame_to_arkit, flame_to_livelink
 from a2llm_rt.models.kv_cache import KVCache
-from a2llm_rt.models.token_layout import TokenLayout
+from a2llm_rt.models.token_layout import TA4Cursor, TokenLayout
 
 GRAPH_MODES = ("none", "cuda_graph", "compile", "auto")
 
@@ -41,7 +39,12 @@ log = logging.getLogger(__name__)
 
 # ---- token classes ------------------------------------------------------------------------------------------------
 class TokenClasses:
-    """Boolean id masks ``[V]`` of the token classes of a layout (on the model's device), combined per slot."""
+    """Boolean id masks ``[V]`` of the TA4 token classes of a layout (on the model's device), combined per step.
+
+    The classes are :meth:`TokenLayout.token_class`'s: ``text`` (text ids, no specials), ``tts_pad``, ``audio``
+    (real codes), ``audio_pad`` and ``stop`` (``<|EOT|>``, ``<tts_end>``); which of them a step allows is the
+    layout's TA4 grammar (:meth:`TokenLayout.ta4_allowed`), so the mask logic lives in one place.
+    """
 
     def __init__(self, layout: TokenLayout, device: torch.device | str):
         v = layout.vocab_size
@@ -56,41 +59,34 @@ class TokenClasses:
             t = getattr(layout, f)
             if t is not None:
                 text[t] = False
-        self.text = text
-        self.stop = torch.zeros(v, dtype=torch.bool)
-        self.stop[[i for i in (self.eot, self.tts_end) if i is not None]] = True
-        self.pad = torch.zeros(v, dtype=torch.bool)
-        self.pad[self.tts_pad] = True
-        self.audio = layout.audio_mask(ids)
-        self.audio_pad_mask = torch.zeros(v, dtype=torch.bool)
+        stop = torch.zeros(v, dtype=torch.bool)
+        stop[[i for i in (self.eot, self.tts_end) if i is not None]] = True
+        pad = torch.zeros(v, dtype=torch.bool)
+        pad[self.tts_pad] = True
+        audio_pad = torch.zeros(v, dtype=torch.bool)
         if self.audio_pad is not None:
-            self.audio_pad_mask[self.audio_pad] = True
+            audio_pad[self.audio_pad] = True
+        self.classes = {"text": text, "tts_pad": pad, "audio": layout.audio_mask(ids), "audio_pad": audio_pad,
+                        "stop": stop}  # fmt: skip
         self.device = torch.device(device)
-        self._cache: dict[tuple, torch.Tensor] = {}
+        self._cache: dict[frozenset, torch.Tensor] = {}
 
-    def allowed(self, text_slot: bool, text_done: bool, audio_done: bool, may_stop: bool) -> torch.Tensor:
-        """The ``[V]`` mask of one slot (cached per combination)."""
-        key = (text_slot, text_done, audio_done, may_stop)
-        m = self._cache.get(key)
+    def mask(self, classes: frozenset[str]) -> torch.Tensor:
+        """The ``[V]`` mask of the union of ``classes`` (cached per set); only stops when that would be empty."""
+        m = self._cache.get(classes)
         if m is None:
-            if text_slot:
-                if text_done and audio_done:
-                    m = self.stop.clone()
-                else:
-                    m = self.pad.clone() if text_done else self.text | self.pad
-                    if may_stop:
-                        m |= self.stop
-            elif audio_done:
-                m = self.audio_pad_mask.clone()
-            else:
-                m = self.audio.clone()
-                if may_stop:
-                    m |= self.audio_pad_mask
-            if not m.any():  # a layout without an audio padding code: keep going with real codes
-                m = self.audio.clone()
+            m = torch.zeros(self.layout.vocab_size, dtype=torch.bool)
+            for c in classes:
+                m |= self.classes[c]
+            if not m.any():
+                m = self.classes["stop"].clone()
             m = m.to(self.device)
-            self._cache[key] = m
+            self._cache[classes] = m
         return m
+
+    def allowed(self, cursor: TA4Cursor, may_stop: bool) -> torch.Tensor:
+        """The ``[V]`` mask of the next token after a stream at ``cursor`` (``may_stop``: enough audio to end)."""
+        return self.mask(self.layout.ta4_allowed(cursor, may_stop))
 
 
 # ---- per-turn state -----------------------------------------------------------------------------------------------
@@ -99,8 +95,8 @@ class TurnState:
     """Everything one session's current turn carries between engine steps."""
 
     clock: TurnClock
-    slot: int = 0
-    """Index (after ``<tts_start>``) of the next token to sample."""
+    ta4: TA4Cursor = dataclasses.field(default_factory=TA4Cursor)
+    """Where the generated TA4 stream stands (the grammar of :meth:`TokenLayout.ta4_allowed`)."""
     next_input: int | None = None
     """Sampled token waiting to be fed at the next step."""
     text_ids: list[int] = dataclasses.field(default_factory=list)
@@ -109,8 +105,6 @@ class TurnState:
     text_tokens: int = 0
     new_tokens: int = 0
     steps: int = 0
-    text_done: bool = False
-    audio_done: bool = False
     recent_text: deque = dataclasses.field(default_factory=lambda: deque(maxlen=64))
     recent_audio: deque = dataclasses.field(default_factory=lambda: deque(maxlen=64))
     vocoder_pending: list[int] = dataclasses.field(default_factory=list)

@@ -60,7 +60,7 @@ from a2llm_rt.engine.sampling import (
 from a2llm_rt.engine.session import Session
 from a2llm_rt.engine.timing import TurnClock
 from a2llm_rt.errors import A2LLMError, InputError
-from a2llm_rt.models.prompt import ChatFormat, ChatHistory, prepare_waveform
+from a2llm_rt.models.prompt import DEFAULT_SYSTEM_PROMPT, ChatFormat, ChatHistory, prepare_waveform
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ class EngineConfig(Config):
     """Room a cache row must keep after a prompt for the answer."""
     graph: str = "auto"
     """Decode-step execution: ``auto`` (CUDA graph on CUDA), ``cuda_graph``, ``compile``, ``none``."""
-    system_prompt: str | None = "You are a helpful assistant."
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
     speech: bool = True
     """Spoken answers (``<tts_start>`` prefilled, TA4). Text-only answers are not supported by the engine yet."""
     sampling: SamplingConfig = dataclasses.field(default_factory=SamplingConfig)
@@ -392,7 +392,7 @@ class Engine:
             t = s.turn
             if t is None:
                 continue
-            text_slot = self.layout.slot_is_text(t.slot)
+            text_slot = t.ta4.text_slot
             length = s.history.consumed + (1 if s.id in fed else 0)
             if length >= self.cfg.max_len - 1:
                 t.finished = "context_full"
@@ -408,7 +408,7 @@ class Engine:
             p = s.sampling.text if text_slot else s.sampling.audio
             params.append(p)
             gens.append(s.generator)
-            masks.append(self.classes.allowed(text_slot, t.text_done, t.audio_done, may_stop))
+            masks.append(self.classes.allowed(t.ta4, may_stop))
             hist.append(list(t.recent(text_slot)) if p.repetition_penalty != 1.0 else [])
             slots.append(text_slot)
         batch = SamplingBatch(params, gens, hist, self.layout.vocab_size, self.device)
@@ -443,16 +443,15 @@ class Engine:
     def _accept(self, s: Session, tok: int, text_slot: bool, events: list[Event]) -> None:
         """Record one sampled token: text delta / audio code / stop; push the vocoder at a group's end."""
         t = s.turn
-        cl = self.classes
         t.new_tokens += 1
-        t.slot += 1
-        if text_slot:
-            if tok == cl.eot or tok == cl.tts_end:
-                t.finished, t.stop_token = "eot", tok
-                return
-            if tok == cl.tts_pad:
-                t.text_done = True
-            else:
+        was_audio_slot = not t.ta4.text_slot
+        t.ta4 = self.layout.ta4_advance(t.ta4, tok)  # the mask allowed it; raises on a broken stream
+        kind = self.layout.token_class(tok)
+        if kind == "stop":
+            t.finished, t.stop_token = "eot", tok
+            return
+        if kind in ("text", "tts_pad"):
+            if kind == "text":
                 t.text_ids.append(tok)
                 t.text_tokens += 1
                 delta = text_delta(self.stack.tokenizer, t.text_ids, t.text_sent)
@@ -460,15 +459,15 @@ class Engine:
                     t.text_sent += delta
                     events.append(TextDelta(s.id, delta))
             t.recent_text.append(tok)
+            if was_audio_slot:  # a short audio group: the audio ended
+                self._vocode(s, events, final=False)
         else:
-            if self.layout.is_audio_pad(tok):
-                t.audio_done = True
-            else:
+            if kind == "audio":
                 t.vocoder_pending.append(tok - self.layout.audio_offset)
                 t.audio_tokens += 1
                 t.clock.mark_audio_token()
             t.recent_audio.append(tok)
-            if self.layout.slot_is_text(t.slot):  # the group's audio is complete
+            if t.ta4.text_slot:  # the group's audio is complete
                 self._vocode(s, events, final=False)
         s.history.append_generated([tok])
         t.next_input = tok
