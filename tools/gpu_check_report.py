@@ -103,8 +103,16 @@ def notes_of(part: dict) -> list[str]:
     return notes
 
 
-def machine() -> dict:
+def machine(dry_run: bool = False) -> dict:
     info = {"hostname": platform.node(), "python": platform.python_version(), "platform": platform.platform()}
+    if dry_run:  # no GPU to name: spare the rehearsal a torch import
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            info |= {"torch": version("torch"), "cuda": None, "gpus": []}
+        except PackageNotFoundError:
+            info["torch_error"] = "torch not installed"
+        return info
     try:
         import torch
 
@@ -156,7 +164,7 @@ def build(out_dir: Path, dry_run: bool, elapsed: float) -> dict:
         "dry_run": dry_run,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "elapsed_s": float(elapsed),
-        "machine": machine(),
+        "machine": machine(dry_run),
         "parts": parts,
         "figures": figures,
         "ok": all(p["status"] in ("passed", "skipped") for p in parts),
