@@ -120,7 +120,9 @@ def _mem() -> tuple[float, float]:
     return torch.cuda.memory_allocated() / 2**20, torch.cuda.max_memory_allocated() / 2**20
 
 
-def run(engine: Engine, batch: int, question_s: float, turns: int) -> dict:
+def run(engine: Engine, batch: int, question_s: float, turns: int, kv_mb: float = 0.0) -> dict:
+    """Mean figures of ``turns`` timed turns of ``batch`` sessions (after a warm-up turn); ``kv_mb``: the KV cache of
+    one session (MiB), counted in ``gpu_mem_per_session_mb``."""
     rng = np.random.default_rng(0)
     sessions = [engine.new_session() for _ in range(batch)]
     rows = []
@@ -158,7 +160,9 @@ def run(engine: Engine, batch: int, question_s: float, turns: int) -> dict:
     out = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]} | {"batch": batch}
     peak_mb = torch.cuda.max_memory_allocated(dev) / 2**20 if cuda else 0.0
     out["peak_gpu_mem_mb"] = peak_mb
-    out["gpu_mem_per_session_mb"] = (peak_mb - base_mb) / batch if cuda else 0.0
+    out["working_gpu_mem_mb"] = peak_mb - base_mb if cuda else 0.0  # above weights + the preallocated cache
+    # a session's KV-cache row plus its share of the working memory of this batch size
+    out["gpu_mem_per_session_mb"] = kv_mb + out["working_gpu_mem_mb"] / batch if cuda else 0.0
     return out
 
 
@@ -275,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
                     try:
                         if engine is None:
                             engine = Engine(stack, _config(args, max(args.batch), mode))
-                        row |= run(engine, b, args.question_seconds, args.turns)
+                        row |= run(engine, b, args.question_seconds, args.turns, kv_bytes / 2**20)
                         row["ran_as"] = engine.runner.mode
                         row["fallback"] = engine.runner.fallback
                     except Exception as e:  # noqa: BLE001 - one failing mode must not hide the others' figures

@@ -23,7 +23,8 @@ STATUSES = ("passed", "failed", "timeout", "skipped")
 PART_KEYS = {"name": str, "status": str, "rc": int, "seconds": float, "budget_s": float, "message": str}
 TOP_KEYS = {"schema": str, "dry_run": bool, "date": str, "elapsed_s": float, "machine": dict, "parts": list,
             "figures": dict, "ok": bool}  # fmt: skip
-ENGINE_METRICS = ("ttft_s", "ttfa_s", "rtf", "steps_per_s", "step_ms", "gpu_mem_per_session_mb", "peak_gpu_mem_mb")
+ENGINE_METRICS = ("ttft_s", "ttfa_s", "rtf", "steps_per_s", "step_ms", "gpu_mem_per_session_mb", "peak_gpu_mem_mb",
+                  "working_gpu_mem_mb")
 
 
 def junit_counts(path: Path) -> dict[str, int] | None:
@@ -102,8 +103,16 @@ def notes_of(part: dict) -> list[str]:
     return notes
 
 
-def machine() -> dict:
+def machine(dry_run: bool = False) -> dict:
     info = {"hostname": platform.node(), "python": platform.python_version(), "platform": platform.platform()}
+    if dry_run:  # no GPU to name: spare the rehearsal a torch import
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            info |= {"torch": version("torch"), "cuda": None, "gpus": []}
+        except PackageNotFoundError:
+            info["torch_error"] = "torch not installed"
+        return info
     try:
         import torch
 
@@ -155,7 +164,7 @@ def build(out_dir: Path, dry_run: bool, elapsed: float) -> dict:
         "dry_run": dry_run,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "elapsed_s": float(elapsed),
-        "machine": machine(),
+        "machine": machine(dry_run),
         "parts": parts,
         "figures": figures,
         "ok": all(p["status"] in ("passed", "skipped") for p in parts),

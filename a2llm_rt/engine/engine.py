@@ -293,11 +293,11 @@ class Engine:
             plan = self._plan([s for s in sessions if s.id in prefilled and s.turn is not None] + decoding, decoding)
             # ONE host->device copy per step: the decode step's ids/active and every row's sampling settings
             b = self.cache.batch_size
-            host = host_buffer((2 * b + plan.host.numel(),), torch.float64, self.device)
-            host[: 2 * b].zero_()
+            head = [0.0] * (2 * b)  # ids [B], then active [B]
             for s in decoding:
-                host[s.row] = s.turn.next_input
-                host[b + s.row] = 1.0
+                head[s.row], head[b + s.row] = float(s.turn.next_input), 1.0
+            host = host_buffer((2 * b + plan.host.numel(),), torch.float64, self.device)
+            host[: 2 * b] = torch.tensor(head, dtype=torch.float64)
             host[2 * b :] = plan.host.view(-1)
             dev = upload(host, self.device)
             packed = dev[2 * b :].view(plan.n, plan.width)

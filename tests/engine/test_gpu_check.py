@@ -4,6 +4,7 @@ not in the few minutes a GPU machine is lent. Also: the script reaches no packag
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -11,10 +12,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tools.gpu_check_report import PARTS, SCHEMA, validate
-
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "tools" / "gpu_check.sh"
+
+
+def _report_module():
+    """``tools/gpu_check_report.py`` by path (``tools`` is not a package; another one may be installed)."""
+    spec = importlib.util.spec_from_file_location("gpu_check_report", REPO / "tools" / "gpu_check_report.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_R = _report_module()
+PARTS, SCHEMA, validate = _R.PARTS, _R.SCHEMA, _R.validate
 
 
 def test_dry_run_exercises_every_part_and_writes_the_schema(tmp_path):
