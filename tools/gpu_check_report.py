@@ -162,7 +162,7 @@ def build(out_dir: Path, dry_run: bool, elapsed: float) -> dict:
     report = {
         "schema": SCHEMA,
         "dry_run": dry_run,
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "elapsed_s": float(elapsed),
         "machine": machine(dry_run),
         "parts": parts,
