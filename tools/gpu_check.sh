@@ -130,10 +130,11 @@ if [ "$DRY" = 1 ]; then
     --seconds 0.3 --question-seconds 0.3 --max-len 256 --trace "$OUTDIR/trace.json" --trace-steps 5 \
     --out "$OUTDIR/trace_meta.json"
 else
-  # the engine tests but the slowest file and the rehearsal itself, on the CPU: APIs newer than this torch fail here
+  # the engine tests on the CPU (APIs newer than this torch fail here) but the slowest file, the rehearsal itself and
+  # the ONNX-export one (torch.onnx.export(dynamo=True) needs onnxscript, which that machine lacks)
   part smoke 60 "$OUTDIR/smoke.xml" -- env CUDA_VISIBLE_DEVICES= "$PY" -m pytest -q -p no:cacheprovider \
     -m "not gpu and not slow" tests/engine --ignore=tests/engine/test_gpu_check.py \
-    --ignore=tests/engine/test_engine.py --junitxml="$OUTDIR/smoke.xml"
+    --ignore=tests/engine/test_engine.py --ignore=tests/engine/test_motion_backend.py --junitxml="$OUTDIR/smoke.xml"
   # shellcheck disable=SC2086
   part gpu 120 "$OUTDIR/gpu_tests.xml" -- "$PY" -m pytest -q -p no:cacheprovider -m gpu $GPU_TESTS \
     --junitxml="$OUTDIR/gpu_tests.xml"
