@@ -125,6 +125,8 @@ class TurnState:
     face_frames_made: int = 0
     """Face frames the decoder produced so far (some may be trimmed at the end)."""
     audio_samples: int = 0
+    motion_flushed: bool = False
+    """The turn's last window and the decoder's held-back frames went out (the turn is ending)."""
     finished: str | None = None
     stop_token: int | None = None
 
