@@ -352,9 +352,7 @@ class Engine:
         s.turn = t
         return out.logits[0]
 
-    def _decode_step(
-        self, decoding: list[Session], ids: torch.Tensor, active: torch.Tensor
-    ) -> dict[int, torch.Tensor]:
+    def _decode_step(self, decoding: list[Session], ids: torch.Tensor, active: torch.Tensor) -> dict[int, torch.Tensor]:
         """One batched step; ids ``[B, 1]`` and active ``[B]`` already on the device. -> {session id: logits [V]}."""
         with nvtx_range("step"):
             logits, hidden = self.runner.run(ids, active)

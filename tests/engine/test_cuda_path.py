@@ -405,8 +405,10 @@ def test_attention_runs_a_fused_kernel_in_bf16():
     q = torch.randn(4, 28, 1, 128, device="cuda", dtype=torch.bfloat16)
     k = torch.randn(4, 4, 512, 128, device="cuda", dtype=torch.bfloat16)
     v = torch.randn_like(k)
-    mask = (torch.arange(512, device="cuda")[None, None, None, :] < torch.tensor([5, 100, 300, 512],
-                                                                                 device="cuda")[:, None, None, None])
+    mask = (
+        torch.arange(512, device="cuda")[None, None, None, :]
+        < torch.tensor([5, 100, 300, 512], device="cuda")[:, None, None, None]
+    )
     with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]):
         out = grouped_attention(q, k, v, mask)
     ref = F.scaled_dot_product_attention(q.float(), k.float().repeat_interleave(7, 1),
