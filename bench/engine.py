@@ -205,10 +205,19 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", choices=("tiny", "full"), default="tiny")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--modes", nargs="+", default=None, choices=("auto", "none", "cuda_graph", "compile"),
-                    help="decode-step modes, side by side (default: cuda_graph compile none on CUDA, none on CPU)")
-    ap.add_argument("--graph", default=None, choices=("auto", "none", "cuda_graph", "compile"),
-                    help="one mode (same as --modes MODE)")
+    ap.add_argument(
+        "--modes",
+        nargs="+",
+        default=None,
+        choices=("auto", "none", "cuda_graph", "compile"),
+        help="decode-step modes, side by side (default: cuda_graph compile none on CUDA, none on CPU)",
+    )
+    ap.add_argument(
+        "--graph",
+        default=None,
+        choices=("auto", "none", "cuda_graph", "compile"),
+        help="one mode (same as --modes MODE)",
+    )
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 4])
     ap.add_argument("--seconds", type=float, default=4.0, help="answer audio per turn")
     ap.add_argument("--question-seconds", type=float, default=3.0)
@@ -304,8 +313,10 @@ def _print_row(r: dict) -> None:
     if "ttft_s" not in r:
         print(f"{r['mode']:>10} {'-':>10} {r['batch']:>5}  {r.get('skipped') or r.get('error')}")
         return
-    print(f"{r['mode']:>10} {r['ran_as']:>10} {r['batch']:>5} {r['ttft_s'] * 1e3:>9.1f} {r['ttfa_s'] * 1e3:>9.1f} "
-          f"{r['rtf']:>7.3f} {r['step_ms']:>8.2f} {r['steps_per_s']:>8.1f} {r['gpu_mem_per_session_mb']:>9.1f}")
+    print(
+        f"{r['mode']:>10} {r['ran_as']:>10} {r['batch']:>5} {r['ttft_s'] * 1e3:>9.1f} {r['ttfa_s'] * 1e3:>9.1f} "
+        f"{r['rtf']:>7.3f} {r['step_ms']:>8.2f} {r['steps_per_s']:>8.1f} {r['gpu_mem_per_session_mb']:>9.1f}"
+    )
 
 
 if __name__ == "__main__":

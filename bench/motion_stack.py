@@ -262,8 +262,11 @@ def compare_graph(args) -> int:
     print(f"motion stack on {dev}: W={args.window} ({connector.cfg.tokens_per_window} motion tokens per step), "
           f"{'tiny' if args.tiny else 'paper'} sizes, connector {str(dtype).replace('torch.', '')}")  # fmt: skip
     for r in rows:
-        fig = f"{r['ms_per_step']:8.3f} ms/step {r['ms_per_motion_token']:8.3f} ms/motion token" if "ms_per_step" in r \
+        fig = (
+            f"{r['ms_per_step']:8.3f} ms/step {r['ms_per_motion_token']:8.3f} ms/motion token"
+            if "ms_per_step" in r
             else r.get("skipped") or r.get("error")
+        )
         print(f"  {r['variant']:12s} batch {r['batch']:3d}: {fig}")
     result = {"bench": "motion_stack_graph", "sizes": "tiny" if args.tiny else "paper", "device": str(dev),
               "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor(),

@@ -39,7 +39,7 @@ if [ "$DRY" = 1 ]; then
   # the project venv (or what the caller names): the rehearsal runs where `make test` runs
   PY=${GPU_CHECK_PYTHON:-$ROOT/.venv/bin/python}
   [ -x "$PY" ] || PY=python3
-  TOTAL=${GPU_CHECK_TOTAL_S:-300}
+  TOTAL=${GPU_CHECK_TOTAL_S:-1800}  # plumbing, not timing: generous on a loaded CI machine
   DEVICE=cpu
   export CUDA_VISIBLE_DEVICES=""
 else
@@ -102,7 +102,7 @@ WHL=(.whl/*.whl)
 shopt -u nullglob
 if [ "$DRY" = 1 ]; then
   # the rehearsal's interpreter is not the lent machine's (cp312): check the wheel set, do not put it on the path
-  part wheels 20 "$OUTDIR/wheels.json" -- "$PY" tools/gpu_wheels.py check --wheel-dir .whl --allow-missing \
+  part wheels 60 "$OUTDIR/wheels.json" -- "$PY" tools/gpu_wheels.py check --wheel-dir .whl --allow-missing \
     --out "$OUTDIR/wheels.json"
 elif [ "${#WHL[@]}" -gt 0 ]; then
   part wheels 30 "$OUTDIR/wheels.json" -- bash -c '"$0" -m pip install --no-index --no-deps --quiet --target "$1" "${@:3}" &&
@@ -117,23 +117,24 @@ fi
 GPU_TESTS=$(grep -rlE "pytest\.mark\.gpu|mark\.gpu" tests --include='test_*.py' | sort | tr '\n' ' ')
 log "gpu-marked test files: ${GPU_TESTS:-none found}"
 if [ "$DRY" = 1 ]; then
-  part smoke 40 "$OUTDIR/smoke.xml" -- "$PY" -m pytest -q -p no:cacheprovider -x -m "not gpu and not slow" \
+  part smoke 240 "$OUTDIR/smoke.xml" -- "$PY" -m pytest -q -p no:cacheprovider -x -m "not gpu and not slow" \
     tests/engine/test_sampling.py --junitxml="$OUTDIR/smoke.xml"
   # the same selection and marker; one file keeps the rehearsal quick (every gpu test skips on a CPU)
-  part gpu 40 "$OUTDIR/gpu_tests.xml" -- "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/engine/test_cuda_path.py \
+  part gpu 240 "$OUTDIR/gpu_tests.xml" -- "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/engine/test_cuda_path.py \
     --junitxml="$OUTDIR/gpu_tests.xml"
-  part engine 60 "$OUTDIR/engine.json" -- "$PY" bench/engine.py --preset tiny --device cpu --modes cuda_graph compile none \
-    --batch 1 2 --seconds 0.3 --question-seconds 0.3 --turns 1 --max-len 256 --budget-s 50 --out "$OUTDIR/engine.json"
-  part motion 40 "$OUTDIR/motion.json" -- "$PY" -m bench.motion_stack --tiny --compare-graph --device cpu \
+  part engine 300 "$OUTDIR/engine.json" -- "$PY" bench/engine.py --preset tiny --device cpu --modes cuda_graph compile none \
+    --batch 1 2 --seconds 0.3 --question-seconds 0.3 --turns 1 --max-len 256 --budget-s 250 --out "$OUTDIR/engine.json"
+  part motion 240 "$OUTDIR/motion.json" -- "$PY" -m bench.motion_stack --tiny --compare-graph --device cpu \
     --batches 1 32 --repeats 2 --out "$OUTDIR/motion.json"
-  part trace 40 "$OUTDIR/trace_meta.json" -- "$PY" bench/engine.py --preset tiny --device cpu --modes none --batch 2 \
+  part trace 240 "$OUTDIR/trace_meta.json" -- "$PY" bench/engine.py --preset tiny --device cpu --modes none --batch 2 \
     --seconds 0.3 --question-seconds 0.3 --max-len 256 --trace "$OUTDIR/trace.json" --trace-steps 5 \
     --out "$OUTDIR/trace_meta.json"
 else
-  # the engine tests but the slowest file and the rehearsal itself, on the CPU: APIs newer than this torch fail here
+  # the engine tests on the CPU (APIs newer than this torch fail here) but the slowest file, the rehearsal itself and
+  # the ONNX-export one (torch.onnx.export(dynamo=True) needs onnxscript, which that machine lacks)
   part smoke 60 "$OUTDIR/smoke.xml" -- env CUDA_VISIBLE_DEVICES= "$PY" -m pytest -q -p no:cacheprovider \
     -m "not gpu and not slow" tests/engine --ignore=tests/engine/test_gpu_check.py \
-    --ignore=tests/engine/test_engine.py --junitxml="$OUTDIR/smoke.xml"
+    --ignore=tests/engine/test_engine.py --ignore=tests/engine/test_motion_backend.py --junitxml="$OUTDIR/smoke.xml"
   # shellcheck disable=SC2086
   part gpu 120 "$OUTDIR/gpu_tests.xml" -- "$PY" -m pytest -q -p no:cacheprovider -m gpu $GPU_TESTS \
     --junitxml="$OUTDIR/gpu_tests.xml"

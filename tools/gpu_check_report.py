@@ -23,8 +23,16 @@ STATUSES = ("passed", "failed", "timeout", "skipped")
 PART_KEYS = {"name": str, "status": str, "rc": int, "seconds": float, "budget_s": float, "message": str}
 TOP_KEYS = {"schema": str, "dry_run": bool, "date": str, "elapsed_s": float, "machine": dict, "parts": list,
             "figures": dict, "ok": bool}  # fmt: skip
-ENGINE_METRICS = ("ttft_s", "ttfa_s", "rtf", "steps_per_s", "step_ms", "gpu_mem_per_session_mb", "peak_gpu_mem_mb",
-                  "working_gpu_mem_mb")
+ENGINE_METRICS = (
+    "ttft_s",
+    "ttfa_s",
+    "rtf",
+    "steps_per_s",
+    "step_ms",
+    "gpu_mem_per_session_mb",
+    "peak_gpu_mem_mb",
+    "working_gpu_mem_mb",
+)
 
 
 def junit_counts(path: Path) -> dict[str, int] | None:

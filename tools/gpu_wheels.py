@@ -7,7 +7,9 @@ The lent machine has python3 3.12 with torch, transformers, peft, onnx, onnxrunt
 pytest, hypothesis, pyyaml, tqdm and matplotlib (and their dependencies). What ``tools/gpu_check.sh`` imports beyond
 that (measured with an import trace of the check's test collection, benches and engine): nothing required; ``nvtx``
 (optional in ``a2llm_rt/engine/nvtx.py``) gives the NVTX ranges their ``a2llm`` domain, so it travels. pyzmq is not
-imported by any part of the check (the bridge has no gpu-marked tests), so it does not travel. ``check`` verifies the
+imported by any part of the check (the bridge has no gpu-marked tests), so it does not travel; neither does onnxscript
+(the smoke leaves out the engine test that exports ONNX; the TensorRT tests skip without TensorRT). transformers
+imports soundfile/soxr only when installed. ``check`` verifies the
 folder holds exactly these wheels, for CPython 3.12 on manylinux x86_64, and with ``--installed`` that each module
 imports from that folder.
 """

@@ -119,6 +119,8 @@ class TurnState:
     face_frames_made: int = 0
     """Face frames the decoder produced so far (some may be trimmed at the end)."""
     audio_samples: int = 0
+    motion_flushed: bool = False
+    """The turn's last window and the decoder's held-back frames went out (the turn is ending)."""
     finished: str | None = None
     stop_token: int | None = None
 
@@ -245,8 +247,9 @@ class StepRunner:
             main.wait_stream(side)
             graph = torch.cuda.CUDAGraph()
             # an explicit capture stream on dev: torch.cuda.graph's default one is made on whatever device is
-            # current the first time, once per process
-            with torch.cuda.graph(graph, stream=torch.cuda.Stream(device=dev)):
+            # current the first time, once per process; thread_local: another thread's CUDA calls (a server's)
+            # neither break nor join the capture
+            with torch.cuda.graph(graph, stream=torch.cuda.Stream(device=dev), capture_error_mode="thread_local"):
                 out = self.backbone.step(self._ids, self.cache, self._active)
             self._out = (out[0], out[1])
             self._graph = graph

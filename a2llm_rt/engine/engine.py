@@ -314,9 +314,12 @@ class Engine:
             ready = [s for s in sessions if s.turn is not None and len(s.turn.window) >= w]
             if ready:
                 self._motion(ready, events)
-            for s in sessions:
-                if s.turn is not None and s.turn.finished is not None:
-                    self._finish(s, s.turn.finished, events)
+            done = [s for s in sessions if s.turn is not None and s.turn.finished is not None]
+            if done:
+                self._flush_motion(done, events)  # batched over the turns that end together
+                for s in done:
+                    if s.turn is not None:
+                        self._finish(s, s.turn.finished, events)
         return events
 
     def _prefill(self, s: Session) -> torch.Tensor:
@@ -365,9 +368,7 @@ class Engine:
         s.turn = t
         return out.logits[0]
 
-    def _decode_step(
-        self, decoding: list[Session], ids: torch.Tensor, active: torch.Tensor
-    ) -> dict[int, torch.Tensor]:
+    def _decode_step(self, decoding: list[Session], ids: torch.Tensor, active: torch.Tensor) -> dict[int, torch.Tensor]:
         """One batched step; ids ``[B, 1]`` and active ``[B]`` already on the device. -> {session id: logits [V]}."""
         with nvtx_range("step"):
             logits, hidden = self.runner.run(ids, active)
@@ -567,26 +568,47 @@ class Engine:
         t.frames_out += frames.shape[0]
         t.clock.mark_face_frame()
 
+    def _flush_motion(self, sessions: list[Session], events: list[Event]) -> None:
+        """End the motion of turns that finish: their last, partial windows (padded to a multiple of G, trimmed
+        after decoding) through the connector and decoder, then the decoders' held-back frames (lookahead), batched
+        over sessions with windows of the same length. A failure fails its sessions (``turn`` becomes None)."""
+        con = self.stack.connector
+        dtype = next(con.parameters()).dtype
+        by_len: dict[int, list[tuple[Session, torch.Tensor, int]]] = {}
+        for s in sessions:
+            t = s.turn
+            t.motion_flushed = True
+            if t.window:
+                x, n = pad_window(t.window, con.cfg.group)
+                t.window = []
+                by_len.setdefault(x.shape[0], []).append((s, x.to(dtype), n))
+        for w, items in by_len.items():
+            group = [s for s, _, _ in items]
+            try:
+                with nvtx_range("connector"):
+                    logits = connector_batch(con, [x for _, x, _ in items], [s.turn.prev_codes for s in group])
+                codes = self._codes(group, logits)
+            except Exception as e:  # noqa: BLE001
+                for s in group:
+                    self._fail(s, e, events)
+                continue
+            for i, (s, _, n) in enumerate(items):
+                s.turn.prev_codes = codes[i : i + 1]
+                s.turn.face_frames_made -= w - n
+            self._frames(group, codes, w, events)
+        alive = [s for s in sessions if s.turn is not None]
+        if alive:
+            self._frames(alive, None, 0, events)  # the decoders' held-back frames
+
     # ---- ends ------------------------------------------------------------------------------------------------------
     def _finish(self, s: Session, reason: str, events: list[Event]) -> None:
         t = s.turn
         if reason != "cancelled":
             try:
-                if t.window:  # the last, partial window (padded to a multiple of G, trimmed after decoding)
-                    x, n = pad_window(t.window, self.stack.connector.cfg.group)
-                    t.window = []
-                    con = self.stack.connector
-                    with nvtx_range("connector"):
-                        logits = con.step(x[None].to(next(con.parameters()).dtype), t.prev_codes)
-                    codes = self._codes([s], logits)
-                    t.prev_codes = codes
-                    t.face_frames_made -= x.shape[0] - n
-                    self._frames([s], codes, x.shape[0], events)
-                    if s.turn is None:  # the decoder failed (an Error event was emitted)
+                if not t.motion_flushed:
+                    self._flush_motion([s], events)
+                    if s.turn is None:  # the connector or decoder failed (an Error event was emitted)
                         return
-                self._frames([s], None, 0, events)  # the decoder's held-back frames (lookahead)
-                if s.turn is None:
-                    return
                 self._vocode(s, events, final=True)
                 delta = text_delta(self.stack.tokenizer, t.text_ids, t.text_sent, final=True)
                 if delta:

@@ -356,23 +356,26 @@ class OnnxRuntimeBackend(_GraphBackend):
 
 # ---- TensorRT -----------------------------------------------------------------------------------------------------
 class TensorRTBackend(_GraphBackend):
-    """TensorRT engines (TensorRT 10+): ``execute_async_v3`` on torch's current CUDA stream, torch-owned buffers."""
+    """TensorRT engines (TensorRT 10+): ``execute_async_v3`` on each runner's own CUDA stream, torch-owned buffers,
+    on ``device`` (default: the current CUDA device; the engine passes the model's). Batches above an engine's
+    ``max_batch`` run in slices (:func:`~a2llm_rt.engine.trt_runner.run_in_batches`)."""
 
     kind = "tensorrt"
 
-    def __init__(self, engines: str | Path):
+    def __init__(self, engines: str | Path, device: torch.device | str | None = None):
         from a2llm_rt.engine.trt_runner import TrtRunner
 
         folder = Path(engines)
         manifest = read_manifest(folder)
         self._load_configs(folder, manifest)
         self.manifest = manifest
-        self._conn = TrtRunner(verify_artifact(folder, manifest, "connector_trt"))
-        self._dec = TrtRunner(verify_artifact(folder, manifest, "decoder_trt"))
+        self._conn = TrtRunner(verify_artifact(folder, manifest, "connector_trt"), device)
+        self._dec = TrtRunner(verify_artifact(folder, manifest, "decoder_trt"), device)
+        self._device = self._conn.device
 
     @property
     def device(self) -> torch.device:
-        return torch.device("cuda", torch.cuda.current_device())
+        return self._device
 
     def _run_connector(self, feeds):
         out = self._conn(feeds)
@@ -385,16 +388,20 @@ class TensorRTBackend(_GraphBackend):
 
 # ---- factory --------------------------------------------------------------------------------------------------------
 def load_motion_backend(
-    cfg: MotionBackendConfig, connector: MotionConnector | None = None, motion: MotionTokenizer | None = None
+    cfg: MotionBackendConfig,
+    connector: MotionConnector | None = None,
+    motion: MotionTokenizer | None = None,
+    device: torch.device | str | None = None,
 ) -> MotionBackend:
-    """The backend ``cfg`` names (torch needs the modules; the others read ``cfg.engines``)."""
+    """The backend ``cfg`` names (torch needs the modules; the others read ``cfg.engines``). ``device``: the CUDA
+    device TensorRT runs on (default: the current one)."""
     if cfg.kind == "torch":
         if connector is None or motion is None:
             raise InputError("the torch motion backend needs the connector and motion tokenizer modules")
         return TorchBackend(connector, motion)
     if cfg.kind == "onnxruntime":
         return OnnxRuntimeBackend(cfg.engines, cfg.provider, cfg.int8, cfg.threads)
-    return TensorRTBackend(cfg.engines)
+    return TensorRTBackend(cfg.engines, device)
 
 
 def apply_motion_backend(stack: Stack, cfg: MotionBackendConfig) -> tuple[Stack, MotionBackend]:
@@ -405,7 +412,8 @@ def apply_motion_backend(stack: Stack, cfg: MotionBackendConfig) -> tuple[Stack,
     :class:`InputError`: the folder was exported from another motion stack); when the weights hashes recorded at
     export differ from the stack's PyTorch weights a warning is logged (the exported weights are used).
     """
-    backend = load_motion_backend(cfg, stack.connector, stack.motion)
+    dev = stack.device
+    backend = load_motion_backend(cfg, stack.connector, stack.motion, dev if dev.type == "cuda" else None)
     if cfg.kind == "torch":
         return stack, backend
     manifest_path = Path(cfg.engines) / "manifest.json"

@@ -118,8 +118,9 @@ def test_engine_samples_motion_with_temperature():
 # ---- host <-> device copies per step ---------------------------------------------------------------------------------
 class _Transfers(TorchFunctionMode):
     """Counts, during engine steps, the calls that are host<->device copies when the model is on a GPU: reads of a
-    tensor's values on the host (anywhere), and ``.to(device)`` / ``copy_`` / ``torch.tensor(..., device=)`` made by
-    the engine's own code (``a2llm_rt``)."""
+    tensor's values on the host (anywhere), and ``.to(device)`` / ``torch.tensor(..., device=)`` made by the engine's
+    own code (``a2llm_rt``). Not counted: ``TokenClasses.allowed`` filling its cache (once per slot-class combination
+    in an engine's life)."""
 
     READS = {"tolist", "item", "cpu", "__bool__", "__int__", "__float__", "__index__"}
 
@@ -130,8 +131,11 @@ class _Transfers(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = getattr(func, "__name__", "")
-        caller = sys._getframe(1).f_code.co_filename
-        if name in self.READS:
+        frame = sys._getframe(1)
+        caller = frame.f_code.co_filename
+        if frame.f_code.co_name == "allowed":
+            pass
+        elif name in self.READS:
             self.down += 1
         elif "a2llm_rt" in caller:
             to_dev = name == "to" and (any(isinstance(a, (str, torch.device)) for a in args[1:]) or "device" in kwargs)
@@ -144,7 +148,7 @@ class _Transfers(TorchFunctionMode):
 def test_one_upload_and_one_download_per_decode_step():
     eng = greedy_engine(max_sessions=3, max_seconds=1.2, min_seconds=1.2)
     sessions = [eng.new_session() for _ in range(3)]
-    for s in sessions:  # a first turn fills the slot-mask cache
+    for s in sessions:  # a first turn: warm-up
         eng.submit(s, tone(0.3))
     eng.run_until_idle()
     for s in sessions:
@@ -160,8 +164,8 @@ def test_one_upload_and_one_download_per_decode_step():
     assert {(up, down) for up, down, _ in plain} == {(1, 1)}, plain
     # the windows of the 3 sessions fill together: one batched decoder call (its code check and one frames download)
     assert max(down for _, down, _ in motion) <= 3, motion
-    # a turn's end flushes its own decoder (partial window + lookahead): bounded per finishing session
-    assert all(down <= 1 + 3 * n for _, down, n in ends), ends
+    # turns that end together flush their partial windows and decoders in one batch too
+    assert all(down <= 1 + 2 * 2 for _, down, n in ends) and max(n for *_, n in ends) == 3, ends
 
 
 def test_host_cache_length_mirror():
@@ -405,8 +409,10 @@ def test_attention_runs_a_fused_kernel_in_bf16():
     q = torch.randn(4, 28, 1, 128, device="cuda", dtype=torch.bfloat16)
     k = torch.randn(4, 4, 512, 128, device="cuda", dtype=torch.bfloat16)
     v = torch.randn_like(k)
-    mask = (torch.arange(512, device="cuda")[None, None, None, :] < torch.tensor([5, 100, 300, 512],
-                                                                                 device="cuda")[:, None, None, None])
+    mask = (
+        torch.arange(512, device="cuda")[None, None, None, :]
+        < torch.tensor([5, 100, 300, 512], device="cuda")[:, None, None, None]
+    )
     with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]):
         out = grouped_attention(q, k, v, mask)
     ref = F.scaled_dot_product_attention(q.float(), k.float().repeat_interleave(7, 1),

@@ -55,6 +55,18 @@ def test_dry_run_exercises_every_part_and_writes_the_schema(tmp_path):
     assert "| part" in r.stdout and "DRY RUN" in r.stdout  # the one table
 
 
+def test_parts_that_do_not_fit_the_budget_are_skipped_with_a_message(tmp_path):
+    env = dict(os.environ, OUT=str(tmp_path), GPU_CHECK_PYTHON=sys.executable, GPU_CHECK_TOTAL_S="1")
+    r = subprocess.run(["bash", str(SCRIPT), "--dry-run"], cwd=REPO, env=env, capture_output=True, text=True,
+                       timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert validate(report) == []
+    assert [p["status"] for p in report["parts"]] == ["skipped"] * len(PARTS)
+    assert all("budget spent" in p["message"] for p in report["parts"])
+    assert "SKIP engine" in (tmp_path / "gpu_check.log").read_text()
+
+
 def test_validate_catches_a_broken_report():
     good = {"schema": SCHEMA, "dry_run": True, "date": "2026-01-01T00:00:00Z", "elapsed_s": 1.0, "machine": {},
             "figures": {"engine.none.b1.rtf": 0.1}, "ok": True,
