@@ -39,7 +39,7 @@ a2llm_client* connect(int32_t* layouts, int n) {
 
 std::vector<int16_t> question(int n) {
     std::vector<int16_t> pcm(static_cast<size_t>(n));
-    for (int i = 0; i < n; ++i) pcm[static_cast<size_t>(i)] = static_cast<int16_t>(8000 * std::sin(2 * M_PI * 220 * i / 16000.0));
+    for (int i = 0; i < n; ++i) pcm[static_cast<size_t>(i)] = static_cast<int16_t>(8000 * std::sin(2 * 3.14159265358979323846 * 220 * i / 16000.0));
     return pcm;
 }
 
