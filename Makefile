@@ -7,10 +7,14 @@ STAMP := $(VENV)/.a2llm-installed
 DEB_PACKAGES := libzmq3-dev cppzmq-dev mono-mcs mono-runtime espeak-ng sox cmake g++ pkg-config chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 NATIVE_BUILD := build/native
+# Windows x64 build of the native core, cross-compiled with MinGW-w64 and tested under Wine (64-bit only).
+WINDOWS_PACKAGES := g++-mingw-w64-x86-64-posix binutils-mingw-w64-x86-64 mingw-w64-x86-64-dev wine64 wine
+NATIVE_WINDOWS_BUILD := build/native-windows
+WINDOWS_DEPS := build/windows-deps
 PAGE := plugin_bridge/web/page
 PYTEST_ARGS ?=
 
-.PHONY: help setup venv deb native page test lint demo gpu-check bench clean
+.PHONY: help setup venv deb native native-windows plugins page test lint demo gpu-check bench clean
 
 help:
 	@echo "make demo   - run the demo on the embedded tiny models, outputs in demo_out/"
@@ -46,6 +50,21 @@ native: setup
 	  cmake -S plugin_bridge/native -B $(NATIVE_BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null && \
 	  cmake --build $(NATIVE_BUILD) -j2 >/dev/null; fi
 
+# libzmq's Windows DLL comes from pyzmq's win_amd64 wheel (PyPI; pinned and hash-checked by fetch_libzmq.py).
+native-windows: setup
+	@missing=""; for p in $(WINDOWS_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	$(PY) plugin_bridge/native/windows/fetch_libzmq.py $(WINDOWS_DEPS)
+	cmake -S plugin_bridge/native -B $(NATIVE_WINDOWS_BUILD) -DCMAKE_BUILD_TYPE=Release \
+	  -DCMAKE_TOOLCHAIN_FILE=$(CURDIR)/plugin_bridge/native/windows/mingw-w64-x86_64.cmake \
+	  -DA2LLM_ZMQ_DLL=$(CURDIR)/$(WINDOWS_DEPS)/bin/libzmq-v141-mt-4_3_4.dll \
+	  -DA2LLM_ZMQ_INCLUDE_DIR=$(CURDIR)/$(WINDOWS_DEPS)/include >/dev/null
+	cmake --build $(NATIVE_WINDOWS_BUILD) -j2 >/dev/null
+	@echo "$(NATIVE_WINDOWS_BUILD)/a2llm_client.dll (+ libzmq-v141-mt-4_3_4.dll, libsodium-*.dll)"
+
 # The browser viewer's page (Vite + three.js from npm; Node >= 20.19 as on this machine kind).
 page: setup
 	@command -v npm >/dev/null || { echo "npm not found: the browser viewer and its tests need Node.js >= 20.19"; exit 0; }; \
@@ -57,7 +76,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check . >/dev/null || echo "note: ruff format would reformat some files"
 
-test: setup native page lint
+test: setup native native-windows page lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 demo: setup page

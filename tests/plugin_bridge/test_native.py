@@ -75,6 +75,14 @@ def test_fixtures_fuzz_and_sync_clock(native_build: Path) -> None:
     assert "interpolates_between_frames" in out
 
 
+def test_final_errors_are_final(native_build: Path) -> None:
+    """After AUDIO_TOO_LONG / TURN_FAILED / TurnEnd for the utterance being sent, the core sends and re-sends nothing
+    of it (a scripted ZeroMQ server inside the test records every UserAudio)."""
+    out = _ctest(native_build, "^final_errors$")
+    assert "ok   no_audio_is_sent_after_the_server_ends_the_utterance_and_nothing_is_resent" in out
+    assert "ok   cancel_closes_a_refused_utterance" in out
+
+
 # --- decoder parity with protocol.py -------------------------------------------------------------------------------
 def _mutations(n: int, seed: int) -> list[bytes]:
     """Deterministic mutations of the golden fixtures (bit flips, truncation, extension, splices, length fixes)."""

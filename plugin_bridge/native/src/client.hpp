@@ -74,6 +74,7 @@ private:
     void handle(const proto::Message& m);
     void on_welcome(const proto::Message& m);
     void lost_session(const char* why);
+    void utterance_ended_by_server(uint32_t turn, const std::string& why);
     void push_event(Event&& ev);
 
     a2llm_client_options opts_;
@@ -99,6 +100,8 @@ private:
     uint32_t last_turn_ = 0;
     uint64_t tx_offset_ = 0;
     uint32_t tx_rate_ = 0;
+    uint32_t refused_turn_ = 0;  // == tx_turn_ when the server ended the utterance being sent (nothing more is sent)
+    std::string refused_why_;
 
     std::mutex ev_mu_;
     std::deque<Event> events_;

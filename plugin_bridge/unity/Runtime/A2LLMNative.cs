@@ -41,6 +41,8 @@ namespace A2LLM
         public const int ErrNetwork = -5;
         public const int ErrProtocol = -6;
         public const int ErrClosed = -7;
+        /// <summary>send_audio: the server ended this utterance (AUDIO_TOO_LONG / turn failed); nothing was sent.</summary>
+        public const int ErrRefused = -8;
         public const int ErrInternal = -99;
 
         // a2llm_state
