@@ -45,6 +45,10 @@ namespace A2LLM
         public const int ErrRefused = -8;
         public const int ErrInternal = -99;
 
+        // protocol ErrorCodes carried by ERROR events (plugin_bridge/protocol.py)
+        public const int ErrorTurnFailed = 26;
+        public const int ErrorAudioTooLong = 28;
+
         // a2llm_state
         public const int StateConnecting = 0;
         public const int StateReady = 1;
