@@ -8,7 +8,8 @@ DEB_PACKAGES := libzmq3-dev cppzmq-dev mono-mcs mono-runtime espeak-ng sox cmake
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 NATIVE_BUILD := build/native
 # Windows x64 build of the native core, cross-compiled with MinGW-w64 and tested under Wine (64-bit only).
-WINDOWS_PACKAGES := g++-mingw-w64-x86-64-posix binutils-mingw-w64-x86-64 mingw-w64-x86-64-dev wine64 wine
+# clang: the plugins' engine-free code is also compiled with clang at -Werror (tests/plugin_bridge/test_plugins.py).
+WINDOWS_PACKAGES := g++-mingw-w64-x86-64-posix binutils-mingw-w64-x86-64 mingw-w64-x86-64-dev wine64 wine clang
 NATIVE_WINDOWS_BUILD := build/native-windows
 WINDOWS_DEPS := build/windows-deps
 PAGE := plugin_bridge/web/page
@@ -21,6 +22,8 @@ help:
 	@echo "make test   - install everything needed, then run ruff and the whole test suite"
 	@echo "make gpu-check - gpu-marked tests and GPU benchmarks (on a machine with CUDA)"
 	@echo "make bench  - CPU benchmarks (tables + JSON in bench/results/)"
+	@echo "make native-windows - cross-compile the native core for Windows x64 (MinGW-w64; tests run under Wine)"
+	@echo "make plugins - Unity package (.tgz) and Unreal plugin (.zip) with Linux and Windows natives in build/plugins/"
 
 # --- setup -----------------------------------------------------------------------------------------------------------
 $(PY):
@@ -64,6 +67,11 @@ native-windows: setup
 	  -DA2LLM_ZMQ_INCLUDE_DIR=$(CURDIR)/$(WINDOWS_DEPS)/include >/dev/null
 	cmake --build $(NATIVE_WINDOWS_BUILD) -j2 >/dev/null
 	@echo "$(NATIVE_WINDOWS_BUILD)/a2llm_client.dll (+ libzmq-v141-mt-4_3_4.dll, libsodium-*.dll)"
+
+# The engine plugins with Linux and Windows natives: build/plugins/com.a2llm.bridge-<version>.tgz (Unity) and
+# build/plugins/A2LLMBridge-<version>.zip (Unreal).
+plugins: native native-windows
+	$(PY) tools/package_plugins.py --out build/plugins
 
 # The browser viewer's page (Vite + three.js from npm; Node >= 20.19 as on this machine kind).
 page: setup
