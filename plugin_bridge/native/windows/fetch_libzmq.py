@@ -1,8 +1,8 @@
 """Gets what the Windows (MinGW-w64) build of the native core links against: libzmq's Windows x64 DLL and headers.
 
 Neither the libzmq source tarball nor Debian's source packages are reachable from these build machines, so the DLL
-comes from PyPI: pyzmq's ``win_amd64`` wheel of version ``PYZMQ_VERSION`` (the last release that ships libzmq as a
-separate DLL, built with MSVC by the pyzmq project) is downloaded with pip, checked against ``PYZMQ_SHA256``, and
+comes from PyPI: pyzmq's ``win_amd64`` wheel of version ``PYZMQ_VERSION`` (a release that ships libzmq as a separate
+DLL, built with MSVC by the pyzmq project; pyzmq 27 links it into its extension instead) is downloaded with pip, checked against ``PYZMQ_SHA256``, and
 its ``libzmq-*.dll`` and ``libsodium-*.dll`` (which libzmq imports by that exact name) are extracted with the
 wheel's licence texts (libzmq 4.3.4: LGPL-3.0 with the ZeroMQ static-linking exception, shipped as a separate DLL;
 libsodium: ISC). These two DLLs need Microsoft's Visual C++ 2015-2022 x64 runtime (msvcp140/vcruntime140; Unreal's
