@@ -2,11 +2,12 @@
 
 Neither the libzmq source tarball nor Debian's source packages are reachable from these build machines, so the DLL
 comes from PyPI: pyzmq's ``win_amd64`` wheel of version ``PYZMQ_VERSION`` (a release that ships libzmq as a separate
-DLL, built with MSVC by the pyzmq project; pyzmq 27 links it into its extension instead) is downloaded with pip, checked against ``PYZMQ_SHA256``, and
-its ``libzmq-*.dll`` and ``libsodium-*.dll`` (which libzmq imports by that exact name) are extracted with the
-wheel's licence texts (libzmq 4.3.4: LGPL-3.0 with the ZeroMQ static-linking exception, shipped as a separate DLL;
-libsodium: ISC). These two DLLs need Microsoft's Visual C++ 2015-2022 x64 runtime (msvcp140/vcruntime140; Unreal's
-prerequisites installer installs it). MinGW's linker links a DLL directly, so no import library is needed.
+DLL, built with MSVC by the pyzmq project; pyzmq 27 links it into its extension instead) is downloaded with pip,
+checked against ``PYZMQ_SHA256``, and its ``libzmq-*.dll`` and ``libsodium-*.dll`` (which libzmq imports by that
+exact name) are extracted with the wheel's licence texts (libzmq 4.3.4: LGPL-3.0 with the ZeroMQ static-linking
+exception, shipped as a separate DLL; libsodium: ISC). These two DLLs need Microsoft's Visual C++ 2015-2022 x64
+runtime (msvcp140/vcruntime140; Unreal's prerequisites installer installs it). MinGW's linker links a DLL directly,
+so no import library is needed.
 
 The headers are Debian's (``libzmq3-dev`` and ``cppzmq-dev``): ``zmq.h`` is the same file on every platform, and its
 version must equal the DLL's (checked here against the DLL's file name).
