@@ -64,7 +64,7 @@ native-windows: setup
 	cmake -S plugin_bridge/native -B $(NATIVE_WINDOWS_BUILD) -DCMAKE_BUILD_TYPE=Release \
 	  -DCMAKE_TOOLCHAIN_FILE=$(CURDIR)/plugin_bridge/native/windows/mingw-w64-x86_64.cmake \
 	  -DA2LLM_ZMQ_DLL=$(CURDIR)/$(WINDOWS_DEPS)/bin/libzmq-v141-mt-4_3_4.dll \
-	  -DA2LLM_ZMQ_INCLUDE_DIR=$(CURDIR)/$(WINDOWS_DEPS)/include >/dev/null
+	  -DA2LLM_ZMQ_INCLUDE_DIR=$(CURDIR)/$(WINDOWS_DEPS)/include -DA2LLM_ZMQ_DEF=$(CURDIR)/$(WINDOWS_DEPS)/lib/libzmq.def >/dev/null
 	cmake --build $(NATIVE_WINDOWS_BUILD) -j2 >/dev/null
 	@echo "$(NATIVE_WINDOWS_BUILD)/a2llm_client.dll (+ libzmq-v141-mt-4_3_4.dll, libsodium-*.dll)"
 

@@ -3,8 +3,8 @@ run as Windows executables under Wine: golden fixtures + mutation fuzz, decoder 
 buffer / sync clock, the final-errors script, and a live turn + barge-in cancel against the Python server on
 127.0.0.1 (Wine programs share the host's loopback).
 
-Also checks that ``a2llm_client.dll`` is self-contained: it imports only Windows system DLLs and libzmq's DLL (no
-libstdc++-6 / libgcc_s / libwinpthread DLL to ship), and exports the whole C ABI.
+Also checks that ``a2llm_client.dll`` is self-contained: it imports only Windows system DLLs (no libstdc++-6 /
+libgcc_s / libwinpthread DLL to ship; libzmq's DLL, shipped beside it, is delay-loaded), and exports the whole C ABI.
 
 Skips (with the reason) when the Windows build is missing (run ``make native-windows``) or Wine is not installed
 (Debian: wine64).
@@ -84,10 +84,10 @@ def _ctest(env: dict[str, str], regex: str, extra: dict[str, str] | None = None)
 
 def test_dll_is_self_contained_and_exports_the_c_abi(wine_env: dict[str, str]) -> None:
     imports, exports = pe_imports_exports(BUILD / "a2llm_client.dll")
-    zmq = {d for d in imports if d.startswith("libzmq")}
-    assert len(zmq) == 1, imports
-    assert zmq <= {p.name.lower() for p in BUILD.glob("*.dll")}, f"{zmq} is not beside a2llm_client.dll"
-    assert imports - zmq <= SYSTEM_DLLS, f"imports DLLs that are not shipped: {sorted(imports - zmq - SYSTEM_DLLS)}"
+    assert imports <= SYSTEM_DLLS, f"imports DLLs that are not shipped: {sorted(imports - SYSTEM_DLLS)}"
+    # libzmq is delay-loaded (from the core's own folder first): its name is in the DLL, the file beside it
+    zmq = set(re.findall(rb"libzmq[-\w]*\.dll", (BUILD / "a2llm_client.dll").read_bytes()))
+    assert len(zmq) == 1 and (BUILD / next(iter(zmq)).decode()).exists(), zmq
     want = set(c_abi_functions())
     assert len(want) >= 20
     assert want <= exports, f"missing exports: {sorted(want - exports)}"

@@ -20,6 +20,7 @@
 #include "a2llm_client.h"
 #include "playback.hpp"
 #include "protocol.hpp"
+#include "zmq_loader.hpp"
 
 #define A2LLM_VERSION_STRING "0.1.0"
 
@@ -77,6 +78,9 @@ private:
     void utterance_ended_by_server(uint32_t turn, const std::string& why);
     void push_event(Event&& ev);
 
+    struct ZmqLoaded {
+        ZmqLoaded() { ensure_libzmq_loaded(); }  // before ctx_ below: the first ZeroMQ call
+    } zmq_loaded_;
     a2llm_client_options opts_;
     std::string client_name_;
     std::string endpoint_;

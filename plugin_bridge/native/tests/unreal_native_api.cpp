@@ -3,7 +3,9 @@
 // Built and run by tests/plugin_bridge/test_plugins.py with g++ and clang (Linux .so) and MinGW-w64 (DLL, under Wine),
 // at -Wall -Wextra -Wshadow -Werror.
 //
-// usage: unreal_native_api PATH_TO_CORE      exit 0 = all checks passed
+// usage: unreal_native_api PATH_TO_CORE [--without-libzmq]      exit 0 = all checks passed
+//   --without-libzmq: libzmq's DLL was removed from beside the core: creating a client must fail with a message
+//   naming it (the core delay-loads libzmq on Windows), never crash.
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -36,9 +38,10 @@ static int Failures = 0;
 
 int main(int argc, char** argv)
 {
-	if (argc != 2)
+	const bool WithoutZmq = argc == 3 && std::strcmp(argv[2], "--without-libzmq") == 0;
+	if (argc != 2 && !WithoutZmq)
 	{
-		std::fprintf(stderr, "usage: %s PATH_TO_CORE\n", argv[0]);
+		std::fprintf(stderr, "usage: %s PATH_TO_CORE [--without-libzmq]\n", argv[0]);
 		return 2;
 	}
 	void* const Handle = OpenLibrary(argv[1]);
@@ -70,6 +73,26 @@ int main(int argc, char** argv)
 	EXPECT(Api.a2llm_client_create("not an endpoint", &Options) == nullptr);
 	EXPECT(std::strlen(Api.a2llm_last_error()) > 0);
 	EXPECT(Api.a2llm_client_poll(nullptr, nullptr) < 0);
+
+	// A real client (ZeroMQ connects lazily: no server needed): libzmq is found beside the core, wherever the host
+	// process runs from; without it, a clean error.
+	a2llm_client* const Client = Api.a2llm_client_create("tcp://127.0.0.1:9", &Options);
+	if (WithoutZmq)
+	{
+		EXPECT(Client == nullptr);
+		EXPECT(std::string(Api.a2llm_last_error()).find("libzmq") != std::string::npos);
+		std::printf("without libzmq: %s\n", Api.a2llm_last_error());
+	}
+	else
+	{
+		EXPECT(Client != nullptr);
+		EXPECT(Client == nullptr || Api.a2llm_client_state(Client) == A2LLM_STATE_CONNECTING);
+		if (Client == nullptr)
+		{
+			std::fprintf(stderr, "create failed: %s\n", Api.a2llm_last_error());
+		}
+	}
+	Api.a2llm_client_destroy(Client);
 
 	// An older core without one of the functions: Load names it and leaves the table empty.
 	A2LLM::FNativeApi Partial;

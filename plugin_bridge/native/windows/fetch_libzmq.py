@@ -12,7 +12,8 @@ so no import library is needed.
 The headers are Debian's (``libzmq3-dev`` and ``cppzmq-dev``): ``zmq.h`` is the same file on every platform, and its
 version must equal the DLL's (checked here against the DLL's file name).
 
-usage: python fetch_libzmq.py OUT_DIR     ->  OUT_DIR/bin/*.dll, OUT_DIR/include/{zmq.h,zmq.hpp}, OUT_DIR/licenses/
+usage: python fetch_libzmq.py OUT_DIR     ->  OUT_DIR/bin/*.dll, OUT_DIR/include/{zmq.h,zmq.hpp}, OUT_DIR/licenses/,
+                                              OUT_DIR/lib/libzmq.def (libzmq's exports, for a delay-import library)
 Skips the download when OUT_DIR already holds a verified copy.
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import zipfile
@@ -74,6 +76,34 @@ def _file_name(wheel_name: str, data: bytes) -> str:
     return inner
 
 
+def pe_exports(data: bytes) -> tuple[str, list[str]]:
+    """(internal DLL name, exported names) from a PE32+ file's export directory."""
+    pe = struct.unpack_from("<I", data, 0x3C)[0]
+    if data[pe : pe + 4] != b"PE\0\0":
+        raise ValueError("not a PE file")
+    n_sections, opt_size = struct.unpack_from("<H", data, pe + 6)[0], struct.unpack_from("<H", data, pe + 20)[0]
+    opt = pe + 24
+    if struct.unpack_from("<H", data, opt)[0] != 0x20B:
+        raise ValueError("not PE32+ (64-bit)")
+    export_rva = struct.unpack_from("<I", data, opt + 112)[0]  # data directory 0 (PE32+ optional header + 112)
+    sections = [struct.unpack_from("<IIII", data, opt + opt_size + 40 * i + 8) for i in range(n_sections)]
+
+    def off(rva: int) -> int:  # (virtual size, virtual address, raw size, raw pointer)
+        for vsize, vaddr, rsize, raw in sections:
+            if vaddr <= rva < vaddr + max(vsize, rsize):
+                return raw + rva - vaddr
+        raise ValueError(f"RVA {rva:#x} outside every section")
+
+    def cstr(rva: int) -> str:
+        o = off(rva)
+        return data[o : data.index(b"\0", o)].decode("ascii")
+
+    e = off(export_rva)
+    name_rva, _, _, n_names, _, names_rva = struct.unpack_from("<IIIIII", data, e + 12)
+    names = [cstr(struct.unpack_from("<I", data, off(names_rva) + 4 * i)[0]) for i in range(n_names)]
+    return cstr(name_rva), names
+
+
 def fetch(out: Path) -> None:
     """Fills ``out`` (idempotent)."""
     (out / "bin").mkdir(parents=True, exist_ok=True)
@@ -98,6 +128,13 @@ def fetch(out: Path) -> None:
             elif name.parent.name.endswith(".dist-info") and name.name.startswith("LICENSE"):
                 (out / "licenses" / f"pyzmq-{name.name}").write_bytes(z.read(info))
     dlls = sorted(p.name for p in (out / "bin").glob("*.dll"))
+    (out / "lib").mkdir(exist_ok=True)
+    for dll in (out / "bin").glob("libzmq-*.dll"):
+        inner, names = pe_exports(dll.read_bytes())
+        if inner != dll.name or "zmq_ctx_new" not in names:
+            raise SystemExit(f"{dll.name}: export table names {inner} with {len(names)} functions")
+        # the .def MinGW's dlltool turns into a delay-import library (CMakeLists.txt, A2LLM_ZMQ_DEF)
+        (out / "lib" / "libzmq.def").write_text(f"LIBRARY {inner}\nEXPORTS\n" + "".join(f"{n}\n" for n in names))
     if not any(d.startswith("libzmq-") for d in dlls) or not any(d.startswith("libsodium-") for d in dlls):
         raise SystemExit(f"{WHEEL} has no libzmq/libsodium DLL (found {dlls})")
     print(f"libzmq {'.'.join(map(str, LIBZMQ_VERSION))} for Windows x64 from {WHEEL}: {', '.join(dlls)}")
