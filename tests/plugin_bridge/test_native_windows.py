@@ -1,7 +1,7 @@
 """The Windows x64 build of the native core (``make native-windows``: MinGW-w64 cross build in build/native-windows),
 run as Windows executables under Wine: golden fixtures + mutation fuzz, decoder parity with protocol.py, the jitter
-buffer / sync clock, the final-errors script, and a live turn + barge-in cancel against the Python server on
-127.0.0.1 (Wine programs share the host's loopback).
+buffer / sync clock, the final-errors script, a live turn + barge-in cancel against the Python server on 127.0.0.1
+(Wine programs share the host's loopback), and a reconnect after the server restarts.
 
 Also checks that ``a2llm_client.dll`` is self-contained: it imports only Windows system DLLs (no libstdc++-6 /
 libgcc_s / libwinpthread DLL to ship; libzmq's DLL, shipped beside it, is delay-loaded), and exports the whole C ABI.
@@ -15,14 +15,17 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import struct
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from plugin_bridge import protocol as P
-from tests.plugin_bridge.test_native import _mutations, live_server  # noqa: F401  (live_server is a fixture)
+from tests.plugin_bridge.helpers import free_port
+from tests.plugin_bridge.test_native import _mutations, _wait_port, live_server  # noqa: F401  (a fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "build" / "native-windows"
@@ -121,3 +124,38 @@ def test_live_turn_and_cancel_under_wine(wine_env: dict[str, str], live_server: 
     out = _ctest(wine_env, "^live$", {"A2LLM_TEST_ENDPOINT": live_server})
     for name in ("one_turn_complete_in_order_and_in_sync", "cancel_mid_answer", "api_misuse_fails_cleanly"):
         assert f"ok   {name}" in out, out[-4000:]
+
+
+def test_windows_client_reconnects_after_server_restart_under_wine(wine_env: dict[str, str]) -> None:
+    """The Windows core notices a restarted server (NOT_WELCOMED), says Hello again by itself, and runs a turn."""
+    port = free_port()
+    endpoint = f"tcp://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "plugin_bridge.serve", "--backbone", "tiny", "--motion", "tiny", "--bind", endpoint]
+    cmd += ["--script-seconds", "0.5"]
+    servers = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)]
+    client = None
+    try:
+        _wait_port(port, servers[0])
+        wine = shutil.which("wine") or shutil.which("wine64")
+        client = subprocess.Popen(
+            [str(wine), str(BUILD / "test_live.exe"), "--reconnect", endpoint],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=wine_env,
+            cwd=BUILD,
+        )
+        assert client.stdout is not None
+        line = client.stdout.readline()  # READY once welcomed (or the failure, then exit)
+        assert line.strip() == "READY", line + client.stdout.read()
+        servers[0].send_signal(signal.SIGTERM)
+        servers[0].wait(timeout=10)
+        servers.append(subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT))
+        out, _ = client.communicate(timeout=120)
+        assert client.returncode == 0, out
+        assert "ok   reconnects_after_server_restart" in out, out
+    finally:
+        for p in [*servers, client]:
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()

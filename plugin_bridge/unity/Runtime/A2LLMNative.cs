@@ -11,8 +11,14 @@ namespace A2LLM
     /// <summary>Raw C ABI of the a2llm native client core. Prefer <see cref="A2LLMClient"/>.</summary>
     public static class A2LLMNative
     {
-        /// <summary>Library name: liba2llm_client.so (Linux, Android), liba2llm_client.dylib (macOS), a2llm_client.dll.</summary>
+        /// <summary>Library name: liba2llm_client.so (Linux, Android), liba2llm_client.dylib (macOS), a2llm_client.dll;
+        /// on iOS native plugins are linked statically into the player ("__Internal"; the assembly excludes iOS until
+        /// such a build of the core exists).</summary>
+#if UNITY_IOS && !UNITY_EDITOR
+        public const string Lib = "__Internal";
+#else
         public const string Lib = "a2llm_client";
+#endif
 
         public const uint AbiVersion = 1;
         public const uint ProtocolVersion = 1;
