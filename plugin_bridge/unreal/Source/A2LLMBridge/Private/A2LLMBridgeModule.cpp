@@ -43,7 +43,10 @@ void FA2LLMBridgeModule::StartupModule()
 	const FString Base = Plugin->GetBaseDir();
 	TArray<FString> Dirs = {FPaths::Combine(Base, TEXT("Binaries"), PlatformDir)};
 #if WITH_EDITOR
+	// Editor fallbacks for a plugin used straight from a source checkout (plugin_bridge/unreal): a core copied into
+	// its ThirdParty folder, or the repository's own CMake builds (`make native`, `make native-windows`).
 	Dirs.Add(FPaths::Combine(Base, TEXT("Source/ThirdParty/a2llm_client/lib"), PlatformDir));
+	Dirs.Add(FPaths::Combine(Base, TEXT("../../build"), PLATFORM_WINDOWS ? TEXT("native-windows") : TEXT("native")));
 #endif
 	for (const FString& Dir : Dirs)
 	{
