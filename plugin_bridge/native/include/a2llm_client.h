@@ -40,7 +40,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#if defined(_WIN32)
+#if defined(_WIN32) && defined(A2LLM_STATIC)
+#  define A2LLM_API /* linked into the program from the static library (the tests) */
+#elif defined(_WIN32)
 #  if defined(A2LLM_BUILDING)
 #    define A2LLM_API __declspec(dllexport)
 #  else
@@ -86,6 +88,9 @@ typedef enum a2llm_status {
     A2LLM_ERR_NETWORK = -5,          /* ZeroMQ failed (bad endpoint, ...) */
     A2LLM_ERR_PROTOCOL = -6,         /* malformed bytes (see a2llm_last_error) */
     A2LLM_ERR_CLOSED = -7,           /* the client was closed (or its I/O thread stopped) */
+    A2LLM_ERR_REFUSED = -8,          /* send_audio: the server ended this utterance's turn (AUDIO_TOO_LONG, or the
+                                        turn failed / ended): nothing is sent (no retry); end the utterance
+                                        (end_of_utterance) or cancel, then start a new one */
     A2LLM_ERR_INTERNAL = -99
 } a2llm_status;
 
@@ -224,7 +229,11 @@ A2LLM_API int32_t a2llm_client_wait_ready(a2llm_client* client, int32_t timeout_
  * (turn ids are 1, 2, 3, ... per client); end_of_utterance != 0 ends the utterance and starts the answer.
  * n may be 0 (e.g. to only end the utterance). Large buffers are split into several messages.
  * Returns the turn id (> 0) or a negative a2llm_status (NOT_CONNECTED before the Welcome). The server refuses
- * audio for a new turn while an answer is being generated (an ERROR event, TURN_IN_PROGRESS): cancel first. */
+ * audio for a new turn while an answer is being generated (an ERROR event, TURN_IN_PROGRESS): cancel first.
+ * Final answers are final: once the server ended the utterance being sent (an ERROR event AUDIO_TOO_LONG or
+ * TURN_FAILED, or a TURN_END, for its turn id), the rest of that utterance is neither sent nor re-sent: every
+ * further call for it returns A2LLM_ERR_REFUSED until the call with end_of_utterance != 0 (or a cancel) closes it
+ * locally; the next call starts a new turn. The core never re-sends audio on its own (not after a reconnect either). */
 A2LLM_API int32_t a2llm_client_send_audio_pcm16(a2llm_client* client, const int16_t* samples, uint32_t n,
                                                 uint32_t sample_rate, int32_t end_of_utterance);
 A2LLM_API int32_t a2llm_client_send_audio_f32(a2llm_client* client, const float* samples, uint32_t n,

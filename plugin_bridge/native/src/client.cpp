@@ -138,6 +138,15 @@ uint32_t Client::send_audio(const int16_t* pcm16, const float* f32, uint32_t n, 
         tx_rate_ = rate;
     }
     uint32_t turn = tx_turn_;
+    if (refused_turn_ == turn) {  // the server ended this utterance: the rest of it is dropped here, never sent
+        if (eou) {
+            tx_turn_ = 0;
+            refused_turn_ = 0;
+        }
+        throw ApiError(A2LLM_ERR_REFUSED, "turn " + std::to_string(turn) + " was ended by the server (" +
+                                               refused_why_ + "): the rest of this utterance is not sent" +
+                                               (eou ? "" : "; end it or cancel, then start a new one"));
+    }
     std::lock_guard<std::mutex> lock(out_mu_);
     uint32_t done = 0;
     do {
@@ -170,6 +179,7 @@ void Client::cancel() {
         std::lock_guard<std::mutex> tx(tx_mu_);
         upto = last_turn_;
         tx_turn_ = 0;
+        refused_turn_ = 0;
         proto::Message m;
         m.kind = proto::Kind::Cancel;
         m.turn_id = 0;  // the session's current turn (or utterance)
@@ -247,12 +257,23 @@ void Client::lost_session(const char* why) {
     {
         std::lock_guard<std::mutex> tx(tx_mu_);
         tx_turn_ = 0;  // a half-sent utterance is gone with the session
+        refused_turn_ = 0;
     }
     playback_.end_all();  // the turns in flight will get no TurnEnd: play what arrived
     Event ev;
     ev.e.type = A2LLM_EVENT_DISCONNECTED;
     ev.text = why;
     push_event(std::move(ev));
+}
+
+// AUDIO_TOO_LONG, TURN_FAILED and a TurnEnd are final for their turn. When that turn is
+// the utterance still being sent (the server refused it while the player talks on), the rest of it must not go out.
+void Client::utterance_ended_by_server(uint32_t turn, const std::string& why) {
+    std::lock_guard<std::mutex> tx(tx_mu_);
+    if (turn != 0 && turn == tx_turn_ && refused_turn_ != turn) {  // the first reason (Error before its TurnEnd)
+        refused_turn_ = turn;
+        refused_why_ = why;
+    }
 }
 
 void Client::on_welcome(const proto::Message& m) {
@@ -276,6 +297,7 @@ void Client::on_welcome(const proto::Message& m) {
     if (again) {
         std::lock_guard<std::mutex> tx(tx_mu_);
         tx_turn_ = 0;
+        refused_turn_ = 0;
     }
     if (again) playback_.end_all();
     playback_.configure(m.output_sample_rate, m.fps);
@@ -333,6 +355,7 @@ void Client::handle(const proto::Message& m) {
             }
             break;
         case proto::Kind::TurnEnd:
+            utterance_ended_by_server(m.turn_id, "TurnEnd status " + std::to_string(m.status));
             playback_.end_turn(m.turn_id);
             ev.e.type = A2LLM_EVENT_TURN_END;
             ev.e.status = m.status;
@@ -357,6 +380,10 @@ void Client::handle(const proto::Message& m) {
                 lost_session(m.text.c_str());
                 send_hello();  // if the connection refuses it, the I/O loop retries
                 return;
+            }
+            if (m.code == proto::kAudioTooLong || m.code == proto::kTurnFailed) {
+                utterance_ended_by_server(m.turn_id, (m.code == proto::kAudioTooLong ? "AUDIO_TOO_LONG: "
+                                                                                      : "TURN_FAILED: ") + m.text);
             }
             ev.e.type = A2LLM_EVENT_ERROR;
             ev.e.code = m.code;

@@ -20,6 +20,7 @@
 #include "a2llm_client.h"
 #include "playback.hpp"
 #include "protocol.hpp"
+#include "zmq_loader.hpp"
 
 #define A2LLM_VERSION_STRING "0.1.0"
 
@@ -74,8 +75,12 @@ private:
     void handle(const proto::Message& m);
     void on_welcome(const proto::Message& m);
     void lost_session(const char* why);
+    void utterance_ended_by_server(uint32_t turn, const std::string& why);
     void push_event(Event&& ev);
 
+    struct ZmqLoaded {
+        ZmqLoaded() { ensure_libzmq_loaded(); }  // before ctx_ below: the first ZeroMQ call
+    } zmq_loaded_;
     a2llm_client_options opts_;
     std::string client_name_;
     std::string endpoint_;
@@ -99,6 +104,8 @@ private:
     uint32_t last_turn_ = 0;
     uint64_t tx_offset_ = 0;
     uint32_t tx_rate_ = 0;
+    uint32_t refused_turn_ = 0;  // == tx_turn_ when the server ended the utterance being sent (nothing more is sent)
+    std::string refused_why_;
 
     std::mutex ev_mu_;
     std::deque<Event> events_;

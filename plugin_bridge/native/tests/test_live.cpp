@@ -4,7 +4,8 @@
 // Sends one spoken turn, plays it through read_audio at real-time pace while asking face_frame_at for the current
 // instant, and checks: Welcome static data, text / audio / face streams complete and contiguous, TurnEnd counts,
 // the played audio equals the received audio, interpolated faces match the received frames. Then a second turn is
-// cancelled mid-answer (barge-in) and a few API misuse cases must fail cleanly.
+// cancelled mid-answer (barge-in) and a few API misuse cases must fail cleanly. Waits are generous (minutes): the
+// tests must pass on one loaded core, where the tiny engine answers far slower than real time.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -39,7 +40,7 @@ a2llm_client* connect(int32_t* layouts, int n) {
 
 std::vector<int16_t> question(int n) {
     std::vector<int16_t> pcm(static_cast<size_t>(n));
-    for (int i = 0; i < n; ++i) pcm[static_cast<size_t>(i)] = static_cast<int16_t>(8000 * std::sin(2 * M_PI * 220 * i / 16000.0));
+    for (int i = 0; i < n; ++i) pcm[static_cast<size_t>(i)] = static_cast<int16_t>(8000 * std::sin(2 * 3.14159265358979323846 * 220 * i / 16000.0));
     return pcm;
 }
 
@@ -49,7 +50,7 @@ TEST(one_turn_complete_in_order_and_in_sync) {
     int32_t want[2] = {A2LLM_LAYOUT_ARKIT52, A2LLM_LAYOUT_LIVELINK61};
     a2llm_client* c = connect(want, 2);
     if (!c) return;
-    CHECK_EQ(a2llm_client_wait_ready(c, 10000), int32_t(A2LLM_OK));
+    CHECK_EQ(a2llm_client_wait_ready(c, 60000), int32_t(A2LLM_OK));
     CHECK_EQ(a2llm_client_state(c), int32_t(A2LLM_STATE_READY));
 
     // static data from the Welcome
@@ -85,7 +86,7 @@ TEST(one_turn_complete_in_order_and_in_sync) {
     int face_calls = 0, face_checked = 0, held = 0;
     auto t0 = Clock::now();
     std::vector<float> buf(240), curves(64);
-    while (seconds_since(t0) < 20.0) {
+    while (seconds_since(t0) < 180.0) {
         a2llm_event ev;
         while (a2llm_client_poll(c, &ev) == 1) {
             switch (ev.type) {
@@ -201,7 +202,7 @@ TEST(cancel_mid_answer) {
     int32_t want[1] = {A2LLM_LAYOUT_ARKIT52};
     a2llm_client* c = connect(want, 1);
     if (!c) return;
-    CHECK_EQ(a2llm_client_wait_ready(c, 10000), int32_t(A2LLM_OK));
+    CHECK_EQ(a2llm_client_wait_ready(c, 60000), int32_t(A2LLM_OK));
     std::vector<int16_t> pcm = question(3200);
     int32_t turn = a2llm_client_send_audio_pcm16(c, pcm.data(), 3200, 16000, 1);
     CHECK_EQ(turn, 1);
@@ -209,7 +210,7 @@ TEST(cancel_mid_answer) {
     a2llm_event ev, end{};
     auto t0 = Clock::now();
     std::vector<float> buf(240);
-    while (seconds_since(t0) < 10.0 && !ended) {
+    while (seconds_since(t0) < 120.0 && !ended) {
         while (a2llm_client_poll(c, &ev) == 1) {
             if (ev.type == A2LLM_EVENT_AUDIO && !cancelled) {
                 CHECK_EQ(a2llm_client_cancel(c), int32_t(A2LLM_OK));
@@ -250,7 +251,7 @@ TEST(api_misuse_fails_cleanly) {
     a2llm_client* c = a2llm_client_create(g_endpoint.c_str(), nullptr);
     CHECK(c != nullptr);
     if (!c) return;
-    CHECK_EQ(a2llm_client_wait_ready(c, 10000), int32_t(A2LLM_OK));
+    CHECK_EQ(a2llm_client_wait_ready(c, 60000), int32_t(A2LLM_OK));
     float bad[3] = {0.f, NAN, 0.f};
     CHECK_EQ(a2llm_client_send_audio_f32(c, bad, 3, 16000, 1), int32_t(A2LLM_ERR_INVALID_ARGUMENT));
     CHECK(std::string(a2llm_last_error()).find("non-finite") != std::string::npos);
@@ -274,13 +275,13 @@ static void reconnects_after_server_restart() {
     int32_t want[1] = {A2LLM_LAYOUT_ARKIT52};
     a2llm_client* c = connect(want, 1);
     if (!c) return;
-    CHECK_EQ(a2llm_client_wait_ready(c, 10000), int32_t(A2LLM_OK));
+    CHECK_EQ(a2llm_client_wait_ready(c, 60000), int32_t(A2LLM_OK));
     std::printf("READY\n");
     std::fflush(stdout);
     bool disconnected = false, reconnected = false;
     a2llm_event ev;
     auto t0 = Clock::now();
-    while (seconds_since(t0) < 30.0 && !reconnected) {
+    while (seconds_since(t0) < 120.0 && !reconnected) {
         while (a2llm_client_poll(c, &ev) == 1) {
             if (ev.type == A2LLM_EVENT_DISCONNECTED) disconnected = true;
             if (ev.type == A2LLM_EVENT_CONNECTED && disconnected) reconnected = true;
@@ -299,7 +300,7 @@ static void reconnects_after_server_restart() {
     a2llm_event end{};
     std::vector<float> buf(480);
     t0 = Clock::now();
-    while (seconds_since(t0) < 15.0 && !ended) {
+    while (seconds_since(t0) < 120.0 && !ended) {
         while (a2llm_client_poll(c, &ev) == 1) {
             if (ev.type == A2LLM_EVENT_TURN_END) {
                 ended = true;

@@ -96,7 +96,9 @@ namespace A2LLM
         private readonly float[] _curves = new float[64];
         private Quaternion _headRest = Quaternion.identity;
         private bool _talking;
+        private int _talkTurn; // the turn of the utterance being spoken (0 until its first piece was sent)
         private int _currentTurn;
+        private AudioClip _silentClip; // created once: a new clip per Connect would leak one per reconnect
         private bool _answerPending; // utterance ended, its TurnEnd not received yet
         private uint _playingTurn;
         private readonly Dictionary<uint, int> _turnStatus = new Dictionary<uint, int>();
@@ -167,7 +169,8 @@ namespace A2LLM
             if (_source != null)
             {
                 // A silent looping clip keeps the source (and so OnAudioFilterRead) running; the filter writes the answer.
-                _source.clip = AudioClip.Create("A2LLM answer", _outputRate, 1, _outputRate, false);
+                if (_silentClip == null) _silentClip = AudioClip.Create("A2LLM answer", _outputRate, 1, _outputRate, false);
+                _source.clip = _silentClip;
                 _source.loop = true;
                 _source.Play();
             }
@@ -193,6 +196,7 @@ namespace A2LLM
             if (_playingTurn != 0 || _answerPending) CancelAnswer(); // barge-in
             _mic.Start(string.IsNullOrEmpty(microphoneDevice) ? null : microphoneDevice);
             _talking = true;
+            _talkTurn = 0;
         }
 
         /// <summary>Push-to-talk released: sends the rest of the utterance and ends it; the answer follows.</summary>
@@ -232,7 +236,8 @@ namespace A2LLM
                 }
                 catch (A2LLMException e)
                 {
-                    Debug.LogWarning("A2LLM: could not end the utterance: " + e.Message);
+                    // ErrRefused: the server already ended this utterance (reported by its ERROR event); now closed
+                    if (e.Status != A2LLMNative.ErrRefused) Debug.LogWarning("A2LLM: could not end the utterance: " + e.Message);
                 }
             }
             _mic.Stop();
@@ -245,12 +250,32 @@ namespace A2LLM
             if (n <= 0) return;
             try
             {
-                _currentTurn = _client.SendAudio(pcm, n, A2LLMClient.InputSampleRate, false);
+                _currentTurn = _talkTurn = _client.SendAudio(pcm, n, A2LLMClient.InputSampleRate, false);
             }
             catch (A2LLMException e)
             {
-                Debug.LogWarning("A2LLM: microphone audio not sent: " + e.Message);
+                if (e.Status == A2LLMNative.ErrRefused) UtteranceEndedByServer(e.Message);
+                else Debug.LogWarning("A2LLM: microphone audio not sent: " + e.Message);
             }
+        }
+
+        /// <summary>The server ended the utterance being spoken (AUDIO_TOO_LONG, or its turn failed). Final: the
+        /// microphone stops, the rest is not sent and nothing is retried; the next BeginTalking starts a new turn.</summary>
+        private void UtteranceEndedByServer(string why)
+        {
+            if (!_talking) return;
+            _talking = false;
+            _mic.Stop();
+            _answerPending = false;
+            try
+            {
+                _client.SendAudio(new short[0], 0, A2LLMClient.InputSampleRate, true); // closes it in the core
+            }
+            catch (A2LLMException)
+            {
+                // ErrRefused, as expected: nothing was sent
+            }
+            Debug.LogWarning("A2LLM: the server ended the utterance; talk again to start a new one (" + why + ")");
         }
 
         private void Update()
@@ -279,6 +304,8 @@ namespace A2LLM
                         onText.Invoke(ev.Text);
                         break;
                     case A2LLMEventType.TurnEnd:
+                        if (_talking && _talkTurn != 0 && ev.TurnId == (uint)_talkTurn)
+                            UtteranceEndedByServer("turn " + ev.TurnId + " ended: " + ev.Status);
                         _turnStatus[ev.TurnId] = (int)ev.Status;
                         if (ev.TurnId == (uint)_currentTurn) _answerPending = false;
                         if (TurnEnded != null) TurnEnded(ev);
@@ -286,6 +313,9 @@ namespace A2LLM
                         break;
                     case A2LLMEventType.Error:
                         Debug.LogWarning("A2LLM server error " + ev.Code + ": " + ev.Text);
+                        if (_talking && _talkTurn != 0 && ev.TurnId == (uint)_talkTurn &&
+                            (ev.Code == A2LLMNative.ErrorAudioTooLong || ev.Code == A2LLMNative.ErrorTurnFailed))
+                            UtteranceEndedByServer(ev.Text);
                         onError.Invoke(ev.Code, ev.Text);
                         break;
                     case A2LLMEventType.Disconnected:
@@ -431,6 +461,11 @@ namespace A2LLM
         private void OnDestroy()
         {
             Disconnect();
+            if (_silentClip != null)
+            {
+                Destroy(_silentClip);
+                _silentClip = null;
+            }
         }
 
         private void OnApplicationQuit()

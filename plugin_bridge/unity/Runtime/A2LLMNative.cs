@@ -11,8 +11,14 @@ namespace A2LLM
     /// <summary>Raw C ABI of the a2llm native client core. Prefer <see cref="A2LLMClient"/>.</summary>
     public static class A2LLMNative
     {
-        /// <summary>Library name: liba2llm_client.so (Linux, Android), liba2llm_client.dylib (macOS), a2llm_client.dll.</summary>
+        /// <summary>Library name: liba2llm_client.so (Linux, Android), liba2llm_client.dylib (macOS), a2llm_client.dll;
+        /// on iOS native plugins are linked statically into the player ("__Internal"; the assembly excludes iOS until
+        /// such a build of the core exists).</summary>
+#if UNITY_IOS && !UNITY_EDITOR
+        public const string Lib = "__Internal";
+#else
         public const string Lib = "a2llm_client";
+#endif
 
         public const uint AbiVersion = 1;
         public const uint ProtocolVersion = 1;
@@ -41,7 +47,13 @@ namespace A2LLM
         public const int ErrNetwork = -5;
         public const int ErrProtocol = -6;
         public const int ErrClosed = -7;
+        /// <summary>send_audio: the server ended this utterance (AUDIO_TOO_LONG / turn failed); nothing was sent.</summary>
+        public const int ErrRefused = -8;
         public const int ErrInternal = -99;
+
+        // protocol ErrorCodes carried by ERROR events (plugin_bridge/protocol.py)
+        public const int ErrorTurnFailed = 26;
+        public const int ErrorAudioTooLong = 28;
 
         // a2llm_state
         public const int StateConnecting = 0;

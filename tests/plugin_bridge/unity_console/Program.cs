@@ -127,6 +127,67 @@ namespace A2LLMTests
         private const int DspFrames = 1024;
         private const double PlaybackSpeed = 2.0; // simulated audio device runs at 2x real time
 
+        /// <summary>The player holds push-to-talk past the server's 60 s limit: the server's AUDIO_TOO_LONG is final.
+        /// The avatar stops the microphone and sends nothing more of that utterance (no flood of refused pieces, no
+        /// retry); releasing the key is harmless; the next utterance is a new turn that completes.</summary>
+        private static void TooLongUtterance(A2LLMAvatar avatar, Action<bool, string> check)
+        {
+            var codes = new List<int>();
+            var ends = new List<A2LLMEvent>();
+            UnityEngine.Events.UnityAction<int, string> onError = (code, msg) => codes.Add(code);
+            avatar.onError.AddListener(onError);
+            avatar.TurnEnded += e => ends.Add(e);
+            avatar.BeginTalking();
+            long micSamples = 0;
+            var second = new float[48000];
+            int seconds = 0;
+            var deadline = DateTime.UtcNow.AddSeconds(60);
+            while (avatar.IsTalking && seconds < 90 && DateTime.UtcNow < deadline)
+            {
+                for (int i = 0; i < second.Length; i++, micSamples++)
+                    second[i] = 0.2f * (float)Math.Sin(2 * Math.PI * 200 * micSamples / 48000.0);
+                Microphone.TestRecord(second);
+                Lifecycle.Call(avatar, "Update");
+                seconds++;
+                if (seconds >= 61) Thread.Sleep(20); // past the limit: give the server time to answer
+            }
+            check(!avatar.IsTalking && codes.Contains(A2LLMNative.ErrorAudioTooLong),
+                "AUDIO_TOO_LONG stops the microphone (after " + seconds + " s of speech)");
+            var sentAtStop = avatar.Client.GetStats().messages_sent;
+            for (int k = 0; k < 5; k++) // the player still holds the key: audio keeps arriving at the microphone
+            {
+                Microphone.TestRecord(second);
+                Lifecycle.Call(avatar, "Update");
+                Thread.Sleep(20);
+            }
+            avatar.EndTalking(); // key released: nothing to send
+            for (int k = 0; k < 25; k++)
+            {
+                Lifecycle.Call(avatar, "Update");
+                Thread.Sleep(20);
+            }
+            var sentAfter = avatar.Client.GetStats().messages_sent;
+            check(sentAfter - sentAtStop <= 1, "nothing of the refused utterance is sent or re-sent (" +
+                (sentAfter - sentAtStop) + " messages after the stop, a heartbeat at most)");
+            int others = 0;
+            foreach (int c in codes) if (c != A2LLMNative.ErrorAudioTooLong) others++;
+            check(others == 0, "no further errors for the refused utterance (" + string.Join(",", codes) + ")");
+
+            avatar.BeginTalking();
+            Microphone.TestRecord(new float[14400]);
+            Lifecycle.Call(avatar, "Update");
+            avatar.EndTalking();
+            deadline = DateTime.UtcNow.AddSeconds(30);
+            while (DateTime.UtcNow < deadline && (ends.Count == 0 || ends[ends.Count - 1].Status != A2LLMTurnStatus.Completed))
+            {
+                Lifecycle.Call(avatar, "Update");
+                Thread.Sleep(10);
+            }
+            check(ends.Count >= 1 && ends[ends.Count - 1].Status == A2LLMTurnStatus.Completed,
+                "the next utterance is a new turn and completes (turn " + (ends.Count > 0 ? ends[ends.Count - 1].TurnId : 0) + ")");
+            avatar.onError.RemoveListener(onError);
+        }
+
         public static void Run(string endpoint, Action<bool, string> check)
         {
             AudioSettings.TestOutputSampleRate = OutputRate;
@@ -288,6 +349,20 @@ namespace A2LLMTests
             check(maxMouth > 50f && maxMouth <= 100f && maxSmile > 20f, string.Format("weights in 0..100 (mouth {0:F1}, smile {1:F1})", maxMouth, maxSmile));
             check(face.GetBlendShapeWeight(unrelated) == 0f, "unmapped blend shape untouched");
             check(errors == 0, "no server errors");
+
+            // Reconnect: the silent looping clip is reused, not leaked (one AudioClip per Connect before)
+            var source = go.GetComponent<AudioSource>();
+            var firstClip = source.clip;
+            avatar.Connect();
+            check(firstClip != null && ReferenceEquals(source.clip, firstClip), "Connect again reuses the AudioSource clip");
+            deadline = DateTime.UtcNow.AddSeconds(30);
+            while (connected < 2 && DateTime.UtcNow < deadline)
+            {
+                Lifecycle.Call(avatar, "Update");
+                Thread.Sleep(5);
+            }
+            check(connected == 2, "reconnected");
+            TooLongUtterance(avatar, check);
 
             UnityEngine.Object.Destroy(go); // OnDestroy -> Disconnect -> a2llm_client_destroy
             check(avatar.Client == null, "destroyed avatar released its client");

@@ -1,14 +1,23 @@
 // Sample: hold a key to talk to the avatar; the answer text goes to the console (and an optional callback).
 // Put it on the GameObject that has the A2LLMAvatar (with its AudioSource and face renderer set up).
+// Input: the Input System package (com.unity.inputsystem, Unity's default for new projects) when it is installed
+// (the asmdef defines A2LLM_INPUT_SYSTEM then); the legacy Input Manager otherwise.
 using A2LLM;
 using UnityEngine;
+#if A2LLM_INPUT_SYSTEM
+using UnityEngine.InputSystem;
+#endif
 
 namespace A2LLM.Samples
 {
     [RequireComponent(typeof(A2LLMAvatar))]
     public sealed class A2LLMPushToTalk : MonoBehaviour
     {
+#if A2LLM_INPUT_SYSTEM
+        public Key talkKey = Key.Space;
+#else
         public KeyCode talkKey = KeyCode.Space;
+#endif
 
         private A2LLMAvatar _avatar;
         private string _answer = "";
@@ -28,8 +37,18 @@ namespace A2LLM.Samples
 
         private void Update()
         {
-            if (Input.GetKeyDown(talkKey)) _avatar.BeginTalking();
-            if (Input.GetKeyUp(talkKey)) _avatar.EndTalking();
+            bool down, up;
+#if A2LLM_INPUT_SYSTEM
+            var keyboard = Keyboard.current; // null when no keyboard is connected
+            if (keyboard == null) return;
+            down = keyboard[talkKey].wasPressedThisFrame;
+            up = keyboard[talkKey].wasReleasedThisFrame;
+#else
+            down = Input.GetKeyDown(talkKey);
+            up = Input.GetKeyUp(talkKey);
+#endif
+            if (down) _avatar.BeginTalking();
+            if (up) _avatar.EndTalking();
         }
     }
 }

@@ -5,7 +5,6 @@
 #include "A2LLMCurveNames.h"
 #include "A2LLMLiveLinkSource.h"
 #include "A2LLMSoundWave.h"
-#include "AudioCaptureCore.h"
 #include "Components/AudioComponent.h"
 #include "Components/SceneComponent.h"
 #include "GameFramework/Actor.h"
@@ -104,7 +103,7 @@ void UA2LLMAvatarComponent::Disconnect()
 
 bool UA2LLMAvatarComponent::IsConnected() const
 {
-	return Connection.IsValid() && a2llm_client_state(Connection->Handle()) == A2LLM_STATE_READY;
+	return Connection.IsValid() && A2LLM::Api().a2llm_client_state(Connection->Handle()) == A2LLM_STATE_READY;
 }
 
 bool UA2LLMAvatarComponent::BeginTalking()
@@ -114,7 +113,7 @@ bool UA2LLMAvatarComponent::BeginTalking()
 		return false;
 	}
 	uint32 PlayingTurn = 0;
-	a2llm_client_playback_position(Connection->Handle(), &PlayingTurn);
+	A2LLM::Api().a2llm_client_playback_position(Connection->Handle(), &PlayingTurn);
 	if (PlayingTurn != 0 || bAnswerPending)
 	{
 		CancelAnswer(); // barge-in
@@ -179,9 +178,15 @@ void UA2LLMAvatarComponent::EndTalking()
 				CurrentTurn = static_cast<uint32>(Turn);
 				bAnswerPending = true;
 			}
+			else if (Turn == A2LLM_ERR_REFUSED)
+			{
+				// The server already ended this utterance (AUDIO_TOO_LONG): the core closed it, nothing is re-sent.
+				UE_LOG(LogA2LLM, Log, TEXT("utterance %u was ended by the server: %hs"), CurrentTurn,
+					A2LLM::Api().a2llm_last_error());
+			}
 			else
 			{
-				UE_LOG(LogA2LLM, Warning, TEXT("end of utterance not sent: %hs"), a2llm_last_error());
+				UE_LOG(LogA2LLM, Warning, TEXT("end of utterance not sent: %hs"), A2LLM::Api().a2llm_last_error());
 			}
 		}
 	}
@@ -252,6 +257,10 @@ void UA2LLMAvatarComponent::HandleEvent(const FA2LLMGameEvent& Event)
 		break;
 	case A2LLM_EVENT_ERROR:
 		UE_LOG(LogA2LLM, Warning, TEXT("server error %d: %s"), Event.Code, *Event.Text);
+		if (Event.Code == 28 /* AUDIO_TOO_LONG */ && Event.TurnId == CurrentTurn && bTalking)
+		{
+			EndTalking(); // final: the microphone stops; the rest of the utterance is not sent (the core refuses it)
+		}
 		OnError.Broadcast(Event.Code, Event.Text);
 		break;
 	case A2LLM_EVENT_DISCONNECTED:
@@ -274,7 +283,7 @@ void UA2LLMAvatarComponent::PublishFace()
 	const uint64 At = Connection->EstimatePlayhead(OutputLatencyMs / 1000.0);
 	int32 Layout = A2LLM_LAYOUT_LIVELINK61;
 	int32 Flags = 0;
-	const int32 N = a2llm_client_face_frame_at(Connection->Handle(), At, Curves.GetData(), Curves.Num(), &Layout, &Flags);
+	const int32 N = A2LLM::Api().a2llm_client_face_frame_at(Connection->Handle(), At, Curves.GetData(), Curves.Num(), &Layout, &Flags);
 	if (N != Curves.Num())
 	{
 		return; // no frame yet (0) or an error

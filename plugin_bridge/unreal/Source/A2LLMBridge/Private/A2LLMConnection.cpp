@@ -28,7 +28,7 @@ FA2LLMConnectionPtr FA2LLMConnection::Create(const FA2LLMConnectionSettings& Set
 		return nullptr;
 	}
 	a2llm_client_options Opts;
-	a2llm_client_options_init(&Opts);
+	A2LLM::Api().a2llm_client_options_init(&Opts);
 	Opts.capabilities = A2LLM_CAP_TEXT | A2LLM_CAP_AUDIO | A2LLM_CAP_FACE;
 	Opts.layouts[0] = A2LLM_LAYOUT_LIVELINK61; // the Live Link Face curve set, head included
 	Opts.n_layouts = 1;
@@ -45,10 +45,10 @@ FA2LLMConnectionPtr FA2LLMConnection::Create(const FA2LLMConnectionSettings& Set
 	Opts.curve_server_key = Settings.CurveServerKey.IsEmpty() ? nullptr : Conn->KeepAlive[0].GetData();
 	Opts.curve_public_key = Settings.CurvePublicKey.IsEmpty() ? nullptr : Conn->KeepAlive[1].GetData();
 	Opts.curve_secret_key = Settings.CurveSecretKey.IsEmpty() ? nullptr : Conn->KeepAlive[2].GetData();
-	Conn->Client = a2llm_client_create(Utf8(Settings.Endpoint).GetData(), &Opts);
+	Conn->Client = A2LLM::Api().a2llm_client_create(Utf8(Settings.Endpoint).GetData(), &Opts);
 	if (Conn->Client == nullptr)
 	{
-		OutError = FString::Printf(TEXT("cannot connect to %s: %s"), *Settings.Endpoint, UTF8_TO_TCHAR(a2llm_last_error()));
+		OutError = FString::Printf(TEXT("cannot connect to %s: %s"), *Settings.Endpoint, UTF8_TO_TCHAR(A2LLM::Api().a2llm_last_error()));
 		return nullptr;
 	}
 	Conn->Thread = FRunnableThread::Create(Conn.Get(), TEXT("A2LLMReceive"), 0, TPri_AboveNormal);
@@ -57,13 +57,19 @@ FA2LLMConnectionPtr FA2LLMConnection::Create(const FA2LLMConnectionSettings& Set
 
 FA2LLMConnection::~FA2LLMConnection()
 {
+	// Joins two threads and sends Bye: never on the audio render or capture thread (the component and the sound
+	// wave make sure the last reference is dropped on the game thread).
+	ensureMsgf(IsInGameThread() || IsEngineExitRequested(), TEXT("FA2LLMConnection released off the game thread"));
 	if (Thread != nullptr)
 	{
 		Thread->Kill(true); // Stop() then wait for Run() to return
 		delete Thread;
 		Thread = nullptr;
 	}
-	a2llm_client_destroy(Client); // sends Bye, joins the core's I/O thread
+	if (Client != nullptr && A2LLM::Api().IsLoaded())
+	{
+		A2LLM::Api().a2llm_client_destroy(Client); // sends Bye, joins the core's I/O thread
+	}
 	Client = nullptr;
 }
 
@@ -72,7 +78,7 @@ uint32 FA2LLMConnection::Run()
 	a2llm_event Ev;
 	while (!bStopping)
 	{
-		const int32 R = a2llm_client_poll(Client, &Ev);
+		const int32 R = A2LLM::Api().a2llm_client_poll(Client, &Ev);
 		if (R <= 0)
 		{
 			FPlatformProcess::Sleep(0.002f); // poll never blocks; 2 ms keeps text latency low at ~0 CPU
@@ -102,9 +108,9 @@ uint32 FA2LLMConnection::Run()
 
 void FA2LLMConnection::ReadAudio(float* Out, int32 NumSamples)
 {
-	const int32 Played = a2llm_client_read_audio(Client, Out, NumSamples);
+	const int32 Played = A2LLM::Api().a2llm_client_read_audio(Client, Out, NumSamples);
 	uint32 Turn = 0;
-	const uint64 Playhead = a2llm_client_playback_position(Client, &Turn);
+	const uint64 Playhead = A2LLM::Api().a2llm_client_playback_position(Client, &Turn);
 	FScopeLock Lock(&ClockLock);
 	ClockPlayhead = Playhead;
 	ClockPlayed = static_cast<int32>(FMath::Min<uint64>(FMath::Max(Played, 0), Playhead));
@@ -135,10 +141,10 @@ uint64 FA2LLMConnection::EstimatePlayhead(double OutputLatencySeconds) const
 TArray<FName> FA2LLMConnection::CurveNames(int32 LayoutId) const
 {
 	TArray<FName> Names;
-	const int32 N = a2llm_client_curve_count(Client, LayoutId);
+	const int32 N = A2LLM::Api().a2llm_client_curve_count(Client, LayoutId);
 	for (int32 I = 0; I < N; ++I)
 	{
-		const char* Name = a2llm_client_curve_name(Client, LayoutId, I);
+		const char* Name = A2LLM::Api().a2llm_client_curve_name(Client, LayoutId, I);
 		Names.Add(Name != nullptr ? FName(UTF8_TO_TCHAR(Name)) : NAME_None);
 	}
 	return Names;
@@ -146,11 +152,11 @@ TArray<FName> FA2LLMConnection::CurveNames(int32 LayoutId) const
 
 int32 FA2LLMConnection::SendAudio(const float* Samples, int32 Num, int32 SampleRate, bool bEndOfUtterance)
 {
-	return a2llm_client_send_audio_f32(Client, Samples, static_cast<uint32>(FMath::Max(Num, 0)),
+	return A2LLM::Api().a2llm_client_send_audio_f32(Client, Samples, static_cast<uint32>(FMath::Max(Num, 0)),
 		static_cast<uint32>(SampleRate), bEndOfUtterance ? 1 : 0);
 }
 
 int32 FA2LLMConnection::Cancel()
 {
-	return a2llm_client_cancel(Client);
+	return A2LLM::Api().a2llm_client_cancel(Client);
 }

@@ -16,7 +16,7 @@ FA2LLMLiveLinkSource::FA2LLMLiveLinkSource(const FString& InEndpoint)
 {
 }
 
-TSharedPtr<FA2LLMLiveLinkSource> FA2LLMLiveLinkSource::AddToLiveLink(const FString& Endpoint)
+TSharedPtr<FA2LLMLiveLinkSource> FA2LLMLiveLinkSource::AddToLiveLink(const FString& InEndpoint)
 {
 	IModularFeatures& Features = IModularFeatures::Get();
 	if (!Features.IsModularFeatureAvailable(ILiveLinkClient::ModularFeatureName))
@@ -24,7 +24,7 @@ TSharedPtr<FA2LLMLiveLinkSource> FA2LLMLiveLinkSource::AddToLiveLink(const FStri
 		return nullptr;
 	}
 	ILiveLinkClient& LiveLink = Features.GetModularFeature<ILiveLinkClient>(ILiveLinkClient::ModularFeatureName);
-	TSharedPtr<FA2LLMLiveLinkSource> Source = MakeShared<FA2LLMLiveLinkSource>(Endpoint);
+	TSharedPtr<FA2LLMLiveLinkSource> Source = MakeShared<FA2LLMLiveLinkSource>(InEndpoint);
 	LiveLink.AddSource(Source); // calls ReceiveClient
 	return Source;
 }

@@ -32,14 +32,13 @@ int32 UA2LLMSoundWave::OnGeneratePCMAudio(TArray<uint8>& OutAudio, int32 NumSamp
 	// and stops; the core's playhead only moves for real answer samples.
 	OutAudio.SetNumUninitialized(NumSamples * sizeof(float));
 	float* Out = reinterpret_cast<float*>(OutAudio.GetData());
-	FA2LLMConnectionPtr Conn;
+	// The pin lives only inside the lock: SetConnection(nullptr) (game thread, before the component drops its own
+	// reference) waits for a pull in flight, so the last reference, whose destructor joins the core's threads, is
+	// always released on the game thread, never here.
+	FScopeLock Lock(&ConnectionLock);
+	if (const FA2LLMConnectionPtr Conn = Connection.Pin())
 	{
-		FScopeLock Lock(&ConnectionLock);
-		Conn = Connection.Pin();
-	}
-	if (Conn.IsValid())
-	{
-		Conn->ReadAudio(Out, NumSamples);
+		Conn->ReadAudio(Out, NumSamples); // a few microseconds: never waits on the network
 	}
 	else
 	{

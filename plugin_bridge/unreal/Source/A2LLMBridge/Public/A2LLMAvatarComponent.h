@@ -5,6 +5,7 @@
 
 #include "CoreMinimal.h"
 #include "A2LLMConnection.h"
+#include "AudioCaptureCore.h" // complete Audio::FAudioCapture: TUniquePtr's deleter runs in UHT-generated code
 #include "Components/ActorComponent.h"
 #include "HAL/CriticalSection.h"
 #include "A2LLMAvatarComponent.generated.h"
@@ -13,10 +14,6 @@ class FA2LLMLiveLinkSource;
 class UA2LLMSoundWave;
 class UAudioComponent;
 class USceneComponent;
-namespace Audio
-{
-	class FAudioCapture;
-}
 
 DECLARE_DYNAMIC_MULTICAST_DELEGATE(FA2LLMConnectedDelegate);
 DECLARE_DYNAMIC_MULTICAST_DELEGATE_OneParam(FA2LLMTextDelegate, const FString&, Text);

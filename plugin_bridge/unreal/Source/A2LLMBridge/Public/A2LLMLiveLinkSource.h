@@ -31,7 +31,7 @@ public:
 	void SetStatus(const FText& InStatus) { Status = InStatus; }
 
 	/** Registers a new source with the engine's Live Link client (game thread); null when Live Link is unavailable. */
-	static TSharedPtr<FA2LLMLiveLinkSource> AddToLiveLink(const FString& Endpoint);
+	static TSharedPtr<FA2LLMLiveLinkSource> AddToLiveLink(const FString& InEndpoint);
 	void RemoveFromLiveLink();
 
 private:

@@ -17,7 +17,8 @@ class A2LLMBRIDGE_API UA2LLMSoundWave : public USoundWaveProcedural
 public:
 	UA2LLMSoundWave(const FObjectInitializer& ObjectInitializer);
 
-	/** Game thread: the connection to pull from (a weak pointer: the component owns the connection). */
+	/** Game thread: the connection to pull from (a weak pointer: the component owns the connection). Setting null
+	 *  waits until no audio-thread pull holds the connection, so the component releases it on the game thread. */
 	void SetConnection(const FA2LLMConnectionWeakPtr& InConnection);
 
 	//~ USoundWaveProcedural
