@@ -78,8 +78,12 @@ def _recipe(tmp: Path, steps: int = 2, **kw) -> A2LLMRecipe:
         },
         "stage1": stage,
         "stage2": stage,
-        "stage3": {**stage, "train_data": str(tmp / "affective") if (tmp / "affective").exists()
-                   else str(_dataset(tmp / "affective", 5, 7, happy_fraction=1.0, prefix="af"))},  # fmt: skip
+        "stage3": {
+            **stage,
+            "train_data": str(tmp / "affective")
+            if (tmp / "affective").exists()
+            else str(_dataset(tmp / "affective", 5, 7, happy_fraction=1.0, prefix="af")),
+        },  # fmt: skip
         **kw,
     }
     return A2LLMRecipe.from_dict(d)
