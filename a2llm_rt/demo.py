@@ -369,8 +369,9 @@ def run(args: argparse.Namespace) -> int:
         te = result.turn_end
         print(f"answer: {result.audio.shape[0] / result.sample_rate:.2f} s of audio, {te.face_frames} face frames, "
               f"{len(result.text)} characters of text")  # fmt: skip
-        print(f"latency: TTFT {_fmt_s(te.ttft_s)} | TTFA {_fmt_s(te.ttfa_s)} | first face {_fmt_s(te.ttff_s)} | "
-              f"RTF {te.rtf:.3f} | turn {te.total_s:.2f} s (server side, from the end of the question)")  # fmt: skip
+        print(f"latency (A2-LLM §6.1, server side, from the end of the question): TTFT {_fmt_s(te.ttft_s)} (first "
+              f"audio token) | TTFA {_fmt_s(te.ttfa_s)} (first face motion) | RTF {te.rtf:.3f}; first audio chunk sent "
+              f"{_fmt_s(te.first_audio_s)} | turn {te.total_s:.2f} s")  # fmt: skip
 
         mesh_dir = Path(args.mesh) if args.mesh and Path(args.mesh).is_dir() else None
         arkit = MotionClip(result.face["arkit52"], result.fps, "arkit52", {"source": "a2llm demo answer"})

@@ -8,6 +8,10 @@ blocks, latent 256, 6 x 256 codes, FLAME58) with seeded random weights, it compa
 fp32 and onnxruntime int8 (connector int8 with each scheme of ``export/quantize.py``: ``weight_only``, the
 ``build_engines --int8`` default, and the all-int8 ``dynamic``; decoder fp32), each with 1 and 2 threads, at batch 1
 and 8.
+``--compare-graph`` (the GPU check): torch eager against one CUDA graph of the whole step (connector, argmax, decoder,
+state carried in place) on ``--device``, per motion token at ``--batches`` (e.g. 1 32); on a CPU the graph rows are
+recorded as skipped (the dry run of ``tools/gpu_check.sh``).
+
 Reported: median ms per step (one window of W states = W/G motion tokens per session), ms per motion token
 (step / (W/G)), the speed-up over torch eager with the same threads and batch, and batch 8's cost per call relative to
 batch 1. The graphs are exported and verified with ``export.build_engines.build`` first (parity errors and int8 code
@@ -79,8 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--int8-schemes", nargs="*", default=["weight_only", "dynamic"], choices=["weight_only", "dynamic"],
                     help="int8 connector schemes to time (default both)")  # fmt: skip
     ap.add_argument("--out", default="bench/results/motion_stack.json")
-    ap.add_argument("--device", default="cpu", help="cpu only: this bench measures the CPU path (see bench/engine.py)")
+    ap.add_argument("--device", default="cpu", help="cpu, or with --compare-graph a CUDA device")
+    ap.add_argument("--compare-graph", action="store_true", help="torch eager vs CUDA graph on --device")
     args = ap.parse_args(argv)
+    if args.compare_graph:
+        return compare_graph(args)
     if args.device != "cpu":
         print(f"motion_stack measures the CPU backends; --device {args.device} skipped (GPU: bench/engine.py)")
         return 0
@@ -164,6 +171,107 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_json(args.out, result)
     print(f"wrote {args.out}")
     return 0
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def _median_ms(fn, dev: torch.device, repeats: int, warmup: int = 3) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        _sync(dev)
+        t0 = time.perf_counter()
+        fn()
+        _sync(dev)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def graph_step_rows(connector, motion, dev: torch.device, batch: int, window: int, repeats: int) -> list[dict]:
+    """Eager and CUDA-graph timings of one steady-state motion step (prev codes and decoder state carried)."""
+    cfg = connector.cfg
+    tokens = cfg.tokens_per_window
+    dtype = next(connector.parameters()).dtype
+    g = torch.Generator().manual_seed(batch)
+    x = torch.randn(batch, window, cfg.d_llm, generator=g).to(dev, dtype)
+    prev = torch.zeros(batch, tokens, cfg.n_q, dtype=torch.long, device=dev)
+    state = motion.init_decode_state(batch, dev)
+    with torch.inference_mode():
+        while state.skip:  # past the decoder's lookahead: the steady state
+            _, state = motion.decode_step(connector.step(x, None).argmax(-1), state)
+    box = {"state": state}
+
+    def eager():
+        codes = connector.step(x, prev).argmax(-1)
+        frames, box["state"] = motion.decode_step(codes, box["state"])
+        prev.copy_(codes)
+        return frames
+
+    rows = []
+    with torch.inference_mode():
+        ts = _median_ms(eager, dev, repeats)
+    med = statistics.median(ts)
+    rows.append({"variant": "torch eager", "device": str(dev), "batch": batch, "ms_per_step": med,
+                 "ms_per_motion_token": med / tokens, "ms_min": min(ts), "repeats": len(ts)})  # fmt: skip
+    if dev.type != "cuda":
+        rows.append({"variant": "cuda graph", "device": str(dev), "batch": batch, "skipped": "needs CUDA"})
+        return rows
+    try:
+        with torch.cuda.device(dev), torch.inference_mode():
+            static = box["state"]
+
+            def body():
+                codes = connector.step(x, prev).argmax(-1)
+                frames, new = motion.decode_step(codes, static)
+                for k, t in new.tensors().items():
+                    getattr(static, k).copy_(t)
+                prev.copy_(codes)
+                return frames
+
+            side = torch.cuda.Stream(device=dev)
+            side.wait_stream(torch.cuda.current_stream(dev))
+            with torch.cuda.stream(side):
+                for _ in range(3):
+                    body()
+            torch.cuda.current_stream(dev).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=torch.cuda.Stream(device=dev)):
+                body()
+            ts = _median_ms(graph.replay, dev, repeats)
+        med = statistics.median(ts)
+        rows.append({"variant": "cuda graph", "device": str(dev), "batch": batch, "ms_per_step": med,
+                     "ms_per_motion_token": med / tokens, "ms_min": min(ts), "repeats": len(ts)})  # fmt: skip
+    except Exception as e:  # noqa: BLE001 - report, do not hide the eager figures
+        rows.append({"variant": "cuda graph", "device": str(dev), "batch": batch, "error": f"{type(e).__name__}: {e}"})
+    return rows
+
+
+def compare_graph(args) -> int:
+    dev = torch.device(args.device)
+    connector, motion = paper_models(args.window, args.tiny)
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32  # as the engine's full preset runs it
+    connector = connector.to(dev, dtype)
+    motion = motion.to(dev)
+    rows = []
+    for b in args.batches:
+        rows += graph_step_rows(connector, motion, dev, b, args.window, args.repeats)
+    print(f"motion stack on {dev}: W={args.window} ({connector.cfg.tokens_per_window} motion tokens per step), "
+          f"{'tiny' if args.tiny else 'paper'} sizes, connector {str(dtype).replace('torch.', '')}")  # fmt: skip
+    for r in rows:
+        fig = f"{r['ms_per_step']:8.3f} ms/step {r['ms_per_motion_token']:8.3f} ms/motion token" if "ms_per_step" in r \
+            else r.get("skipped") or r.get("error")
+        print(f"  {r['variant']:12s} batch {r['batch']:3d}: {fig}")
+    result = {"bench": "motion_stack_graph", "sizes": "tiny" if args.tiny else "paper", "device": str(dev),
+              "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor(),
+              "torch": torch.__version__, "window": args.window,
+              "motion_tokens_per_step": connector.cfg.tokens_per_window, "rows": rows}  # fmt: skip
+    atomic_write_json(args.out, result)
+    print(f"wrote {args.out}")
+    return 1 if any("error" in r for r in rows) else 0
 
 
 def _loadavg() -> list[float] | None:

@@ -6,7 +6,8 @@
 face, the server's timings, and per-message delivery latency).
 
 The client survives a server restart: a missing heartbeat or an ``Error(NOT_WELCOMED)`` makes it say Hello again and
-resend the turn (``retries`` times).
+resend the turn (``retries`` times). A turn the server refused or failed (``AUDIO_TOO_LONG``, ``TURN_FAILED``, any
+``TurnEnd(FAILED)``) is final: it is never re-sent.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ from a2llm_rt.utils.fileio import atomic_write, atomic_write_json
 from plugin_bridge import protocol as P
 
 DEFAULT_LAYOUTS = ("arkit52", "livelink61", "flame58")
+
+
+FINAL_TURN_ERRORS = frozenset({P.ErrorCode.AUDIO_TOO_LONG, P.ErrorCode.TURN_FAILED})
+"""Errors that end a turn for good: re-sending the same utterance would fail the same way."""
 
 
 class BridgeError(RuntimeError):
@@ -61,13 +66,17 @@ class TurnResult:
         return {
             "turn_id": self.turn_id,
             "status": te.status.name if te is not None else "NO_TURN_END",
-            "time_to_first_text_s": self.t_first.get("text"),
-            "time_to_first_audio_s": self.t_first.get("audio"),
-            "time_to_first_face_s": self.t_first.get("face"),
-            "turn_total_s": self.t_first.get("end"),
-            "server_timings": None
-            if te is None
-            else {"ttft_s": te.ttft_s, "ttfa_s": te.ttfa_s, "ttff_s": te.ttff_s, "rtf": te.rtf, "total_s": te.total_s},
+            # the A2-LLM paper's timings (§6.1), measured by the server from the end of the question
+            "ttft_s": te.ttft_s if te is not None else None,  # -> first generated audio token
+            "ttfa_s": te.ttfa_s if te is not None else None,  # -> first facial motion frame
+            "rtf": te.rtf if te is not None else None,  # generation time / duration of the synthesized speech
+            # extras, measured here from the end of sending the question (include the network both ways)
+            "first_text_received_s": self.t_first.get("text"),
+            "first_audio_chunk_received_s": self.t_first.get("audio"),
+            "first_face_received_s": self.t_first.get("face"),
+            "turn_end_received_s": self.t_first.get("end"),
+            "server_first_audio_sent_s": te.first_audio_s if te is not None else None,
+            "server_total_s": te.total_s if te is not None else None,
             "delivery_latency_ms": {
                 "note": "receive time - the server's send_time_us stamp; meaningful on one host (same monotonic clock)",
                 "count": int(lat.size),
@@ -214,6 +223,8 @@ class BridgeClient:
 
     def send_audio(self, audio: np.ndarray, sample_rate: int, turn_id: int, chunk_s: float = 0.1) -> None:
         """Send ``audio`` ``[n]`` (float or int16) as PCM16 UserAudio chunks; the last one ends the utterance."""
+        if sample_rate not in P.USER_AUDIO_RATES:
+            raise ValueError(f"sample rate {sample_rate} Hz is not one the server takes: {P.USER_AUDIO_RATES}")
         a = np.asarray(audio)
         if a.dtype != np.int16:
             a = (np.clip(a.astype(np.float32), -1.0, 1.0) * 32767.0).round().astype(np.int16)
@@ -247,7 +258,7 @@ class BridgeClient:
         for attempt in range(retries + 1):
             result = self._one_turn(audio, sample_rate, chunk_s, timeout_s, on_message)
             result.attempts = attempt + 1
-            if result is not None and result.turn_end is not None:
+            if result.turn_end is not None or any(e.code in FINAL_TURN_ERRORS for e in result.errors):
                 return result
             if attempt < retries:
                 self.reconnects += 1
@@ -448,8 +459,9 @@ def main(argv: list[str] | None = None) -> int:
     rep = result.latency_report()
     print(f"turn {result.turn_id}: {rep['status']}, text {result.text!r}")
     print(
-        f"first text {rep['time_to_first_text_s']}, first audio {rep['time_to_first_audio_s']}, "
-        f"first face {rep['time_to_first_face_s']} (s after the end of the question)"
+        f"TTFT {rep['ttft_s']} s (first audio token), TTFA {rep['ttfa_s']} s (first face motion), RTF {rep['rtf']} "
+        f"(server); received here: first text {rep['first_text_received_s']}, first audio chunk "
+        f"{rep['first_audio_chunk_received_s']} (s after the end of the question)"
     )
     for p in paths:
         print(f"  wrote {p}")

@@ -37,6 +37,7 @@ OUTPUT_SAMPLE_RATE = 24000
 INPUT_SAMPLE_RATE = 16000
 FPS = 25.0
 SAMPLES_PER_FRAME = 960  # 24000 / 25
+MAX_FACE_LEAD_S = 0.5  # an aligned engine turn never sends face frames further ahead of its audio (PROTOCOL.md 4.5)
 
 
 # --- events --------------------------------------------------------------------------------------------------------
@@ -69,9 +70,9 @@ class FaceFrames:
 
 @dataclass(frozen=True)
 class TurnEnd:
-    ttft_s: float = -1.0  # time to first text, from the turn start (-1 = not measured)
-    ttfa_s: float = -1.0  # time to first audio
-    rtf: float = -1.0  # generation time / answer duration
+    ttft_s: float = -1.0  # A2-LLM §6.1 TTFT: turn start -> first generated audio token (s; -1 = not measured)
+    ttfa_s: float = -1.0  # A2-LLM §6.1 TTFA: turn start -> first facial motion frame
+    rtf: float = -1.0  # A2-LLM §6.1 RTF: generation time / duration of the synthesized speech
     cancelled: bool = False  # the source stopped the turn early (the server reports TurnEnd(CANCELLED))
 
 
@@ -213,13 +214,13 @@ class ScriptedSource:
                 if delay > 0 and cancel.wait(delay):
                     return
             if deltas:
-                if ttft < 0:
-                    ttft = time.monotonic() - t0
                 yield TextDelta(deltas.pop(0))
-            if ttfa < 0:
-                ttfa = time.monotonic() - t0
+            if ttft < 0:  # the script's audio "token" and face motion exist when their first event is made
+                ttft = time.monotonic() - t0
             yield AudioChunk(self.audio(frame * SAMPLES_PER_FRAME, n * SAMPLES_PER_FRAME), frame * SAMPLES_PER_FRAME)
             face = self.face(frame, n)
+            if ttfa < 0:
+                ttfa = time.monotonic() - t0
             yield FaceFrames(frame, {k: v for k, v in face.items() if k in self.layouts})
             frame += n
         if deltas:  # text longer than the audio: flush the rest
@@ -301,7 +302,10 @@ class EngineSource:
     ``align`` (default) holds each audio chunk back until the face frames covering it have gone out: the motion
     stack answers a window of ``W`` audio positions at a time, so the engine's face runs up to ``W`` frames behind
     its audio; aligned, a client that plays audio on arrival always has the face for the instant it plays (the
-    first audio then leaves with the first face frames, the engine's TTFA). Text is never held.
+    first audio then leaves with the first face frames, the engine's TTFA). Face frames, in turn, wait while they
+    would start more than :data:`MAX_FACE_LEAD_S` past the audio already released (the vocoder holds audio back) and
+    no held audio waits for them, so a client's face buffer needs at most that lead, or one audio chunk when chunks
+    are longer. Text is never held.
     """
 
     def __init__(self, engine: object, pace: float = 0.0, align: bool = True, settle_timeout_s: float = 10.0):
@@ -409,7 +413,10 @@ class EngineSource:
         asked_cancel = False
         pacer = _Pacer(self.pace, cancel)
         held: list[AudioChunk] = []  # audio waiting for the face frames that cover it (align)
+        faces: list[FaceFrames] = []  # face frames waiting for audio within MAX_FACE_LEAD_S of them (align)
         face_end = 0  # answer samples covered by the face frames released so far
+        audio_end = 0  # answer samples of the audio released so far
+        lead = round(MAX_FACE_LEAD_S * OUTPUT_SAMPLE_RATE)
         try:
             while True:
                 if cancel.is_set() and not asked_cancel:
@@ -427,9 +434,16 @@ class EngineSource:
                     raise TurnError(f"{e.kind} error: {e.message}", e.kind)
                 if isinstance(e, E.TurnEnd):
                     settled = True
-                    for a in held:  # the answer's last audio, past the last face frame
-                        if pacer.wait(a.sample_offset):
-                            yield a
+                    rest = sorted(
+                        [
+                            *((a, a.sample_offset) for a in held),
+                            *((f, f.first_frame * SAMPLES_PER_FRAME) for f in faces),
+                        ],
+                        key=lambda x: x[1],
+                    )
+                    for out, offset in rest:  # the answer's last audio and face, in answer order
+                        if pacer.wait(offset):
+                            yield out
                     yield TurnEnd(float(e.ttft_s), float(e.ttfa_s), float(e.rtf), cancelled=e.reason == "cancelled")
                     return
                 if isinstance(e, E.TextDelta):
@@ -441,13 +455,25 @@ class EngineSource:
                 if isinstance(e, E.AudioChunk):
                     held.append(AudioChunk(np.asarray(e.pcm, np.float32).reshape(-1), int(e.sample_offset)))
                 elif isinstance(e, E.FaceFrames):
-                    first = int(e.first_frame)
                     frames = {k: np.asarray(v, np.float32) for k, v in e.frames.items()}
-                    ready.append((FaceFrames(first, frames, float(e.fps)), first * SAMPLES_PER_FRAME))
-                    face_end = (first + e.num_frames) * SAMPLES_PER_FRAME
-                while held and (not self.align or held[0].sample_offset + held[0].pcm.shape[0] <= face_end):
-                    a = held.pop(0)
-                    ready.append((a, a.sample_offset))
+                    faces.append(FaceFrames(int(e.first_frame), frames, float(e.fps)))
+                moved = True
+                while moved:  # release alternately: audio covered by face, face within `lead` of the audio
+                    moved = False
+                    while faces and (
+                        not self.align
+                        or faces[0].first_frame * SAMPLES_PER_FRAME <= audio_end + lead
+                        or (held and held[0].sample_offset + held[0].pcm.shape[0] > face_end)  # audio waits for it
+                    ):
+                        f = faces.pop(0)
+                        ready.append((f, f.first_frame * SAMPLES_PER_FRAME))
+                        face_end = (f.first_frame + f.num_frames) * SAMPLES_PER_FRAME
+                        moved = True
+                    while held and (not self.align or held[0].sample_offset + held[0].pcm.shape[0] <= face_end):
+                        a = held.pop(0)
+                        ready.append((a, a.sample_offset))
+                        audio_end = a.sample_offset + a.pcm.shape[0]
+                        moved = True
                 for out, offset in ready:
                     if not pacer.wait(offset):
                         break  # cancelled: the next pass asks the engine to stop, then waits for its TurnEnd

@@ -96,8 +96,18 @@ def golden_messages() -> dict[str, P.Message]:
             send_time_us=5_000_000,
         ),  # fmt: skip
         "turn_end_cancelled": P.TurnEnd(
-            P.TurnStatus.CANCELLED, 0.25, -1.0, -1.0, -1.0, 0.5, 5, 1, 0, 0, 0, turn_id=2, seq=9, send_time_us=6_000_000
+            P.TurnStatus.CANCELLED, -1.0, -1.0, -1.0, -1.0, 0.5, 5, 1, 0, 0, 0, turn_id=2, seq=9, send_time_us=6_000_000
         ),
+        # a cancelled turn that had streamed: counts of what the client got and when its first audio went out (§4.6)
+        "turn_end_cancelled_streamed": P.TurnEnd(
+            P.TurnStatus.CANCELLED, -1.0, -1.0, 0.5, -1.0, 1.25, 5, 1, 9600, 2, 10, turn_id=3, seq=12,
+            send_time_us=6_500_000,
+        ),  # fmt: skip
+        # a refused utterance ends once: this Error, then a TurnEnd(FAILED) with nothing measured (§4.3)
+        "error_audio_too_long": P.Error(
+            P.ErrorCode.AUDIO_TOO_LONG, "utterance longer than 60 s; dropped", turn_id=4, seq=13, send_time_us=6_600_000
+        ),
+        "turn_end_failed": P.TurnEnd(P.TurnStatus.FAILED, turn_id=4, seq=14, send_time_us=6_600_001),
         "cancel": P.Cancel(turn_id=2, seq=3, send_time_us=5_900_000),
         "heartbeat": P.Heartbeat(7_000_000, 6_999_000, seq=10, send_time_us=7_000_000),
         "error": P.Error(P.ErrorCode.CLIENT_TOO_SLOW, "client too slow: turn 2 cancelled", turn_id=2, seq=11),

@@ -43,6 +43,7 @@ MAX_ERROR_MESSAGE = 1024  # bytes of UTF-8 in an Error
 MAX_NAME = 255  # bytes of UTF-8 in a curve, client or server name
 MIN_SAMPLE_RATE = 8000
 MAX_SAMPLE_RATE = 192000
+USER_AUDIO_RATES = (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000)  # rates a server accepts for UserAudio
 U32_MAX = 0xFFFFFFFF
 U64_MAX = 0xFFFFFFFFFFFFFFFF
 
@@ -626,16 +627,16 @@ class TurnEnd(Message):
     """Server -> client: the turn is over (the last message of a turn). Payload::
 
     u8 status (0 completed, 1 cancelled, 2 failed), u8 reserved(0), u16 reserved(0),
-    f32 ttft_s, f32 ttfa_s, f32 ttff_s, f32 rtf, f32 total_s   (-1 = not measured; never NaN/inf)
+    f32 ttft_s, f32 ttfa_s, f32 first_audio_s, f32 rtf, f32 total_s   (-1 = not measured; never NaN/inf)
     u32 text_bytes, u32 text_deltas, u64 audio_samples, u32 audio_chunks, u32 face_frames
     """
 
     KIND: ClassVar[Kind] = Kind.TURN_END
     status: int = TurnStatus.COMPLETED
-    ttft_s: float = -1.0  # time to first text (s, from the end of the user's utterance)
-    ttfa_s: float = -1.0  # time to first audio
-    ttff_s: float = -1.0  # time to first face frame
-    rtf: float = -1.0  # generation time / answer audio duration
+    ttft_s: float = -1.0  # A2-LLM §6.1 TTFT: end of the user's utterance -> first generated audio token (s)
+    ttfa_s: float = -1.0  # A2-LLM §6.1 TTFA: end of the user's utterance -> first facial motion frame (s)
+    first_audio_s: float = -1.0  # extra: end of the user's utterance -> the server sent the first AudioChunk (s)
+    rtf: float = -1.0  # A2-LLM §6.1 RTF: generation time / duration of the synthesized speech
     total_s: float = -1.0  # turn wall time
     text_bytes: int = 0
     text_deltas: int = 0
@@ -649,7 +650,7 @@ class TurnEnd(Message):
         st = _uint(self.status, 8, "status")
         _check(st in TurnStatus._value2member_map_, ErrorCode.BAD_VALUE, f"unknown turn status {st}")
         _frozen_set(self, "status", TurnStatus(st))
-        for name in ("ttft_s", "ttfa_s", "ttff_s", "rtf", "total_s"):
+        for name in ("ttft_s", "ttfa_s", "first_audio_s", "rtf", "total_s"):
             _frozen_set(self, name, _finite(getattr(self, name), name))
         for name in ("text_bytes", "text_deltas", "audio_chunks", "face_frames"):
             _uint(getattr(self, name), 32, name)
@@ -657,8 +658,8 @@ class TurnEnd(Message):
 
     def _payload(self) -> bytes:
         return struct.pack(
-            "<" + self._FMT, int(self.status), 0, 0, self.ttft_s, self.ttfa_s, self.ttff_s, self.rtf, self.total_s,
-            self.text_bytes, self.text_deltas, self.audio_samples, self.audio_chunks, self.face_frames,
+            "<" + self._FMT, int(self.status), 0, 0, self.ttft_s, self.ttfa_s, self.first_audio_s, self.rtf,
+            self.total_s, self.text_bytes, self.text_deltas, self.audio_samples, self.audio_chunks, self.face_frames,
         )  # fmt: skip
 
     @classmethod

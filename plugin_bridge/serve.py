@@ -26,6 +26,7 @@ import argparse
 import logging
 import signal
 import sys
+from pathlib import Path
 
 from a2llm_rt.engine.motion_backend import add_motion_backend_args, motion_backend_from_args
 from a2llm_rt.errors import InputError
@@ -116,7 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.make_curve_keys:
             pub, client = make_curve_keys(args.make_curve_keys)
-            print(f"server public key: {pub}  (give it to clients)\nclient keys: {client}")
+            print(
+                f"server public key: {pub}  (give it to clients)\nclient keys: {client} (allowed: listed in "
+                f"{Path(args.make_curve_keys) / 'clients'}; add more clients' public keys there)"
+            )
             return 0
         source = _source(args)
         max_sessions = args.max_sessions

@@ -33,6 +33,7 @@ from math import gcd
 from pathlib import Path
 
 import numpy as np
+import scipy.signal  # imported at start-up: the first import costs ~0.75 s, which must not land on a turn
 import zmq
 
 from a2llm_rt.config import Config
@@ -54,8 +55,8 @@ class ServerConfig(Config):
     bind: str = "tcp://127.0.0.1:5555"
     """ZeroMQ endpoint; ``tcp://127.0.0.1:*`` picks a free port. Non-loopback endpoints need ``curve_keys``."""
     curve_keys: str | None = None
-    """Folder with ``server.key_secret`` (``--make-curve-keys`` writes one); a ``clients/`` subfolder of public
-    ``*.key`` files restricts access to those clients, otherwise any client that knows the server key may connect."""
+    """Folder with ``server.key_secret`` and a ``clients/`` allow-list of public ``*.key`` files (``--make-curve-keys``
+    writes both). Without ``clients/`` any client that knows the server's public key may connect (a warning says so)."""
     heartbeat_s: float = 1.0
     """Interval of the server's heartbeats (clients should send theirs at the same rate)."""
     session_timeout_s: float = 10.0
@@ -67,6 +68,10 @@ class ServerConfig(Config):
     """Messages held for one client once its ZeroMQ pipe (``sndhwm``) is full; beyond that its turn is cancelled."""
     sndhwm: int = 1000
     max_utterance_s: float = 60.0
+    """Longest utterance a session may send; longer ones end with ``Error(AUDIO_TOO_LONG)`` + ``TurnEnd(FAILED)``."""
+    max_input_mb: float = 512.0
+    """Utterance audio buffered across all sessions (int16 at the input rate, 5.5 MiB for 60 s at 48 kHz); an utterance
+    that would exceed it ends with ``Error(SERVER_BUSY)`` + ``TurnEnd(FAILED)``."""
     livelink: str | None = None
     """``HOST:PORT``: also send the face stream as Live Link Face UDP packets (one subject per session)."""
 
@@ -76,8 +81,8 @@ class ServerConfig(Config):
         for name in ("max_sessions", "max_turn_workers", "max_pending", "sndhwm"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
-        if self.max_utterance_s <= 0:
-            raise ValueError("max_utterance_s must be > 0")
+        if self.max_utterance_s <= 0 or self.max_input_mb <= 0:
+            raise ValueError("max_utterance_s and max_input_mb must be > 0")
 
 
 def is_loopback_endpoint(endpoint: str) -> bool:
@@ -99,14 +104,29 @@ def is_loopback_endpoint(endpoint: str) -> bool:
 
 
 def make_curve_keys(key_dir: str | Path) -> tuple[Path, Path]:
-    """Write ``server.key``/``server.key_secret`` and ``client.key``/``client.key_secret`` (ZeroMQ certificates)."""
+    """Write ``server.key``/``server.key_secret``, one client keypair ``client.key``/``client.key_secret``, and the
+    allow-list ``clients/client.key`` (so only listed clients get in: the server's public key alone opens nothing).
+    Secret files are made 0600. Returns (server public key file, client secret key file).
+
+    Add clients with ``zmq.auth.create_certificates(DIR, NAME)`` and copy ``NAME.key`` into ``clients/``."""
+    import os
+
     import zmq.auth
 
     key_dir = Path(key_dir)
     key_dir.mkdir(parents=True, exist_ok=True)
-    zmq.auth.create_certificates(key_dir, "server")
-    zmq.auth.create_certificates(key_dir, "client")
-    return key_dir / "server.key", key_dir / "client.key_secret"
+    clients = key_dir / "clients"
+    clients.mkdir(exist_ok=True)
+    old_umask = os.umask(0o077)  # secrets are never readable by others, not even for a moment
+    try:
+        zmq.auth.create_certificates(key_dir, "server")
+        _, client_secret = zmq.auth.create_certificates(key_dir, "client")
+    finally:
+        os.umask(old_umask)
+    for secret in key_dir.glob("*.key_secret"):
+        secret.chmod(0o600)
+    (clients / "client.key").write_bytes((key_dir / "client.key").read_bytes())
+    return key_dir / "server.key", Path(client_secret)
 
 
 def load_certificate(path: str | Path) -> tuple[bytes, bytes | None]:
@@ -122,14 +142,20 @@ def load_certificate(path: str | Path) -> tuple[bytes, bytes | None]:
         raise InputError(f"not a ZeroMQ certificate: {e}", path) from None
 
 
-def _to_16k(samples: np.ndarray, rate: int) -> np.ndarray:
-    """``[n]`` float32 at ``rate`` -> ``[m]`` float32 at 16 kHz (polyphase resampling)."""
+def _to_16k(pcm: np.ndarray, rate: int) -> np.ndarray:
+    """``[n]`` int16 at ``rate`` (one of :data:`~plugin_bridge.protocol.USER_AUDIO_RATES`) -> ``[m]`` float32 at
+    16 kHz (polyphase resampling). Runs on a turn worker, never on the main loop."""
+    samples = pcm.astype(np.float32) / 32768.0
     if rate == ev.INPUT_SAMPLE_RATE:
-        return samples.astype(np.float32, copy=False)
-    from scipy.signal import resample_poly
-
+        return samples
     g = gcd(rate, ev.INPUT_SAMPLE_RATE)
-    return resample_poly(samples, ev.INPUT_SAMPLE_RATE // g, rate // g).astype(np.float32)
+    return scipy.signal.resample_poly(samples, ev.INPUT_SAMPLE_RATE // g, rate // g).astype(np.float32)
+
+
+def _escape(text: str, limit: int = 200) -> str:
+    """Client-supplied text for a log line: control characters (newlines too) escaped, so it cannot forge lines."""
+    text = text[:limit]
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 @dataclass
@@ -157,11 +183,14 @@ class _Session:
     turn: _Turn | None = None
     last_turn_id: int = 0
     rx_turn_id: int = 0  # turn whose utterance is being received (0 = none)
-    rx_parts: list = field(default_factory=list)
+    rx_parts: list = field(default_factory=list)  # [n] int16 chunks at rx_rate
     rx_rate: int = 0
     rx_samples: int = 0
+    dropped_turn: int = 0  # an utterance refused with Error + TurnEnd(FAILED): its later chunks are ignored
     sent_turn: int = 0  # the turn whose delivered messages `sent` counts
     sent: dict[str, int] = field(default_factory=_zero_counts)
+    sent_started: float = 0.0  # that turn's start (monotonic s)
+    sent_first_audio: float = -1.0  # s from that turn's start to the first AudioChunk sent (-1: none yet)
 
 
 class BridgeServer:
@@ -187,6 +216,8 @@ class BridgeServer:
             self._curve = (pub, sec)
             clients = Path(self.config.curve_keys) / "clients"
             self._curve_clients = clients if clients.is_dir() else None
+            if self._curve_clients is None:
+                log.warning("%s has no clients/ allow-list: any client that knows the server key may connect", clients)
         self._livelink: LiveLinkSender | None = None
         if self.config.livelink:
             host, _, port = self.config.livelink.rpartition(":")
@@ -202,6 +233,7 @@ class BridgeServer:
         self._sessions: dict[bytes, _Session] = {}
         self._by_sid: dict[int, _Session] = {}
         self._next_sid = 1
+        self._rx_bytes = 0  # utterance audio buffered across sessions (bytes)
         # worker -> main loop: an outbox deque (append/popleft are atomic) and a doorbell socket pair rung only when
         # the main loop may be asleep. No socket call per message on either side: with dozens of turn threads, each
         # GIL release (every zmq frame send/recv) let the main loop queue behind the workers for a switch interval.
@@ -372,11 +404,15 @@ class BridgeServer:
             s.pending.popleft()
             s.tx_seq += 1
             if turn_id and turn_id == s.sent_turn:
-                self._count_sent(s.sent, header[6], payload, s.layouts[0])
+                self._count_sent(s, header[6], payload)
 
     @staticmethod
-    def _count_sent(c: dict[str, int], kind: int, payload: bytes, layout_id: int) -> None:
-        """What a client actually got of a turn (for the counts of a TurnEnd(CANCELLED))."""
+    def _count_sent(s: _Session, kind: int, payload: bytes) -> None:
+        """What a client actually got of a turn, and when its first audio went out (for a TurnEnd(CANCELLED))."""
+        c = s.sent
+        if kind == P.Kind.AUDIO_CHUNK and s.sent_first_audio < 0:
+            s.sent_first_audio = time.monotonic() - s.sent_started
+        layout_id = s.layouts[0]
         if kind == P.Kind.TEXT_DELTA:
             c["tb"] += len(payload) - 8
             c["td"] += 1
@@ -397,7 +433,7 @@ class BridgeServer:
         if t is not None:
             t.cancel.set()
             s.turn = None
-            s.last_turn_id = tid
+            s.last_turn_id = max(s.last_turn_id, tid)
             if self._livelink is not None:
                 self._livelink.clear(_subject(s.sid))
         msg = f"client too slow: more than {self.config.max_pending} messages waiting; turn {tid} cancelled"
@@ -408,9 +444,12 @@ class BridgeServer:
 
     @staticmethod
     def _cancelled_end(s: _Session, t: _Turn) -> P.TurnEnd:
-        c = s.sent if s.sent_turn == t.turn_id else _zero_counts()
+        """TurnEnd(CANCELLED): counts of what the client actually got and when its first audio went out (§4.6)."""
+        ours = s.sent_turn == t.turn_id
+        c = s.sent if ours else _zero_counts()
         return P.TurnEnd(
-            P.TurnStatus.CANCELLED, total_s=time.monotonic() - t.started,
+            P.TurnStatus.CANCELLED, first_audio_s=s.sent_first_audio if ours else -1.0,
+            total_s=time.monotonic() - t.started,
             text_bytes=c["tb"], text_deltas=c["td"], audio_samples=c["as"], audio_chunks=c["ac"], face_frames=c["ff"],
             turn_id=t.turn_id, send_time_us=_now_us(),
         )  # fmt: skip
@@ -438,7 +477,7 @@ class BridgeServer:
         if s is None or s.turn is None or s.turn.turn_id != tid or s.turn.cancel.is_set():
             return  # a cancelled or finished turn's late message
         if header[6] == P.Kind.TURN_END:
-            s.last_turn_id = tid
+            s.last_turn_id = max(s.last_turn_id, tid)
             s.turn = None
         self._enqueue(s, [header, payload], tid)
 
@@ -449,7 +488,7 @@ class BridgeServer:
         try:
             msg = P.decode_frames(frames[1:])
         except P.ProtocolError as e:
-            log.info("malformed message from %s: %s", identity.hex(), e)
+            log.info("malformed message from %s: %s", identity.hex(), _escape(str(e)))
             if s is not None:
                 s.last_rx = time.monotonic()
                 self._send(s, P.error_reply(e))
@@ -516,12 +555,14 @@ class BridgeServer:
             server_name=SERVER_NAME,
             send_time_us=_now_us(),
         )
-        log.info("session %d opened (%d sessions)", sid, len(self._sessions))
+        log.info("session %d opened for %s (%d sessions)", sid, _escape(msg.client_name), len(self._sessions))
         self._send(s, welcome)
 
     def _handle(self, s: _Session, msg: P.Message) -> None:
-        if isinstance(msg, P.Heartbeat):
+        if isinstance(msg, P.Heartbeat):  # answered at once, so the client's round trip is not held up (§6.4)
             s.peer_time_us = msg.time_us
+            s.last_hb_tx = time.monotonic()
+            self._send(s, P.Heartbeat(_now_us(), msg.time_us, send_time_us=_now_us()))
         elif isinstance(msg, P.UserAudio):
             self._user_audio(s, msg)
         elif isinstance(msg, P.Cancel):
@@ -530,74 +571,114 @@ class BridgeServer:
             log.info("session %d: bye", s.sid)
             self._close_session(s, None, "")
         elif isinstance(msg, P.Error):
-            log.info("session %d: client reports error %s: %s", s.sid, msg.code, msg.message)
+            log.info("session %d: client reports error %s: %s", s.sid, int(msg.code), _escape(msg.message))
         else:
             self._send(s, P.Error(P.ErrorCode.BAD_VALUE, f"{type(msg).__name__} is not a client message"))
 
     def _user_audio(self, s: _Session, msg: P.UserAudio) -> None:
+        """One chunk of an utterance. A refused utterance ends once (:meth:`_refuse_utterance`); nothing heavier than
+        an int16 copy happens here: resampling runs on the turn's worker."""
         tid = msg.turn_id
         if tid == 0:
             self._send(s, P.Error(P.ErrorCode.BAD_VALUE, "UserAudio needs a turn_id > 0"))
             return
+        if tid == s.dropped_turn:
+            return  # the rest of an utterance that was already refused and ended
         if s.turn is not None:
-            self._send(
-                s,
-                P.Error(P.ErrorCode.TURN_IN_PROGRESS, f"turn {s.turn.turn_id} runs: Cancel it first", turn_id=tid),
+            self._refuse_utterance(
+                s, tid, P.ErrorCode.TURN_IN_PROGRESS, f"turn {s.turn.turn_id} runs: Cancel it first; utterance dropped"
             )
             return
         if s.rx_turn_id != tid:  # a new utterance (a half-sent one is abandoned)
-            s.rx_turn_id, s.rx_parts, s.rx_rate, s.rx_samples = tid, [], msg.sample_rate, 0
+            self._drop_rx(s)
+            s.rx_turn_id, s.rx_rate = tid, msg.sample_rate
+        if msg.sample_rate not in P.USER_AUDIO_RATES:
+            rates = ", ".join(str(r) for r in P.USER_AUDIO_RATES)
+            self._refuse_utterance(
+                s, tid, P.ErrorCode.BAD_VALUE,
+                f"UserAudio sample_rate {msg.sample_rate} Hz is not supported (use one of {rates}); utterance dropped",
+            )  # fmt: skip
+            return
         if msg.sample_rate != s.rx_rate or msg.sample_offset != s.rx_samples:
-            self._send(
-                s,
-                P.Error(
-                    P.ErrorCode.BAD_VALUE,
-                    f"UserAudio out of sequence: expected offset {s.rx_samples} at {s.rx_rate} Hz, "
-                    f"got {msg.sample_offset} at {msg.sample_rate} Hz; utterance dropped",
-                    turn_id=tid,
-                ),
-            )
-            s.rx_turn_id, s.rx_parts = 0, []
+            self._refuse_utterance(
+                s, tid, P.ErrorCode.BAD_VALUE,
+                f"UserAudio out of sequence: expected offset {s.rx_samples} at {s.rx_rate} Hz, "
+                f"got {msg.sample_offset} at {msg.sample_rate} Hz; utterance dropped",
+            )  # fmt: skip
             return
-        s.rx_parts.append(msg.as_float32())
-        s.rx_samples += msg.samples.shape[0]
-        if s.rx_samples > self.config.max_utterance_s * s.rx_rate:
-            self._send(
-                s,
-                P.Error(
-                    P.ErrorCode.AUDIO_TOO_LONG, f"utterance longer than {self.config.max_utterance_s} s", turn_id=tid
-                ),
-            )
-            s.rx_turn_id, s.rx_parts = 0, []
+        pcm = msg.samples
+        if pcm.dtype != np.int16:  # F32: full scale is [-1, 1]; louder samples would poison the model (NaN)
+            peak = float(np.abs(pcm).max()) if pcm.size else 0.0
+            if peak > 1.0:
+                self._refuse_utterance(
+                    s, tid, P.ErrorCode.BAD_VALUE,
+                    f"UserAudio F32 samples must lie in [-1.0, 1.0]; got a peak of {peak:.4g}; utterance dropped",
+                )  # fmt: skip
+                return
+            pcm = np.round(pcm * 32767.0).astype(np.int16)
+        n = int(pcm.shape[0])
+        if s.rx_samples + n > self.config.max_utterance_s * s.rx_rate:
+            self._refuse_utterance(
+                s, tid, P.ErrorCode.AUDIO_TOO_LONG,
+                f"utterance longer than {self.config.max_utterance_s:g} s; dropped",
+            )  # fmt: skip
             return
+        if self._rx_bytes + pcm.nbytes > self.config.max_input_mb * 2**20:
+            self._refuse_utterance(
+                s, tid, P.ErrorCode.SERVER_BUSY,
+                f"the server's buffer for incoming speech ({self.config.max_input_mb:g} MiB over all sessions) is full;"
+                " utterance dropped, try again",
+            )  # fmt: skip
+            return
+        s.rx_parts.append(pcm.copy())  # a copy: the decoded array is a view of the whole ZeroMQ frame
+        self._rx_bytes += pcm.nbytes
+        s.rx_samples += n
         if msg.end_of_utterance:
-            audio = np.concatenate(s.rx_parts) if s.rx_parts else np.zeros(0, np.float32)
-            audio = _to_16k(audio, s.rx_rate)
-            s.rx_turn_id, s.rx_parts, s.rx_samples = 0, [], 0
+            pcm = np.concatenate(s.rx_parts) if s.rx_parts else np.zeros(0, np.int16)
+            rate = s.rx_rate
+            self._drop_rx(s)
             t = _Turn(tid, threading.Event(), time.monotonic())
             s.turn = t
-            s.sent_turn, s.sent = tid, _zero_counts()
-            self._pool.submit(self._run_turn, s.sid, t, audio, s.layouts, s.capabilities)
+            s.last_turn_id = max(s.last_turn_id, tid)
+            s.sent_turn, s.sent, s.sent_started, s.sent_first_audio = tid, _zero_counts(), t.started, -1.0
+            self._pool.submit(self._run_turn, s.sid, t, pcm, rate, s.layouts, s.capabilities)
+
+    def _drop_rx(self, s: _Session) -> None:
+        """Forget the utterance being received (its buffer leaves the input budget)."""
+        self._rx_bytes -= sum(p.nbytes for p in s.rx_parts)
+        s.rx_turn_id, s.rx_parts, s.rx_rate, s.rx_samples = 0, [], 0, 0
+
+    def _refuse_utterance(self, s: _Session, tid: int, code: P.ErrorCode, message: str) -> None:
+        """End utterance ``tid`` once: ``Error(code)`` then ``TurnEnd(FAILED)``; its further chunks are ignored."""
+        if s.rx_turn_id == tid:
+            self._drop_rx(s)
+        s.dropped_turn = tid
+        s.last_turn_id = max(s.last_turn_id, tid)
+        self._send(s, P.Error(code, message, turn_id=tid))
+        self._send(s, P.TurnEnd(P.TurnStatus.FAILED, turn_id=tid, send_time_us=_now_us()))
 
     def _cancel(self, s: _Session, turn_id: int) -> None:
         t = s.turn
         if t is not None and turn_id in (0, t.turn_id):
             t.cancel.set()
             s.turn = None
-            s.last_turn_id = t.turn_id
+            s.last_turn_id = max(s.last_turn_id, t.turn_id)
             s.pending = deque(x for x in s.pending if x[0] != t.turn_id)
             if self._livelink is not None:
                 self._livelink.clear(_subject(s.sid))
             self._send(s, self._cancelled_end(s, t))
         elif s.rx_turn_id and turn_id in (0, s.rx_turn_id):  # cancelled while still speaking
             tid = s.rx_turn_id
-            s.rx_turn_id, s.rx_parts, s.rx_samples = 0, [], 0
+            self._drop_rx(s)
+            s.dropped_turn = tid
+            s.last_turn_id = max(s.last_turn_id, tid)
             self._send(s, P.TurnEnd(P.TurnStatus.CANCELLED, turn_id=tid, send_time_us=_now_us()))
         elif turn_id > s.last_turn_id:
             self._send(s, P.Error(P.ErrorCode.UNKNOWN_TURN, f"no turn {turn_id} to cancel", turn_id=turn_id))
         # else: the turn already ended; the Cancel crossed its TurnEnd
 
     def _close_session(self, s: _Session, code: P.ErrorCode | None, message: str) -> None:
+        self._drop_rx(s)
         if s.turn is not None:
             s.turn.cancel.set()
             s.turn = None
@@ -615,29 +696,28 @@ class BridgeServer:
         log.info("session %d closed (%d sessions)", s.sid, len(self._sessions))
 
     # --- turn worker (runs on the pool) --------------------------------------------------------------------------
-    def _run_turn(self, sid: int, t: _Turn, audio: np.ndarray, layouts: tuple[int, ...], caps: int) -> None:
+    def _run_turn(self, sid: int, t: _Turn, pcm: np.ndarray, rate: int, layouts: tuple[int, ...], caps: int) -> None:
+        """Worker: resample the utterance (``[n]`` int16 at ``rate``), run the turn, post its messages."""
         cancel = t.cancel
         tid = t.turn_id
         names = [get_layout(lid).name for lid in layouts if lid]
         counts = dict.fromkeys(("tb", "td", "as", "ac", "ff"), 0)
-        firsts: dict[str, float] = {}
+        first_audio = -1.0  # s from the turn's start to the first AudioChunk released for sending
         timings = ev.TurnEnd()
 
         def out(msg: P.Message) -> None:
             if not cancel.is_set():
                 self._post(sid, tid, msg.encode_frames())
 
-        def first(what: str) -> None:
-            if what not in firsts:
-                firsts[what] = time.monotonic() - t.started
-
         try:
+            audio = _to_16k(pcm, rate)
+            del pcm
+            lag = time.monotonic() - t.started  # the source's clock starts now: its timings are shifted by this
             text_offset = 0
             for e in self.source.run_turn(sid, audio, cancel):
                 if cancel.is_set():
                     break
                 if isinstance(e, ev.TextDelta):
-                    first("text")
                     raw = len(e.text.encode("utf-8"))
                     if caps & P.Capability.TEXT:
                         out(P.TextDelta(text_offset, e.text, turn_id=tid, send_time_us=_now_us()))
@@ -645,7 +725,8 @@ class BridgeServer:
                     counts["tb"] += raw
                     counts["td"] += 1
                 elif isinstance(e, ev.AudioChunk):
-                    first("audio")
+                    if first_audio < 0:
+                        first_audio = time.monotonic() - t.started
                     if caps & P.Capability.AUDIO:
                         out(
                             P.AudioChunk(
@@ -655,7 +736,6 @@ class BridgeServer:
                     counts["as"] += int(e.pcm.shape[0])
                     counts["ac"] += 1
                 elif isinstance(e, ev.FaceFrames):
-                    first("face")
                     if caps & P.Capability.FACE:
                         for name in names:
                             v = ev.convert_face(e.frames, name)
@@ -673,10 +753,10 @@ class BridgeServer:
                 return
             total = time.monotonic() - t.started
             status = P.TurnStatus.CANCELLED if timings.cancelled else P.TurnStatus.COMPLETED
+            ttft, ttfa = (lag + x if x >= 0 else -1.0 for x in (timings.ttft_s, timings.ttfa_s))
             out(
                 P.TurnEnd(
-                    status, firsts.get("text", -1.0), firsts.get("audio", -1.0),
-                    firsts.get("face", -1.0), timings.rtf, total, counts["tb"], counts["td"], counts["as"],
+                    status, ttft, ttfa, first_audio, timings.rtf, total, counts["tb"], counts["td"], counts["as"],
                     counts["ac"], counts["ff"], turn_id=tid, send_time_us=_now_us(),
                 )
             )  # fmt: skip

@@ -57,8 +57,7 @@ def test_demo_end_to_end(tmp_path, capsys, monkeypatch):
     assert rate == 24000 and a.size >= 24000 and np.abs(a).max() > 100
     lat = json.loads((out / "latency.json").read_text())
     assert lat["status"] == "COMPLETED" and lat["seq_gaps"] == 0 and not lat["errors"]
-    st = lat["server_timings"]
-    assert 0 <= st["ttft_s"] < 10 and 0 <= st["ttfa_s"] < 10 and st["rtf"] > 0
+    assert 0 <= lat["ttft_s"] <= lat["server_first_audio_sent_s"] and lat["ttfa_s"] >= 0 and lat["rtf"] > 0
     frames = load_clip(out / "face_arkit52.npz")
     n = frames.num_frames
     assert frames.layout == "arkit52" and n > 25 and abs(n * 960 - a.size) <= 5 * 960

@@ -69,8 +69,9 @@ class ModelSection(Config):
     connector: ConnectorConfig = dataclasses.field(default_factory=ConnectorConfig)
     """Connector hyper-parameters (``d_llm`` is set from the backbone)."""
     lora: LoraSettings = dataclasses.field(default_factory=lambda: LoraSettings(module_prefix="model"))
-    audio_tokenizer: str = "builtin"
-    """Answer-audio tokenizer for samples without ``answer_codes`` (``builtin`` or ``module:attr``)."""
+    audio_tokenizer: str = "toy"
+    """Answer-audio tokenizer for samples without ``answer_codes``: ``toy`` (tiny test backbones only),
+    ``cosyvoice2:PATH/speech_tokenizer_v2_25hz.onnx`` or ``module:attr`` (see ``training.data.audio_tokenizers``)."""
     motion_tokenizer: str | None = None
     """Motion tokenizer checkpoint for samples without ``motion_codes``."""
 

@@ -1,15 +1,13 @@
 """The decode loop's pieces: TA4 token classes, per-turn state, the batched (optionally graph-captured) decode step,
 and the motion path (hidden-state windows -> connector -> motion codes -> streaming decoder -> face frames).
 
-Token stream of a spoken answer (after ``<tts_start>``, which the prompt prefills): slot ``k`` is a text slot when
-``layout.slot_is_text(k)`` (TA4: every 5th), else an audio slot. Each step masks the logits to the class its slot
-allows, so the interleave holds whatever the weights are:
-
-- text slot: text ids (not ``<|BOT|>``/``<|endoftext|>``), ``<tts_pad>`` and the stop ids ``<|EOT|>``/``<tts_end>``;
-  after the first ``<tts_pad>`` (text ran out) only ``<tts_pad>`` and stops; once audio ran out too, only stops;
-- audio slot: the real audio codes and the audio padding code; after the first padding code, only padding.
-
-Stops are masked out until ``min_audio_tokens`` audio tokens exist (as is the audio padding code). Every sampled
+Token stream of a spoken answer (after ``<tts_start>``, which the prompt prefills): each step masks the logits to
+the token classes the layout's TA4 grammar allows next (:meth:`TokenLayout.ta4_allowed`, the streams upstream's
+``build_tts_interleave_data`` builds: 1 text token then up to 4 audio codes per group, text-only groups once the
+audio has ended, ``<tts_pad>`` once the text has ended, the audio padding code only after the real codes), and the
+turn's :class:`~a2llm_rt.models.token_layout.TA4Cursor` advances with each sampled token, so the interleave holds
+whatever the weights are. Choices that end the audio (stops, the padding code, text in an audio slot) are masked out
+until ``min_audio_tokens`` audio tokens exist. Every sampled
 token is fed back at the next step; the stop token is not (the history closes the turn, see ``prompt.py``).
 
 Hidden states are tapped at audio positions only: the backbone's tapped state at the position whose *input* is an
@@ -19,7 +17,9 @@ belongs to audio code ``k`` and covers output samples ``[k*960, (k+1)*960)``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 from collections import deque
 
 import numpy as np
@@ -30,14 +30,21 @@ from a2llm_rt.engine.timing import TurnClock
 from a2llm_rt.errors import InputError
 from a2llm_rt.face.flame_to_arkit import ArkitMap, flame_to_arkit, flame_to_livelink
 from a2llm_rt.models.kv_cache import KVCache
-from a2llm_rt.models.token_layout import TokenLayout
+from a2llm_rt.models.token_layout import TA4Cursor, TokenLayout
 
 GRAPH_MODES = ("none", "cuda_graph", "compile", "auto")
+
+log = logging.getLogger(__name__)
 
 
 # ---- token classes ------------------------------------------------------------------------------------------------
 class TokenClasses:
-    """Boolean id masks ``[V]`` of the token classes of a layout (on the model's device), combined per slot."""
+    """Boolean id masks ``[V]`` of the TA4 token classes of a layout (on the model's device), combined per step.
+
+    The classes are :meth:`TokenLayout.token_class`'s: ``text`` (text ids, no specials), ``tts_pad``, ``audio``
+    (real codes), ``audio_pad`` and ``stop`` (``<|EOT|>``, ``<tts_end>``); which of them a step allows is the
+    layout's TA4 grammar (:meth:`TokenLayout.ta4_allowed`), so the mask logic lives in one place.
+    """
 
     def __init__(self, layout: TokenLayout, device: torch.device | str):
         v = layout.vocab_size
@@ -52,41 +59,34 @@ class TokenClasses:
             t = getattr(layout, f)
             if t is not None:
                 text[t] = False
-        self.text = text
-        self.stop = torch.zeros(v, dtype=torch.bool)
-        self.stop[[i for i in (self.eot, self.tts_end) if i is not None]] = True
-        self.pad = torch.zeros(v, dtype=torch.bool)
-        self.pad[self.tts_pad] = True
-        self.audio = layout.audio_mask(ids)
-        self.audio_pad_mask = torch.zeros(v, dtype=torch.bool)
+        stop = torch.zeros(v, dtype=torch.bool)
+        stop[[i for i in (self.eot, self.tts_end) if i is not None]] = True
+        pad = torch.zeros(v, dtype=torch.bool)
+        pad[self.tts_pad] = True
+        audio_pad = torch.zeros(v, dtype=torch.bool)
         if self.audio_pad is not None:
-            self.audio_pad_mask[self.audio_pad] = True
+            audio_pad[self.audio_pad] = True
+        self.classes = {"text": text, "tts_pad": pad, "audio": layout.audio_mask(ids), "audio_pad": audio_pad,
+                        "stop": stop}  # fmt: skip
         self.device = torch.device(device)
-        self._cache: dict[tuple, torch.Tensor] = {}
+        self._cache: dict[frozenset, torch.Tensor] = {}
 
-    def allowed(self, text_slot: bool, text_done: bool, audio_done: bool, may_stop: bool) -> torch.Tensor:
-        """The ``[V]`` mask of one slot (cached per combination)."""
-        key = (text_slot, text_done, audio_done, may_stop)
-        m = self._cache.get(key)
+    def mask(self, classes: frozenset[str]) -> torch.Tensor:
+        """The ``[V]`` mask of the union of ``classes`` (cached per set); only stops when that would be empty."""
+        m = self._cache.get(classes)
         if m is None:
-            if text_slot:
-                if text_done and audio_done:
-                    m = self.stop.clone()
-                else:
-                    m = self.pad.clone() if text_done else self.text | self.pad
-                    if may_stop:
-                        m |= self.stop
-            elif audio_done:
-                m = self.audio_pad_mask.clone()
-            else:
-                m = self.audio.clone()
-                if may_stop:
-                    m |= self.audio_pad_mask
-            if not m.any():  # a layout without an audio padding code: keep going with real codes
-                m = self.audio.clone()
+            m = torch.zeros(self.layout.vocab_size, dtype=torch.bool)
+            for c in classes:
+                m |= self.classes[c]
+            if not m.any():
+                m = self.classes["stop"].clone()
             m = m.to(self.device)
-            self._cache[key] = m
+            self._cache[classes] = m
         return m
+
+    def allowed(self, cursor: TA4Cursor, may_stop: bool) -> torch.Tensor:
+        """The ``[V]`` mask of the next token after a stream at ``cursor`` (``may_stop``: enough audio to end)."""
+        return self.mask(self.layout.ta4_allowed(cursor, may_stop))
 
 
 # ---- per-turn state -----------------------------------------------------------------------------------------------
@@ -95,8 +95,8 @@ class TurnState:
     """Everything one session's current turn carries between engine steps."""
 
     clock: TurnClock
-    slot: int = 0
-    """Index (after ``<tts_start>``) of the next token to sample."""
+    ta4: TA4Cursor = dataclasses.field(default_factory=TA4Cursor)
+    """Where the generated TA4 stream stands (the grammar of :meth:`TokenLayout.ta4_allowed`)."""
     next_input: int | None = None
     """Sampled token waiting to be fed at the next step."""
     text_ids: list[int] = dataclasses.field(default_factory=list)
@@ -105,8 +105,6 @@ class TurnState:
     text_tokens: int = 0
     new_tokens: int = 0
     steps: int = 0
-    text_done: bool = False
-    audio_done: bool = False
     recent_text: deque = dataclasses.field(default_factory=lambda: deque(maxlen=64))
     recent_audio: deque = dataclasses.field(default_factory=lambda: deque(maxlen=64))
     vocoder_pending: list[int] = dataclasses.field(default_factory=list)
@@ -152,17 +150,36 @@ def text_delta(tokenizer, ids: list[int], sent: str, final: bool = False) -> str
 
 
 # ---- the decode step ----------------------------------------------------------------------------------------------
+def mark_static(*tensors: torch.Tensor) -> bool:
+    """Tell ``torch.compile`` that these tensors keep their address (the static KV cache, the step's input
+    buffers), so ``mode="reduce-overhead"`` may CUDA-graph a step that mutates them in place instead of
+    "skipping cudagraphs due to mutated inputs". False when this torch has no ``mark_static_address``."""
+    mark = getattr(getattr(torch, "_dynamo", None), "mark_static_address", None)
+    if mark is None:
+        return False
+    for t in tensors:
+        mark(t)
+    return True
+
+
 class StepRunner:
     """One batched decode step over every cache row: ``run(ids [B, 1], active [B]) -> (logits [B, V], hidden [B, d])``.
 
     Modes: ``none`` (eager), ``cuda_graph`` (an explicit ``torch.cuda.CUDAGraph`` captured once over the static
     cache; inputs are copied into static buffers and the graph replayed), ``compile`` (``torch.compile`` with
-    ``mode="reduce-overhead"``), ``auto`` (``cuda_graph`` on CUDA, else ``none``). The cache must never be
-    reallocated while a graph holds it (the engine allocates it once; prefill and reset work in place).
+    ``mode="reduce-overhead"``, the cache and input buffers marked static so it can use CUDA graphs), ``auto``
+    (``cuda_graph`` on CUDA, else ``none``). The cache must never be reallocated while a graph holds it (the engine
+    allocates it once; prefill and reset work in place).
+
+    Any CUDA device, not only the current one: capture, warm-up and replay run under ``torch.cuda.device(dev)`` with
+    streams created on ``dev`` (a graph captured on the wrong device's stream records nothing). The first replay is
+    checked: when the active rows' cache lengths did not advance by one, the graph is dropped with a warning and the
+    step re-run eagerly. A capture or compile that raises also falls back to eager (``mode`` becomes ``none``,
+    ``fallback`` says why).
 
     The CUDA paths cannot run on the CPU-only development machines: they are written to the CUDA-graph rules (static
     shapes, no host sync inside ``backbone.step``, warm-up on a side stream with every row inactive so the warm-up
-    changes no cache length) and exercised by the ``gpu``-marked test and ``bench/engine.py --device cuda``.
+    changes no cache length) and exercised by the ``gpu``-marked tests and ``tools/gpu_check.sh``.
     """
 
     def __init__(self, backbone, cache: KVCache, mode: str = "auto"):
@@ -175,48 +192,99 @@ class StepRunner:
             raise InputError(f"graph mode {mode!r} needs the model on a CUDA device, not {dev}")
         self.backbone = backbone
         self.cache = cache
+        self.device = dev
         self.mode = mode
+        self.requested = mode
+        self.fallback: str | None = None
+        """Why the runner fell back to eager (None: it runs the requested mode)."""
         self._graph: torch.cuda.CUDAGraph | None = None
+        self._verified = False
         self._fn = backbone.step
-        if mode == "compile":
-            self._fn = torch.compile(backbone.step, mode="reduce-overhead", dynamic=False)
         b = cache.batch_size
         self._ids = torch.zeros(b, 1, dtype=torch.long, device=dev)
         self._active = torch.zeros(b, dtype=torch.bool, device=dev)
         self._out: tuple[torch.Tensor, torch.Tensor] | None = None
+        if mode == "compile":
+            if not mark_static(cache.k, cache.v, cache.lengths, self._ids, self._active):
+                log.warning("this torch has no torch._dynamo.mark_static_address: compile mode may skip CUDA graphs")
+            self._fn = torch.compile(backbone.step, mode="reduce-overhead", dynamic=False)
+
+    def _device_ctx(self):
+        return torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
+
+    def _fall_back(self, why: str) -> None:
+        log.warning("decode step: %s; falling back to eager (graph mode %r)", why, self.requested)
+        self.fallback = why
+        self.mode = "none"
+        self._graph = None
+        self._out = None
+        self._fn = self.backbone.step
 
     @torch.no_grad()
     def capture(self, warmup: int = 3) -> None:
-        """Capture the graph (``cuda_graph`` mode); called lazily by the first :meth:`run`."""
+        """Capture the graph (``cuda_graph`` mode); called lazily by the first :meth:`run`. Falls back to eager
+        (with a warning) when capture raises."""
         if self.mode != "cuda_graph" or self._graph is not None:
             return
-        self._ids.zero_()
-        self._active.zero_()  # no row advances during warm-up and capture
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(warmup):
-                self.backbone.step(self._ids, self.cache, self._active)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self._out = self.backbone.step(self._ids, self.cache, self._active)
-        self._graph = graph
+        try:
+            self._capture(warmup)
+        except Exception as e:  # noqa: BLE001 - any capture failure: run eagerly instead
+            self._fall_back(f"CUDA-graph capture failed ({type(e).__name__}: {e})")
+
+    def _capture(self, warmup: int) -> None:
+        dev = self.device
+        with torch.cuda.device(dev):
+            self._ids.zero_()
+            self._active.zero_()  # no row advances during warm-up and capture
+            main = torch.cuda.current_stream(dev)
+            side = torch.cuda.Stream(device=dev)
+            side.wait_stream(main)
+            with torch.cuda.stream(side):
+                for _ in range(warmup):
+                    self.backbone.step(self._ids, self.cache, self._active)
+            main.wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            # an explicit capture stream on dev: torch.cuda.graph's default one is made on whatever device is
+            # current the first time, once per process
+            with torch.cuda.graph(graph, stream=torch.cuda.Stream(device=dev)):
+                out = self.backbone.step(self._ids, self.cache, self._active)
+            self._out = (out[0], out[1])
+            self._graph = graph
 
     @torch.no_grad()
     def run(self, ids: torch.Tensor, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.mode == "cuda_graph":
             self.capture()
-            self._ids.copy_(ids)
-            self._active.copy_(active)
-            self._graph.replay()
-            logits, hidden = self._out
-            return logits.clone(), hidden.clone()
+        if self.mode == "cuda_graph":
+            with self._device_ctx():
+                self._ids.copy_(ids, non_blocking=True)
+                self._active.copy_(active, non_blocking=True)
+                if self._verified:
+                    self._graph.replay()
+                    logits, hidden = self._out
+                    return logits.clone(), hidden.clone()
+                before = self.cache.lengths.clone()
+                self._graph.replay()
+                logits, hidden = self._out
+                advanced = torch.equal(self.cache.lengths - before, self._active.long())  # one host sync, once
+                if advanced or not bool(self._active.any()):
+                    self._verified = bool(self._active.any())
+                    return logits.clone(), hidden.clone()
+                self.cache.lengths.copy_(before)
+                self._fall_back(f"the captured graph did not advance the cache on {self.device} (captured empty?)")
         if self.mode == "compile":
-            self._ids.copy_(ids)
-            self._active.copy_(active)
-            logits, hidden = self._fn(self._ids, self.cache, self._active)
-            return logits.clone(), hidden.clone()
+            try:
+                with self._device_ctx():
+                    self._ids.copy_(ids, non_blocking=True)
+                    self._active.copy_(active, non_blocking=True)
+                    logits, hidden = self._fn(self._ids, self.cache, self._active)
+                    return logits.clone(), hidden.clone()
+            except Exception as e:  # noqa: BLE001 - a compile failure (first call): run eagerly instead
+                if self._verified:
+                    raise
+                self._fall_back(f"torch.compile failed ({type(e).__name__}: {e})")
+            finally:
+                self._verified = self.mode == "compile"
         logits, hidden = self.backbone.step(ids, self.cache, active)
         return logits, hidden
 
@@ -261,5 +329,15 @@ def connector_batch(connector, windows: list[torch.Tensor], prev: list[torch.Ten
     if any(p is not None and p.shape[1] != n for p in prev):  # a short previous window: run one by one
         return torch.cat([connector.step(x[i : i + 1], prev[i]) for i in range(len(prev))], 0)
     codes = torch.stack([torch.zeros(n, cfg.n_q, dtype=torch.long, device=dev) if p is None else p[0] for p in prev])
-    first = torch.tensor([p is None for p in prev], device=dev)
-    return connector.step(x, codes, first if bool(first.any()) else None)
+    first = [p is None for p in prev]  # known on the host: no upload or read-back unless a row starts a turn
+    return connector.step(x, codes, torch.tensor(first, device=dev) if any(first) else None)
+
+
+def split_state(state, i: int):
+    """Batch entry ``i`` of a batched streaming state as its own state (views ``[i : i + 1]`` of the tensors; the
+    inverse of ``type(state).cat`` without an index upload)."""
+    kw = {}
+    for f in dataclasses.fields(state):
+        v = getattr(state, f.name)
+        kw[f.name] = v[i : i + 1] if torch.is_tensor(v) else v
+    return type(state)(**kw)

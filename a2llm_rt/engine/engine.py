@@ -42,21 +42,65 @@ from a2llm_rt.engine.decode import (
     connector_batch,
     face_layouts,
     pad_window,
+    split_state,
     text_delta,
 )
 from a2llm_rt.engine.events import AudioChunk, Error, Event, FaceFrames, TextDelta, TurnEnd
 from a2llm_rt.engine.motion_backend import MotionBackendConfig, apply_motion_backend
 from a2llm_rt.engine.nvtx import nvtx_range
-from a2llm_rt.engine.sampling import SamplingConfig, sample_tokens
+from a2llm_rt.engine.sampling import (
+    SamplingBatch,
+    SamplingConfig,
+    host_buffer,
+    motion_uniforms,
+    sample_motion_codes,
+    sample_packed,
+    upload,
+)
 from a2llm_rt.engine.session import Session
 from a2llm_rt.engine.timing import TurnClock
 from a2llm_rt.errors import A2LLMError, InputError
-from a2llm_rt.models.connector import sample_codes
-from a2llm_rt.models.prompt import ChatFormat, ChatHistory, prepare_waveform
+from a2llm_rt.models.prompt import DEFAULT_SYSTEM_PROMPT, ChatFormat, ChatHistory, prepare_waveform
 
 log = logging.getLogger(__name__)
 
 MIN_INPUT_SAMPLES = 1600  # 0.1 s at 16 kHz: shorter audio is padded with silence (the encoder needs a few frames)
+
+
+def check_pcm_range(audio: np.ndarray) -> None:
+    """:class:`InputError` unless every sample of float PCM ``audio`` (any shape) is finite and in [-1, 1].
+
+    Out-of-range input is refused rather than clipped: finite samples of 1e30 overflow the log-mel and the encoder,
+    and the backbone would write NaN keys/values into the session's cache row."""
+    if audio.size == 0:
+        return
+    if not np.isfinite(audio).all():
+        raise InputError("audio holds NaN or inf samples")
+    peak = float(np.abs(audio).max())
+    if peak > 1.0:
+        raise InputError(f"audio samples must lie in [-1, 1] (float PCM full scale); got a peak of {peak:.4g}")
+
+
+@dataclasses.dataclass
+class _SamplingPlan:
+    """The sessions that sample this step, their slot kinds and class masks, and the packed settings."""
+
+    rows: list[Session]
+    slots: list[bool]
+    masks: list[torch.Tensor]
+    batch: SamplingBatch
+
+    @property
+    def n(self) -> int:
+        return len(self.rows)
+
+    @property
+    def host(self) -> torch.Tensor:
+        return self.batch.host
+
+    @property
+    def width(self) -> int:
+        return self.batch.width
 
 
 class EngineBusyError(A2LLMError, RuntimeError):
@@ -83,7 +127,7 @@ class EngineConfig(Config):
     """Room a cache row must keep after a prompt for the answer."""
     graph: str = "auto"
     """Decode-step execution: ``auto`` (CUDA graph on CUDA), ``cuda_graph``, ``compile``, ``none``."""
-    system_prompt: str | None = "You are a helpful assistant."
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
     speech: bool = True
     """Spoken answers (``<tts_start>`` prefilled, TA4). Text-only answers are not supported by the engine yet."""
     sampling: SamplingConfig = dataclasses.field(default_factory=SamplingConfig)
@@ -238,22 +282,34 @@ class Engine:
                     elif s.pending_audio is not None:
                         s.pending_audio = None
                         events.append(TurnEnd(s.id, -1.0, -1.0, -1.0, {}, "cancelled"))
-            to_sample: list[tuple[Session, torch.Tensor]] = []
+            prefilled: dict[int, torch.Tensor] = {}
             for s in sessions:
                 if s.pending_audio is not None:
                     try:
-                        to_sample.append((s, self._prefill(s)))
+                        prefilled[s.id] = self._prefill(s)
                     except Exception as e:  # noqa: BLE001 - any failure is this session's only
                         self._fail(s, e, events)
             decoding = [s for s in sessions if s.turn is not None and s.turn.next_input is not None]
+            plan = self._plan([s for s in sessions if s.id in prefilled and s.turn is not None] + decoding, decoding)
+            # ONE host->device copy per step: the decode step's ids/active and every row's sampling settings
+            b = self.cache.batch_size
+            head = [0.0] * (2 * b)  # ids [B], then active [B]
+            for s in decoding:
+                head[s.row], head[b + s.row] = float(s.turn.next_input), 1.0
+            host = host_buffer((2 * b + plan.host.numel(),), torch.float64, self.device)
+            host[: 2 * b] = torch.tensor(head, dtype=torch.float64)
+            host[2 * b :] = plan.host.view(-1)
+            dev = upload(host, self.device)
+            packed = dev[2 * b :].view(plan.n, plan.width)
+            logits: dict[int, torch.Tensor] = dict(prefilled)
             if decoding:
                 try:
-                    to_sample += self._decode_step(decoding)
+                    logits |= self._decode_step(decoding, dev[:b].long().view(b, 1), dev[b : 2 * b] > 0.5)
                 except Exception as e:  # noqa: BLE001
                     for s in decoding:
                         self._fail(s, e, events)
-            if to_sample:
-                self._sample(to_sample, events)
+            if plan.n:
+                self._sample(plan, packed, logits, events)
             w = self.stack.connector.cfg.window
             ready = [s for s in sessions if s.turn is not None and len(s.turn.window) >= w]
             if ready:
@@ -273,7 +329,9 @@ class Engine:
             arr = arr.astype(np.float32) / 32768.0
         if not np.issubdtype(arr.dtype, np.floating) and not np.issubdtype(arr.dtype, np.integer):
             raise InputError(f"audio must be numeric PCM, got dtype {arr.dtype}")
-        wave = prepare_waveform(arr.astype(np.float32, copy=False), int(sr), self.cfg.max_input_seconds)
+        arr = arr.astype(np.float32, copy=False)
+        check_pcm_range(arr)
+        wave = prepare_waveform(arr, int(sr), self.cfg.max_input_seconds)
         if wave.numel() < MIN_INPUT_SAMPLES:
             wave = torch.nn.functional.pad(wave, (0, MIN_INPUT_SAMPLES - wave.numel()))
         s.history.add_user_audio(wave)
@@ -307,16 +365,13 @@ class Engine:
         s.turn = t
         return out.logits[0]
 
-    def _decode_step(self, decoding: list[Session]) -> list[tuple[Session, torch.Tensor]]:
-        b = self.cache.batch_size
-        ids = torch.zeros(b, 1, dtype=torch.long)
-        active = torch.zeros(b, dtype=torch.bool)
-        for s in decoding:
-            ids[s.row, 0] = s.turn.next_input
-            active[s.row] = True
+    def _decode_step(
+        self, decoding: list[Session], ids: torch.Tensor, active: torch.Tensor
+    ) -> dict[int, torch.Tensor]:
+        """One batched step; ids ``[B, 1]`` and active ``[B]`` already on the device. -> {session id: logits [V]}."""
         with nvtx_range("step"):
-            logits, hidden = self.runner.run(ids.to(self.device), active.to(self.device))
-        out = []
+            logits, hidden = self.runner.run(ids, active)
+        out = {}
         for s in decoding:
             t = s.turn
             fed, t.next_input = t.next_input, None
@@ -324,18 +379,22 @@ class Engine:
             s.history.mark_consumed(s.history.consumed + 1)
             if self.layout.is_audio(fed):
                 t.window.append(hidden[s.row])
-            out.append((s, logits[s.row]))
+            out[s.id] = logits[s.row]
         return out
 
-    def _sample(self, items: list[tuple[Session, torch.Tensor]], events: list[Event]) -> None:
-        lengths = self.cache.lengths.tolist()
-        rows, logits, params, gens, masks, hist, slots = [], [], [], [], [], [], []
-        for s, lg in items:
+    def _plan(self, candidates: list[Session], decoding: list[Session]) -> _SamplingPlan:
+        """Host-only: which sessions sample this step (others reached a limit and finish), with their settings,
+        slot masks and uniform draws packed for one upload. The cache lengths are known on the host (a row holds
+        exactly its history's consumed tokens; a decoding row gains one this step), so nothing is read back."""
+        fed = {s.id for s in decoding}
+        rows, params, gens, masks, hist, slots = [], [], [], [], [], []
+        for s in candidates:
             t = s.turn
             if t is None:
                 continue
-            text_slot = self.layout.slot_is_text(t.slot)
-            if lengths[s.row] >= self.cfg.max_len - 1:
+            text_slot = t.ta4.text_slot
+            length = s.history.consumed + (1 if s.id in fed else 0)
+            if length >= self.cfg.max_len - 1:
                 t.finished = "context_full"
                 continue
             if text_slot and t.new_tokens >= self.cfg.max_new_tokens:
@@ -346,48 +405,53 @@ class Engine:
                 continue
             may_stop = t.audio_tokens >= self.min_audio_tokens
             rows.append(s)
-            logits.append(lg)
             p = s.sampling.text if text_slot else s.sampling.audio
             params.append(p)
             gens.append(s.generator)
-            masks.append(self.classes.allowed(text_slot, t.text_done, t.audio_done, may_stop))
+            masks.append(self.classes.allowed(t.ta4, may_stop))
             hist.append(list(t.recent(text_slot)) if p.repetition_penalty != 1.0 else [])
             slots.append(text_slot)
-        if not rows:
+        batch = SamplingBatch(params, gens, hist, self.layout.vocab_size, self.device)
+        return _SamplingPlan(rows, slots, masks, batch)
+
+    def _sample(
+        self, plan: _SamplingPlan, packed: torch.Tensor, logits: dict[int, torch.Tensor], events: list[Event]
+    ) -> None:
+        """Sample the planned rows on the device; ONE device->host copy (tokens and finite flags together)."""
+        keep = [i for i, s in enumerate(plan.rows) if s.turn is not None and s.id in logits]
+        if not keep:
             return
-        x = torch.stack(logits)
-        finite = torch.isfinite(x).all(-1).tolist()
-        if not all(finite):  # a numeric failure fails its own session only
-            for s, ok in zip(rows, finite, strict=True):
-                if not ok:
-                    self._fail(s, FloatingPointError("the backbone produced NaN/inf logits"), events)
-            keep = [i for i, ok in enumerate(finite) if ok]
-            if not keep:
-                return
-            x = x[keep]
-            rows, params, gens, hist, slots = ([v[i] for i in keep] for v in (rows, params, gens, hist, slots))
-            masks = [masks[i] for i in keep]
+        if len(keep) < plan.n:  # a session failed between planning and sampling (rare): drop its rows
+            idx = torch.tensor(keep, device=packed.device)
+            packed = packed.index_select(0, idx)
+        rows = [plan.rows[i] for i in keep]
+        x = torch.stack([logits[s.id] for s in rows])
+        allowed = torch.stack([plan.masks[i] for i in keep])
         with nvtx_range("sample"):
-            tokens = sample_tokens(x, params, gens, torch.stack(masks), hist).tolist()
-        for s, tok, text_slot in zip(rows, tokens, slots, strict=True):
+            tokens = sample_packed(x, packed, allowed, plan.batch.any_stochastic, plan.batch.any_penalty)
+            finite = torch.isfinite(x).all(-1)
+            back = torch.stack([tokens, finite.long()]).tolist()
+        for s, tok, ok, i in zip(rows, back[0], back[1], keep, strict=True):
+            if not ok:  # a numeric failure fails its own session only
+                self._fail(s, FloatingPointError("the backbone produced NaN/inf logits"), events)
+                continue
             try:
-                self._accept(s, int(tok), text_slot, events)
+                self._accept(s, int(tok), plan.slots[i], events)
             except Exception as e:  # noqa: BLE001
                 self._fail(s, e, events)
 
     def _accept(self, s: Session, tok: int, text_slot: bool, events: list[Event]) -> None:
         """Record one sampled token: text delta / audio code / stop; push the vocoder at a group's end."""
         t = s.turn
-        cl = self.classes
         t.new_tokens += 1
-        t.slot += 1
-        if text_slot:
-            if tok == cl.eot or tok == cl.tts_end:
-                t.finished, t.stop_token = "eot", tok
-                return
-            if tok == cl.tts_pad:
-                t.text_done = True
-            else:
+        was_audio_slot = not t.ta4.text_slot
+        t.ta4 = self.layout.ta4_advance(t.ta4, tok)  # the mask allowed it; raises on a broken stream
+        kind = self.layout.token_class(tok)
+        if kind == "stop":
+            t.finished, t.stop_token = "eot", tok
+            return
+        if kind in ("text", "tts_pad"):
+            if kind == "text":
                 t.text_ids.append(tok)
                 t.text_tokens += 1
                 delta = text_delta(self.stack.tokenizer, t.text_ids, t.text_sent)
@@ -395,15 +459,15 @@ class Engine:
                     t.text_sent += delta
                     events.append(TextDelta(s.id, delta))
             t.recent_text.append(tok)
+            if was_audio_slot:  # a short audio group: the audio ended
+                self._vocode(s, events, final=False)
         else:
-            if self.layout.is_audio_pad(tok):
-                t.audio_done = True
-            else:
+            if kind == "audio":
                 t.vocoder_pending.append(tok - self.layout.audio_offset)
                 t.audio_tokens += 1
                 t.clock.mark_audio_token()
             t.recent_audio.append(tok)
-            if self.layout.slot_is_text(t.slot):  # the group's audio is complete
+            if t.ta4.text_slot:  # the group's audio is complete
                 self._vocode(s, events, final=False)
         s.history.append_generated([tok])
         t.next_input = tok
@@ -422,7 +486,8 @@ class Engine:
 
     # ---- motion ----------------------------------------------------------------------------------------------------
     def _motion(self, ready: list[Session], events: list[Event]) -> None:
-        """Full windows of several sessions through the connector in one batch, then each session's decoder."""
+        """Full windows of several sessions through the connector in one batch, codes sampled on the device, then
+        the motion decoder batched over sessions at the same decoder stage (one download of frames per batch)."""
         con = self.stack.connector
         w = con.cfg.window
         dtype = next(con.parameters()).dtype
@@ -434,33 +499,64 @@ class Engine:
         try:
             with nvtx_range("connector"):
                 logits = connector_batch(con, windows, prev)
+            codes = self._codes(ready, logits)
         except Exception as e:  # noqa: BLE001
             for s in ready:
                 self._fail(s, e, events)
             return
         for i, s in enumerate(ready):
+            s.turn.prev_codes = codes[i : i + 1]
+        self._frames(ready, codes, w, events)
+
+    def _codes(self, sessions: list[Session], logits: torch.Tensor) -> torch.Tensor:
+        """Codes ``[n, T, N_q]`` (on the logits' device) of connector logits ``[n, T, N_q, K]``, one row per session
+        with its own motion temperature, top-k and generator (uniforms drawn on the host, picked on the device)."""
+        temps = [s.sampling.motion_temperature for s in sessions]
+        if all(t <= 0 for t in temps):
+            return logits.argmax(-1)
+        n, t, q, _ = logits.shape
+        host = host_buffer((n, 2 + t * q), torch.float64, logits.device)
+        host[:, 2:] = motion_uniforms(t * q, temps, [s.generator for s in sessions])
+        host[:, 0] = torch.tensor(temps, dtype=torch.float64)
+        host[:, 1] = torch.tensor([float(s.sampling.motion_top_k) for s in sessions], dtype=torch.float64)
+        dev = upload(host, logits.device)
+        return sample_motion_codes(logits.float(), dev[:, 0], dev[:, 1], dev[:, 2:])
+
+    def _frames(self, sessions: list[Session], codes: torch.Tensor | None, positions: int, events: list[Event]) -> None:
+        """Decode ``codes`` ``[n, m, N_q]`` of the sessions (None: flush their decoders) and emit the frames that
+        have audio. Sessions whose decoder states are at the same stage run as one batch."""
+        groups: dict[tuple, list[int]] = {}
+        for i, s in enumerate(sessions):
+            st = s.turn.dec_state
+            key = (getattr(st, "skip", None),) + tuple(tuple(v.shape[1:]) for v in st.tensors().values())
+            groups.setdefault(key, []).append(i)
+        for idx in groups.values():
+            group = [sessions[i] for i in idx]
             try:
-                codes = self._codes(s, logits[i : i + 1])
-                s.turn.prev_codes = codes
-                self._frames(s, codes, w, events)
+                with nvtx_range("decoder"):
+                    state = type(group[0].turn.dec_state).cat([s.turn.dec_state for s in group])
+                    if codes is None:
+                        frames, state = self.stack.motion.decode_flush(state)
+                    else:
+                        sel = codes[idx[0] : idx[-1] + 1] if idx == list(range(idx[0], idx[-1] + 1)) else codes[idx]
+                        frames, state = self.stack.motion.decode_step(sel, state)
+                    frames = frames.float().cpu().numpy()  # one download per group
             except Exception as e:  # noqa: BLE001
-                self._fail(s, e, events)
+                for s in group:
+                    self._fail(s, e, events)
+                continue
+            for j, s in enumerate(group):
+                s.turn.dec_state = split_state(state, j)
+                try:
+                    self._emit_frames(s, frames[j], codes is not None, positions, events)
+                except Exception as e:  # noqa: BLE001
+                    self._fail(s, e, events)
 
-    def _codes(self, s: Session, logits: torch.Tensor) -> torch.Tensor:
-        sp = s.sampling
-        return sample_codes(logits.float(), sp.motion_temperature, sp.motion_top_k or None, s.generator)
-
-    def _frames(self, s: Session, codes: torch.Tensor | None, positions: int, events: list[Event]) -> None:
-        """Decode ``codes`` ``[1, n, N_q]`` (None: flush the decoder) and emit the frames that have audio."""
+    def _emit_frames(self, s: Session, frames: np.ndarray, stepped: bool, positions: int, events: list[Event]) -> None:
+        """Emit a session's decoded frames ``[m, D]`` that have audio (``stepped``: from a step, else a flush)."""
         t = s.turn
         t.face_frames_made += positions
-        with nvtx_range("decoder"):
-            if codes is None:
-                frames, t.dec_state = self.stack.motion.decode_flush(t.dec_state)
-            else:
-                frames, t.dec_state = self.stack.motion.decode_step(codes, t.dec_state)
-        frames = frames[0].float().cpu().numpy()
-        limit = t.face_frames_made if codes is not None else t.audio_tokens
+        limit = t.face_frames_made if stepped else t.audio_tokens
         frames = frames[: max(0, min(limit, t.audio_tokens) - t.frames_out)]
         if frames.shape[0] == 0:
             return
@@ -482,11 +578,15 @@ class Engine:
                     con = self.stack.connector
                     with nvtx_range("connector"):
                         logits = con.step(x[None].to(next(con.parameters()).dtype), t.prev_codes)
-                    codes = self._codes(s, logits)
+                    codes = self._codes([s], logits)
                     t.prev_codes = codes
                     t.face_frames_made -= x.shape[0] - n
-                    self._frames(s, codes, x.shape[0], events)
-                self._frames(s, None, 0, events)  # the decoder's held-back frames (lookahead)
+                    self._frames([s], codes, x.shape[0], events)
+                    if s.turn is None:  # the decoder failed (an Error event was emitted)
+                        return
+                self._frames([s], None, 0, events)  # the decoder's held-back frames (lookahead)
+                if s.turn is None:
+                    return
                 self._vocode(s, events, final=True)
                 delta = text_delta(self.stack.tokenizer, t.text_ids, t.text_sent, final=True)
                 if delta:

@@ -177,7 +177,7 @@ def fit_arkit_map(
         "source": str(Path(pairs).resolve()),
         "pairs": len(names),
         "frames": int(len(x)),
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "method": method,
         "alpha": alpha,
         "fit_rmse": float(np.sqrt(np.mean((pred - y) ** 2))),

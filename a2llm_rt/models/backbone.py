@@ -36,6 +36,24 @@ from a2llm_rt.models.kv_cache import KVCache
 from a2llm_rt.models.token_layout import TokenLayout, get_token_layout
 
 
+def grouped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Grouped-query attention with the query groups folded into the sequence axis, so that no ``enable_gqa`` flag
+    is needed and a boolean mask can use a fused SDPA kernel (``enable_gqa`` with a mask may fall to the math path,
+    which repeats K/V over the whole cache every layer).
+
+    q ``[B, H_q, T, D]``; k, v ``[B, H_kv, S, D]`` (``H_q = G * H_kv``; query head ``h`` reads KV head ``h // G``, as
+    ``enable_gqa`` and ``repeat_kv`` do); mask ``[B, 1, T, S]`` bool (True = visible). Returns ``[B, H_q, T, D]``.
+    """
+    b, hq, t, d = q.shape
+    hkv = k.shape[1]
+    g = hq // hkv
+    if g == 1:
+        return F.scaled_dot_product_attention(q, k, v, mask)
+    qf = q.reshape(b, hkv, g * t, d)  # heads h = j*G + i -> [j, i*T + t]
+    mf = mask[:, :, None].expand(b, mask.shape[1], g, t, mask.shape[-1]).reshape(b, mask.shape[1], g * t, -1)
+    return F.scaled_dot_product_attention(qf, k, v, mf).reshape(b, hq, t, d)
+
+
 @dataclasses.dataclass
 class BackboneConfig(Config):
     """Architecture of a Step-Audio-2-style backbone (defaults: Step-Audio-2-mini)."""
@@ -238,7 +256,7 @@ class StepAudio2Backbone(nn.Module):
             kc[row_idx, :, pos] = k.transpose(1, 2).to(kc.dtype)  # [B, T, H, D] into slots pos
             vc[row_idx, :, pos] = v.transpose(1, 2).to(vc.dtype)
             keys, values = (kc, vc) if rows is None else (kc[rows], vc[rows])
-            o = F.scaled_dot_product_attention(q, keys.to(q.dtype), values.to(q.dtype), mask, enable_gqa=True)
+            o = grouped_attention(q, keys.to(q.dtype), values.to(q.dtype), mask)
             h = h + attn.o_proj(o.transpose(1, 2).reshape(b, t, -1))
             h = h + layer.mlp(layer.post_attention_layernorm(h))
             if i + 1 == tap:

@@ -186,15 +186,21 @@ def _shard_files(path) -> dict[str, str]:
     raise InputError(f"no {INDEX_FILE} or {SINGLE_FILE}", path)
 
 
-def check_checkpoint(path, model: StepAudio2Backbone) -> None:
-    """Raise :class:`InputError` listing the first problems when the directory's tensors do not match ``model``
-    (missing, unexpected or wrong-shaped tensors)."""
+def expected_tensors(cfg: BackboneConfig, layout: TokenLayout | None = None) -> dict[str, tuple[int, ...]]:
+    """Checkpoint tensor name -> shape of a backbone of ``cfg``, from a model built on the meta device (no memory)."""
+    with torch.device("meta"):
+        model = StepAudio2Backbone(cfg, layout)
+    return {module_to_checkpoint_name(k): tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def tensor_problems(path, expected: dict[str, tuple[int, ...]]) -> list[str]:
+    """Every missing, unexpected or wrong-shaped tensor of the directory's safetensors (headers only, nothing is
+    loaded), each naming the tensor and its file. :class:`InputError` when the index or a file is unreadable."""
     from pathlib import Path
 
     from safetensors import safe_open
 
     path = Path(path)
-    expected = {module_to_checkpoint_name(k): tuple(v.shape) for k, v in model.state_dict().items()}
     files = _shard_files(path)
     problems: list[str] = []
     found: set[str] = set()
@@ -210,21 +216,48 @@ def check_checkpoint(path, model: StepAudio2Backbone) -> None:
                         continue
                     if name not in keys:
                         problems.append(f"{name}: listed in the index but absent from {fname}")
+                        found.add(name)  # reported
                     elif checkpoint_to_module_name(name) is None or name not in expected:
-                        problems.append(f"{name}: unexpected tensor")
+                        problems.append(f"{name}: unexpected tensor (in {fname})")
                     else:
                         shape = tuple(f.get_slice(name).get_shape())
                         if shape != expected[name]:
-                            problems.append(f"{name}: shape {list(shape)}, expected {list(expected[name])}")
+                            problems.append(
+                                f"{name}: shape {list(shape)}, expected {list(expected[name])} (in {fname})"
+                            )
                         found.add(name)
+                if len(by_file) > 1:
+                    stray = sorted(k for k in keys - set(names) if not k.endswith(IGNORED_CHECKPOINT_SUFFIXES))
+                    problems += [f"{k}: in {fname} but not in {INDEX_FILE}" for k in stray]
         except InputError:
             raise
         except Exception as e:
             raise InputError(f"unreadable safetensors file: {e}", path / fname) from None
-    problems += [f"{name}: missing" for name in sorted(set(expected) - found)]
+    problems += [f"{name}: missing (no file holds it)" for name in sorted(set(expected) - found)]
+    return problems
+
+
+def check_checkpoint(path, model: StepAudio2Backbone) -> None:
+    """Raise :class:`InputError` listing the first problems when the directory's tensors do not match ``model``
+    (missing, unexpected or wrong-shaped tensors; each names its file)."""
+    from pathlib import Path
+
+    expected = {module_to_checkpoint_name(k): tuple(v.shape) for k, v in model.state_dict().items()}
+    problems = tensor_problems(path, expected)
     if problems:
         more = f" (+{len(problems) - 8} more)" if len(problems) > 8 else ""
-        raise InputError(f"weights do not match the backbone: {'; '.join(problems[:8])}{more}", path)
+        raise InputError(f"weights do not match the backbone: {'; '.join(problems[:8])}{more}", Path(path))
+
+
+def check_tokenizer(tokenizer, layout: TokenLayout, cfg: BackboneConfig, source=None) -> TokenLayout:
+    """The layout resolved against ``tokenizer``; :class:`InputError` (naming ``source``) when the tokenizer's
+    vocabulary does not fit the backbone: more ids than ``vocab_size`` rows, special or audio ids elsewhere."""
+    if len(tokenizer) > cfg.vocab_size:
+        raise InputError(f"tokenizer has {len(tokenizer)} ids, the backbone's vocab_size is {cfg.vocab_size}", source)
+    try:
+        return layout.resolved(tokenizer)
+    except InputError as e:
+        raise InputError(e.problem, source) from None
 
 
 def from_pretrained_dir(
@@ -264,10 +297,16 @@ def from_pretrained_dir(
         if diff:
             raise InputError("config.json differs from the expected backbone: " + "; ".join(diff[:8]), cfg_file)
     layout = get_token_layout(cfg.token_layout) if layout is None else layout
+    if layout.vocab_size != cfg.vocab_size:
+        raise InputError(
+            f"text_config.vocab_size {cfg.vocab_size} differs from token layout {layout.name!r} "
+            f"({layout.vocab_size} ids): not this backbone's vocabulary",
+            cfg_file,
+        )
     tokenizer = None
     if (path / "tokenizer.json").is_file() or (path / "vocab.json").is_file():
         tokenizer = load_tokenizer(path)
-        layout = layout.resolved(tokenizer)
+        layout = check_tokenizer(tokenizer, layout, cfg, path / "tokenizer.json")
     with torch.device("meta"):
         model = StepAudio2Backbone(cfg, layout)
     check_checkpoint(path, model)

@@ -11,9 +11,11 @@ Here each batch row is one session slot with its own length:
 
 So a batched step gives each row exactly what it would get alone (same positions, same visible keys), sessions can
 join (prefill into a free row), continue (a new turn extends the row) or leave (``reset(mask)``) independently, and
-all shapes stay static for CUDA-graph capture. Slots past a row's length may hold stale values: they are never
-visible. The cache is updated in place (the one exception to ``StreamingState``'s copy-on-step rule, as a static
-cache must be for graph capture); ``select``/``cat``/``reset`` come from :class:`StreamingState`.
+all shapes stay static for CUDA-graph capture. Slots past a row's length are never visible, but a masked attention
+weight of 0 times a stale NaN value is still NaN: so every slot that leaves a row (``reset``, ``truncate``) is zeroed,
+and a value written by one session (or by a failed turn) can never reach the next one. The cache is updated in
+place (the one exception to ``StreamingState``'s copy-on-step rule, as a static cache must be for graph capture);
+``select``/``cat`` come from :class:`StreamingState`.
 """
 
 from __future__ import annotations
@@ -63,18 +65,28 @@ class KVCache(StreamingState):
         return self.k.shape[3]
 
     def reset(self, mask: torch.Tensor | None = None) -> None:
-        """Empty the rows where ``mask`` ([B] bool) is True, or all rows. Only lengths change (stale slots are
-        invisible), so this is cheap."""
+        """Empty the rows where ``mask`` ([B] bool) is True, or all rows: lengths to 0 and the rows' keys and values
+        zeroed (a stale NaN would otherwise leak through the zero attention weights of the masked slots)."""
         if mask is None:
             self.lengths.zero_()
-        else:
-            self.lengths.masked_fill_(mask.to(self.lengths.device), 0)
+            self.k.zero_()
+            self.v.zero_()
+            return
+        mask = mask.to(self.lengths.device)
+        self.lengths.masked_fill_(mask, 0)
+        rows = mask.nonzero().flatten()
+        if rows.numel():
+            self.k.index_fill_(0, rows, 0)
+            self.v.index_fill_(0, rows, 0)
 
     def truncate(self, row: int, length: int) -> None:
-        """Forget the tokens of ``row`` from ``length`` on (e.g. to drop a cancelled turn's tail)."""
+        """Forget the tokens of ``row`` from ``length`` on (e.g. to drop a cancelled turn's tail); the freed slots are
+        zeroed."""
         if not 0 <= length <= int(self.lengths[row]):
             raise ValueError(f"cannot truncate row {row} of length {int(self.lengths[row])} to {length}")
         self.lengths[row] = length
+        self.k[row, :, :, length:] = 0
+        self.v[row, :, :, length:] = 0
 
     def layer(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Views ``[B, H_kv, S, D]`` of layer ``i``'s keys and values."""

@@ -8,7 +8,11 @@ Format (stepfun-ai/Step-Audio2 ``stepaudio2.py`` ``StepAudio2.apply_chat_templat
   (n = :func:`~a2llm_rt.models.audio_encoder.audio_placeholder_count` of the chunk's mel frames), then ``<|EOT|>``;
 - a spoken answer is prefilled ``<|BOT|>assistant\\n<tts_start>`` and left open; a text answer ``<|BOT|>assistant\\n``;
 - multi-turn: the assistant's generated tokens (text, ``<tts_pad>``, audio codes, ``<tts_end>``) stay in the history
-  and the turn is closed with ``<|EOT|>`` (the reference re-sends ``<tts_start>`` + the tokens + ``<|EOT|>``).
+  and the turn is closed with ``<|EOT|>`` (the reference re-sends ``<tts_start>`` + the tokens + ``<|EOT|>``; the
+  vLLM chat template writes a spoken answer as ``<|BOT|>assistant\n`` + the TA4 stream + ``<|EOT|>``, compared in
+  ``tests/models/test_prompt_parity.py`` against ``tests/fixtures/upstream/chat_template.json``).
+- one prompt for training and inference: ``training.data.builders`` builds a sample's prompt with this module's
+  :class:`ChatHistory` and the same :data:`DEFAULT_SYSTEM_PROMPT` as the engine.
 
 :class:`ChatHistory` holds one session's token ids and audio chunks and how many of them the session's KV cache
 row already holds (``consumed``), so a new turn prefills only :meth:`ChatHistory.pending`.
@@ -29,6 +33,9 @@ from a2llm_rt.models.token_layout import TokenLayout
 from a2llm_rt.models.tokenizer import TextTokenizer
 
 ROLES = ("system", "human", "assistant")
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
+"""The system message of every upstream example (stepfun-ai/Step-Audio2 ``stepaudio2.py``); the engine's default and
+the training samples' (``training.data.builders``), so both build the same prompt."""
 MAX_AUDIO_SECONDS = 600.0
 
 

@@ -17,21 +17,25 @@ Step-Audio-2 facts and their public sources (see also ``shared/STEP_AUDIO2.md``)
 - ``<|BOT|>``, ``<|EOT|>``, ``<tts_pad>`` and ``<|endoftext|>``: no public source states their ids, so
   :data:`STEP_AUDIO2` leaves them ``None`` and :meth:`TokenLayout.resolved` fills them from the real tokenizer
   (``from_pretrained_dir`` always does); every id that *is* known is checked against the tokenizer there too.
-- TA4 interleave (stepfun-ai vLLM fork ``StepAudio2Tokenizer.build_tts_interleave_data``): after ``<tts_start>``,
-  groups of 1 text token (``<tts_pad>`` once the text has run out) followed by 4 audio tokens (``<audio_6561>`` once
-  the audio has run out), closed by ``<tts_end>``.
+- TA4 interleave (stepfun-ai vLLM fork ``StepAudio2Tokenizer.build_tts_interleave_data(text, audio, chunk=4)``):
+  :meth:`TokenLayout.interleave` builds it exactly as upstream (two upstream branches differ in the audio padding;
+  ``ta4_rule`` picks one), :meth:`TokenLayout.split` splits a generated stream as upstream's TA4 parser, and
+  :meth:`TokenLayout.ta4_allowed` / :meth:`TokenLayout.ta4_advance` are the grammar the engine decodes with.
+  Golden fixtures: ``tests/fixtures/upstream`` (written by ``tools/make_upstream_fixtures.py``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import torch
 
 from a2llm_rt.config import Config
 from a2llm_rt.errors import InputError
+
+TA4_RULES = ("step-audio2-mini", "full-groups")
 
 #: field name -> token string, for every special id a layout may name.
 SPECIAL_TOKENS: dict[str, str] = {
@@ -49,6 +53,39 @@ SPECIAL_TOKENS: dict[str, str] = {
 
 class _TokenLookup(Protocol):
     def token_to_id(self, token: str) -> int | None: ...
+
+
+class TA4Split(NamedTuple):
+    """A generated answer split as upstream's TA4 parser does (see :meth:`TokenLayout.split`)."""
+
+    text: list[int]
+    """Text token ids inside the TA4 section (``<tts_pad>`` dropped)."""
+    audio: list[int]
+    """Audio codes inside the TA4 section (the padding code dropped)."""
+    other: list[int]
+    """Ids after ``<tts_end>``."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TA4Cursor:
+    """Where a generated TA4 stream stands (after ``<tts_start>``); advanced by :meth:`TokenLayout.ta4_advance`."""
+
+    group_audio: int | None = None
+    """None: the next token is a group's text slot; else the audio tokens the current group holds so far."""
+    group_pad_text: bool = False
+    """The current group's text slot holds ``<tts_pad>``."""
+    text_done: bool = False
+    """A ``<tts_pad>`` was generated: text slots hold only ``<tts_pad>`` from now on."""
+    audio_padded: bool = False
+    """The audio padding code was generated: audio slots hold only padding from now on."""
+    audio_over: bool = False
+    """A group ended short: every later group is one text token."""
+    ended: bool = False
+
+    @property
+    def text_slot(self) -> bool:
+        """The next token opens a group (a text slot)."""
+        return self.group_audio is None
 
 
 @dataclasses.dataclass
@@ -79,6 +116,10 @@ class TokenLayout(Config):
     """Interleave: text tokens per group (TA4: 1)."""
     audio_per_group: int = 4
     """Interleave: audio tokens per group (TA4: 4)."""
+    ta4_rule: str = "step-audio2-mini"
+    """How :meth:`interleave` pads the audio: ``"step-audio2-mini"`` (stepfun-ai/vllm branch step-audio2-mini,
+    commit 9ecabf22f: by ``groups - len(audio)`` when positive) or ``"full-groups"`` (branch
+    feat/step-audio-support, commit 484a5a5a5: to ``4 * groups``). Decoding accepts both (:meth:`ta4_allowed`)."""
 
     def validate(self) -> None:
         if self.vocab_size <= 0 or not 0 < self.text_end <= self.vocab_size:
@@ -104,6 +145,8 @@ class TokenLayout(Config):
             seen[v] = field
         if self.text_per_group < 1 or self.audio_per_group < 1:
             raise ValueError("text_per_group and audio_per_group must be >= 1")
+        if self.ta4_rule not in TA4_RULES:
+            raise ValueError(f"unknown ta4_rule {self.ta4_rule!r}; known: {TA4_RULES}")
 
     # ---- ids ---------------------------------------------------------------------------------------------------
     @property
@@ -166,39 +209,165 @@ class TokenLayout(Config):
     def text_mask(self, ids: torch.Tensor) -> torch.Tensor:
         return (ids >= 0) & (ids < self.text_end)
 
-    # ---- interleave --------------------------------------------------------------------------------------------
-    def slot_is_text(self, k: int) -> bool:
-        """Whether the ``k``-th token after ``<tts_start>`` (k = 0, 1, ...) is a text slot of the interleave."""
-        return k % self.group_size < self.text_per_group
-
+    # ---- interleave (TA4) ---------------------------------------------------------------------------------------
     def interleave(self, text_ids: Sequence[int], audio_codes: Sequence[int]) -> list[int]:
-        """The TA4 token stream ``<tts_start> (t a a a a)* <tts_end>`` of a spoken answer.
+        """The TA4 stream ``<tts_start> ... <tts_end>`` of a spoken answer, exactly as upstream builds it.
 
-        Text runs out -> ``<tts_pad>``; audio runs out -> the audio padding code. The number of groups is
-        ``max(ceil(len(audio)/audio_per_group), ceil(len(text)/text_per_group))``.
+        Upstream: ``StepAudio2Tokenizer.build_tts_interleave_data(text, audio, chunk=4)`` in stepfun-ai/vllm, branch
+        ``step-audio2-mini`` (commit 9ecabf22f, the branch the Step-Audio2 README points to)::
+
+            n     = max(ceil(len(audio) / 4), len(text))          # groups
+            text += [<tts_pad>] * (n - len(text))
+            audio += [<audio_6561>] * (n - len(audio))            # only when positive
+            group i = text[i] + audio[4i : 4i + 4]                 # may be short or empty
+
+        So text that runs ahead of the audio becomes text-only groups, the last audio group may be short, and the
+        audio padding code appears only when there are more groups than audio codes. With ``ta4_rule ==
+        "full-groups"`` the audio is padded to ``4 n`` instead, as the later branch ``feat/step-audio-support``
+        (commit 484a5a5a5) does. Both are compared with upstream in ``tests/fixtures/upstream``. Codes are audio
+        codes (``audio_id`` maps them), text ids are tokenizer ids.
         """
-        tp, ap = self.text_per_group, self.audio_per_group
-        n = max(-(-len(audio_codes) // ap), -(-len(text_ids) // tp))
-        pad_a = self.audio_pad_id if self.audio_pad_id is not None else None
+        if self.text_per_group != 1:
+            raise ValueError(f"layout {self.name!r}: the TA4 interleave needs text_per_group == 1")
+        chunk = self.audio_per_group
+        n = max(-(-len(audio_codes) // chunk), len(text_ids))
+        text = [int(t) for t in text_ids] + [self.special("tts_pad")] * (n - len(text_ids))
+        audio = [self.audio_id(int(c)) for c in audio_codes]
+        want = n * chunk if self.ta4_rule == "full-groups" else n
+        if want > len(audio):
+            if self.audio_pad_id is None:
+                raise ValueError(f"layout {self.name!r} has no audio padding code")
+            audio += [self.audio_pad_id] * (want - len(audio))
         out = [self.special("tts_start")]
         for g in range(n):
-            t = list(text_ids[g * tp : (g + 1) * tp])
-            out += t + [self.special("tts_pad")] * (tp - len(t))
-            a = [self.audio_id(c) for c in audio_codes[g * ap : (g + 1) * ap]]
-            if len(a) < ap:
-                if pad_a is None:
-                    raise ValueError(f"layout {self.name!r} has no audio padding code")
-                a += [pad_a] * (ap - len(a))
-            out += a
+            out.append(text[g])
+            out += audio[g * chunk : (g + 1) * chunk]
         out.append(self.special("tts_end"))
         return out
 
-    def split(self, ids: Sequence[int]) -> tuple[list[int], list[int]]:
-        """(text ids, audio codes) of a generated stream; specials, ``<tts_pad>`` and audio padding are dropped."""
-        specials = {getattr(self, f) for f in SPECIAL_TOKENS} - {None}
-        text = [i for i in ids if self.is_text(i) and i not in specials]
-        audio = [i - self.audio_offset for i in ids if self.is_audio(i)]
-        return text, audio
+    def split(self, ids: Sequence[int]) -> TA4Split:
+        """Split a generated answer into (text ids, audio codes, other ids) as upstream's TA4 parser does.
+
+        Upstream: ``StepAudio2TTSTA4Parser.extract_audio_content_nonstreaming`` (stepfun-ai/vllm,
+        ``vllm/audio_parser/step_audio_2_tts_ta4_parser.py``), which reads the tokens generated after a prompt
+        ending in ``<tts_start>``: up to the first ``<tts_end>`` every id ``>= audio_offset`` is audio, every other
+        id text, ``<tts_pad>`` and the audio padding code are dropped; ``<tts_end>`` is dropped and what follows
+        it is "other". One addition: a leading ``<tts_start>`` (a stream that includes the prefilled token, as
+        :meth:`interleave` returns) is skipped. Audio ids are returned as codes (``id - audio_offset``).
+        """
+        ids = [int(i) for i in ids]
+        if ids and self.tts_start is not None and ids[0] == self.tts_start:
+            ids = ids[1:]
+        drop = {self.tts_pad, self.audio_pad_id} - {None}
+        text: list[int] = []
+        audio: list[int] = []
+        other: list[int] = []
+        inside = True
+        for i in ids:
+            if i == self.tts_end:
+                inside = False
+            elif not inside:
+                other.append(i)
+            elif i in drop:
+                continue
+            elif i >= self.audio_offset:
+                audio.append(i - self.audio_offset)
+            else:
+                text.append(i)
+        return TA4Split(text, audio, other)
+
+    def token_class(self, token_id: int) -> str:
+        """The TA4 class of an id: ``"stop"`` (``<|EOT|>``, ``<tts_end>``), ``"tts_pad"``, ``"audio_pad"``,
+        ``"audio"`` (a real code), ``"text"`` (a text id that is no special) or ``"other"``."""
+        if token_id in (self.eot, self.tts_end) and token_id is not None:
+            return "stop"
+        if self.tts_pad is not None and token_id == self.tts_pad:
+            return "tts_pad"
+        if self.is_audio_pad(token_id):
+            return "audio_pad"
+        if self.is_audio(token_id):
+            return "audio"
+        if self.is_text(token_id) and token_id not in {getattr(self, f) for f in SPECIAL_TOKENS}:
+            return "text"
+        return "other"
+
+    def ta4_allowed(self, cur: TA4Cursor, may_end_audio: bool = True) -> frozenset[str]:
+        """Token classes (see :meth:`token_class`) a generated TA4 stream may continue with.
+
+        The grammar accepts every stream either upstream rule builds (see :meth:`interleave`; fixtures of both
+        branches in ``tests/fixtures/upstream``), since the rule the released weights were trained on is not
+        public:
+
+        - a group is one text-slot token (text, or ``<tts_pad>`` once the text has run out) and then audio tokens
+          (real codes, then only the padding code once it appeared), at most ``audio_per_group``;
+        - a group with fewer audio tokens ends the audio: every later group is a single text token
+          (step-audio2-mini rule), or the audio is filled with padding codes (feat/step-audio-support rule);
+        - a ``<tts_pad>`` group starts with a real code; once padded it is filled with padding and the stream ends;
+        - the stream may stop (``<tts_end>``/``<|EOT|>``) after any group.
+
+        ``may_end_audio=False`` (too little audio yet) removes the choices that end the audio: stops, the padding
+        code and a text token in an audio slot. If nothing is left, only stops are allowed.
+        """
+        if cur.ended:
+            return frozenset()
+        ends = {"stop", "audio_pad", "text"}
+        if cur.group_audio is None:  # a group's text slot
+            if cur.audio_over:
+                out = {"text", "stop"}
+            elif cur.text_done:
+                out = {"stop"} if cur.audio_padded else {"tts_pad", "stop"}
+            elif cur.audio_padded:
+                out = {"text", "stop"}
+            else:
+                out = {"text", "tts_pad", "stop"}
+            if not may_end_audio:
+                out.discard("stop")
+        elif cur.group_pad_text:  # a <tts_pad> group
+            if cur.audio_padded:
+                out = {"audio_pad"}
+            elif cur.group_audio == 0:
+                out = {"audio"}
+            else:
+                out = {"audio", "audio_pad", "stop"} if may_end_audio else {"audio"}
+        else:
+            out = {"audio_pad", "text", "stop"} if cur.audio_padded else {"audio"} | ends
+            if not may_end_audio:
+                out -= ends
+        return frozenset(out) if out else frozenset({"stop"})
+
+    def ta4_advance(self, cur: TA4Cursor, token_id: int) -> TA4Cursor:
+        """The cursor after ``token_id`` (which must be allowed: ``ValueError`` otherwise)."""
+        kind = self.token_class(token_id)
+        if kind not in self.ta4_allowed(cur):
+            raise ValueError(f"token {token_id} ({kind}) breaks the TA4 interleave at {cur}")
+        rep = dataclasses.replace
+        if kind == "stop":
+            return rep(cur, ended=True)
+        if cur.group_audio is None or kind == "text" and cur.group_audio is not None:
+            audio_over = cur.audio_over or cur.group_audio is not None
+            if audio_over:  # a text-only group: its audio slots are skipped
+                return rep(cur, group_audio=None, group_pad_text=False, audio_over=True)
+            pad = kind == "tts_pad"
+            return rep(cur, group_audio=0, group_pad_text=pad, text_done=cur.text_done or pad)
+        k = cur.group_audio + 1
+        return rep(
+            cur,
+            group_audio=None if k >= self.audio_per_group else k,
+            group_pad_text=cur.group_pad_text and k < self.audio_per_group,
+            text_done=cur.text_done,
+            audio_padded=cur.audio_padded or kind == "audio_pad",
+        )
+
+    def ta4_check(self, ids: Sequence[int]) -> TA4Cursor:
+        """Walk a stream (with or without the leading ``<tts_start>``) through the grammar; ``ValueError`` on the
+        first token that breaks it. Returns the final cursor."""
+        ids = [int(i) for i in ids]
+        if ids and self.tts_start is not None and ids[0] == self.tts_start:
+            ids = ids[1:]
+        cur = TA4Cursor()
+        for i in ids:
+            cur = self.ta4_advance(cur, i)
+        return cur
 
     # ---- resolution against a tokenizer ------------------------------------------------------------------------
     def resolved(self, tokenizer: _TokenLookup) -> TokenLayout:

@@ -10,7 +10,9 @@ import torch
 from a2llm_rt.engine.decode import StepRunner, TokenClasses, pad_window
 from a2llm_rt.engine.events import AudioChunk, FaceFrames, TextDelta, TurnEnd
 from a2llm_rt.errors import InputError
+from a2llm_rt.models.token_layout import TA4Cursor
 from tests.engine.engine_helpers import greedy_engine, of, one_thread, tone  # noqa: F401
+from tests.fixtures.upstream import upstream_fixture
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -51,19 +53,21 @@ def test_cached_decoding_equals_full_forward_and_ta4_holds():
     bb = eng.stack.backbone
     with torch.no_grad():
         out = bb(torch.tensor([fed]), audio_embeds=bb.encode_audio(s.history.mels))
-    text_done = audio_done = False
+    cur = TA4Cursor()
     audio = 0
     for j in range(n):
         tok = ids[start + j]
-        text_slot = lay.slot_is_text(j)
-        mask = cls.allowed(text_slot, text_done, audio_done, audio >= eng.min_audio_tokens)
+        mask = cls.allowed(cur, audio >= eng.min_audio_tokens)
         assert mask[tok], f"token {tok} at slot {j} breaks the interleave"
         row = out.logits[0, start - 1 + j].masked_fill(~mask, float("-inf"))
         assert row[tok] >= row.max() - 1e-4, f"slot {j}: cached path chose {tok}, full forward {int(row.argmax())}"
-        text_done |= tok == lay.tts_pad
-        audio_done |= lay.is_audio_pad(tok)
+        cur = lay.ta4_advance(cur, tok)
         audio += lay.is_audio(tok)
     assert audio == end.counts["audio_tokens"] >= eng.min_audio_tokens
+    # the output split the engine streamed equals upstream's TA4 parser on the generated ids
+    split = lay.split(ids[start : start + n])
+    assert len(split.audio) == audio and eng.stack.tokenizer.decode(split.text) == end.text
+    lay.ta4_check(ids[start : start + n])
 
     # hidden states at audio positions -> connector, window by window == teacher-forced training forward
     pos = [i for i, t in enumerate(fed) if lay.is_audio(t)]
@@ -120,14 +124,38 @@ def test_stop_conditions():
 def test_token_classes_of_the_tiny_layout():
     eng = greedy_engine()
     lay, cls = eng.layout, TokenClasses(eng.layout, "cpu")
-    text = cls.allowed(True, False, False, False)
+    start = TA4Cursor()
+    text = cls.allowed(start, False)
     assert text[0] and text[lay.tts_pad] and not text[lay.eot] and not text[lay.audio_offset]
     assert not text[lay.bot] and not text[lay.audio_patch]
-    assert cls.allowed(True, False, False, True)[lay.eot]
-    assert cls.allowed(True, True, True, False).sum() == 2  # only the stops: eot, tts_end
-    audio = cls.allowed(False, False, False, False)
+    assert cls.allowed(start, True)[lay.eot] and cls.allowed(start, True)[lay.tts_end]
+    after_text = lay.ta4_advance(start, 10)
+    audio = cls.allowed(after_text, False)  # too little audio to end it: real codes only
     assert int(audio.sum()) == lay.audio_codes and not audio[lay.audio_pad_id]
-    assert cls.allowed(False, False, True, True).nonzero().flatten().tolist() == [lay.audio_pad_id]
+    ending = cls.allowed(after_text, True)  # the audio may end here: padding, text (text-only groups) or a stop
+    assert ending[lay.audio_pad_id] and ending[10] and ending[lay.eot] and not ending[lay.tts_pad]
+    padded = lay.ta4_advance(after_text, lay.audio_pad_id)
+    assert not cls.allowed(padded, True)[lay.audio_offset]  # no real code after padding
+    done = lay.ta4_advance(lay.ta4_advance(start, lay.tts_pad), lay.audio_id(1))
+    for _ in range(3):
+        done = lay.ta4_advance(done, lay.audio_id(2))
+    assert done.text_slot and cls.allowed(done, True).nonzero().flatten().tolist() == sorted(
+        [lay.tts_pad, lay.eot, lay.tts_end]
+    )
+
+
+@pytest.mark.parametrize("name", ["ta4_interleave.json", "ta4_interleave_new.json"])
+def test_engine_masks_admit_every_upstream_stream(name):
+    """Every stream upstream's build_tts_interleave_data makes passes the engine's per-step masks and may stop at
+    its end (the masks used to force 4 audio codes per text token: 'taaaataaaattt' was impossible)."""
+    lay = greedy_engine().layout
+    cls = TokenClasses(lay, "cpu")
+    for case in upstream_fixture(name)["cases"]:
+        cur = TA4Cursor()
+        for tok in case["stream"][1:]:
+            assert cls.allowed(cur, True)[tok], f"{len(case['text'])} text / {len(case['audio_codes'])} audio"
+            cur = lay.ta4_advance(cur, tok)
+        assert cur.ended
 
 
 def test_step_runner_modes():
@@ -154,21 +182,3 @@ def test_cuda_graph_step_equals_eager():
             ends.append(of(eng.run_turn(eng.new_session(), tone(0.5, f)), TurnEnd)[0])
         outs.append([(e.text, e.counts["audio_tokens"]) for e in ends])
     assert outs[0] == outs[1]
-
-
-@pytest.mark.gpu
-@pytest.mark.slow
-def test_bench_full_preset_on_gpu(tmp_path):
-    """Step-Audio-2-mini size with random weights under CUDA-graph capture: the bench runs and reports timings."""
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    repo = Path(__file__).resolve().parents[2]
-    out = tmp_path / "engine_full.json"
-    cmd = [sys.executable, "bench/engine.py", "--preset", "full", "--device", "cuda", "--batch", "1",
-           "--seconds", "2", "--turns", "1", "--out", str(out)]  # fmt: skip
-    subprocess.run(cmd, check=True, cwd=repo, timeout=900)
-    r = json.loads(out.read_text())
-    assert r["graph"] == "cuda_graph" and r["results"][0]["rtf"] > 0 and r["results"][0]["ttfa_s"] > 0

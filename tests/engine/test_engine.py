@@ -83,6 +83,9 @@ def test_sessions_join_and_leave_between_steps(alone):
 
 BAD = {
     "nan": (np.full(8000, np.nan, np.float32), 16000),
+    "huge_finite": (np.full(48000, 1e30, np.float32), 16000),  # overflows the mel/encoder into NaN keys/values
+    "over_full_scale": (tone(0.5, amp=1.5), 16000),
+    "int32_pcm": ((tone(0.5) * 2**30).astype(np.int32), 16000),
     "empty": (np.zeros(0, np.float32), 16000),
     "too_long": (np.zeros(16000 * 601, np.float32), 16000),
     "bad_rate": (tone(0.5), 0),
@@ -219,3 +222,35 @@ def test_numeric_failure_fails_only_its_session(alone):
     assert len(err) == 1 and err[0].kind == "internal" and "NaN" in err[0].message
     assert answer_ids(good) == alone[0][0]
     assert victim.cache_length == 0 and not victim.busy  # its conversation was reset, the row is clean
+
+
+def test_poisoned_cache_rows_never_reach_a_new_session(alone):
+    """Defence in depth for the cache (the input check above keeps huge audio out): NaN keys/values left in every row,
+    inside and past the rows' lengths, must not reach the sessions that take those rows next. Masked attention gives
+    the stale slots weight 0, but 0 x NaN is NaN: only zeroing the rows on reset keeps them out."""
+    eng = greedy_engine(max_sessions=2)
+    olds = [eng.new_session(), eng.new_session()]
+    for s in olds:
+        eng.run_turn(s, AUDIO[0])
+    eng.cache.k.fill_(float("nan"))  # every slot of every row, as a failed turn's writes would leave them
+    eng.cache.v.fill_(float("nan"))
+    for s in olds:
+        eng.close_session(s)
+    for _ in range(2):  # each row is taken twice by clean sessions, all of which answer as a fresh engine would
+        sessions = [eng.new_session(), eng.new_session()]
+        for s in sessions:
+            events = eng.run_turn(s, AUDIO[0])
+            assert not of(events, Error), of(events, Error)
+            assert answer_ids(s) == alone[0][0]
+            eng.close_session(s)
+
+
+def test_truncate_zeroes_the_forgotten_slots():
+    eng = greedy_engine(max_sessions=1)
+    s = eng.new_session()
+    eng.run_turn(s, AUDIO[0])
+    n = s.cache_length
+    eng.cache.k[s.row, :, :, n:] = float("nan")
+    eng.cache.truncate(s.row, n // 2)
+    assert eng.cache.k[s.row, :, :, n // 2 :].eq(0).all() and eng.cache.v[s.row, :, :, n // 2 :].eq(0).all()
+    assert not eng.cache.k[s.row, :, :, : n // 2].eq(0).all()

@@ -38,15 +38,17 @@ def test_interleave_ta4_and_split_round_trip():
     lay = TINY
     text, audio = [10, 11], [1, 2, 3, 4, 5, 6, 7, 8, 9]
     s = lay.interleave(text, audio)
-    pad, apad, a = lay.tts_pad, lay.audio_pad_id, lay.audio_id
-    assert s == [lay.tts_start, 10, a(1), a(2), a(3), a(4), 11, a(5), a(6), a(7), a(8),
-                 pad, a(9), apad, apad, apad, lay.tts_end]  # fmt: skip
-    body = s[1:-1]
-    assert [lay.slot_is_text(k) for k in range(len(body))] == [k % 5 == 0 for k in range(len(body))]
-    assert lay.split(s) == (text, audio)
-    # more text than audio: audio padded
+    pad, a = lay.tts_pad, lay.audio_id
+    # 3 groups (ceil(9/4)); text padded with <tts_pad>; the last audio group is short (upstream, step-audio2-mini)
+    assert s == [lay.tts_start, 10, a(1), a(2), a(3), a(4), 11, a(5), a(6), a(7), a(8), pad, a(9), lay.tts_end]
+    assert lay.split(s) == (text, audio, [])
+    # more text than audio: text-only groups, the audio padding code only by groups - len(audio)
     s2 = lay.interleave([1, 2, 3], [0])
-    assert s2.count(apad) == 11 and s2[1::5][:3] == [1, 2, 3]
+    assert s2 == [lay.tts_start, 1, a(0), lay.audio_pad_id, lay.audio_pad_id, 2, 3, lay.tts_end]
+    full = dataclasses.replace(lay, ta4_rule="full-groups")
+    assert full.interleave([1, 2, 3], [0]).count(lay.audio_pad_id) == 11
+    with pytest.raises(ValueError, match="ta4_rule"):
+        dataclasses.replace(lay, ta4_rule="nope")
 
 
 def test_validation_rejects_collisions():

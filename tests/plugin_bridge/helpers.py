@@ -21,7 +21,7 @@ def free_port() -> int:
 def start_server(source: ScriptedSource | None = None, **config) -> BridgeServer:
     config.setdefault("bind", "tcp://127.0.0.1:*")
     config.setdefault("heartbeat_s", 0.2)
-    config.setdefault("session_timeout_s", 1.0)
+    config.setdefault("session_timeout_s", 5.0)  # generous: raw test sockets send no heartbeats
     return BridgeServer(source or ScriptedSource(seconds=1.0), ServerConfig(**config)).start()
 
 

@@ -7,6 +7,9 @@ differ, and the console stays clean. Also runs the page's Vitest unit tests (pro
 
 Needs node + ``npm ci`` in plugin_bridge/web/page and /usr/bin/chromium (``make test`` installs both); skips cleanly
 without them. Builds the page (``npm run build``) when dist/ is missing or older than its sources.
+
+No wall-clock bound: every wait has a generous timeout (``WAIT_S``) so that the test passes on one loaded core
+(``taskset -c 0``); how fast a turn is belongs in bench/, not here.
 """
 
 from __future__ import annotations
@@ -24,12 +27,15 @@ import numpy as np
 import pytest
 
 from a2llm_rt.face.arkit_gltf import write_glb
+from plugin_bridge.client import write_wav
 from tests.conftest import shared_path
 from tests.plugin_bridge.helpers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 PAGE = REPO / "plugin_bridge" / "web" / "page"
 CHROMIUM = Path(os.environ.get("A2LLM_CHROMIUM", "/usr/bin/chromium"))
+LONG_S = 61  # seconds of the over-long question (the server's default limit is 60 s)
+WAIT_S = 300  # any one wait (a build, the stack starting, a turn in the browser); only a hang should reach it
 
 
 def _need_page_toolchain() -> None:
@@ -45,7 +51,7 @@ def _ensure_built() -> None:
     built = PAGE / "dist" / "index.html"
     if built.is_file() and built.stat().st_mtime >= max(p.stat().st_mtime for p in sources):
         return
-    r = subprocess.run(["npm", "run", "build"], cwd=PAGE, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(["npm", "run", "build"], cwd=PAGE, capture_output=True, text=True, timeout=3 * WAIT_S)
     assert r.returncode == 0, f"npm run build failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
 
 
@@ -53,11 +59,15 @@ def test_page_unit_tests():
     """Vitest: protocol.ts decodes every golden fixture as index.json says; A/V sync rule; wav reading."""
     _need_page_toolchain()
     r = subprocess.run(
-        [str(PAGE / "node_modules" / ".bin" / "vitest"), "run"], cwd=PAGE, capture_output=True, text=True, timeout=180
+        [str(PAGE / "node_modules" / ".bin" / "vitest"), "run"],
+        cwd=PAGE,
+        capture_output=True,
+        text=True,
+        timeout=2 * WAIT_S,
     )
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-4000:]
-    assert "protocol.test.ts" in out and "failed" not in out.lower().replace("0 failed", "")
+    assert "protocol.test.ts" in out and "turns.test.ts" in out and "failed" not in out.lower().replace("0 failed", "")
 
 
 def _question_wav(path: Path) -> None:
@@ -65,20 +75,18 @@ def _question_wav(path: Path) -> None:
         r = subprocess.run(["espeak-ng", "-w", str(path), "Hello avatar, what is your name?"], capture_output=True)
         if r.returncode == 0 and path.is_file():
             return
-    from plugin_bridge.client import write_wav
-
     t = np.arange(16000 * 1.5) / 16000
     voice = 0.3 * np.sin(2 * np.pi * 180 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))
     write_wav(path, voice.astype(np.float32), 16000)
 
 
-def _wait_http(url: str, proc: subprocess.Popen, timeout_s: float = 30.0) -> None:
+def _wait_http(url: str, proc: subprocess.Popen, timeout_s: float = WAIT_S) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"gateway exited early: {proc.communicate()[0]}")
         try:
-            with urllib.request.urlopen(url, timeout=1) as r:
+            with urllib.request.urlopen(url, timeout=10) as r:
                 if r.status == 200:
                     return
         except OSError:
@@ -90,7 +98,7 @@ def _stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.terminate()
         try:
-            proc.wait(10)
+            proc.wait(60)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -110,7 +118,8 @@ class Stack:
         bridge, port = f"tcp://127.0.0.1:{free_port()}", free_port()
         self.url = f"http://127.0.0.1:{port}/"
         self.server = subprocess.Popen(
-            [sys.executable, "-m", "plugin_bridge.serve", "--bind", bridge, "--log-level", "WARNING", *server_args],
+            [sys.executable, "-m", "plugin_bridge.serve", "--bind", bridge, "--log-level", "WARNING",
+             "--session-timeout-s", str(WAIT_S), *server_args],
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         self.gateway = subprocess.Popen(
@@ -127,12 +136,15 @@ class Stack:
         _stop(self.server)
 
 
-def _browser_turns(urls: list[str], wav: Path, out: Path) -> list[dict]:
-    """Run e2e/turn.mjs: one headless Chromium, one turn per page URL; returns each page's result.json."""
-    cmd = ["node", "e2e/turn.mjs", "--wav", str(wav), "--out", str(out), "--chromium", str(CHROMIUM)]
+def _browser_turns(urls: list[str], wav: Path, long_wav: Path, out: Path) -> list[dict]:
+    """Run e2e/turn.mjs: one headless Chromium; per page URL an over-long question (``long_wav``, which must fail)
+    then a turn (``wav``); returns each page's result.json."""
+    cmd = ["node", "e2e/turn.mjs", "--wav", str(wav), "--long-wav", str(long_wav), "--out", str(out)]
+    cmd += ["--chromium", str(CHROMIUM)]
     for u in urls:
         cmd += ["--url", u]
-    r = subprocess.run([*cmd, "--timeout-ms", "40000"], cwd=PAGE, capture_output=True, text=True, timeout=120)
+    cmd += ["--timeout-ms", str(WAIT_S * 1000)]  # per page; the whole run gets one WAIT_S per page on top
+    r = subprocess.run(cmd, cwd=PAGE, capture_output=True, text=True, timeout=WAIT_S * (2 * len(urls) + 1))
     assert r.returncode == 0, f"browser run failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     return [json.loads((out / str(i) / "result.json").read_text()) for i in range(len(urls))]
 
@@ -148,24 +160,25 @@ def browser_runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
         pytest.skip(f"{CHROMIUM} not found (make test installs Debian's chromium)")
     mesh = shared_path("arkit_mesh")
     _ensure_built()
-    t0 = time.monotonic()
     tmp = tmp_path_factory.mktemp("browser")
     head = tmp / "head.glb"
     write_glb(mesh, head)
     wav = tmp / "question.wav"
     _question_wav(wav)
+    long_wav = tmp / "too_long.wav"  # LONG_S at 16 kHz: over the server's default 60 s limit
+    t = np.arange(LONG_S * 16000) / 16000
+    write_wav(long_wav, (0.1 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000)
     engine = Stack(["--backbone", "tiny", "--motion", "tiny", "--max-seconds", "2.4", "--min-seconds", "1.6"], head)
     scripted = Stack(["--scripted", "--script-seconds", "2.4", "--pace", "1"], head)
     try:
         scripted.wait()
         engine.wait()
-        res_scripted, res_engine = _browser_turns([scripted.url, engine.url], wav, tmp / "e2e")
+        res_scripted, res_engine = _browser_turns([scripted.url, engine.url], wav, long_wav, tmp / "e2e")
     finally:
         engine.stop()
         scripted.stop()
     runs = {"scripted": res_scripted, "engine": res_engine}
     runs["dirs"] = {"scripted": tmp / "e2e" / "0", "engine": tmp / "e2e" / "1"}
-    runs["seconds"] = time.monotonic() - t0
     return runs
 
 
@@ -194,7 +207,6 @@ def _check_turn(res: dict) -> dict:
 def test_turn_with_tiny_engine(browser_runs: dict):
     """The tiny engine's random weights: the turn streams and plays completely; the console stays clean."""
     _check_turn(browser_runs["engine"])
-    assert browser_runs["seconds"] < 60, "the browser tests should stay under 60 s"
 
 
 @pytest.mark.slow
@@ -222,3 +234,18 @@ def test_mouth_follows_face_frames(browser_runs: dict):
     assert changed > 0.03, f"jawOpen differs by >0.5 but only {changed:.1%} of the mouth pixels changed"
     page = _gray(out / "page.png")
     assert page.shape == (760, 1280) and page.std() > 10
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stack", ["scripted", "engine"])
+def test_too_long_question_fails_once_and_is_never_resent(browser_runs: dict, stack: str):
+    """A question over the server's limit: AUDIO_TOO_LONG ends that turn as FAILED on the page; its audio went out
+    exactly once, it was never cancelled or resent, and the next question (the checked turn above) works."""
+    res = browser_runs[stack]
+    long, turn = res["too_long"], res["turn"]
+    assert long is not None and long["status"] == 2, long  # TurnStatus.FAILED
+    assert "AUDIO_TOO_LONG" in long["failure"] and long["audio_samples"] == 0
+    sent = res["sent"]
+    assert sent["chunks"] == {str(long["id"]): LONG_S * 10, str(turn["id"]): sent["chunks"][str(turn["id"])]}
+    assert turn["id"] == long["id"] + 1 and sent["cancels"] == 0
+    assert turn["status"] == 0

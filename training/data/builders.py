@@ -1,11 +1,12 @@
 """Token sequences of FLAME-QA samples for the backbone, per task, with motion targets at the answer's audio tokens.
 
-Layouts (Step-Audio-2 chat format, ``a2llm_rt.models.prompt``; ``<interleave>`` is the TA4 stream
-``<tts_start> (t a a a a)* <tts_end>`` of :meth:`TokenLayout.interleave`)::
+Layouts (Step-Audio-2 chat format; the prompt is built by ``a2llm_rt.models.prompt.ChatHistory``, the class the
+engine prefills from, with the same system message, so a sample's prompt ids are the engine's prefill ids;
+``<interleave>`` is upstream's TA4 stream of :meth:`TokenLayout.interleave`)::
 
-    AQAA   [system] <|BOT|>human\\n <audio> <|EOT|> <|BOT|>assistant\\n <interleave(answer text, answer codes)> <|EOT|>
+    AQAA   system (DEFAULT_SYSTEM_PROMPT) <|BOT|>human\\n <audio> <|EOT|> <|BOT|>assistant\\n <interleave(...)> <|EOT|>
     Repeat  system "Repeat ..." + the same, the answer being the question's words spoken back
-    TTS    [system] <|BOT|>human\\n {question_text} <|EOT|> <|BOT|>assistant\\n <interleave(...)> <|EOT|>
+    TTS    system "Read ..." <|BOT|>human\\n {question_text} <|EOT|> <|BOT|>assistant\\n <interleave(...)> <|EOT|>
     ASR     system "Transcribe ..." <|BOT|>human\\n <audio> <|EOT|> <|BOT|>assistant\\n {answer_text} <|EOT|>
 
 Loss labels cover the assistant's tokens after ``<tts_start>`` (which inference prefills) and its ``<|EOT|>``;
@@ -22,15 +23,15 @@ import numpy as np
 import torch
 
 from a2llm_rt.errors import InputError
-from a2llm_rt.models.prompt import ChatFormat
+from a2llm_rt.models.prompt import DEFAULT_SYSTEM_PROMPT, ChatFormat, ChatHistory
 from a2llm_rt.models.token_layout import TokenLayout
 from a2llm_rt.models.tokenizer import TextTokenizer
-from training.data.audio_tokenizers import AudioTokenizer
+from training.data.audio_tokenizers import AudioTokenizer, check_audio_tokenizer
 from training.data.format import ANSWER_SR, FlameQASample, sample_problems
 
 IGNORE = -100
 SYSTEM_PROMPTS: dict[str, str | None] = {
-    "aqaa": None,
+    "aqaa": DEFAULT_SYSTEM_PROMPT,
     "repeat": "Repeat what the user says.",
     "tts": "Read the user's text aloud.",
     "asr": "Transcribe the user's speech.",
@@ -64,7 +65,8 @@ class BuiltSample:
 class SequenceBuilder:
     """Builds :class:`BuiltSample` from :class:`FlameQASample` for one tokenizer + token layout.
 
-    ``audio_tokenizer`` turns ``answer_audio`` into codes when a sample has no ``answer_codes``; ``motion_tokenizer``
+    ``audio_tokenizer`` turns ``answer_audio`` into codes when a sample has no ``answer_codes`` (refused when it
+    cannot make this layout's codes: a toy for a real backbone, another codebook size); ``motion_tokenizer``
     (a :class:`~a2llm_rt.models.motion_tokenizer.MotionTokenizer`) makes ``motion_codes`` when a sample has none.
     """
 
@@ -78,6 +80,8 @@ class SequenceBuilder:
         n_mels: int = 128,
         system_prompts: dict[str, str | None] | None = None,
     ):
+        if audio_tokenizer is not None:
+            check_audio_tokenizer(audio_tokenizer, layout)
         self.fmt = ChatFormat(tokenizer, layout, n_mels=n_mels)
         self.layout = layout
         self.audio_tokenizer = audio_tokenizer
@@ -119,18 +123,13 @@ class SequenceBuilder:
         if problems:
             raise InputError(f"sample {s.key}: " + "; ".join(problems))
         fmt, lay = self.fmt, self.layout
-        prompt: list[int] = []
-        mels: list[torch.Tensor] = []
-        system = self.system_prompts.get(s.task)
-        if system:
-            prompt += fmt.message("system", system)
+        hist = ChatHistory(fmt, self.system_prompts.get(s.task))
         if s.task == "tts":
-            prompt += fmt.message("human", s.question_text or "")
+            hist.add_user_text(s.question_text or "")
         else:
-            p = fmt.user_audio(torch.as_tensor(s.question_audio, dtype=torch.float32))
-            prompt += p.ids
-            mels = p.mels
-        prompt += fmt.assistant_open(speech=False)
+            hist.add_user_audio(torch.as_tensor(s.question_audio, dtype=torch.float32))
+        hist.start_assistant(speech=s.task != "asr")
+        prompt, mels = hist.ids, hist.mels
         if s.task == "asr":
             answer = fmt.encode(s.answer_text) + [lay.special("eot")]
             ids = prompt + answer
@@ -143,10 +142,10 @@ class SequenceBuilder:
         motion = np.asarray(s.motion, dtype=np.float32)
         t = (min(len(codes), len(motion)) // self.group) * self.group
         motion = motion[:t]
-        stream = lay.interleave(fmt.encode(s.answer_text), codes.tolist())
+        stream = lay.interleave(fmt.encode(s.answer_text), codes.tolist())[1:]  # the prompt ends in <tts_start>
         answer = stream + [lay.special("eot")]
         ids = prompt + answer
-        labels = [IGNORE] * (len(prompt) + 1) + answer[1:]  # <tts_start> is prefilled at inference
+        labels = [IGNORE] * len(prompt) + answer
         start = len(prompt)
         positions = [start + i for i, tok in enumerate(stream) if lay.is_audio(tok)][:t]
         return BuiltSample(

@@ -142,10 +142,11 @@ typedef struct a2llm_event {
     float fps;               /* FACE */
     int32_t code;            /* ERROR: error code; CONNECTED: protocol version */
     uint32_t session_id;     /* CONNECTED */
-    float ttft_s;            /* TURN_END timings in seconds, -1 = not measured */
-    float ttfa_s;
-    float ttff_s;
-    float rtf;
+    float ttft_s;            /* TURN_END, seconds from the end of the question (-1 = not measured): TTFT (A2-LLM 6.1),
+                                first generated audio token */
+    float ttfa_s;            /* TTFA (A2-LLM 6.1): first generated facial motion frame */
+    float first_audio_s;     /* extra: the server sent the first AudioChunk */
+    float rtf;               /* RTF (A2-LLM 6.1): generation time / duration of the synthesized speech */
     float total_s;
     uint32_t text_bytes;     /* TURN_END counts (as sent by the server) */
     uint32_t text_deltas;

@@ -338,7 +338,7 @@ void Client::handle(const proto::Message& m) {
             ev.e.status = m.status;
             ev.e.ttft_s = m.ttft_s;
             ev.e.ttfa_s = m.ttfa_s;
-            ev.e.ttff_s = m.ttff_s;
+            ev.e.first_audio_s = m.first_audio_s;
             ev.e.rtf = m.rtf;
             ev.e.total_s = m.total_s;
             ev.e.text_bytes = m.text_bytes;

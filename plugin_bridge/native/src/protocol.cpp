@@ -198,7 +198,7 @@ void parse_turn_end(Reader& r, Message& m) {
     uint16_t r2 = r.u16();
     m.ttft_s = r.f32();
     m.ttfa_s = r.f32();
-    m.ttff_s = r.f32();
+    m.first_audio_s = r.f32();
     m.rtf = r.f32();
     m.total_s = r.f32();
     m.text_bytes = r.u32();
@@ -209,8 +209,8 @@ void parse_turn_end(Reader& r, Message& m) {
     check(r1 == 0 && r2 == 0, kBadValue, "TurnEnd: reserved fields are not 0");
     r.finish();
     check(m.status <= 2, kBadValue, "unknown turn status");
-    const float* fs[] = {&m.ttft_s, &m.ttfa_s, &m.ttff_s, &m.rtf, &m.total_s};
-    const char* names[] = {"ttft_s", "ttfa_s", "ttff_s", "rtf", "total_s"};
+    const float* fs[] = {&m.ttft_s, &m.ttfa_s, &m.first_audio_s, &m.rtf, &m.total_s};
+    const char* names[] = {"ttft_s", "ttfa_s", "first_audio_s", "rtf", "total_s"};
     for (int i = 0; i < 5; ++i) {
         if (!std::isfinite(*fs[i])) fail(kNonFinite, std::string(names[i]) + " is not finite");
     }
@@ -509,7 +509,7 @@ std::vector<uint8_t> encode_payload(const Message& m) {
             w.u16(0);
             w.f32(m.ttft_s);
             w.f32(m.ttfa_s);
-            w.f32(m.ttff_s);
+            w.f32(m.first_audio_s);
             w.f32(m.rtf);
             w.f32(m.total_s);
             w.u32(m.text_bytes);

@@ -120,7 +120,7 @@ struct Message {
     std::vector<float> values;  // [n_frames * dims] row-major
     // TurnEnd
     uint8_t status = 0;
-    float ttft_s = -1.f, ttfa_s = -1.f, ttff_s = -1.f, rtf = -1.f, total_s = -1.f;
+    float ttft_s = -1.f, ttfa_s = -1.f, first_audio_s = -1.f, rtf = -1.f, total_s = -1.f;
     uint32_t text_bytes = 0, text_deltas = 0, audio_chunks = 0, face_frames = 0;
     uint64_t audio_samples = 0;
     // Heartbeat

@@ -100,7 +100,7 @@ static void check_fields(const std::string& file, const Message& m, const Json& 
         } else if (k == "status") CHECK_EQ(double(m.status), v.num);
         else if (k == "ttft_s") CHECK_EQ(double(m.ttft_s), v.num);
         else if (k == "ttfa_s") CHECK_EQ(double(m.ttfa_s), v.num);
-        else if (k == "ttff_s") CHECK_EQ(double(m.ttff_s), v.num);
+        else if (k == "first_audio_s") CHECK_EQ(double(m.first_audio_s), v.num);
         else if (k == "rtf") CHECK_EQ(double(m.rtf), v.num);
         else if (k == "total_s") CHECK_EQ(double(m.total_s), v.num);
         else if (k == "text_bytes") CHECK_EQ(double(m.text_bytes), v.num);

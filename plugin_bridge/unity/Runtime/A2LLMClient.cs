@@ -52,10 +52,10 @@ namespace A2LLM
         public int Code;
         public uint SessionId;
         public A2LLMTurnStatus Status;
-        public float TtftS;
-        public float TtfaS;
-        public float TtffS;
-        public float Rtf;
+        public float TtftS;        // TTFT (A2-LLM 6.1): end of the question -> first generated audio token (s, -1 = none)
+        public float TtfaS;        // TTFA (A2-LLM 6.1): -> first generated facial motion frame
+        public float FirstAudioS;  // extra: -> the server sent the first AudioChunk
+        public float Rtf;          // RTF (A2-LLM 6.1): generation time / duration of the synthesized speech
         public float TotalS;
         public ulong AudioSamples;
         public uint FaceFrames;
@@ -271,7 +271,7 @@ namespace A2LLM
                 ev.Status = (A2LLMTurnStatus)raw.status;
                 ev.TtftS = raw.ttft_s;
                 ev.TtfaS = raw.ttfa_s;
-                ev.TtffS = raw.ttff_s;
+                ev.FirstAudioS = raw.first_audio_s;
                 ev.Rtf = raw.rtf;
                 ev.TotalS = raw.total_s;
                 ev.AudioSamples = raw.audio_samples;

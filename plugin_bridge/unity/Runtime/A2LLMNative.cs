@@ -70,7 +70,7 @@ namespace A2LLM
             public uint session_id;
             public float ttft_s;
             public float ttfa_s;
-            public float ttff_s;
+            public float first_audio_s;
             public float rtf;
             public float total_s;
             public uint text_bytes;

@@ -10,7 +10,8 @@ export default defineConfig({
     sourcemap: false,
   },
   server: {
-    // `npm run dev` during page development: proxy the WebSocket and the avatar to a running gateway on :8080
+    // `npm run dev` during page development: proxy the WebSocket and the avatar to a running gateway on :8080, started
+    // with `--allow-host localhost:5173` (the gateway answers 421/403 to pages under names it does not know)
     proxy: {
       "/ws": { target: "ws://127.0.0.1:8080", ws: true },
       "/head.glb": "http://127.0.0.1:8080",

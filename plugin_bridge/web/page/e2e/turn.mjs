@@ -1,8 +1,10 @@
 // One conversational turn in a real browser: Debian's Chromium (headless) driven by playwright-core.
 //
 //   node e2e/turn.mjs --url http://127.0.0.1:8080/ [--url ...] --wav question.wav --out OUT/ [--screenshot page.png]
+//                     [--long-wav over_limit.wav] [--timeout-ms N]
 //
-// Loads the page, sends the wav through the file picker, follows the answer while it plays, then freezes the face
+// Loads the page, (with --long-wav: first sends that over-long question and waits for it to fail; result.json gets
+// its turn as `too_long` and what the page sent as `sent`), sends the wav through the file picker, follows the answer while it plays, then freezes the face
 // at two answer instants whose mouth curves differ most and screenshots the mouth region at each. Writes
 // OUT/result.json (turn summary, console errors, the two instants and their curve values, the mouth rectangle) and
 // OUT/mouth_a.png, OUT/mouth_b.png, OUT/page.png; with several --url (one browser, one page each) these go into
@@ -27,6 +29,7 @@ function args() {
     screenshot: get("--screenshot", null),
     chromium: get("--chromium", "/usr/bin/chromium"),
     timeout: Number(get("--timeout-ms", "30000")),
+    longWav: get("--long-wav", null) && resolve(get("--long-wav", null)),
   };
 }
 
@@ -42,6 +45,7 @@ async function main() {
     viewport: { width: 1280, height: 760 },
     deviceScaleFactor: 1,
     headless: true,
+    timeout: o.timeout,
     args: [
       "--headless",
       "--no-sandbox",
@@ -77,6 +81,8 @@ async function runTurn(browser, o, log, t0) {
   const tPage = Date.now();
   {
     const page = await browser.newPage();
+    page.setDefaultTimeout(o.timeout); // every wait (navigation, screenshots, ...) as generous as the turn's
+    page.setDefaultNavigationTimeout(o.timeout);
     page.on("console", (m) => {
       if (m.type() === "error") consoleErrors.push(m.text());
     });
@@ -84,6 +90,14 @@ async function runTurn(browser, o, log, t0) {
     await page.goto(o.url);
     await page.waitForFunction(() => window.a2llm?.ready(), null, { timeout: o.timeout });
     log("page ready (connected, avatar loaded)");
+    // optional first question longer than the server accepts: it must fail once and never be resent or cancelled
+    let tooLong = null;
+    if (o.longWav) {
+      await page.setInputFiles("#wav", o.longWav);
+      await page.waitForFunction(() => window.a2llm.turns().pop()?.status != null, null, { timeout: o.timeout });
+      tooLong = (await page.evaluate(() => window.a2llm.turns())).pop();
+      log(`over-long question ended: status ${tooLong.status} (${tooLong.failure})`);
+    }
     await page.setInputFiles("#wav", o.wav);
     log("wav sent");
     // follow the answer while it plays: sample the playhead and the shown jawOpen
@@ -97,7 +111,7 @@ async function runTurn(browser, o, log, t0) {
         jaw: window.a2llm.shown("jawOpen"),
         audio: window.a2llm.audioState(),
       }));
-      const t = s.turns[s.turns.length - 1];
+      const t = s.turns.filter((x) => !tooLong || x.id > tooLong.id).pop(); // the question just sent
       if (t) live.push({ ms: Date.now() - t0, playhead: s.playhead, jaw: s.jaw, audio: s.audio });
       const audioSamples = t ? t.audio_samples : 0;
       if (!shot && t && s.playhead > 0.55 * Math.max(audioSamples, 1) && t.status !== null) {
@@ -148,6 +162,8 @@ async function runTurn(browser, o, log, t0) {
       turn,
       console_errors: consoleErrors,
       decode_errors: await page.evaluate(() => window.a2llm.decodeErrors()),
+      too_long: tooLong,
+      sent: await page.evaluate(() => window.a2llm.sent()),
       pick,
       mouth_rect: rect,
       clip,

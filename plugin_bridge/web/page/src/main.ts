@@ -7,6 +7,7 @@ import { Microphone } from "./mic";
 import { AnswerPlayer } from "./player";
 import * as P from "./protocol";
 import { BridgeSession } from "./session";
+import { TurnEnds } from "./turns";
 import { parseWav, resample } from "./wav";
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
@@ -20,6 +21,8 @@ interface Turn {
   seqs: number[]; // header seq of every message of the turn, in arrival order
   audioSamples: number;
   end: P.TurnEnd | null;
+  /** set when an Error ended the turn for good (AUDIO_TOO_LONG, TURN_FAILED): failed, never resent */
+  failure: string | null;
   errors: string[];
 }
 
@@ -29,6 +32,7 @@ const mic = new Microphone(audioCtx);
 const avatar = new Avatar($<HTMLCanvasElement>("view"));
 const curves = new CurvePanel($<HTMLCanvasElement>("curves"));
 const turns = new Map<number, Turn>();
+const ends = new TurnEnds();
 let current: Turn | null = null;
 let layoutKeys = new Map<number, string[]>(); // layout id -> curve keys (Welcome's names, normalised)
 let layoutNames = new Map<number, string[]>();
@@ -55,7 +59,7 @@ function showTurn(t: Turn | null): void {
   $("m-ttft").textContent = fmtS(t?.end?.ttft_s);
   $("m-ttfa").textContent = fmtS(t?.end?.ttfa_s);
   $("m-rtf").textContent = t?.end && t.end.rtf >= 0 ? t.end.rtf.toFixed(2) : "–";
-  const status = !t ? "–" : t.end ? P.TurnStatus[t.end.status].toLowerCase() : "streaming…";
+  const status = !t ? "–" : t.end ? P.TurnStatus[t.end.status].toLowerCase() : t.failure ? "failed" : "streaming…";
   $("s-status").textContent = status;
   $("s-first").textContent = t?.firstAudioMs != null ? `${Math.round(t.firstAudioMs)} ms` : "–";
   $("s-audio").textContent = t ? `${(t.audioSamples / outputRate).toFixed(2)} s` : "–";
@@ -78,10 +82,20 @@ function preferredTrack(t: Turn): [number, FaceTrack] | null {
 }
 
 function onMessage(m: P.Message): void {
+  const ending = ends.observe(m);
   if (m.kind === P.Kind.ERROR) {
     log(`server error ${P.ErrorCode[m.code] ?? m.code}: ${m.message}`, true);
     const t = turns.get(m.turn_id);
     if (t) t.errors.push(m.message);
+    if (t && ending) {
+      // final for this turn: show it failed, stop waiting for its answer; nothing is resent or cancelled
+      t.failure = ending.reason;
+      for (const tr of t.tracks.values()) tr.ended = true;
+      if (t === current) player.end(t.id);
+      log(`turn ${t.id} failed (${ending.reason}); it is not resent: record a shorter question`, true);
+      ($("replay") as HTMLButtonElement).disabled = false;
+      if (t === current) showTurn(t);
+    }
     return;
   }
   if (m.kind === P.Kind.WELCOME || m.kind === P.Kind.HEARTBEAT || m.turn_id === 0) return;
@@ -130,10 +144,21 @@ function startTurn(audio16k: Float32Array, what: string): void {
     log("not connected to the bridge yet", true);
     return;
   }
-  if (current && !current.end) session.cancel(current.id);
+  if (current && ends.needsCancel(current.id)) session.cancel(current.id);
   void audioCtx.resume();
   const id = session.sendUtterance(audio16k, 16000);
-  current = { id, text: "", sentAt: performance.now(), firstAudioMs: null, tracks: new Map(), seqs: [], audioSamples: 0, end: null, errors: [] };
+  current = {
+    id,
+    text: "",
+    sentAt: performance.now(),
+    firstAudioMs: null,
+    tracks: new Map(),
+    seqs: [],
+    audioSamples: 0,
+    end: null,
+    failure: null,
+    errors: [],
+  };
   turns.set(id, current);
   for (const old of turns.keys()) if (old < id - 3) turns.delete(old);
   player.reset(id);
@@ -206,7 +231,7 @@ function wireControls(): void {
     if (e.code === "Space") up();
   });
   $("stop").addEventListener("click", () => {
-    if (current && !current.end) session.cancel(current.id);
+    if (current && ends.needsCancel(current.id)) session.cancel(current.id);
     player.reset(0);
   });
   $("replay").addEventListener("click", () => {
@@ -313,7 +338,8 @@ const hooks = {
     [...turns.values()].map((t) => ({
       id: t.id,
       text: t.text,
-      status: t.end ? t.end.status : null,
+      status: t.end ? t.end.status : t.failure ? P.TurnStatus.FAILED : null,
+      failure: t.failure,
       ttft_s: t.end?.ttft_s ?? null,
       ttfa_s: t.end?.ttfa_s ?? null,
       rtf: t.end?.rtf ?? null,
@@ -345,6 +371,8 @@ const hooks = {
   },
   mouthRect: () => avatar.mouthRect(),
   decodeErrors: () => decodeErrors,
+  /** What the page sent: UserAudio messages per turn id, Cancels. */
+  sent: () => ({ chunks: Object.fromEntries(session.sentChunks), cancels: session.cancelsSent }),
   audioState: () => audioCtx.state,
 };
 (window as unknown as { a2llm: typeof hooks }).a2llm = hooks;

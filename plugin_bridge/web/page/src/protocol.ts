@@ -164,7 +164,7 @@ export interface TurnEnd extends Header {
   status: TurnStatus;
   ttft_s: number;
   ttfa_s: number;
-  ttff_s: number;
+  first_audio_s: number;
   rtf: number;
   total_s: number;
   text_bytes: number;
@@ -405,7 +405,7 @@ function parsePayload(kind: Kind, r: Reader, h: Header): Message {
       const r2 = r.u16();
       const ttft_s = r.f32();
       const ttfa_s = r.f32();
-      const ttff_s = r.f32();
+      const first_audio_s = r.f32();
       const rtf = r.f32();
       const total_s = r.f32();
       const text_bytes = r.u32();
@@ -416,9 +416,9 @@ function parsePayload(kind: Kind, r: Reader, h: Header): Message {
       check(r1 === 0 && r2 === 0, ErrorCode.BAD_VALUE, "TurnEnd: reserved fields are not 0");
       r.finish();
       check(status in TurnStatus, ErrorCode.BAD_VALUE, `unknown turn status ${status}`);
-      for (const [k, v] of Object.entries({ ttft_s, ttfa_s, ttff_s, rtf, total_s })) finite(v, k);
+      for (const [k, v] of Object.entries({ ttft_s, ttfa_s, first_audio_s, rtf, total_s })) finite(v, k);
       return {
-        kind, ...h, status, ttft_s, ttfa_s, ttff_s, rtf, total_s, text_bytes, text_deltas, audio_samples,
+        kind, ...h, status, ttft_s, ttfa_s, first_audio_s, rtf, total_s, text_bytes, text_deltas, audio_samples,
         audio_chunks, face_frames,
       }; // prettier-ignore
     }

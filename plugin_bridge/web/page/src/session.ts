@@ -17,6 +17,9 @@ export class BridgeSession {
   turnId = 0;
   /** layouts asked for, in preference order: Live Link 61 (ARKit + head), then ARKit 52 */
   layouts = [3, 2];
+  /** UserAudio messages sent per turn id, and Cancels sent: each utterance goes out once (the e2e test checks it) */
+  readonly sentChunks = new Map<number, number>();
+  cancelsSent = 0;
   private ws: WebSocket | null = null;
   private seq = 0;
   private hbTimer: number | undefined;
@@ -91,7 +94,8 @@ export class BridgeSession {
     return this.welcome !== null && this.ws?.readyState === WebSocket.OPEN;
   }
 
-  /** Send one utterance ([n] float32 at `rate`, 16 kHz) as PCM16 UserAudio chunks of 100 ms; returns its turn id. */
+  /** Send one utterance ([n] float32 at `rate`, 16 kHz) as PCM16 UserAudio chunks of 100 ms; returns its turn id.
+   * Sent once: a reconnect or an Error never resends it (AUDIO_TOO_LONG and TURN_FAILED end the turn: turns.ts). */
   sendUtterance(audio: Float32Array, rate = 16000): number {
     if (!this.ready) throw new Error("not connected to the bridge");
     const turn = ++this.turnId;
@@ -100,11 +104,13 @@ export class BridgeSession {
     for (let start = 0; start < Math.max(1, pcm.length); start += step) {
       const last = start + step >= pcm.length;
       this.send(P.encodeUserAudio(pcm.subarray(start, start + step), rate, start, last, this.hdr(turn)));
+      this.sentChunks.set(turn, (this.sentChunks.get(turn) ?? 0) + 1);
     }
     return turn;
   }
 
   cancel(turn = 0): void {
+    this.cancelsSent++;
     this.send(P.encodeCancel(this.hdr(turn)));
   }
 
