@@ -347,7 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--vocoder", default="tone", help="tone (test) or a token2wav directory (with --prompt-wav)")
     ap.add_argument("--prompt-wav", default=None)
     ap.add_argument("--max-seconds", type=float, default=30.0, help="longest generated answer (engine limit)")
-    ap.add_argument("--min-seconds", type=float, default=0.0, help="answer audio before the model may stop")
+    ap.add_argument("--min-seconds", type=float, default=0.0, help="shortest generated answer (engine limit; 0: none)")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -366,9 +366,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from training.pseudo_oracle import load_oracle
 
             oracle = load_oracle(args.oracle, args.oracle_name) if args.oracle else None
-            if not (math.isfinite(args.max_seconds) and 0 <= args.min_seconds <= args.max_seconds > 0):
-                raise InputError(f"need 0 <= --min-seconds <= --max-seconds, --max-seconds > 0; got "
-                                 f"{args.min_seconds}, {args.max_seconds}")  # fmt: skip
+            lo, hi = args.min_seconds, args.max_seconds
+            if not (math.isfinite(lo) and math.isfinite(hi) and hi > 0 and 0 <= lo <= hi):
+                raise InputError(f"need 0 <= --min-seconds ({lo}) <= --max-seconds ({hi}) and --max-seconds > 0")
             res["free_generation"] = evaluate_free(
                 recipe, args.stage, data, oracle=oracle, gen_dir=args.gen_dir, mesh_dir=args.mesh, flame=args.flame,
                 limit=args.limit, vocoder=args.vocoder, prompt_wav=args.prompt_wav, progress=True,

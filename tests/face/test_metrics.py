@@ -145,8 +145,10 @@ def test_ufd_in_metres_times_1e5_for_any_mesh_unit(ref_signals):
     o, w, b = ref_signals
     v = face_sequence(o, w, b)
     tpl = face_sequence(o, w, 0 * b)[0]
-    mm_regions = FaceRegions(**{k: getattr(REGIONS, k) for k in ("lips", "face", "upper_face", "mouth_upper",
-                                                                 "mouth_lower", "lip_corners")}, unit_to_mm=1.0)
+    mm_regions = FaceRegions(
+        **{k: getattr(REGIONS, k) for k in ("lips", "face", "upper_face", "mouth_upper", "mouth_lower", "lip_corners")},
+        unit_to_mm=1.0,
+    )
     assert upper_face_dynamics(v * 1000, mm_regions, tpl * 1000) == pytest.approx(
         upper_face_dynamics(v, REGIONS, tpl), rel=1e-9
     )
