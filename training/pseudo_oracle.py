@@ -94,8 +94,11 @@ def load_oracle(spec: str, name: str | None = None) -> PseudoOracle:
         obj = getattr(importlib.import_module(mod_name), attr)
     except (ImportError, AttributeError) as e:
         raise InputError(f"pseudo-oracle {spec!r} cannot be loaded: {e}") from None
-    if callable(obj) and not isinstance(obj, PseudoOracle):
-        obj = obj()
+    if isinstance(obj, type) or (callable(obj) and not isinstance(obj, PseudoOracle)):
+        try:
+            obj = obj()  # a class or a zero-argument factory
+        except TypeError as e:
+            raise InputError(f"pseudo-oracle {spec!r} cannot be created without arguments: {e}") from None
     if not isinstance(obj, PseudoOracle):
         raise InputError(f"pseudo-oracle {spec!r} has no `name` and `motion(key, audio, sample_rate)`")
     if name:
