@@ -121,6 +121,8 @@ class ChatFormat:
 
         if not isinstance(text, str):
             raise InputError(f"{what} must be text, got {type(text).__name__}")
+        if len(text) > 4 * max_chars + 64:  # refuse a huge string before normalising it
+            raise InputError(f"{what} has {len(text)} characters; the limit is {max_chars}")
         t = unicodedata.normalize("NFC", text).strip()
         if not t and not allow_empty:
             raise InputError(f"{what} is empty")

@@ -67,6 +67,24 @@ def test_bad_text_is_refused_and_the_session_stays_usable(bad, match):
     assert of(eng.run_until_idle(), TurnEnd)
 
 
+def test_any_added_token_is_refused():
+    """Not only the layout's specials: every added token of the tokenizer (reserved ones too) is a control token."""
+    eng = greedy_engine(max_sessions=1)
+    added = eng.stack.tokenizer.hf.added_tokens_decoder
+    reserved = [t.content for t in added.values() if "reserved" in t.content]
+    assert reserved
+    for tok in reserved[:3]:
+        assert any(i in added for i in eng.fmt.encode(f"a{tok}b"))  # it parses as the added token
+        with pytest.raises(InputError, match="control token"):
+            eng.fmt.plain_text(f"a{tok}b", "text turn", 100)
+    assert (
+        eng.fmt.plain_text("Caf\u0065\u0301 <b>bold</b> 100% | ok", "text turn", 100)
+        == "Caf\u00e9 <b>bold</b> 100% | ok"
+    )
+    with pytest.raises(InputError, match="limit is 10"):
+        eng.fmt.plain_text("x" * 10_000_000, "text turn", 10)
+
+
 def test_injection_would_forge_turns_without_the_check():
     """The tokenizer parses specials inside text: the check is what keeps a typed <|EOT|> out of the prompt."""
     eng = greedy_engine(max_sessions=1)
