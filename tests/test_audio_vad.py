@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import subprocess
-import wave
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +17,7 @@ from a2llm_rt.audio_vad import (
     silero_model_path,
 )
 from a2llm_rt.errors import InputError
+from tests.speech_helpers import conversation
 
 TOL = int(0.25 * SAMPLE_RATE)  # boundaries within 250 ms of the truth
 TEXTS = (
@@ -32,37 +29,10 @@ TEXTS = (
 GAPS_S = (1.0, 1.2, 0.9, 1.5, 1.0)  # silence before, between and after the utterances
 
 
-def _say(text: str, tmp: Path) -> np.ndarray:
-    """espeak-ng speech at 16 kHz, trimmed to its first and last audible sample (so the truth is exact)."""
-    from scipy.signal import resample_poly
-
-    path = tmp / "say.wav"
-    subprocess.run(["espeak-ng", "-v", "en", "-w", str(path), text], check=True, capture_output=True, timeout=60)
-    with wave.open(str(path)) as w:
-        sr = w.getframerate()
-        x = np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768.0
-    assert sr == 22050
-    x = resample_poly(x, 320, 441).astype(np.float32)
-    nz = np.flatnonzero(np.abs(x) > 1e-3)
-    return x[nz[0] : nz[-1] + 1]
-
-
 @pytest.fixture(scope="module")
-def speech(tmp_path_factory) -> tuple[np.ndarray, list[tuple[int, int]]]:
+def speech() -> tuple[np.ndarray, list[tuple[int, int]]]:
     """Four utterances separated by known silences, with faint noise: (signal [n], [(start, end)] per utterance)."""
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed (make deb installs it)")
-    tmp = tmp_path_factory.mktemp("vad")
-    parts = [np.zeros(int(GAPS_S[0] * SAMPLE_RATE), np.float32)]
-    truth, pos = [], parts[0].size
-    for text, gap in zip(TEXTS, GAPS_S[1:], strict=True):
-        u = _say(text, tmp)
-        truth.append((pos, pos + u.size))
-        parts += [u, np.zeros(int(gap * SAMPLE_RATE), np.float32)]
-        pos += u.size + parts[-1].size
-    sig = np.concatenate(parts)
-    sig += np.random.default_rng(0).normal(0, 1e-3, sig.size).astype(np.float32)
-    return np.clip(sig, -1, 1), truth
+    return conversation(TEXTS, GAPS_S)
 
 
 def stream(seg: UtteranceSegmenter, sig: np.ndarray, chunk: int | list[int], state=None):

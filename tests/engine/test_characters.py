@@ -191,3 +191,42 @@ def test_bad_context_is_refused(bad):
 
 def _count(ids: list[int], sub: list[int]) -> int:
     return sum(ids[i : i + len(sub)] == sub for i in range(len(ids) - len(sub) + 1))
+
+
+def test_hands_free_turns_with_a_barge_in():
+    """The building blocks together: microphone in 20 ms chunks -> segmenter -> engine turns; the player's second
+    utterance starts while the first answer runs: BargeIn cancels it at the next engine step, and the second utterance
+    becomes the next turn. Time is counted in chunks and steps (one engine step per 20 ms chunk), never wall clock."""
+    from a2llm_rt.audio_vad import BargeIn, SpeechEnd, UtteranceSegmenter
+    from tests.speech_helpers import conversation
+
+    sig, truth = conversation(["Hello there, how are you today?", "Wait, stop please."], (0.5, 0.9, 0.8))
+    eng = greedy_engine(max_sessions=1, max_seconds=3.0, min_seconds=3.0)  # answers far longer than the gap
+    s = eng.new_session(system_prompt="You are Brom.")
+    seg = UtteranceSegmenter()
+    vst = seg.init_state()
+    submitted, ends, barge_at, cancel_step = [], [], None, None
+    for step_no, i in enumerate(range(0, sig.size, 320)):
+        evs, vst = seg.step(sig[i : i + 320], vst)
+        for e in evs:
+            if isinstance(e, BargeIn):
+                barge_at = (i + 320, step_no)
+                eng.cancel(s)
+            elif isinstance(e, SpeechEnd):
+                eng.submit(s, e.audio)
+                submitted.append((e.start, e.end))
+                vst = seg.set_answering(vst, True)
+        for ev in eng.step():
+            if isinstance(ev, TurnEnd):
+                ends.append(ev.reason)
+                if ev.reason == "cancelled":
+                    cancel_step = step_no
+                vst = seg.set_answering(vst, False)
+    ends += [e.reason for e in eng.run_until_idle() if isinstance(e, TurnEnd)]
+    assert len(submitted) == 2  # every utterance became exactly one turn
+    for (t0, t1), (a, b) in zip(truth, submitted, strict=True):
+        assert abs(a - t0) <= 4000 and abs(b - t1) <= 4000
+    assert ends == ["cancelled", "max_seconds"]
+    assert barge_at is not None and barge_at[0] - truth[1][0] <= int(0.2 * 16000)
+    assert cancel_step == barge_at[1]  # the step right after the barge-in ends the answer
+    assert s.cache_length == s.history.consumed
