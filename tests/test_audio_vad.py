@@ -192,3 +192,5 @@ def test_config_validation_and_model_file():
     with pytest.raises(ValueError):
         VadConfig(min_silence_ms=10)
     assert silero_model_path().name == "silero_vad.onnx"
+    with pytest.raises(TypeError, match="init_state"):
+        UtteranceSegmenter().init_state().reset()

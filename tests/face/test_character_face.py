@@ -63,3 +63,11 @@ def test_bad_input():
         face.set_emotion(st, "smug", 0.5)
     with pytest.raises(InputError):
         CharacterFace(emotions=EmotionBlender(fps=30.0))
+
+
+def test_host_states_refuse_in_place_reset():
+    face = CharacterFace()
+    st = face.init_state(0)
+    for s in (st, st.idle, st.fade, st.emotion):
+        with pytest.raises(TypeError, match="init_state"):
+            s.reset()
