@@ -123,7 +123,7 @@ class ChatFormat:
             raise InputError(f"{what} must be text, got {type(text).__name__}")
         if len(text) > 4 * max_chars + 64:  # refuse a huge string before normalising it
             raise InputError(f"{what} has {len(text)} characters; the limit is {max_chars}")
-        t = unicodedata.normalize("NFC", text).strip()
+        t = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n").strip()
         if not t and not allow_empty:
             raise InputError(f"{what} is empty")
         if len(t) > max_chars:

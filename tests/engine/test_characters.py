@@ -81,6 +81,7 @@ def test_any_added_token_is_refused():
         eng.fmt.plain_text("Caf\u0065\u0301 <b>bold</b> 100% | ok", "text turn", 100)
         == "Caf\u00e9 <b>bold</b> 100% | ok"
     )
+    assert eng.fmt.plain_text("line one\r\nline two\r", "text turn", 100) == "line one\nline two"
     with pytest.raises(InputError, match="limit is 10"):
         eng.fmt.plain_text("x" * 10_000_000, "text turn", 10)
 
