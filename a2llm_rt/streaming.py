@@ -82,3 +82,13 @@ class StreamingModule(nn.Module, ABC, Generic[StateT]):
     @abstractmethod
     def step(self, x: torch.Tensor, state: StateT) -> tuple[torch.Tensor, StateT]:
         """Consume the next chunk ``x`` (batch first, time on dim 1) and return its output and the new state."""
+
+
+@dataclasses.dataclass
+class HostStreamingState(StreamingState):
+    """Base of the states of host-side streaming modules (numpy arrays and plain values, one stream per state:
+    idle life, emotion blending, the voice-activity detector). Such a state is never changed in place, so
+    :meth:`reset` is refused: start over with the module's ``init_state``."""
+
+    def reset(self, mask: torch.Tensor | None = None) -> None:
+        raise TypeError(f"{type(self).__name__} is not reset in place; build a fresh one with the module's init_state")

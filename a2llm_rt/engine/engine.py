@@ -128,6 +128,12 @@ class EngineConfig(Config):
     graph: str = "auto"
     """Decode-step execution: ``auto`` (CUDA graph on CUDA), ``cuda_graph``, ``compile``, ``none``."""
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
+    max_text_chars: int = 2000
+    """Longest typed user turn (:meth:`Engine.submit_text`)."""
+    max_persona_chars: int = 4000
+    """Longest per-session system prompt (persona) passed to :meth:`Engine.new_session`."""
+    max_context_chars: int = 1000
+    """Longest game context (:meth:`Engine.set_context`)."""
     speech: bool = True
     """Spoken answers (``<tts_start>`` prefilled, TA4). Text-only answers are not supported by the engine yet."""
     sampling: SamplingConfig = dataclasses.field(default_factory=SamplingConfig)
@@ -141,6 +147,8 @@ class EngineConfig(Config):
             raise ValueError("max_sessions >= 1, max_len >= 16 and max_new_tokens >= 1 are required")
         if self.max_seconds <= 0 or self.min_seconds < 0 or self.min_seconds > self.max_seconds:
             raise ValueError("need 0 <= min_seconds <= max_seconds and max_seconds > 0")
+        if min(self.max_text_chars, self.max_persona_chars, self.max_context_chars) < 1:
+            raise ValueError("max_text_chars, max_persona_chars and max_context_chars must be positive")
         if self.max_input_seconds <= 0 or self.min_free_tokens < 1:
             raise ValueError("max_input_seconds and min_free_tokens must be positive")
         if not self.speech:
@@ -202,7 +210,14 @@ class Engine:
         sampling: SamplingConfig | None = None,
         system_prompt: str | None | EllipsisType = ...,
     ) -> Session:
-        """Open a session on a free cache row (:class:`EngineBusyError` when none is left)."""
+        """Open a session on a free cache row (:class:`EngineBusyError` when none is left).
+
+        ``system_prompt`` is the character's persona (default: the config's); a persona is untrusted text, checked
+        by :meth:`ChatFormat.plain_text` against ``max_persona_chars`` before a row is taken.
+        """
+        prompt = self.cfg.system_prompt if system_prompt is ... else system_prompt
+        if system_prompt is not ... and prompt is not None:
+            prompt = self.fmt.plain_text(prompt, "persona", self.cfg.max_persona_chars)
         with self._lock:
             if session_id is None:
                 while self._next_id in self.sessions:
@@ -219,7 +234,6 @@ class Engine:
             self.cache.reset(mask)
             if sampling is None:
                 sampling = dataclasses.replace(self.cfg.sampling, seed=self.cfg.sampling.seed + session_id)
-            prompt = self.cfg.system_prompt if system_prompt is ... else system_prompt
             s = Session(self, session_id, row, ChatHistory(self.fmt, prompt), sampling, prompt)
             self.sessions[session_id] = s
             return s
@@ -232,6 +246,7 @@ class Engine:
             session.closed = True
             session.turn = None
             session.pending_audio = None
+            session.pending_text = None
             self.sessions.pop(session.id, None)
             mask = torch.zeros(self.cache.batch_size, dtype=torch.bool)
             mask[session.row] = True
@@ -253,6 +268,49 @@ class Engine:
             session.pending_clock = TurnClock()
             session.cancel_requested = False
             self._wake.notify_all()
+
+    def submit_text(self, session: Session, text: str) -> None:
+        """Queue a typed user turn (accessibility, chat boxes, tests), answered like audio with speech + face.
+
+        The text becomes a human message of the Step-Audio-2 chat format (``<|BOT|>human\n{text}<|EOT|>``, see
+        :meth:`ChatHistory.add_user_text`). :class:`InputError` for misuse (closed or busy session) and for bad text
+        (not a string, empty, over ``max_text_chars``, control characters or chat control tokens); the session
+        stays usable.
+        """
+        clean = self.fmt.plain_text(text, "text turn", self.cfg.max_text_chars)
+        with self._lock:
+            if session.closed:
+                raise InputError(f"session {session.id} is closed")
+            if session.busy:
+                raise InputError(f"session {session.id} already has a turn running; cancel it first")
+            session.pending_text = clean
+            session.pending_clock = TurnClock()
+            session.cancel_requested = False
+            self._wake.notify_all()
+
+    def set_context(self, session: Session, context: str | None) -> None:
+        """Set (or clear with ``None`` / ``""``) the session's game context, e.g. "The player just lost the battle".
+
+        It takes effect at the next turn, as a system message added to the conversation before that user turn
+        (only when it changed since the last one sent), so the conversation and the KV cache are kept: nothing is
+        re-prefilled. Allowed while a turn runs. :class:`InputError` for bad text (see :meth:`ChatFormat.plain_text`)
+        or over ``max_context_chars``.
+        """
+        clean = None
+        if context is not None:
+            clean = self.fmt.plain_text(context, "game context", self.cfg.max_context_chars, allow_empty=True) or None
+        with self._lock:
+            if session.closed:
+                raise InputError(f"session {session.id} is closed")
+            session.context = clean
+
+    def _open_turn(self, s: Session, add_user) -> None:
+        """Add the changed game context (a system message), the user turn (``add_user()``) and the open answer."""
+        if s.context != s.context_sent and s.context is not None:
+            s.history.add_message("system", f"Game context: {s.context}")
+        s.context_sent = s.context
+        add_user()
+        s.history.start_assistant(speech=True)
 
     def cancel(self, session: Session) -> None:
         """Stop the session's turn at the next step (``TurnEnd(reason="cancelled")``); no-op when idle.
@@ -279,12 +337,12 @@ class Engine:
                     s.cancel_requested = False
                     if s.turn is not None:
                         self._finish(s, "cancelled", events)
-                    elif s.pending_audio is not None:
-                        s.pending_audio = None
+                    elif s.pending_audio is not None or s.pending_text is not None:
+                        s.pending_audio = s.pending_text = None
                         events.append(TurnEnd(s.id, -1.0, -1.0, -1.0, {}, "cancelled"))
             prefilled: dict[int, torch.Tensor] = {}
             for s in sessions:
-                if s.pending_audio is not None:
+                if s.pending_audio is not None or s.pending_text is not None:
                     try:
                         prefilled[s.id] = self._prefill(s)
                     except Exception as e:  # noqa: BLE001 - any failure is this session's only
@@ -323,35 +381,47 @@ class Engine:
         return events
 
     def _prefill(self, s: Session) -> torch.Tensor:
-        """Validate the pending audio, add the user turn and the open assistant turn, prefill; -> logits ``[V]``."""
-        audio, sr = s.pending_audio
+        """Validate the pending audio (or take the pending text), add the user turn and the open assistant turn,
+        prefill; -> logits ``[V]``."""
         clock = s.pending_clock
-        s.pending_audio = None
-        arr = np.asarray(audio)
-        if arr.dtype == np.int16:
-            arr = arr.astype(np.float32) / 32768.0
-        if not np.issubdtype(arr.dtype, np.floating) and not np.issubdtype(arr.dtype, np.integer):
-            raise InputError(f"audio must be numeric PCM, got dtype {arr.dtype}")
-        arr = arr.astype(np.float32, copy=False)
-        check_pcm_range(arr)
-        wave = prepare_waveform(arr, int(sr), self.cfg.max_input_seconds)
-        if wave.numel() < MIN_INPUT_SAMPLES:
-            wave = torch.nn.functional.pad(wave, (0, MIN_INPUT_SAMPLES - wave.numel()))
-        s.history.add_user_audio(wave)
-        s.history.start_assistant(speech=True)
+        if s.pending_text is not None:  # a typed turn (checked by submit_text)
+            text, s.pending_text = s.pending_text, None
+
+            def add_user() -> None:
+                s.history.add_user_text(text)
+
+            what = "the text"
+        else:
+            audio, sr = s.pending_audio
+            s.pending_audio = None
+            arr = np.asarray(audio)
+            if arr.dtype == np.int16:
+                arr = arr.astype(np.float32) / 32768.0
+            if not np.issubdtype(arr.dtype, np.floating) and not np.issubdtype(arr.dtype, np.integer):
+                raise InputError(f"audio must be numeric PCM, got dtype {arr.dtype}")
+            arr = arr.astype(np.float32, copy=False)
+            check_pcm_range(arr)
+            wave = prepare_waveform(arr, int(sr), self.cfg.max_input_seconds)
+            if wave.numel() < MIN_INPUT_SAMPLES:
+                wave = torch.nn.functional.pad(wave, (0, MIN_INPUT_SAMPLES - wave.numel()))
+
+            def add_user() -> None:
+                s.history.add_user_audio(wave)
+
+            what = "shorter audio"
+        self._open_turn(s, add_user)
         prompt = s.history.pending()
         room = self.cfg.max_len - self.cfg.min_free_tokens
         if s.cache_length + len(prompt.ids) > room:  # forget the conversation and retry with this turn alone
             log.info("session %d: conversation exceeds the cache row, starting over", s.id)
             s.reset_conversation()
-            s.history.add_user_audio(wave)
-            s.history.start_assistant(speech=True)
+            self._open_turn(s, add_user)
             prompt = s.history.pending()
             if len(prompt.ids) > room:
                 s.reset_conversation()
                 raise InputError(
-                    f"the utterance needs {len(prompt.ids)} prompt tokens; the cache row holds {self.cfg.max_len} "
-                    f"(max_len) with {self.cfg.min_free_tokens} kept for the answer: use shorter audio"
+                    f"the turn needs {len(prompt.ids)} prompt tokens; the cache row holds {self.cfg.max_len} "
+                    f"(max_len) with {self.cfg.min_free_tokens} kept for the answer: use {what}"
                 )
         with nvtx_range("prefill"):
             out = self.stack.backbone.prefill(
@@ -636,7 +706,7 @@ class Engine:
             log.exception("session %d failed", s.id, exc_info=exc)
         touched = s.turn is not None or s.history.consumed != len(s.history.ids)
         s.turn = None
-        s.pending_audio = None
+        s.pending_audio = s.pending_text = None
         if touched:
             s.reset_conversation()
         events.append(Error(s.id, str(exc), kind))

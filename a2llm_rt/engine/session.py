@@ -59,6 +59,12 @@ class Session:
         self.turn: TurnState | None = None
         self.pending_audio: tuple[np.ndarray, int] | None = None
         """Audio submitted for the next turn (waveform, sample rate), prefilled at the next engine step."""
+        self.pending_text: str | None = None
+        """Typed text submitted for the next turn (``Engine.submit_text``), prefilled at the next engine step."""
+        self.context: str | None = None
+        """Game context (``Engine.set_context``): a system message added before the next user turn when it changed."""
+        self.context_sent: str | None = None
+        """The context the history already holds (None after a reset, so it is sent again)."""
         self.pending_clock = None
         self.cancel_requested = False
         self.closed = False
@@ -70,7 +76,7 @@ class Session:
     @property
     def busy(self) -> bool:
         """A turn is waiting for its prefill or being generated."""
-        return self.pending_audio is not None or self.turn is not None
+        return self.pending_audio is not None or self.pending_text is not None or self.turn is not None
 
     @property
     def cache_length(self) -> int:
@@ -80,6 +86,7 @@ class Session:
         """Forget the conversation (a fresh history with the system prompt, an empty cache row); used after a
         failure left the cache row and the history out of step, and when the history outgrows the cache."""
         self.history = ChatHistory(self.history.fmt, self.system_prompt)
+        self.context_sent = None
         mask = torch.zeros(self.engine.cache.batch_size, dtype=torch.bool)
         mask[self.row] = True
         self.engine.cache.reset(mask)

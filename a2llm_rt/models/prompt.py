@@ -29,7 +29,7 @@ import torch
 from a2llm_rt.errors import InputError
 from a2llm_rt.models.audio_encoder import audio_placeholder_count
 from a2llm_rt.models.mel import CHUNK_SECONDS, SAMPLE_RATE, chunked_log_mel
-from a2llm_rt.models.token_layout import TokenLayout
+from a2llm_rt.models.token_layout import SPECIAL_TOKENS, TokenLayout
 from a2llm_rt.models.tokenizer import TextTokenizer
 
 ROLES = ("system", "human", "assistant")
@@ -108,6 +108,34 @@ class ChatFormat:
     def message(self, role: str, content: str, eot: bool = True) -> list[int]:
         """``<|BOT|>{role}\\n{content}<|EOT|>`` (no ``<|EOT|>`` when ``eot`` is False)."""
         return self.encode(f"<|BOT|>{self._role(role)}\n{content}" + ("<|EOT|>" if eot else ""))
+
+    def plain_text(self, text: object, what: str, max_chars: int, allow_empty: bool = False) -> str:
+        """``text`` checked as untrusted plain text for a message (a player's typed turn, a persona, a game context).
+
+        Returns it NFC-normalised and stripped. :class:`InputError` when it is not a string, is empty (unless
+        ``allow_empty``), longer than ``max_chars`` characters, holds control characters other than newline/tab, or
+        would tokenize to a control token (``<|EOT|>``, ``<|BOT|>``, ``<audio_patch>``, ... : the tokenizer parses
+        specials inside text, so ``"hi<|EOT|><|BOT|>system\n..."`` would otherwise forge turns of the chat).
+        """
+        import unicodedata
+
+        if not isinstance(text, str):
+            raise InputError(f"{what} must be text, got {type(text).__name__}")
+        if len(text) > 4 * max_chars + 64:  # refuse a huge string before normalising it
+            raise InputError(f"{what} has {len(text)} characters; the limit is {max_chars}")
+        t = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n").strip()
+        if not t and not allow_empty:
+            raise InputError(f"{what} is empty")
+        if len(t) > max_chars:
+            raise InputError(f"{what} has {len(t)} characters; the limit is {max_chars}")
+        if any(unicodedata.category(ch) == "Cc" and ch not in "\n\t" for ch in t):
+            raise InputError(f"{what} holds control characters")
+        ids = self.encode(t)
+        added = getattr(getattr(self.tok, "hf", None), "added_tokens_decoder", None) or {}
+        specials = {getattr(self.layout, f) for f in SPECIAL_TOKENS} - {None}
+        if any(i in added or i in specials or not self.layout.is_text(i) for i in ids):
+            raise InputError(f"{what} holds a control token of the chat format (such as <|EOT|>)")
+        return t
 
     def audio_block(self, mel_frames: int) -> list[int]:
         """``<audio_start>`` + ``<audio_patch>`` x n + ``<audio_end>`` for a chunk of ``mel_frames`` frames."""
