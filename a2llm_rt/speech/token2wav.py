@@ -117,7 +117,7 @@ class Token2Wav(nn.Module):
     # ---- input checks -------------------------------------------------------------------------------------------
     def check_codes(self, codes: torch.Tensor | list[int], allow_empty: bool = False) -> torch.Tensor:
         """Codes as an int64 tensor; a clear :class:`InputError` for codes outside 0..vocab-1 or an empty answer."""
-        t = torch.as_tensor(codes)
+        t = torch.as_tensor(codes) if not isinstance(codes, list) or codes else torch.zeros(0, dtype=torch.int64)
         if t.is_floating_point() or t.dtype == torch.bool:
             raise InputError("speech codes must be integers")
         t = t.to(torch.int64)
