@@ -158,8 +158,8 @@ def fold_weight_norm(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     for k, v in sd.items():
         for suffix, role in ((".weight_g", "g"), (".weight_v", "v"), (".parametrizations.weight.original0", "g"),
                              (".parametrizations.weight.original1", "v")):
-            if k.endswith(suffix):
-                pairs.setdefault(k[: -len(suffix)], {})[role] = v
+            if k.endswith(suffix) or k == suffix[1:]:
+                pairs.setdefault(k[: -len(suffix)] if k.endswith(suffix) else "", {})[role] = v
                 break
         else:
             out[k] = v
@@ -168,7 +168,7 @@ def fold_weight_norm(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             raise InputError(f"weight norm of {base}: needs both g and v")
         g, v = p["g"].float(), p["v"].float()
         norm = v.flatten(1).norm(dim=1).view(-1, *([1] * (v.dim() - 1)))
-        out[base + ".weight"] = (g * v / norm).to(p["v"].dtype)
+        out[f"{base}.weight" if base else "weight"] = (g * v / norm).to(p["v"].dtype)
     return out
 
 
@@ -231,8 +231,26 @@ def convert_folder(folder: str | Path) -> list[Path]:
 
 
 def load_hift_config(folder: str | Path) -> HiFTConfig:
-    """Step-Audio-2 builds HiFT with its default arguments (``HiFTGenerator()``); so do we."""
-    return HiFTConfig.step_audio2()
+    """Step-Audio-2 builds HiFT with its default arguments (``HiFTGenerator()``); so do we. An optional
+    ``hift.json`` (our addition, e.g. for tiny test folders) names other :class:`HiFTConfig` fields."""
+    path = Path(folder) / "hift.json"
+    if not path.exists():
+        return HiFTConfig.step_audio2()
+    import dataclasses
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"not valid JSON: {e}", path=path) from None
+    names = {f.name for f in dataclasses.fields(HiFTConfig)}
+    if not isinstance(data, dict) or not set(data) <= names:
+        raise InputError(f"expected an object with HiFTConfig fields {sorted(names)}", path=path)
+
+    def tup(v: Any) -> Any:
+        return tuple(tup(x) for x in v) if isinstance(v, list) else v
+
+    return HiFTConfig(**{k: tup(v) for k, v in data.items()})
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,6 +22,7 @@ them in one call; sessions can be batched when their caches have the same length
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -279,3 +280,20 @@ def step_batched(model: Token2Wav, items: list[tuple[SpeechStream, list[int], bo
             items[i][0].state = new.select([j]) if len(idx) > 1 else new
             out[i] = wav[j]
     return out  # type: ignore[return-value]
+
+
+def load_token2wav(folder: str | Path, device: torch.device | str = "cpu") -> Token2Wav:
+    """A checkpoint's ``token2wav/`` folder: ``flow.yaml`` (read safely), ``flow``/``hift`` weights (safetensors if
+    converted, else ``.pt`` with ``weights_only=True``), strict name and shape checks."""
+    from a2llm_rt.speech.checkpoint import flow_config_from_yaml, load_hift_config, load_state, load_strict
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError("not a token2wav folder", path=folder)
+    yaml_path = folder / "flow.yaml"
+    if not yaml_path.exists():
+        raise InputError("missing flow.yaml", path=folder)
+    model = Token2Wav(flow_config_from_yaml(yaml_path), load_hift_config(folder))
+    load_strict(model.flow, load_state(folder, "flow"), f"{folder}/flow")
+    load_strict(model.hift, load_state(folder, "hift"), f"{folder}/hift")
+    return model.to(device).eval()
