@@ -181,15 +181,23 @@ def save_motion_dir(
         arkit_map.save(path / "arkit_map.npz")
 
 
-def load_vocoder(spec: str, n_codes: int, prompt_wav: str | Path | None = None) -> Vocoder:
-    """``tone`` -> the test vocoder; a directory -> Step-Audio-2's token2wav (needs ``prompt_wav``)."""
+def load_vocoder(spec: str, n_codes: int, prompt_wav: str | Path | None = None, device: torch.device | str = "cpu",
+                 voices: dict[str, str | Path] | None = None) -> Vocoder:
+    """``tone`` -> the test vocoder; a ``token2wav/`` directory -> the native token2wav (:mod:`a2llm_rt.speech`),
+    with ``voices`` (name -> voice file or prompt WAV; the first is the default) and/or ``prompt_wav``."""
     if spec == "tone":
         return ToneVocoder(n_codes=n_codes)
-    from a2llm_rt.engine.token2wav import Token2WavVocoder
+    from a2llm_rt.speech.vocoder import NativeToken2WavVocoder
 
-    if prompt_wav is None:
-        raise InputError("the token2wav vocoder needs a prompt wav (the reference voice)", spec)
-    return Token2WavVocoder.from_directory(spec, prompt_wav)
+    voices = dict(voices or {})
+    if prompt_wav is not None:
+        voices = {"default": prompt_wav, **voices}
+    if not voices:
+        raise InputError("the token2wav vocoder needs a voice (a prompt wav or a voice file)", spec)
+    voc = NativeToken2WavVocoder.from_directory(spec, voices, device=device)
+    if voc.n_codes != n_codes:
+        raise InputError(f"token2wav has {voc.n_codes} codes but the backbone emits {n_codes}", spec)
+    return voc
 
 
 def load_stack(
@@ -228,6 +236,8 @@ def load_stack(
     else:
         connector, mot, amap = load_motion_dir(motion, device)
     connector = connector.to(dtype)  # the hidden states come in the backbone's dtype
-    stack = Stack(bb, tok, connector, mot, load_vocoder(vocoder, bb.layout.audio_codes, prompt_wav), amap)
+    if vocoder == "tone" and prompt_wav is not None and (Path(backbone) / "token2wav").is_dir():
+        vocoder = str(Path(backbone) / "token2wav")  # the backbone's own token2wav, when a voice is given
+    stack = Stack(bb, tok, connector, mot, load_vocoder(vocoder, bb.layout.audio_codes, prompt_wav, device), amap)
     stack.check()
     return stack
