@@ -17,7 +17,9 @@
           arkit_map.npz                optional FLAME -> ARKit map (a2llm_rt.face.flame_to_arkit.ArkitMap)
 
     written by :func:`save_motion_dir`;
-  - vocoder: ``tone`` (the test vocoder) or a Step-Audio-2 ``token2wav`` directory plus a prompt wav.
+  - vocoder: ``tone`` (the test vocoder) or a Step-Audio-2 ``token2wav`` directory (the native implementation,
+    :mod:`a2llm_rt.speech`) plus voices (prompt wavs or voice files); a backbone folder's own ``token2wav/`` is used
+    when a voice is given.
 
 No file is unpickled and no code from a model directory runs.
 """
@@ -208,6 +210,7 @@ def load_stack(
     vocoder: str = "tone",
     prompt_wav: str | Path | None = None,
     seed: int = 0,
+    voices: dict[str, str | Path] | None = None,
 ) -> Stack:
     """A stack from ``backbone`` (a directory or ``tiny``) and ``motion`` (a directory or ``tiny``).
 
@@ -236,8 +239,9 @@ def load_stack(
     else:
         connector, mot, amap = load_motion_dir(motion, device)
     connector = connector.to(dtype)  # the hidden states come in the backbone's dtype
-    if vocoder == "tone" and prompt_wav is not None and (Path(backbone) / "token2wav").is_dir():
+    if vocoder == "tone" and (prompt_wav is not None or voices) and (Path(backbone) / "token2wav").is_dir():
         vocoder = str(Path(backbone) / "token2wav")  # the backbone's own token2wav, when a voice is given
-    stack = Stack(bb, tok, connector, mot, load_vocoder(vocoder, bb.layout.audio_codes, prompt_wav, device), amap)
+    voc = load_vocoder(vocoder, bb.layout.audio_codes, prompt_wav, device, voices)
+    stack = Stack(bb, tok, connector, mot, voc, amap)
     stack.check()
     return stack

@@ -61,3 +61,28 @@ def test_turn_through_engine_streams_speech_chunk_by_chunk():
     assert all(np.isfinite(c.pcm).all() and np.abs(c.pcm).max() <= 0.99 for c in chunks if c.pcm.size)
     assert end is not None
     torch.set_num_threads(1)
+
+
+def test_load_vocoder_from_folder_with_named_voices(tmp_path):
+    from a2llm_rt.engine.builders import load_vocoder
+    from plugin_bridge.serve import parse_voices
+
+    from .test_checkpoint import _write_folder
+
+    m = tiny_model(seed=4)
+    d = _write_folder(tmp_path, m)
+    tiny_voice(m, seed=1, name="alice").save(tmp_path / "alice.voice.safetensors")
+    tiny_voice(m, seed=2, name="bob").save(tmp_path / "bob.voice.safetensors")
+    voices = dict(parse_voices([f"alice={tmp_path / 'alice.voice.safetensors'}",
+                                f"bob={tmp_path / 'bob.voice.safetensors'}"]))
+    voc = load_vocoder(str(d), 6561, voices=voices)
+    assert isinstance(voc, NativeToken2WavVocoder) and voc.default_voice == "alice" and set(voc.voices) == {"alice",
+                                                                                                          "bob"}
+    pcm, st = voc.push(list(range(30)), voc.init_state("bob"), final=True)
+    assert pcm.size == 30 * 960 and st.voice == "bob"
+    with pytest.raises(InputError, match="needs a voice"):
+        load_vocoder(str(d), 6561)
+    with pytest.raises(InputError, match="6561 codes but the backbone emits 100"):
+        load_vocoder(str(d), 100, voices=voices)
+    with pytest.raises(SystemExit, match="NAME=PATH"):
+        parse_voices(["alice"])
