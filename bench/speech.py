@@ -14,8 +14,9 @@ weights (speed does not depend on the values). Each session has a 3 s voice prom
 - ``rtf``: wall time / audio time over ``--chunks`` full chunks (25 codes = 1 s each) after the first, for B sessions
   batched in one call per chunk (RTF of the batch: wall / (audio of one session)).
 
-Goal (issue 15): CPU, 2 threads, batch 1: first chunk < 400 ms and RTF < 1 (with an onnxruntime path, which is not
-written yet); H200 batch 8: RTF < 0.05. Prints a table and writes ``bench/results/speech_<preset>_<device>.json``.
+``--onnx DIR`` runs the estimator and HiFT's decoder through onnxruntime (exporting this run's model into DIR first).
+Goal (issue 15): CPU, 2 threads, batch 1: first chunk < 400 ms and RTF < 1 with the onnxruntime path; H200 batch 8:
+RTF < 0.05. Prints a table and writes ``bench/results/speech_<preset>_<device>.json``.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def run(preset: str, device: torch.device, batches: list[int], chunks: int, dtype: torch.dtype) -> dict:
+def run(preset: str, device: torch.device, batches: list[int], chunks: int, dtype: torch.dtype,
+        onnx_dir: str | None = None) -> dict:
     flow_cfg, hift_cfg = (FlowConfig.step_audio2(), HiFTConfig.step_audio2()) if preset == "full" else (
         FlowConfig.tiny(), HiFTConfig.tiny())
     torch.manual_seed(0)
@@ -50,6 +52,16 @@ def run(preset: str, device: torch.device, batches: list[int], chunks: int, dtyp
     with torch.no_grad():
         for p in model.parameters():  # random but not degenerate (upstream zero-inits the DiT's modulation)
             p.normal_(0.0, 0.02)
+    runtime = "torch eager"
+    if onnx_dir is not None:
+        from a2llm_rt.speech.onnx_runtime import use_onnx
+
+        if not (Path(onnx_dir) / "manifest.json").exists():  # export this model's graphs first
+            from export.speech_export import export_speech
+
+            export_speech(model, onnx_dir)
+        use_onnx(model, onnx_dir, threads=torch.get_num_threads())
+        runtime = "onnxruntime (estimator step + HiFT decoder)"
     n_prompt = 75
     g = torch.Generator().manual_seed(1)
     voice = Voice(torch.randint(0, flow_cfg.vocab_size, (n_prompt,), generator=g),
@@ -95,7 +107,7 @@ def run(preset: str, device: torch.device, batches: list[int], chunks: int, dtyp
               f"(HiFT ~{hift_ms:.1f} ms)  RTF {rtf:.3f}", flush=True)
     return {"preset": preset, "device": str(device), "dtype": str(dtype), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "cpu": platform.processor() or platform.machine(), "params": n_params,
-            "chunks": chunks, "runtime": "torch eager", "rows": rows}
+            "chunks": chunks, "runtime": runtime, "rows": rows}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,13 +117,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, nargs="+", default=[1])
     ap.add_argument("--chunks", type=int, default=2, help="timed chunks after the first")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--onnx", default=None, help="engines folder for the onnxruntime path (exported there first if "
+                    "it has no manifest; the weights are this run's random ones)")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
     device = torch.device(a.device)
     if device.type == "cpu":
         torch.set_num_threads(a.threads)
-    info = run(a.preset, device, a.batch, a.chunks, torch.float32)
-    out = Path(a.out) if a.out else REPO / "bench" / "results" / f"speech_{a.preset}_{device.type}.json"
+    info = run(a.preset, device, a.batch, a.chunks, torch.float32, a.onnx)
+    tag = "_ort" if a.onnx else ""
+    out = Path(a.out) if a.out else REPO / "bench" / "results" / f"speech_{a.preset}_{device.type}{tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, info)
     print(f"wrote {out}")

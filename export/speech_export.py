@@ -60,20 +60,7 @@ class HiFTDecoderGraph(nn.Module):
         self.h = model.hift
 
     def forward(self, mel: torch.Tensor, source_stft: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.h
-        x = h.conv_pre(mel)
-        for i in range(h.num_upsamples):
-            x = h.ups[i](torch.nn.functional.leaky_relu(x, h.cfg.lrelu_slope))
-            if i == h.num_upsamples - 1:
-                x = torch.nn.functional.pad(x, (1, 0), mode="reflect")
-            x = x + h.source_resblocks[i](h.source_downs[i](source_stft))
-            xs = h.resblocks[i * h.num_kernels](x)
-            for j in range(1, h.num_kernels):
-                xs = xs + h.resblocks[i * h.num_kernels + j](x)
-            x = xs / h.num_kernels
-        x = h.conv_post(torch.nn.functional.leaky_relu(x))
-        half = h.n_fft // 2 + 1
-        return torch.clip(torch.exp(x[:, :half, :]), max=1e2), torch.sin(x[:, half:, :])
+        return self.h.generate(mel, source_stft)
 
 
 def estimator_example(model: Token2Wav, rows: int = 4, t: int = 6, tc: int = 5) -> tuple[torch.Tensor, ...]:

@@ -196,6 +196,8 @@ class DiT(nn.Module):
         self.in_proj = nn.Linear(in_channels, hidden_size)
         self.blocks = nn.ModuleList([DiTBlock(hidden_size, num_heads, head_dim, mlp_ratio) for _ in range(depth)])
         self.final_layer = FinalLayer(hidden_size, out_channels)
+        self.onnx_step = None
+        """Set by :func:`a2llm_rt.speech.onnx_runtime.use_onnx`: runs :meth:`forward_chunk` in onnxruntime."""
 
     @staticmethod
     def _stack(x: torch.Tensor, mu: torch.Tensor, spks: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
@@ -218,6 +220,8 @@ class DiT(nn.Module):
 
         Returns (velocity [B, mel, T], new cnn cache, new att cache [depth, B, H, T + Tc, 2*head_dim]).
         """
+        if self.onnx_step is not None:
+            return self.onnx_step(x, mu, t, spks, cond, cnn_cache, att_cache)
         c = self.t_embedder(t).unsqueeze(1)
         h = self.in_proj(self._stack(x, mu, spks, cond).transpose(1, 2))
         cnn, att = [], []

@@ -159,6 +159,8 @@ class HiFTGenerator(nn.Module):
         self.conv_post = nn.Conv1d(ch, self.n_fft + 2, 7, 1, padding=3)
         self.f0_predictor = ConvRNNF0Predictor(cfg.in_channels, cfg.f0_cond_channels)
         self.register_buffer("stft_window", torch.hann_window(self.n_fft, periodic=True), persistent=False)
+        self.onnx_decoder = None
+        """Set by :func:`a2llm_rt.speech.onnx_runtime.use_onnx`: (mel, source STFT) -> (magnitude, phase)."""
 
     def source(self, mel: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """mel [B, mel, T] -> source excitation [B, 1, T*480]."""
@@ -171,6 +173,14 @@ class HiFTGenerator(nn.Module):
         spec = torch.view_as_real(torch.stft(s.squeeze(1), self.n_fft, self.hop, self.n_fft, window=self.stft_window,
                                              return_complex=True))
         s_stft = torch.cat([spec[..., 0], spec[..., 1]], dim=1)
+        gen = self.onnx_decoder if self.onnx_decoder is not None else self.generate
+        magnitude, phase = gen(x, s_stft)
+        spec = torch.complex(magnitude * torch.cos(phase), magnitude * torch.sin(phase))
+        wav = torch.istft(spec, self.n_fft, self.hop, self.n_fft, window=self.stft_window)
+        return torch.clamp(wav, -self.cfg.audio_limit, self.cfg.audio_limit)
+
+    def generate(self, x: torch.Tensor, s_stft: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """mel [B, mel, T], source STFT [B, n_fft + 2, 120T + 1] -> iSTFT magnitude and phase [B, n_fft/2 + 1, F]."""
         x = self.conv_pre(x)
         for i in range(self.num_upsamples):
             x = self.ups[i](F.leaky_relu(x, self.cfg.lrelu_slope))
@@ -183,11 +193,7 @@ class HiFTGenerator(nn.Module):
             x = xs / self.num_kernels
         x = self.conv_post(F.leaky_relu(x))
         half = self.n_fft // 2 + 1
-        magnitude = torch.clip(torch.exp(x[:, :half, :]), max=1e2)
-        phase = torch.sin(x[:, half:, :])
-        spec = torch.complex(magnitude * torch.cos(phase), magnitude * torch.sin(phase))
-        wav = torch.istft(spec, self.n_fft, self.hop, self.n_fft, window=self.stft_window)
-        return torch.clamp(wav, -self.cfg.audio_limit, self.cfg.audio_limit)
+        return torch.clip(torch.exp(x[:, :half, :]), max=1e2), torch.sin(x[:, half:, :])
 
     @torch.inference_mode()
     def forward(self, speech_feat: torch.Tensor, cache_source: torch.Tensor | None = None,
