@@ -239,8 +239,15 @@ def load_stack(
     else:
         connector, mot, amap = load_motion_dir(motion, device)
     connector = connector.to(dtype)  # the hidden states come in the backbone's dtype
-    if vocoder == "tone" and (prompt_wav is not None or voices) and (Path(backbone) / "token2wav").is_dir():
-        vocoder = str(Path(backbone) / "token2wav")  # the backbone's own token2wav, when a voice is given
+    if vocoder == "tone" and (Path(backbone) / "token2wav").is_dir():
+        if prompt_wav is not None or voices:
+            vocoder = str(Path(backbone) / "token2wav")  # the backbone's own token2wav, when a voice is given
+        else:
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "%s has token2wav/ but no voice was given (--voice NAME=wav): speaking with the test tone vocoder",
+                backbone)
     voc = load_vocoder(vocoder, bb.layout.audio_codes, prompt_wav, device, voices)
     stack = Stack(bb, tok, connector, mot, voc, amap)
     stack.check()
