@@ -111,6 +111,8 @@ def fade_in_out(root: Path):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--upstream", required=True, type=Path)
+    ap.add_argument("--repo", default="yuekaizhang/Step-Audio2",
+                    help="GitHub owner/name of the checkout (recorded in the fixture)")
     ap.add_argument("--commit", default=None, help="upstream commit, when --upstream is not a git checkout")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "tests/fixtures/token2wav")
     a = ap.parse_args()
@@ -187,7 +189,7 @@ def main() -> None:
     tensors.update({f"hift.{k}": v.contiguous() for k, v in hift.state_dict().items()})
     save_file(tensors, str(a.out / "golden.safetensors"))
     meta = {
-        "upstream": "Step-Audio2 (stepfun-ai/Step-Audio2 streaming token2wav; checkout given to this script)",
+        "upstream": f"github.com/{a.repo} (Step-Audio2 tree with the streaming token2wav)",
         "upstream_path_name": root.name, "upstream_commit": commit, "torch": torch.__version__,
         "flow": FLOW, "hift": HIFT, "seed": SEED, "hift_seeds": {"whole": SEED + 1, "cached": SEED + 2,
                                                                   "stream_first": SEED + 10},
