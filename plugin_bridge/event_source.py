@@ -273,6 +273,8 @@ class EngineOptions:
     """``tone`` (the test vocoder) or a Step-Audio-2 token2wav directory."""
     prompt_wav: str | None = None
     """Reference voice for token2wav."""
+    voices: tuple[tuple[str, str], ...] = ()
+    """Named token2wav voices (name, prompt wav or voice file); the first is the default."""
     seed: int = 0
     """Seed of the tiny random weights; session ``n`` samples with seed ``seed + n``."""
     sessions: int = 8
@@ -356,7 +358,8 @@ class EngineSource:
         )  # fmt: skip
         cfg.sampling.seed = o.seed
         cfg.validate()
-        stack = load_stack(backbone, motion, device=o.device, vocoder=o.vocoder, prompt_wav=o.prompt_wav, seed=o.seed)
+        stack = load_stack(backbone, motion, device=o.device, vocoder=o.vocoder, prompt_wav=o.prompt_wav, seed=o.seed,
+                           voices=dict(o.voices))
         return cls(Engine(stack, cfg), pace=pace, align=align)
 
     @property

@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
     g.add_argument("--vocoder", default="tone", help="'tone' (test vocoder) or a Step-Audio-2 token2wav folder")
     g.add_argument("--prompt-wav", default=None, help="reference voice for token2wav")
+    g.add_argument("--voice", action="append", default=[], metavar="NAME=PATH",
+                   help="a token2wav voice: prompt wav or voice file (python -m a2llm_rt.speech.make_voice); "
+                   "repeatable, the first is the default")  # fmt: skip
     g.add_argument("--seed", type=int, default=0, help="tiny weights seed; session n samples with seed + n")
     g.add_argument("--engine-sessions", type=int, default=8, help="engine cache rows = sessions at once")
     g.add_argument("--max-seconds", type=float, default=None, help="answer length limit (default: tiny 3, real 30)")
@@ -101,6 +104,7 @@ def _source(args: argparse.Namespace):
         torch.set_num_threads(max(1, threads))  # tiny models: thread start-up costs more than it saves
     options = EngineOptions(
         device=args.device, vocoder=args.vocoder, prompt_wav=args.prompt_wav, seed=args.seed,
+        voices=parse_voices(args.voice),
         sessions=args.engine_sessions, max_seconds=args.max_seconds, min_seconds=args.min_seconds,
         motion_backend=motion_backend_from_args(args, threads or 0),
     )  # fmt: skip
@@ -157,6 +161,19 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         _close(source)
     return 0
+
+
+def parse_voices(specs: list[str]) -> tuple[tuple[str, str], ...]:
+    """``["alice=a.wav", ...]`` -> ``(("alice", "a.wav"), ...)``; a clear error on a bad or repeated name."""
+    out: dict[str, str] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise SystemExit(f"--voice wants NAME=PATH, got {spec!r}")
+        if name in out:
+            raise SystemExit(f"--voice {name} given twice")
+        out[name.strip()] = path.strip()
+    return tuple(out.items())
 
 
 def _close(source: object) -> None:

@@ -17,7 +17,9 @@
           arkit_map.npz                optional FLAME -> ARKit map (a2llm_rt.face.flame_to_arkit.ArkitMap)
 
     written by :func:`save_motion_dir`;
-  - vocoder: ``tone`` (the test vocoder) or a Step-Audio-2 ``token2wav`` directory plus a prompt wav.
+  - vocoder: ``tone`` (the test vocoder) or a Step-Audio-2 ``token2wav`` directory (the native implementation,
+    :mod:`a2llm_rt.speech`) plus voices (prompt wavs or voice files); a backbone folder's own ``token2wav/`` is used
+    when a voice is given.
 
 No file is unpickled and no code from a model directory runs.
 """
@@ -181,15 +183,23 @@ def save_motion_dir(
         arkit_map.save(path / "arkit_map.npz")
 
 
-def load_vocoder(spec: str, n_codes: int, prompt_wav: str | Path | None = None) -> Vocoder:
-    """``tone`` -> the test vocoder; a directory -> Step-Audio-2's token2wav (needs ``prompt_wav``)."""
+def load_vocoder(spec: str, n_codes: int, prompt_wav: str | Path | None = None, device: torch.device | str = "cpu",
+                 voices: dict[str, str | Path] | None = None) -> Vocoder:
+    """``tone`` -> the test vocoder; a ``token2wav/`` directory -> the native token2wav (:mod:`a2llm_rt.speech`),
+    with ``voices`` (name -> voice file or prompt WAV; the first is the default) and/or ``prompt_wav``."""
     if spec == "tone":
         return ToneVocoder(n_codes=n_codes)
-    from a2llm_rt.engine.token2wav import Token2WavVocoder
+    from a2llm_rt.speech.vocoder import NativeToken2WavVocoder
 
-    if prompt_wav is None:
-        raise InputError("the token2wav vocoder needs a prompt wav (the reference voice)", spec)
-    return Token2WavVocoder.from_directory(spec, prompt_wav)
+    voices = dict(voices or {})
+    if prompt_wav is not None:
+        voices = {"default": prompt_wav, **voices}
+    if not voices:
+        raise InputError("the token2wav vocoder needs a voice (a prompt wav or a voice file)", spec)
+    voc = NativeToken2WavVocoder.from_directory(spec, voices, device=device)
+    if voc.n_codes != n_codes:
+        raise InputError(f"token2wav has {voc.n_codes} codes but the backbone emits {n_codes}", spec)
+    return voc
 
 
 def load_stack(
@@ -200,6 +210,7 @@ def load_stack(
     vocoder: str = "tone",
     prompt_wav: str | Path | None = None,
     seed: int = 0,
+    voices: dict[str, str | Path] | None = None,
 ) -> Stack:
     """A stack from ``backbone`` (a directory or ``tiny``) and ``motion`` (a directory or ``tiny``).
 
@@ -228,6 +239,16 @@ def load_stack(
     else:
         connector, mot, amap = load_motion_dir(motion, device)
     connector = connector.to(dtype)  # the hidden states come in the backbone's dtype
-    stack = Stack(bb, tok, connector, mot, load_vocoder(vocoder, bb.layout.audio_codes, prompt_wav), amap)
+    if vocoder == "tone" and (Path(backbone) / "token2wav").is_dir():
+        if prompt_wav is not None or voices:
+            vocoder = str(Path(backbone) / "token2wav")  # the backbone's own token2wav, when a voice is given
+        else:
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "%s has token2wav/ but no voice was given (--voice NAME=wav): speaking with the test tone vocoder",
+                backbone)
+    voc = load_vocoder(vocoder, bb.layout.audio_codes, prompt_wav, device, voices)
+    stack = Stack(bb, tok, connector, mot, voc, amap)
     stack.check()
     return stack

@@ -18,7 +18,7 @@ Streaming contract (one state per stream; a Session owns one)::
 
 :class:`ToneVocoder` is a **test vocoder**: it does not speak. It turns each code into a harmonic tone with a
 vowel-like spectral envelope, so tiny random models produce audible, code-dependent sound and the whole pipeline can
-run without Step-Audio-2's token2wav (see :mod:`a2llm_rt.engine.token2wav` for the real one).
+run without Step-Audio-2's token2wav (see :mod:`a2llm_rt.speech` for the real one).
 """
 
 from __future__ import annotations

@@ -1,21 +1,11 @@
-"""Vocoder interface: the ToneVocoder test vocoder (streaming == whole), the token2wav adapter with a fake backend."""
+"""Vocoder interface: the ToneVocoder test vocoder (streaming == whole). The native token2wav: tests/speech."""
 
 from __future__ import annotations
-
-import io
-import wave
 
 import numpy as np
 import pytest
 import torch
 
-from a2llm_rt.engine.token2wav import (
-    REQUIRED_FILES,
-    Token2WavUnavailableError,
-    Token2WavVocoder,
-    load_token2wav_class,
-    pcm_to_float32,
-)
 from a2llm_rt.engine.vocoder import SAMPLES_PER_CODE, ToneVocoder, Vocoder
 from a2llm_rt.errors import InputError
 
@@ -89,131 +79,3 @@ def test_tone_bad_codes_and_finished_stream():
         voc.push([3], state)
     assert voc.synthesize([]).shape == (0,)
     assert len(voc.init_states(3)) == 3
-
-
-# -- token2wav adapter (fake backend) -----------------------------------------------------------------------------
-class FakeFlow:
-    pre_lookahead_len = 3
-
-
-class FakeToken2wav:
-    """Mimics Step-Audio2's streaming Token2wav: instance-owned caches, int16 bytes out.
-
-    Each non-final call returns 960 samples for each of the first 25 codes, the final call 960 per code; the values
-    encode the codes and a running counter kept in the flow cache, so a mixed-up cache changes the output.
-    """
-
-    def __init__(self):
-        self.flow = FakeFlow()
-        self.calls: list[tuple[list[int], bool]] = []
-        self.stream_cache = None
-        self.hift_cache_dict = None
-
-    def set_stream_cache(self, prompt_wav):
-        self.stream_cache = {"n": torch.zeros(1)}
-        self.hift_cache_dict = {"speech": torch.zeros(1, 0)}
-
-    def stream(self, tokens, prompt_wav, last_chunk=False):
-        self.calls.append((list(tokens), last_chunk))
-        n = self.stream_cache["n"] + 1
-        self.stream_cache = {"n": n}
-        emit = tokens if last_chunk else tokens[:25]
-        vals = np.repeat(np.asarray(emit) % 100 + 100 * int(n.item()), 960).astype("<i2")
-        return vals.tobytes()
-
-
-def test_token2wav_chunking_with_lookahead():
-    backend = FakeToken2wav()
-    voc = Token2WavVocoder(backend, "prompt.wav")
-    assert (voc.chunk_codes, voc.lookahead_codes, voc.sample_rate) == (25, 3, 24000)
-    codes = list(range(60))
-    state = voc.init_state()
-    pcm1, state = voc.push(codes[:27], state)  # 27 < 25 + 3: nothing yet
-    assert pcm1.shape == (0,) and backend.calls == []
-    pcm2, state = voc.push(codes[27:56], state)  # 56 codes: chunks [0:28], [25:53]
-    assert [c for c, _ in backend.calls] == [codes[0:28], codes[25:53]]
-    assert pcm2.shape == (50 * 960,) and state.buffer == codes[50:56]
-    pcm3, state = voc.push(codes[56:], state, final=True)
-    assert backend.calls[-1] == (codes[50:60], True)
-    assert pcm3.shape == (10 * 960,)
-    assert state.samples_out == 60 * 960 and state.finished
-    np.testing.assert_allclose(pcm2[:960], (0 + 100) / 32767.0)
-
-
-def test_token2wav_sessions_keep_separate_caches():
-    voc = Token2WavVocoder(FakeToken2wav(), "prompt.wav")
-    a_codes, b_codes = list(range(100, 160)), list(range(300, 390))
-    alone_a = voc.synthesize(a_codes)
-    alone_b = voc.synthesize(b_codes)
-    sa, sb, out_a, out_b = voc.init_state(), voc.init_state(), [], []
-    for i in range(0, 90, 10):  # interleave the two streams on one backend
-        if i < 60:
-            p, sa = voc.push(a_codes[i : i + 10], sa, final=i + 10 >= 60)
-            out_a.append(p)
-        p, sb = voc.push(b_codes[i : i + 10], sb, final=i + 10 >= 90)
-        out_b.append(p)
-    np.testing.assert_array_equal(np.concatenate(out_a), alone_a)
-    np.testing.assert_array_equal(np.concatenate(out_b), alone_b)
-
-
-def test_token2wav_non_streaming_backend_synthesises_on_final():
-    class Whole:
-        def __call__(self, tokens, prompt_wav):
-            buf = io.BytesIO()
-            with wave.open(buf, "wb") as w:
-                w.setnchannels(1)
-                w.setsampwidth(2)
-                w.setframerate(24000)
-                w.writeframes(np.full(960 * len(tokens), 1000, dtype="<i2").tobytes())
-            return buf.getvalue()
-
-    voc = Token2WavVocoder(Whole(), "p.wav")
-    assert not voc.streaming
-    state = voc.init_state()
-    pcm, state = voc.push(list(range(40)), state)
-    assert pcm.shape == (0,)
-    pcm, state = voc.push([1, 2], state, final=True)
-    assert pcm.shape == (42 * 960,)
-    np.testing.assert_allclose(pcm, 1000 / 32767.0)
-
-
-def test_pcm_conversion():
-    np.testing.assert_allclose(pcm_to_float32(np.array([32767, -32767], dtype="<i2").tobytes()), [1.0, -1.0])
-    np.testing.assert_array_equal(pcm_to_float32(torch.ones(1, 4)), np.ones(4, dtype=np.float32))
-
-
-def test_token2wav_clear_errors(tmp_path):
-    with pytest.raises(InputError, match="not found"):
-        Token2WavVocoder.from_directory(tmp_path / "nope", tmp_path / "p.wav")
-    (tmp_path / "flow.pt").write_bytes(b"")
-    with pytest.raises(InputError, match="missing flow.yaml, hift.pt"):
-        Token2WavVocoder.from_directory(tmp_path, tmp_path / "p.wav")
-    for f in REQUIRED_FILES:
-        (tmp_path / f).write_bytes(b"")
-    with pytest.raises(InputError, match="prompt wav"):
-        Token2WavVocoder.from_directory(tmp_path, tmp_path / "p.wav")
-    (tmp_path / "p.wav").write_bytes(b"")
-    # the real token2wav needs packages that are not installed here: a clear error, not a traceback from deep inside
-    code = tmp_path / "code"
-    code.mkdir()
-    (code / "token2wav.py").write_text("import s3tokenizer_not_installed_here\nclass Token2wav: pass\n")
-    with pytest.raises(Token2WavUnavailableError, match="stepfun-ai/Step-Audio2"):
-        Token2WavVocoder.from_directory(tmp_path, tmp_path / "p.wav", code_dir=code)
-    with pytest.raises(Token2WavUnavailableError, match="pass the clone's folder as code_dir"):
-        load_token2wav_class(module="a2llm_no_such_token2wav_module")
-
-
-def test_token2wav_loads_backend_from_code_dir(tmp_path):
-    for f in REQUIRED_FILES:
-        (tmp_path / f).write_bytes(b"")
-    (tmp_path / "p.wav").write_bytes(b"")
-    code = tmp_path / "code"
-    code.mkdir()
-    (code / "token2wav.py").write_text(
-        "class Token2wav:\n"
-        "    def __init__(self, model_path, float16=False):\n"
-        "        self.model_path, self.float16 = model_path, float16\n"
-    )
-    voc = Token2WavVocoder.from_directory(tmp_path, tmp_path / "p.wav", code_dir=code, float16=True)
-    assert voc.backend.model_path == str(tmp_path) and voc.backend.float16 is True
-    assert not voc.streaming and voc.lookahead_codes == 3

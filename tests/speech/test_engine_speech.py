@@ -1,0 +1,88 @@
+"""A turn through the engine streams speech chunk by chunk with the native token2wav (tiny random model of the real
+architecture), and the vocoder interface numbers hold."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from a2llm_rt.engine.events import AudioChunk, TurnEnd
+from a2llm_rt.errors import InputError
+from a2llm_rt.speech.config import FlowConfig
+from a2llm_rt.speech.vocoder import NativeToken2WavVocoder
+from tests.engine.engine_helpers import greedy_engine, of, one_thread, tone  # noqa: F401
+
+from .helpers import tiny_model, tiny_voice
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _vocoder(n_codes: int) -> NativeToken2WavVocoder:
+    m = tiny_model(flow=dataclasses.replace(FlowConfig.tiny(), vocab_size=n_codes))
+    return NativeToken2WavVocoder(m, {"a": tiny_voice(m, seed=1, name="a"), "b": tiny_voice(m, seed=2, name="b")})
+
+
+def test_vocoder_interface_streams_in_chunks():
+    voc = _vocoder(6561)
+    codes = np.random.default_rng(0).integers(0, 6561, size=60)
+    st = voc.init_state()
+    pcm1, st = voc.push(codes[:27], st)
+    assert pcm1.size == 0 and st.codes_in == 27          # not a full chunk + look-ahead yet
+    pcm2, st = voc.push(codes[27:30], st)
+    assert pcm2.size == 25 * 960 - 3840                   # first audio after 28 codes
+    pcm3, st = voc.push(codes[30:], st, final=True)
+    assert st.finished and st.samples_out == pcm2.size + pcm3.size == 60 * 960
+    with pytest.raises(InputError, match="finished"):
+        voc.push([1], st)
+    with pytest.raises(InputError, match="unknown voice"):
+        voc.init_state("nobody")
+    assert voc.init_state("b").voice == "b"
+    empty, st = voc.push([], voc.init_state(), final=True)
+    assert empty.size == 0 and st.finished
+
+
+def test_turn_through_engine_streams_speech_chunk_by_chunk():
+    eng = greedy_engine(max_sessions=2, max_seconds=4.0, min_seconds=3.0)
+    eng.stack = dataclasses.replace(eng.stack, vocoder=_vocoder(eng.stack.backbone.layout.audio_codes))
+    s = eng.new_session()
+    ev = eng.run_turn(s, tone(0.5, 220.0))
+    chunks = of(ev, AudioChunk, s.id)
+    end = of(ev, TurnEnd, s.id)[-1]
+    total = sum(c.pcm.size for c in chunks)
+    assert total % 960 == 0 and total > 0
+    n_codes = total // 960
+    assert n_codes >= 28 + 25, n_codes                    # long enough for two chunks
+    assert len([c for c in chunks if c.pcm.size]) >= 2     # audio streamed before the turn's end
+    assert [c.sample_offset for c in chunks] == list(np.cumsum([0] + [c.pcm.size for c in chunks[:-1]]))
+    assert all(c.sample_rate == 24000 for c in chunks)
+    assert all(np.isfinite(c.pcm).all() and np.abs(c.pcm).max() <= 0.99 for c in chunks if c.pcm.size)
+    assert end is not None
+    torch.set_num_threads(1)
+
+
+def test_load_vocoder_from_folder_with_named_voices(tmp_path):
+    from a2llm_rt.engine.builders import load_vocoder
+    from plugin_bridge.serve import parse_voices
+
+    from .test_checkpoint import _write_folder
+
+    m = tiny_model(seed=4)
+    d = _write_folder(tmp_path, m)
+    tiny_voice(m, seed=1, name="alice").save(tmp_path / "alice.voice.safetensors")
+    tiny_voice(m, seed=2, name="bob").save(tmp_path / "bob.voice.safetensors")
+    voices = dict(parse_voices([f"alice={tmp_path / 'alice.voice.safetensors'}",
+                                f"bob={tmp_path / 'bob.voice.safetensors'}"]))
+    voc = load_vocoder(str(d), 6561, voices=voices)
+    assert isinstance(voc, NativeToken2WavVocoder) and voc.default_voice == "alice" and set(voc.voices) == {"alice",
+                                                                                                          "bob"}
+    pcm, st = voc.push(list(range(30)), voc.init_state("bob"), final=True)
+    assert pcm.size == 30 * 960 and st.voice == "bob"
+    with pytest.raises(InputError, match="needs a voice"):
+        load_vocoder(str(d), 6561)
+    with pytest.raises(InputError, match="6561 codes but the backbone emits 100"):
+        load_vocoder(str(d), 100, voices=voices)
+    with pytest.raises(SystemExit, match="NAME=PATH"):
+        parse_voices(["alice"])
