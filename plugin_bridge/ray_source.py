@@ -32,6 +32,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import socket
 import threading
 import time
 import uuid
@@ -251,6 +252,30 @@ class _Conversation:
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
 
+def mirror_exchanges(
+    exchanges: list[tuple[np.ndarray, list[int]]], audio: np.ndarray, answer: list[int] | None, held: int
+) -> list[tuple[np.ndarray, list[int]]]:
+    """The bridge's copy of a conversation after a turn: the replica's history holds ``held`` exchanges, the last
+    ones of ``exchanges`` plus this turn's (``audio``, ``answer``) when the turn added one (``answer`` not None).
+    Fewer than before means the engine forgot (a failed turn resets the conversation; one that outgrows the cache
+    row starts over with the current exchange)."""
+    candidates = exchanges + ([(audio, answer)] if answer is not None else [])
+    return candidates[max(0, len(candidates) - held) :] if held > 0 else []
+
+
+def _probe(address: str, timeout_s: float = 5.0) -> None:
+    """:class:`InputError` at once when nothing listens at ``[ray://]host:port`` (Ray itself would retry for
+    minutes before giving up)."""
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise InputError(f"--ray {address!r}: expected auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise InputError(f"cannot reach Ray at {address}: nothing answers at {host}:{port} ({e})") from None
+
+
 def _import_ray():
     try:
         import ray
@@ -283,6 +308,8 @@ class RaySource:
         self._ray = ray
         self._started_ray = False
         if not ray.is_initialized():
+            if address not in (None, "auto", "local"):
+                _probe(address)
             try:
                 if address is None:
                     ray.init(include_dashboard=False, log_to_driver=False)
@@ -550,11 +577,8 @@ class RaySource:
         raise TurnError("no replica could take this turn (they keep failing)")
 
     def _record(self, c: _Conversation, audio: np.ndarray, sync: _Sync) -> None:
-        """Mirror the replica's history: the exchanges it holds are the last ``sync.exchanges`` of ours plus this
-        turn's (the engine forgets a conversation after a failure or when it outgrows the cache row)."""
         with self._lock:
-            candidates = c.exchanges + ([(audio, sync.answer)] if sync.answer is not None else [])
-            c.exchanges = candidates[len(candidates) - sync.exchanges :] if sync.exchanges else []
+            c.exchanges = mirror_exchanges(c.exchanges, audio, sync.answer, sync.exchanges)
 
 
 def check_ray_available() -> str:
