@@ -189,7 +189,7 @@ class EngineReplica:
                     yield _NotOpen()
                     return
             except SourceBusyError as e:
-                yield _Failed(f"replica full: {e}", "internal")
+                yield _Failed(f"the replica has no free row: {e}", "busy")
                 return
             session = self.source.engine.sessions[session_id]  # type: ignore[attr-defined]
             done_before = session.turns_done
@@ -497,10 +497,9 @@ class RaySource:
                 return
             r = self._replicas[c.replica]
             r.sessions.discard(session_id)
-            if c.opened_on is None or c.opened_on != r.incarnation:
-                return
-            self._closing.append(r.actor.close_session.remote(session_id))  # type: ignore[attr-defined]
-            self._place_orphans()
+            if c.opened_on is not None and c.opened_on == r.incarnation:
+                self._closing.append(r.actor.close_session.remote(session_id))  # type: ignore[attr-defined]
+            self._place_orphans()  # a row is free: a session whose replica died may take it
 
     def run_turn(self, session_id: int, audio: np.ndarray, cancel: threading.Event) -> Iterator[Event]:
         with self._lock:
@@ -543,6 +542,8 @@ class RaySource:
                         with self._lock:
                             c.opened_on = None
                         break  # retry with the conversation
+                    if isinstance(item, _Failed) and item.kind == "busy":  # not opened there
+                        raise TurnError(f"{r.name()}: {item.message}")
                     if restore is not None:
                         with self._lock:
                             c.opened_on, restore = incarnation, None
