@@ -7,7 +7,7 @@ turn workers do; ZeroMQ is left out: ``bench/bridge.py`` measures the bridge). E
 (pace 0). A session is served in *real time* when every audio chunk arrives before a player who starts playing at
 the first chunk + ``--buffer-s`` needs it: ``arrival_k <= first + buffer + offset_k / 24000``. Reported per (R, N):
 sessions in real time, TTFA p50/max (first audio), worst lateness (negative: the smallest margin), aggregate answer
-audio per wall second; and per R
+audio per wall second, and the CPU the bridge's process spent per event received through Ray; and per R
 the largest N with every session in real time.
 
     python bench/scale.py [--replicas 1,2] [--sessions 1,2,4,8] [--seconds 2]     -> table + bench/results/scale.json
@@ -47,6 +47,7 @@ def one_round(source, n: int, base_sid: int, buffer_s: float, timeout_s: float) 
     for s in sids:
         source.open_session(s)
     stats: list[dict] = [{} for _ in sids]
+    counts = [0] * n
     go = threading.Barrier(n + 1)
 
     def run(k: int) -> None:
@@ -59,6 +60,7 @@ def one_round(source, n: int, base_sid: int, buffer_s: float, timeout_s: float) 
         try:
             for e in source.run_turn(sids[k], question(k), threading.Event()):
                 now = time.monotonic()
+                counts[k] += 1
                 if isinstance(e, AudioChunk):
                     if first is None:
                         first = now
@@ -85,10 +87,10 @@ def one_round(source, n: int, base_sid: int, buffer_s: float, timeout_s: float) 
     for t in threads:
         t.start()
     go.wait()
-    t0 = time.monotonic()
+    t0, cpu0 = time.monotonic(), time.process_time()
     for t in threads:
         t.join(timeout_s + 30)
-    wall = time.monotonic() - t0
+    wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
     for s in sids:
         source.close_session(s)
     good = [s for s in stats if "error" not in s]
@@ -101,6 +103,8 @@ def one_round(source, n: int, base_sid: int, buffer_s: float, timeout_s: float) 
         "ttfa_max_s": round(max(ttfa), 3) if ttfa else None,
         "worst_late_s": round(max((s["late_s"] for s in good if s["ttfa_s"] is not None), default=0.0), 3),
         "audio_s_per_wall_s": round(sum(s["audio_s"] for s in good) / wall, 2),
+        "events": sum(counts),
+        "bridge_cpu_us_per_event": round(1e6 * cpu / max(1, sum(counts)), 1),
         "errors": sorted({s["error"] for s in stats if "error" in s})[:3],
     }
 
@@ -162,10 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         ray.shutdown()
     print(f"\n{'replicas':>8} {'sessions':>8} {'real time':>9} {'TTFA p50':>9} {'TTFA max':>9} {'worst late':>10} "
-          f"{'audio s/s':>9}")  # fmt: skip
+          f"{'audio s/s':>9} {'us/event':>8}")  # fmt: skip
     for row in rows_out:
         print(f"{row['replicas']:>8} {row['sessions']:>8} {row['real_time']:>9} {row['ttfa_p50_s']!s:>9} "
-              f"{row['ttfa_max_s']!s:>9} {row['worst_late_s']:>10} {row['audio_s_per_wall_s']:>9}")  # fmt: skip
+              f"{row['ttfa_max_s']!s:>9} {row['worst_late_s']:>10} {row['audio_s_per_wall_s']:>9} "
+              f"{row['bridge_cpu_us_per_event']:>8}")  # fmt: skip
     print("largest session count with every session in real time: "
           + ", ".join(f"{r} replica(s): {n}" for r, n in best.items()))  # fmt: skip
     result = {

@@ -140,6 +140,7 @@ class EngineReplica:
             "max_sessions": self.source.max_sessions,
             "layouts": list(self.source.layouts),
             "sessions": sorted(self.source.engine.sessions),  # type: ignore[attr-defined]
+            "busy": [sid for sid, s in list(self.source.engine.sessions.items()) if s.busy],  # type: ignore[attr-defined]
             "up_s": time.time() - self._t0,
         }
 

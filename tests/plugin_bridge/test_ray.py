@@ -174,6 +174,30 @@ def test_sessions_spread_and_server_busy_only_when_every_replica_is_full(served)
     assert wait_until(lambda: all(not r["sessions"] for r in source.replicas()), 10)
 
 
+def test_cancel_mid_turn_reaches_the_replica_then_the_next_turn_completes(served):
+    source, _, endpoint = served
+    (c,) = connect(endpoint, 1)
+    try:
+        sid = c.welcome.session_id
+
+        def cancel_on_audio(msg, res):
+            if isinstance(msg, P.AudioChunk) and msg.sample_offset == 0:
+                c.cancel(res.turn_id)
+
+        res = c.run_turn(tone(210), 16000, timeout_s=120, retries=0, on_message=cancel_on_audio)
+        assert res.turn_end.status == P.TurnStatus.CANCELLED
+        assert res.turn_end.audio_samples < 1.2 * 24000  # stopped before the whole (paced) answer
+        replica = source.actor(source.placement(sid))
+        # the replica's engine stopped too: the cancelled exchange is closed in its history, no turn is left running
+        assert wait_until(lambda: not ray.get(replica.info.remote())["busy"], 30)
+        res2 = c.run_turn(tone(230), 16000, timeout_s=120, retries=0)
+        assert res2.completed, (res2.turn_end, res2.errors)
+        assert res2.turn_end.audio_samples >= round(1.2 * 24000)  # min_seconds = max_seconds: the whole answer
+    finally:
+        c.close()
+    assert wait_until(lambda: all(not r["sessions"] for r in source.replicas()), 10)
+
+
 def test_six_sessions_match_one_engine_and_survive_a_replica_killed_mid_answer(served):
     source, rec, endpoint = served
     clients = connect(endpoint, 6)
