@@ -377,6 +377,7 @@ class RaySource:
             spec = dataclasses.replace(spec, engine=dataclasses.replace(spec.engine, device="cuda"))
         self.spec = spec
         self.gpus = gpus
+        self.cpus = cpus
         self.health_s = health_s
         rows = spec.engine.sessions
         actor_cls = ray.remote(EngineReplica)
@@ -414,7 +415,7 @@ class RaySource:
             need = f"{self.gpus:g} GPU + " if self.gpus else ""
             raise InputError(
                 f"only {len(ready)} of {len(refs)} replicas started within {timeout_s:g} s (each needs {need}"
-                f"1 CPU; the cluster has {ray.cluster_resources()})"
+                f"{self.cpus:g} CPU; the cluster has {ray.cluster_resources()})"
             )
         infos = []
         for r, ref in zip(self._replicas, refs, strict=True):

@@ -268,3 +268,10 @@ def test_six_sessions_match_one_engine_and_survive_a_replica_killed_mid_answer(s
     finally:
         for c in clients:
             c.close()
+
+
+def test_replicas_that_cannot_be_placed_are_a_clear_error(served):
+    from a2llm_rt.errors import InputError
+
+    with pytest.raises(InputError, match=r"only 0 of 1 replicas started within 3 s \(each needs 64 CPU"):
+        RaySource(SPEC, replicas=1, cpus=64, start_timeout_s=3)  # the test cluster has 4
