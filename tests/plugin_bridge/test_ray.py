@@ -67,6 +67,8 @@ class Recorder:
 
 @pytest.fixture(scope="module")
 def served():
+    if ray.is_initialized():  # another test module left its cluster running in this process
+        ray.shutdown()
     try:
         ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     except Exception as e:  # noqa: BLE001
