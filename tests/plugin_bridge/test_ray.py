@@ -262,9 +262,19 @@ def test_six_sessions_match_one_engine_and_survive_a_replica_killed_mid_answer(s
         assert wait_until(lambda: source.replicas()[0]["up"] and source.replicas()[0]["pid"] != dead_pid, 180)
         late = connect(endpoint, 1)[0]
         try:
-            assert source.placement(late.welcome.session_id) == 0
+            lsid = late.welcome.session_id
+            assert source.placement(lsid) == 0
             r = late.run_turn(tone(400), 16000, timeout_s=120, retries=0)
             assert r.completed, (r.turn_end, r.errors)
+            # a replica that dies between turns: the next turn runs elsewhere (or on its restart) without an error,
+            # with the conversation restored
+            clients.pop().close()  # frees a row on replica 1
+            before = ray.get(source.actor(0).history.remote(lsid))
+            os.kill(source.replicas()[0]["pid"], signal.SIGKILL)
+            r = late.run_turn(tone(420), 16000, timeout_s=120, retries=0)
+            assert r.completed and not r.errors, (r.turn_end, r.errors)
+            after = ray.get(source.actor(source.placement(lsid)).history.remote(lsid))
+            assert after[: len(before)] == before and len(after) > len(before)
         finally:
             late.close()
     finally:
