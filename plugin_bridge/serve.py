@@ -5,6 +5,11 @@ real engine on seeded random tiny models (CPU, starts in seconds; the answers ar
 vocoder's tones), weight folders run the real models (``--device cuda``, ``--vocoder TOKEN2WAV_DIR``). With tiny
 models the events are paced to real time (``--pace``), as a model running at real time would deliver them.
 
+``--ray [ADDRESS] --replicas N`` puts the engines on Ray (:mod:`plugin_bridge.ray_source`): N replica actors, one
+GPU each where the cluster has GPUs, sessions placed on the least-loaded one and moved to another when theirs dies.
+ADDRESS: none starts a local Ray, ``auto`` joins ``ray start --head`` on this machine, ``ray://host:10001`` a remote
+cluster through Ray Client.
+
 ``--scripted`` serves the deterministic scripted source instead (text, a 220 Hz tone, a face sweep; every value a
 pure function of time), for tests that check exact values; any ``--script-*`` option implies it. SIGINT / SIGTERM
 stop the server gracefully (turns cancelled, clients told ``SHUTTING_DOWN``).
@@ -15,6 +20,8 @@ Examples::
     python -m plugin_bridge.serve --backbone models/step-audio-2-mini --motion models/motion --device cuda \\
         --vocoder models/step-audio-2-mini/token2wav --prompt-wav voice.wav
     python -m plugin_bridge.serve --scripted --script-seconds 2 --script-pace 0
+    python -m plugin_bridge.serve --backbone tiny --motion tiny --ray --replicas 2
+    python -m plugin_bridge.serve --backbone models/step-audio-2-mini --motion models/motion --ray auto --replicas 8
     python -m plugin_bridge.serve --backbone tiny --motion tiny --livelink 127.0.0.1:11111
     python -m plugin_bridge.serve --make-curve-keys keys/            # then:
     python -m plugin_bridge.serve --backbone tiny --motion tiny --bind tcp://0.0.0.0:5555 --curve-keys keys/
@@ -57,7 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="1 = release audio/face no faster than real time, 0 = as generated (default: 1 for tiny "
                     "models and the scripted source, 0 for real weights)")  # fmt: skip
     g = ap.add_argument_group("engine")
-    g.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
+    g.add_argument(
+        "--device",
+        default=None,
+        help="torch device (cpu, cuda, cuda:1; default cpu, or cuda on Ray replicas where the cluster has GPUs)",
+    )
     g.add_argument("--vocoder", default="tone", help="'tone' (test vocoder) or a Step-Audio-2 token2wav folder")
     g.add_argument("--prompt-wav", default=None, help="reference voice for token2wav")
     g.add_argument("--voice", action="append", default=[], metavar="NAME=PATH",
@@ -70,6 +81,24 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-align", action="store_true", help="send audio as soon as it is made, ahead of its face")
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 for tiny on the CPU)")
     add_motion_backend_args(g)
+    r = ap.add_argument_group("engines on Ray (plugin_bridge.ray_source)")
+    r.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="run the engines as Ray actors; ADDRESS: none = a local Ray, 'auto', 'ray://host:10001'",
+    )
+    r.add_argument("--replicas", type=int, default=2, help="engine replicas (each --engine-sessions rows)")
+    r.add_argument(
+        "--replica-gpus",
+        type=float,
+        default=None,
+        help="GPUs per replica (default: 1 when the Ray cluster has GPUs and --device is not cpu, else 0)",
+    )
+    r.add_argument("--replica-cpus", type=float, default=1.0, help="CPUs Ray reserves per replica")
+    r.add_argument("--replica-restarts", type=int, default=-1, help="times Ray restarts a dead replica (-1 = always)")
     s = ap.add_argument_group("scripted source (deterministic; for tests)")
     s.add_argument("--scripted", action="store_true", help="serve the scripted source instead of the engine")
     s.add_argument("--script-seconds", type=float, default=None, help="answer length, s (2; implies --scripted)")
@@ -99,18 +128,37 @@ def _source(args: argparse.Namespace):
                            **{k: v for k, v in script_opts.items() if v is not None})  # fmt: skip
     import torch
 
+    device = args.device or "cpu"
     threads = args.threads if args.threads is not None else (1 if args.backbone == "tiny" else None)
-    if threads is not None and args.device == "cpu":
+    if threads is not None and device == "cpu":
         torch.set_num_threads(max(1, threads))  # tiny models: thread start-up costs more than it saves
     options = EngineOptions(
-        device=args.device, vocoder=args.vocoder, prompt_wav=args.prompt_wav, seed=args.seed,
+        device=device, vocoder=args.vocoder, prompt_wav=args.prompt_wav, seed=args.seed,
         voices=parse_voices(args.voice),
         sessions=args.engine_sessions, max_seconds=args.max_seconds, min_seconds=args.min_seconds,
         motion_backend=motion_backend_from_args(args, threads or 0),
     )  # fmt: skip
+    if args.ray is not None:
+        return _ray_source(args, options, pace, threads)
     source = make_source(args.backbone, args.motion, engine=options, pace=pace, align=not args.no_align)
-    log.info("engine: backbone %s, motion %s on %s, %d sessions, pace %g", args.backbone, args.motion, args.device,
+    log.info("engine: backbone %s, motion %s on %s, %d sessions, pace %g", args.backbone, args.motion, device,
              source.max_sessions, pace)  # fmt: skip
+    return source
+
+
+def _ray_source(args: argparse.Namespace, options: EngineOptions, pace: float, threads: int | None):
+    from plugin_bridge.ray_source import RaySource, ReplicaSpec
+
+    gpus = args.replica_gpus
+    if gpus is None and args.device == "cpu":
+        gpus = 0.0  # an explicit --device cpu keeps the replicas off the GPUs
+    spec = ReplicaSpec(args.backbone, args.motion, options, pace=pace, align=not args.no_align, threads=threads)
+    source = RaySource(
+        spec, replicas=args.replicas, address=None if args.ray == "local" else args.ray, gpus=gpus,
+        cpus=args.replica_cpus, max_restarts=args.replica_restarts,
+    )  # fmt: skip
+    log.info("engines on Ray: %d replicas x %d sessions (%g GPU each), backbone %s, motion %s, pace %g",
+             args.replicas, args.engine_sessions, source.gpus, args.backbone, args.motion, pace)  # fmt: skip
     return source
 
 

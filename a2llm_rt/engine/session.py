@@ -125,3 +125,41 @@ class Session:
     def close(self) -> None:
         """Leave the engine: cancels a running turn and frees the cache row."""
         self.engine.close_session(self)
+
+    # ---- moving a conversation to another engine (plugin_bridge.ray_source) ------------------------------------------
+    def exchanges(self) -> int:
+        """Completed (user utterance, answer) exchanges the history holds (0 after a reset)."""
+        return sum(1 for t in self.history.turns if t.role == "assistant" and t.end is not None)
+
+    def last_answer_ids(self) -> list[int]:
+        """Token ids of the last completed answer after its opening (``<|BOT|>assistant\\n<tts_start>``), up to and
+        including its closing ``<|EOT|>``: what :meth:`restore_conversation` needs to replay it."""
+        last = next((t for t in reversed(self.history.turns) if t.role == "assistant" and t.end is not None), None)
+        if last is None:
+            return []
+        opening = len(self.history.fmt.assistant_open(speech=True))
+        return list(self.history.ids[last.start + opening : last.end])
+
+    def restore_conversation(self, exchanges: list[tuple[np.ndarray, list[int]]]) -> None:
+        """Replace the conversation with ``exchanges``: (user audio ``[n]`` float32 16 kHz, answer ids from
+        :meth:`last_answer_ids`) each, after the system prompt. The cache row is emptied; the next turn prefills the
+        whole conversation with its own utterance (a conversation too long for the row starts over, as always).
+
+        Used to continue a conversation on another engine after its engine died. Between turns only."""
+        from a2llm_rt.engine.engine import MIN_INPUT_SAMPLES
+        from a2llm_rt.models.prompt import prepare_waveform
+
+        history = ChatHistory(self.history.fmt, self.system_prompt)
+        for audio, answer in exchanges:
+            wave = prepare_waveform(np.asarray(audio, np.float32), 16000, self.engine.cfg.max_input_seconds)
+            if wave.numel() < MIN_INPUT_SAMPLES:  # as the engine's prefill pads a short utterance
+                wave = torch.nn.functional.pad(wave, (0, MIN_INPUT_SAMPLES - wave.numel()))
+            history.add_user_audio(wave)
+            history.start_assistant(speech=True)
+            history.append_generated(answer)
+            history.end_assistant()
+        with self.engine._lock:  # the cache is shared with the rows the background loop is stepping
+            if self.busy:
+                raise RuntimeError(f"session {self.id} has a turn running; restore between turns")
+            self.reset_conversation()
+            self.history = history
