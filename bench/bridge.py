@@ -6,6 +6,8 @@ all N sessions from one thread. Latency = client receive time - the server's ``s
 the turn worker encodes the event), both on the host's monotonic clock; the client takes every ready message off
 all its sockets (stamping each) before decoding any, so its own decode work is not counted as delivery time.
 Loss = audio samples and face frames the TurnEnd announced but the client did not receive, plus sequence-number gaps.
+Server CPU per message = the server process's CPU time (user + system, all threads, from /proc) during the row over the
+messages it delivered; its inverse is the most messages per second one fully used core could sustain.
 
     python bench/bridge.py [--sessions 1,16,64] [--seconds 5]     -> table + bench/results/bridge.json
 Goal: 64 sessions with 0 loss and p99 <= 5 ms.
@@ -38,7 +40,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_sessions(endpoint: str, n: int, seconds: float, timeout_s: float) -> dict:
+def _cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc), or None where unavailable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_sessions(endpoint: str, n: int, seconds: float, timeout_s: float, server_pid: int | None = None) -> dict:
     ctx = zmq.Context.instance()
     socks = []
     for _ in range(n):
@@ -63,6 +74,7 @@ def run_sessions(endpoint: str, n: int, seconds: float, timeout_s: float) -> dic
     state = {s: {"seq": None, "gaps": 0, "audio": 0, "face": 0, "end": None, "msgs": 0} for s in socks}
     gc.collect()
     gc.freeze()  # the client's own full collections would otherwise show up as delivery latency
+    cpu0 = _cpu_s(server_pid) if server_pid else None
     for s in socks:
         s.send_multipart(P.UserAudio(question, 16000, 0, True, turn_id=1).encode_frames())
     lat: list[float] = []
@@ -105,6 +117,7 @@ def run_sessions(endpoint: str, n: int, seconds: float, timeout_s: float) -> dic
             for s in socks:
                 s.send_multipart(P.Heartbeat(time.monotonic_ns() // 1000, 0).encode_frames())
     wall = time.monotonic() - t0
+    cpu1 = _cpu_s(server_pid) if server_pid else None
     expected_frames = round(seconds * 25)
     lost_audio = lost_face = gaps = incomplete = 0
     for st in state.values():
@@ -118,11 +131,15 @@ def run_sessions(endpoint: str, n: int, seconds: float, timeout_s: float) -> dic
         s.send_multipart(P.Bye().encode_frames())
         s.close(0)
     a = np.asarray(lat)
+    msgs = int(sum(st["msgs"] for st in state.values()))
+    cpu_us = None if cpu0 is None or cpu1 is None or not msgs else (cpu1 - cpu0) / msgs * 1e6
     return {
         "sessions": n,
         "seconds": seconds,
-        "messages": int(sum(st["msgs"] for st in state.values())),
-        "msgs_per_s": round(sum(st["msgs"] for st in state.values()) / wall, 1),
+        "messages": msgs,
+        "msgs_per_s": round(msgs / wall, 1),
+        "server_cpu_us_per_msg": None if cpu_us is None else round(cpu_us, 1),
+        "max_msgs_per_cpu_s": None if not cpu_us else round(1e6 / cpu_us),
         "p50_ms": round(float(np.percentile(a, 50)), 3) if a.size else None,
         "p99_ms": round(float(np.percentile(a, 99)), 3) if a.size else None,
         "max_ms": round(float(a.max()), 3) if a.size else None,
@@ -156,17 +173,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         time.sleep(0.5)
         for n in counts:
-            rows.append(run_sessions(endpoint, n, args.seconds, timeout_s=args.seconds * 3 + 30))
+            rows.append(run_sessions(endpoint, n, args.seconds, timeout_s=args.seconds * 3 + 30, server_pid=server.pid))
             time.sleep(0.3)
     finally:
         server.terminate()
         server.wait(10)
     head = f"{'sessions':>8} {'msgs/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'lost aud':>9} {'lost face':>9}"
-    print(head + f" {'seq gaps':>8} {'incompl':>7}")
+    print(head + f" {'seq gaps':>8} {'incompl':>7} {'cpu us/msg':>10} {'max msg/cpu-s':>13}")
     for r in rows:
         print(
             f"{r['sessions']:>8} {r['msgs_per_s']:>8} {r['p50_ms']:>8} {r['p99_ms']:>8} {r['max_ms']:>8} "
-            f"{r['lost_audio_samples']:>9} {r['lost_face_frames']:>9} {r['seq_gaps']:>8} {r['incomplete_turns']:>7}"
+            f"{r['lost_audio_samples']:>9} {r['lost_face_frames']:>9} {r['seq_gaps']:>8} {r['incomplete_turns']:>7} "
+            f"{r['server_cpu_us_per_msg']!s:>10} {r['max_msgs_per_cpu_s']!s:>13}"
         )
     goal = next((r for r in rows if r["sessions"] == 64), None)
     ok = goal is not None and goal["lost_audio_samples"] == goal["lost_face_frames"] == goal["incomplete_turns"] == 0
