@@ -70,6 +70,9 @@ def tiny_model(seed: int = 0, flow: FlowConfig | None = None, hift: HiFTConfig |
 def tiny_voice(model: Token2Wav, n_codes: int = 10, seed: int = 1, name: str = "tiny") -> Voice:
     g = torch.Generator().manual_seed(seed)
     c = model.flow_cfg
-    return Voice(torch.randint(0, c.vocab_size, (n_codes,), generator=g),
-                 torch.randn(2 * n_codes, c.output_size, generator=g) - 4.0,
-                 torch.randn(c.spk_embed_dim, generator=g), name)
+    return Voice(
+        torch.randint(0, c.vocab_size, (n_codes,), generator=g),
+        torch.randn(2 * n_codes, c.output_size, generator=g) - 4.0,
+        torch.randn(c.spk_embed_dim, generator=g),
+        name,
+    )

@@ -16,7 +16,13 @@ from a2llm_rt.speech.token2wav import load_token2wav
 
 from .helpers import tiny_model, tiny_voice
 
-torch.set_grad_enabled(False)
+
+@pytest.fixture(autouse=True)
+def _no_grad():
+    """Inference only (a module-level ``set_grad_enabled(False)`` would leak into every later test file)."""
+    with torch.no_grad():
+        yield
+
 
 #: Step-Audio-2-mini's flow.yaml layout (hyperpyyaml tags; values as upstream's streaming code builds the model).
 FLOW_YAML = """\
@@ -64,18 +70,23 @@ flow: !new:cosyvoice2.flow.flow.CausalMaskedDiffWithXvec
 
 def _tiny_yaml(c: FlowConfig) -> str:
     y = FLOW_YAML
-    for a, b in (("input_size: 512", f"input_size: {c.input_size}"),
-                 ("output_size: 512", f"output_size: {c.input_size}"),
-                 ("llm_input_size: 512", f"llm_input_size: {c.input_size}"), ("output_size: 80", f"output_size: "
-                 f"{c.output_size}"), ("spk_embed_dim: 192", f"spk_embed_dim: {c.spk_embed_dim}"),
-                 ("num_blocks: 6", f"num_blocks: {c.encoder_blocks}"),
-                 ("num_up_blocks: 4", f"num_up_blocks: {c.encoder_up_blocks}"),
-                 ("attention_heads: 8", f"attention_heads: {c.encoder_heads}"),
-                 ("linear_units: 2048", f"linear_units: {c.encoder_linear_units}"),
-                 ("in_channels: 320", f"in_channels: {4 * c.output_size}"),
-                 ("out_channels: 80", f"out_channels: {c.output_size}"), ("depth: 16", f"depth: {c.dit_depth}"),
-                 ("num_heads: 8", f"num_heads: {c.dit_heads}"), ("head_dim: 64", f"head_dim: {c.dit_head_dim}"),
-                 ("hidden_size: 512", f"hidden_size: {c.dit_hidden}")):
+    for a, b in (
+        ("input_size: 512", f"input_size: {c.input_size}"),
+        ("output_size: 512", f"output_size: {c.input_size}"),
+        ("llm_input_size: 512", f"llm_input_size: {c.input_size}"),
+        ("output_size: 80", f"output_size: {c.output_size}"),
+        ("spk_embed_dim: 192", f"spk_embed_dim: {c.spk_embed_dim}"),
+        ("num_blocks: 6", f"num_blocks: {c.encoder_blocks}"),
+        ("num_up_blocks: 4", f"num_up_blocks: {c.encoder_up_blocks}"),
+        ("attention_heads: 8", f"attention_heads: {c.encoder_heads}"),
+        ("linear_units: 2048", f"linear_units: {c.encoder_linear_units}"),
+        ("in_channels: 320", f"in_channels: {4 * c.output_size}"),
+        ("out_channels: 80", f"out_channels: {c.output_size}"),
+        ("depth: 16", f"depth: {c.dit_depth}"),
+        ("num_heads: 8", f"num_heads: {c.dit_heads}"),
+        ("head_dim: 64", f"head_dim: {c.dit_head_dim}"),
+        ("hidden_size: 512", f"hidden_size: {c.dit_hidden}"),
+    ):
         y = y.replace(a, b)
     return y
 
@@ -86,16 +97,19 @@ def test_real_flow_yaml_gives_step_audio2_config(tmp_path):
     assert flow_config_from_yaml(p) == FlowConfig.step_audio2()
 
 
-@pytest.mark.parametrize("evil", [
-    "x: !!python/object/apply:os.system ['echo pwned']",
-    "x: !new:os.system {command: 'echo pwned'}",
-    "x: !name:subprocess.Popen",
-    "x: !apply:os.system ['echo pwned']",
-    "x: !module:os",
-    "x: !new:cosyvoice2.flow.decoder_dit.DiT [1, 2]",
-    "x: !ref <nowhere>",
-    "x: !ref <a>.__class__",
-])
+@pytest.mark.parametrize(
+    "evil",
+    [
+        "x: !!python/object/apply:os.system ['echo pwned']",
+        "x: !new:os.system {command: 'echo pwned'}",
+        "x: !name:subprocess.Popen",
+        "x: !apply:os.system ['echo pwned']",
+        "x: !module:os",
+        "x: !new:cosyvoice2.flow.decoder_dit.DiT [1, 2]",
+        "x: !ref <nowhere>",
+        "x: !ref <a>.__class__",
+    ],
+)
 def test_object_building_tags_are_refused(tmp_path, evil):
     p = tmp_path / "flow.yaml"
     p.write_text(evil + "\n")
@@ -154,16 +168,18 @@ def test_folder_round_trip_and_safetensors_converter(tmp_path):
     ref = model.synthesize(list(range(40)), v, generator=torch.Generator().manual_seed(0))
     loaded = load_token2wav(d)
     loaded.flow.decoder.rand_noise = model.flow.decoder.rand_noise
-    torch.testing.assert_close(loaded.synthesize(list(range(40)), v, generator=torch.Generator().manual_seed(0)), ref,
-                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        loaded.synthesize(list(range(40)), v, generator=torch.Generator().manual_seed(0)), ref, atol=1e-5, rtol=0
+    )
     written = convert_folder(d)
     assert [p.name for p in written] == ["flow.safetensors", "hift.safetensors"]
     (d / "flow.pt").unlink()
     (d / "hift.pt").unlink()
     again = load_token2wav(d)
     again.flow.decoder.rand_noise = model.flow.decoder.rand_noise
-    torch.testing.assert_close(again.synthesize(list(range(40)), v, generator=torch.Generator().manual_seed(0)), ref,
-                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        again.synthesize(list(range(40)), v, generator=torch.Generator().manual_seed(0)), ref, atol=1e-5, rtol=0
+    )
 
 
 class _Evil:

@@ -30,9 +30,9 @@ def test_vocoder_interface_streams_in_chunks():
     codes = np.random.default_rng(0).integers(0, 6561, size=60)
     st = voc.init_state()
     pcm1, st = voc.push(codes[:27], st)
-    assert pcm1.size == 0 and st.codes_in == 27          # not a full chunk + look-ahead yet
+    assert pcm1.size == 0 and st.codes_in == 27  # not a full chunk + look-ahead yet
     pcm2, st = voc.push(codes[27:30], st)
-    assert pcm2.size == 25 * 960 - 3840                   # first audio after 28 codes
+    assert pcm2.size == 25 * 960 - 3840  # first audio after 28 codes
     pcm3, st = voc.push(codes[30:], st, final=True)
     assert st.finished and st.samples_out == pcm2.size + pcm3.size == 60 * 960
     with pytest.raises(InputError, match="finished"):
@@ -54,8 +54,8 @@ def test_turn_through_engine_streams_speech_chunk_by_chunk():
     total = sum(c.pcm.size for c in chunks)
     assert total % 960 == 0 and total > 0
     n_codes = total // 960
-    assert n_codes >= 28 + 25, n_codes                    # long enough for two chunks
-    assert len([c for c in chunks if c.pcm.size]) >= 2     # audio streamed before the turn's end
+    assert n_codes >= 28 + 25, n_codes  # long enough for two chunks
+    assert len([c for c in chunks if c.pcm.size]) >= 2  # audio streamed before the turn's end
     assert [c.sample_offset for c in chunks] == list(np.cumsum([0] + [c.pcm.size for c in chunks[:-1]]))
     assert all(c.sample_rate == 24000 for c in chunks)
     assert all(np.isfinite(c.pcm).all() and np.abs(c.pcm).max() <= 0.99 for c in chunks if c.pcm.size)
@@ -73,11 +73,13 @@ def test_load_vocoder_from_folder_with_named_voices(tmp_path):
     d = _write_folder(tmp_path, m)
     tiny_voice(m, seed=1, name="alice").save(tmp_path / "alice.voice.safetensors")
     tiny_voice(m, seed=2, name="bob").save(tmp_path / "bob.voice.safetensors")
-    voices = dict(parse_voices([f"alice={tmp_path / 'alice.voice.safetensors'}",
-                                f"bob={tmp_path / 'bob.voice.safetensors'}"]))
+    voices = dict(
+        parse_voices([f"alice={tmp_path / 'alice.voice.safetensors'}", f"bob={tmp_path / 'bob.voice.safetensors'}"])
+    )
     voc = load_vocoder(str(d), 6561, voices=voices)
-    assert isinstance(voc, NativeToken2WavVocoder) and voc.default_voice == "alice" and set(voc.voices) == {"alice",
-                                                                                                          "bob"}
+    assert (
+        isinstance(voc, NativeToken2WavVocoder) and voc.default_voice == "alice" and set(voc.voices) == {"alice", "bob"}
+    )
     pcm, st = voc.push(list(range(30)), voc.init_state("bob"), final=True)
     assert pcm.size == 30 * 960 and st.voice == "bob"
     with pytest.raises(InputError, match="needs a voice"):

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from a2llm_rt.speech.token2wav import SpeechStream
 
 from .helpers import golden, golden_model, golden_voice
 
-torch.set_grad_enabled(False)
+
+@pytest.fixture(autouse=True)
+def _no_grad():
+    """Inference only (a module-level ``set_grad_enabled(False)`` would leak into every later test file)."""
+    with torch.no_grad():
+        yield
+
+
 # float32 CPU; upstream and we run the same operations, differences are summation-order rounding
 MEL_ATOL = 1e-4
 WAV_ATOL = 1e-5
@@ -38,16 +46,20 @@ def test_hift_whole_sequence_matches_upstream():
     # the F0 is voiced (harmonic source path exercised), and the waveform is not silent
     assert m.hift.f0_predictor(t["whole_mel"]).min() > m.hift.cfg.nsf_voiced_threshold
     assert t["whole_wav"].abs().max() > 0.01
-    wav_c, _ = m.hift(t["whole_mel"][:, :, :30], src[:, :, :3840],
-                      generator=torch.Generator().manual_seed(meta["hift_seeds"]["cached"]))
+    wav_c, _ = m.hift(
+        t["whole_mel"][:, :, :30],
+        src[:, :, :3840],
+        generator=torch.Generator().manual_seed(meta["hift_seeds"]["cached"]),
+    )
     torch.testing.assert_close(wav_c, t["hift_cached_wav"], atol=WAV_ATOL, rtol=0)
 
 
 def test_synthesize_whole_answer_matches_upstream():
     meta, t = golden()
     m = golden_model()
-    wav = m.synthesize(t["codes"][0], golden_voice(),
-                       generator=torch.Generator().manual_seed(meta["hift_seeds"]["whole"]))
+    wav = m.synthesize(
+        t["codes"][0], golden_voice(), generator=torch.Generator().manual_seed(meta["hift_seeds"]["whole"])
+    )
     torch.testing.assert_close(wav, t["whole_wav"][0], atol=WAV_ATOL, rtol=0)
 
 
@@ -77,8 +89,9 @@ def test_streamed_mel_matches_upstream_streaming():
     for i, (c, last) in enumerate(s.push(t["codes"][0].tolist(), final=True)):
         flow = m.flow
         st = s.state
-        h, _, _ = flow.encoder.forward_chunk(flow.input_embedding(torch.tensor([c])), last, st.enc_cnn,
-                                             st.enc_att.transpose(0, 1))
+        h, _, _ = flow.encoder.forward_chunk(
+            flow.input_embedding(torch.tensor([c])), last, st.enc_cnn, st.enc_att.transpose(0, 1)
+        )
         _, s.state = m.step(torch.tensor([c]), st, last)
         # the new HiFT mel cache holds the chunk's last 8 mel frames
         torch.testing.assert_close(s.state.hift_mel, t[f"stream_mel_{i}"][..., -8:], atol=MEL_ATOL, rtol=0)

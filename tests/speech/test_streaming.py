@@ -12,15 +12,111 @@ from a2llm_rt.speech.voice import Voice
 
 from .helpers import tiny_model, tiny_voice
 
-torch.set_grad_enabled(False)
+
+@pytest.fixture(autouse=True)
+def _no_grad():
+    """Inference only (a module-level ``set_grad_enabled(False)`` would leak into every later test file)."""
+    with torch.no_grad():
+        yield
+
 
 #: Step-Audio2's token2wav.py example answer (94 codes).
-UPSTREAM_EXAMPLE = [1493, 4299, 4218, 2049, 528, 2752, 4850, 4569, 4575, 6372, 2127, 4068, 2312, 4993, 4769, 2300, 226,
-                    2175, 2160, 2152, 6311, 6065, 4859, 5102, 4615, 6534, 6426, 1763, 2249, 2209, 5938, 1725, 6048,
-                    3816, 6058, 958, 63, 4460, 5914, 2379, 735, 5319, 4593, 2328, 890, 35, 751, 1483, 1484, 1483, 2112,
-                    303, 4753, 2301, 5507, 5588, 5261, 5744, 5501, 2341, 2001, 2252, 2344, 1860, 2031, 414, 4366, 4366,
-                    6059, 5300, 4814, 5092, 5100, 1923, 3054, 4320, 4296, 2148, 4371, 5831, 5084, 5027, 4946, 4946,
-                    2678, 575, 575, 521, 518, 638, 1367, 2804, 3402, 4299]
+UPSTREAM_EXAMPLE = [
+    1493,
+    4299,
+    4218,
+    2049,
+    528,
+    2752,
+    4850,
+    4569,
+    4575,
+    6372,
+    2127,
+    4068,
+    2312,
+    4993,
+    4769,
+    2300,
+    226,
+    2175,
+    2160,
+    2152,
+    6311,
+    6065,
+    4859,
+    5102,
+    4615,
+    6534,
+    6426,
+    1763,
+    2249,
+    2209,
+    5938,
+    1725,
+    6048,
+    3816,
+    6058,
+    958,
+    63,
+    4460,
+    5914,
+    2379,
+    735,
+    5319,
+    4593,
+    2328,
+    890,
+    35,
+    751,
+    1483,
+    1484,
+    1483,
+    2112,
+    303,
+    4753,
+    2301,
+    5507,
+    5588,
+    5261,
+    5744,
+    5501,
+    2341,
+    2001,
+    2252,
+    2344,
+    1860,
+    2031,
+    414,
+    4366,
+    4366,
+    6059,
+    5300,
+    4814,
+    5092,
+    5100,
+    1923,
+    3054,
+    4320,
+    4296,
+    2148,
+    4371,
+    5831,
+    5084,
+    5027,
+    4946,
+    4946,
+    2678,
+    575,
+    575,
+    521,
+    518,
+    638,
+    1367,
+    2804,
+    3402,
+    4299,
+]
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +163,7 @@ def test_push_granularity_does_not_change_output(model):
     g = torch.Generator().manual_seed(3)
     pieces = []
     for i in range(0, len(codes), 7):
-        for c, last in s.push(codes[i:i + 7]):
+        for c, last in s.push(codes[i : i + 7]):
             w, s.state = model.step(torch.tensor([c]), s.state, last, g)
             pieces.append(w[0])
     for c, last in s.push([], final=True):
@@ -83,7 +179,7 @@ def test_no_click_at_chunk_joins(model):
     typical = torch.quantile(d, 0.999)
     joins = [20160, 20160 + 24000, 20160 + 48000]
     for j in joins:
-        assert d[j - 2: j + 2].max() <= typical, f"click at sample {j}"
+        assert d[j - 2 : j + 2].max() <= typical, f"click at sample {j}"
 
 
 def test_sessions_are_independent_and_batch_equals_single(model):
@@ -111,7 +207,7 @@ def test_sessions_are_independent_and_batch_equals_single(model):
 def test_step_does_not_modify_the_state(model):
     s = SpeechStream(model, tiny_voice(model))
     before = {k: v.clone() for k, v in s.state.tensors().items()}
-    (c, last), = s.push(UPSTREAM_EXAMPLE[:28])
+    ((c, last),) = s.push(UPSTREAM_EXAMPLE[:28])
     model.step(torch.tensor([c]), s.state, last)
     for k, v in s.state.tensors().items():
         assert torch.equal(v, before[k]), k

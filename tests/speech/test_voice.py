@@ -19,27 +19,39 @@ from .helpers import tiny_model
 def _tokenizer_onnx(path):
     """feats [1, 128, T], feats_length [1] -> codes [1, ceil(T/4)] (argmax over bins, every 4th frame)."""
     g = helper.make_graph(
-        [helper.make_node("ArgMax", ["feats"], ["am"], axis=1, keepdims=0),
-         helper.make_node("Slice", ["am", "starts", "ends", "axes", "steps"], ["codes"])],
-        "tok", [helper.make_tensor_value_info("feats", TensorProto.FLOAT, [1, 128, "T"]),
-                helper.make_tensor_value_info("feats_length", TensorProto.INT32, [1])],
+        [
+            helper.make_node("ArgMax", ["feats"], ["am"], axis=1, keepdims=0),
+            helper.make_node("Slice", ["am", "starts", "ends", "axes", "steps"], ["codes"]),
+        ],
+        "tok",
+        [
+            helper.make_tensor_value_info("feats", TensorProto.FLOAT, [1, 128, "T"]),
+            helper.make_tensor_value_info("feats_length", TensorProto.INT32, [1]),
+        ],
         [helper.make_tensor_value_info("codes", TensorProto.INT64, [1, "N"])],
-        [numpy_helper.from_array(np.array([0], np.int64), "starts"),
-         numpy_helper.from_array(np.array([1 << 30], np.int64), "ends"),
-         numpy_helper.from_array(np.array([1], np.int64), "axes"),
-         numpy_helper.from_array(np.array([4], np.int64), "steps")])
+        [
+            numpy_helper.from_array(np.array([0], np.int64), "starts"),
+            numpy_helper.from_array(np.array([1 << 30], np.int64), "ends"),
+            numpy_helper.from_array(np.array([1], np.int64), "axes"),
+            numpy_helper.from_array(np.array([4], np.int64), "steps"),
+        ],
+    )
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
 
 
 def _campplus_onnx(path, dim):
     w = np.random.default_rng(0).standard_normal((80, dim)).astype(np.float32)
     g = helper.make_graph(
-        [helper.make_node("ReduceMean", ["x"], ["m"], axes=[1], keepdims=0),
-         helper.make_node("Add", ["m", "one"], ["m1"]),
-         helper.make_node("MatMul", ["m1", "w"], ["emb"])],
-        "cam", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "T", 80])],
+        [
+            helper.make_node("ReduceMean", ["x"], ["m"], axes=[1], keepdims=0),
+            helper.make_node("Add", ["m", "one"], ["m1"]),
+            helper.make_node("MatMul", ["m1", "w"], ["emb"]),
+        ],
+        "cam",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "T", 80])],
         [helper.make_tensor_value_info("emb", TensorProto.FLOAT, [1, dim])],
-        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.ones(80, np.float32), "one")])
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.ones(80, np.float32), "one")],
+    )
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
 
 
@@ -71,8 +83,10 @@ def test_voice_from_wav_and_file_round_trip(folder, tmp_path):
     # usable by a model with 80 mel bins: the voice conditions a stream
     from a2llm_rt.speech.config import FlowConfig, HiFTConfig
 
-    m = tiny_model(flow=FlowConfig(**{**FlowConfig.tiny().__dict__, "output_size": 80}),
-                   hift=HiFTConfig(**{**HiFTConfig.tiny().__dict__, "in_channels": 80}))
+    m = tiny_model(
+        flow=FlowConfig(**{**FlowConfig.tiny().__dict__, "output_size": 80}),
+        hift=HiFTConfig(**{**HiFTConfig.tiny().__dict__, "in_channels": 80}),
+    )
     s = SpeechStream(m, v)
     wav = s.run(s.push(list(range(30)), final=True))
     assert wav.numel() == 30 * 960
