@@ -178,11 +178,11 @@ def start_extra_services(ctx: DemoContext) -> None:
 
 def wait_for_ctrl_c(ctx: DemoContext) -> None:
     """Keep the server and the viewer up until Ctrl-C (or SIGTERM)."""
-    # the handler first: whoever reads the line below may send SIGTERM at once
+    # the handler first and the announcement inside the try: whoever reads it may send SIGTERM at once
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    print(f"\nTalk to the avatar in your browser: open {ctx.viewer_url}  (Ctrl-C stops the server and the viewer)",
-          flush=True)  # fmt: skip
     try:
+        print(f"\nTalk to the avatar in your browser: open {ctx.viewer_url}  (Ctrl-C stops the server and the viewer)",
+              flush=True)  # fmt: skip
         while ctx.server is not None and ctx.server.poll() is None:
             time.sleep(0.5)
         print("the bridge server stopped", file=sys.stderr)
