@@ -88,3 +88,21 @@ def test_load_vocoder_from_folder_with_named_voices(tmp_path):
         load_vocoder(str(d), 100, voices=voices)
     with pytest.raises(SystemExit, match="NAME=PATH"):
         parse_voices(["alice"])
+
+
+def test_turn_through_the_bridge_streams_speech_chunk_by_chunk():
+    """The issue's end-to-end check: a client of the bridge receives the native token2wav's speech in several
+    AudioChunks before the TurnEnd, contiguous, with the face covering it."""
+    from plugin_bridge import protocol as P
+    from plugin_bridge.client import BridgeClient
+    from plugin_bridge.event_source import EngineSource
+    from tests.plugin_bridge.test_engine_source import Served, assert_complete, record_turn
+
+    eng = greedy_engine(max_sessions=1, max_seconds=4.0, min_seconds=3.0)
+    eng.stack = dataclasses.replace(eng.stack, vocoder=_vocoder(eng.stack.backbone.layout.audio_codes))
+    with Served(EngineSource(eng)) as s, BridgeClient(s.endpoint) as c:
+        res, msgs = record_turn(c, tone(0.5, 220.0))
+        assert_complete(res, msgs)
+        chunks = [m for m in msgs if isinstance(m, P.AudioChunk)]
+        assert len([m for m in chunks if m.samples.size]) >= 2  # streamed in pieces, not one block at the end
+        assert res.turn_end.audio_samples >= (28 + 25) * 960  # two token2wav chunks at least
