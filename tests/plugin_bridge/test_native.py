@@ -167,8 +167,9 @@ def test_live_turn_against_python_server(native_build: Path, live_server: str) -
         assert f"ok   {name}" in out, out[-4000:]
 
 
-def test_native_client_reconnects_after_server_restart(native_build: Path) -> None:
-    """The core notices a restarted server (its heartbeat gets NOT_WELCOMED), says Hello again, and runs a turn."""
+def reconnect_after_server_restart(client_argv: list[str], **popen: object) -> None:
+    """Start a tiny server, start ``client_argv + [endpoint]`` (a ``test_live --reconnect`` build), restart the server
+    once the client prints READY, and check that the client reconnected by itself and ran a turn."""
     port = free_port()
     endpoint = f"tcp://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "plugin_bridge.serve", "--backbone", "tiny", "--motion", "tiny", "--bind", endpoint]
@@ -178,10 +179,7 @@ def test_native_client_reconnects_after_server_restart(native_build: Path) -> No
     try:
         _wait_port(port, servers[0])
         client = subprocess.Popen(
-            [str(native_build / "test_live"), "--reconnect", endpoint],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+            [*client_argv, endpoint], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen
         )
         assert client.stdout is not None
         line = client.stdout.readline()  # the client prints READY once welcomed (or fails and exits)
@@ -197,3 +195,8 @@ def test_native_client_reconnects_after_server_restart(native_build: Path) -> No
             if p is not None and p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+def test_native_client_reconnects_after_server_restart(native_build: Path) -> None:
+    """The core notices a restarted server (its heartbeat gets NOT_WELCOMED), says Hello again, and runs a turn."""
+    reconnect_after_server_restart([str(native_build / "test_live"), "--reconnect"])

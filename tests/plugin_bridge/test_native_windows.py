@@ -15,17 +15,18 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import struct
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from plugin_bridge import protocol as P
-from tests.plugin_bridge.helpers import free_port
-from tests.plugin_bridge.test_native import _mutations, _wait_port, live_server  # noqa: F401  (a fixture)
+from tests.plugin_bridge.test_native import (  # noqa: F401  (live_server: a fixture)
+    _mutations,
+    live_server,
+    reconnect_after_server_restart,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "build" / "native-windows"
@@ -128,34 +129,5 @@ def test_live_turn_and_cancel_under_wine(wine_env: dict[str, str], live_server: 
 
 def test_windows_client_reconnects_after_server_restart_under_wine(wine_env: dict[str, str]) -> None:
     """The Windows core notices a restarted server (NOT_WELCOMED), says Hello again by itself, and runs a turn."""
-    port = free_port()
-    endpoint = f"tcp://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "plugin_bridge.serve", "--backbone", "tiny", "--motion", "tiny", "--bind", endpoint]
-    cmd += ["--script-seconds", "0.5"]
-    servers = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)]
-    client = None
-    try:
-        _wait_port(port, servers[0])
-        wine = shutil.which("wine") or shutil.which("wine64")
-        client = subprocess.Popen(
-            [str(wine), str(BUILD / "test_live.exe"), "--reconnect", endpoint],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=wine_env,
-            cwd=BUILD,
-        )
-        assert client.stdout is not None
-        line = client.stdout.readline()  # READY once welcomed (or the failure, then exit)
-        assert line.strip() == "READY", line + client.stdout.read()
-        servers[0].send_signal(signal.SIGTERM)
-        servers[0].wait(timeout=10)
-        servers.append(subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT))
-        out, _ = client.communicate(timeout=600)
-        assert client.returncode == 0, out
-        assert "ok   reconnects_after_server_restart" in out, out
-    finally:
-        for p in [*servers, client]:
-            if p is not None and p.poll() is None:
-                p.kill()
-                p.wait()
+    wine = shutil.which("wine") or shutil.which("wine64")
+    reconnect_after_server_restart([str(wine), str(BUILD / "test_live.exe"), "--reconnect"], env=wine_env, cwd=BUILD)
