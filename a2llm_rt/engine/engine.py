@@ -209,12 +209,17 @@ class Engine:
         session_id: int | None = None,
         sampling: SamplingConfig | None = None,
         system_prompt: str | None | EllipsisType = ...,
+        voice: str | None = None,
     ) -> Session:
         """Open a session on a free cache row (:class:`EngineBusyError` when none is left).
 
         ``system_prompt`` is the character's persona (default: the config's); a persona is untrusted text, checked
-        by :meth:`ChatFormat.plain_text` against ``max_persona_chars`` before a row is taken.
+        by :meth:`ChatFormat.plain_text` against ``max_persona_chars`` before a row is taken. ``voice`` names one of
+        the vocoder's voices (None: its default); an unknown one is refused before a row is taken.
         """
+        known = self.stack.vocoder.voices
+        if voice is not None and known and voice not in known:
+            raise InputError(f"unknown voice {voice!r} (this server has {', '.join(sorted(known))})")
         prompt = self.cfg.system_prompt if system_prompt is ... else system_prompt
         if system_prompt is not ... and prompt is not None:
             prompt = self.fmt.plain_text(prompt, "persona", self.cfg.max_persona_chars)
@@ -235,6 +240,7 @@ class Engine:
             if sampling is None:
                 sampling = dataclasses.replace(self.cfg.sampling, seed=self.cfg.sampling.seed + session_id)
             s = Session(self, session_id, row, ChatHistory(self.fmt, prompt), sampling, prompt)
+            s.voice = voice
             self.sessions[session_id] = s
             return s
 
@@ -433,7 +439,7 @@ class Engine:
         t = TurnState(clock=clock)
         t.recent_text = type(t.recent_text)(maxlen=max(1, sp.text.penalty_window))
         t.recent_audio = type(t.recent_audio)(maxlen=max(1, sp.audio.penalty_window))
-        t.voc_state = self.stack.vocoder.init_state()
+        t.voc_state = self.stack.vocoder.init_state(s.voice)
         t.dec_state = self.stack.motion.init_decode_state(1, self.device)
         s.turn = t
         return out.logits[0]

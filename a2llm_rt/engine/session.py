@@ -61,6 +61,8 @@ class Session:
         """Audio submitted for the next turn (waveform, sample rate), prefilled at the next engine step."""
         self.pending_text: str | None = None
         """Typed text submitted for the next turn (``Engine.submit_text``), prefilled at the next engine step."""
+        self.voice: str | None = None
+        """The vocoder voice of this character's answers (None: the vocoder's default)."""
         self.context: str | None = None
         """Game context (``Engine.set_context``): a system message added before the next user turn when it changed."""
         self.context_sent: str | None = None

@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -60,10 +60,13 @@ class Vocoder(ABC):
     lookahead_codes: int = 0
     chunk_codes: int = 1
     n_codes: int = 6561
+    voices: Mapping[str, object] | tuple[str, ...] = ()
+    """The voices a session may choose, by name (empty: one voice, and the choice is ignored)."""
 
     @abstractmethod
-    def init_state(self) -> VocoderState:
-        """A fresh state for one stream (one turn of one session)."""
+    def init_state(self, voice: str | None = None) -> VocoderState:
+        """A fresh state for one stream (one turn of one session) in ``voice`` (a name from :attr:`voices`; None:
+        the default). :class:`~a2llm_rt.errors.InputError` for an unknown voice."""
 
     @abstractmethod
     def push(self, codes: Codes, state: VocoderState, final: bool = False) -> tuple[np.ndarray, VocoderState]:
@@ -150,8 +153,8 @@ class ToneVocoder(Vocoder):
         env[freqs > 0.45 * SAMPLE_RATE] = 0.0
         return f0, env * (loud / env.sum())
 
-    def init_state(self) -> ToneState:
-        return ToneState()
+    def init_state(self, voice: str | None = None) -> ToneState:
+        return ToneState()  # a test vocoder: one "voice" whatever is asked
 
     def _segment(self, code: int, prev_code: int, phase: float) -> tuple[np.ndarray, float]:
         """One code's 960 samples (float64) and the phase after them."""

@@ -106,3 +106,19 @@ def test_turn_through_the_bridge_streams_speech_chunk_by_chunk():
         chunks = [m for m in msgs if isinstance(m, P.AudioChunk)]
         assert len([m for m in chunks if m.samples.size]) >= 2  # streamed in pieces, not one block at the end
         assert res.turn_end.audio_samples >= (28 + 25) * 960  # two token2wav chunks at least
+
+
+def test_each_session_speaks_with_its_own_voice():
+    eng = greedy_engine(max_sessions=2, max_seconds=1.6, min_seconds=1.2)
+    eng.stack = dataclasses.replace(eng.stack, vocoder=_vocoder(eng.stack.backbone.layout.audio_codes))
+    with pytest.raises(InputError, match="unknown voice"):
+        eng.new_session(voice="nobody")
+    assert len(eng._free_rows) == 2  # refused before a row was taken
+    pcm = {}
+    for voice in ("a", "b"):
+        s = eng.new_session(session_id=0, voice=voice)  # the same id: the same sampling seed, the same codes
+        ev = eng.run_turn(s, tone(0.5, 220.0))
+        pcm[voice] = np.concatenate([c.pcm for c in of(ev, AudioChunk, s.id)])
+        eng.close_session(s)
+    assert pcm["a"].shape == pcm["b"].shape and pcm["a"].size > 0
+    assert not np.allclose(pcm["a"], pcm["b"], atol=1e-4)  # the prompt (speaker) conditioning differs
