@@ -56,8 +56,14 @@ def prepare_waveform(
     wave: torch.Tensor | np.ndarray, sample_rate: int = SAMPLE_RATE, max_seconds: float = MAX_AUDIO_SECONDS
 ) -> torch.Tensor:
     """Mono float32 16 kHz ``[N]`` from ``[N]`` or ``[channels, N]`` audio at ``sample_rate`` (resampled with a
-    polyphase filter when it differs). :class:`InputError` on empty, NaN/inf or longer than ``max_seconds``."""
+    polyphase filter when it differs). :class:`InputError` on empty, NaN/inf, samples outside full scale [-1, 1] or
+    longer than ``max_seconds``.
+
+    Out-of-range input is refused rather than clipped: finite samples of 1e30 overflow the log-mel and the encoder,
+    and the backbone would write NaN keys/values into the session's cache row."""
     w = torch.as_tensor(np.asarray(wave) if not torch.is_tensor(wave) else wave).to(torch.float32)
+    if w.numel() and torch.isfinite(w).all() and (peak := float(w.abs().max())) > 1.0:  # before mixing channels
+        raise InputError(f"audio samples must lie in [-1, 1] (float PCM full scale); got a peak of {peak:.4g}")
     if w.ndim == 2:
         w = w.mean(0)
     if w.ndim != 1:

@@ -87,5 +87,7 @@ def test_prepare_waveform():
         prepare_waveform(np.zeros(0))
     with pytest.raises(InputError, match="NaN"):
         prepare_waveform(np.array([0.0, np.nan]))
+    with pytest.raises(InputError, match=r"\[-1, 1\]"):  # one loud channel that the mix would hide
+        prepare_waveform(np.stack([np.full(100, 1e30), np.full(100, -1e30)]).astype(np.float32))
     with pytest.raises(InputError, match="exceeds"):
         prepare_waveform(np.zeros(16000 * 11), max_seconds=10)
