@@ -60,7 +60,6 @@ def test_turn_through_engine_streams_speech_chunk_by_chunk():
     assert all(c.sample_rate == 24000 for c in chunks)
     assert all(np.isfinite(c.pcm).all() and np.abs(c.pcm).max() <= 0.99 for c in chunks if c.pcm.size)
     assert end is not None
-    torch.set_num_threads(1)
 
 
 def test_load_vocoder_from_folder_with_named_voices(tmp_path):
