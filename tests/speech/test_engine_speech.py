@@ -7,7 +7,6 @@ import dataclasses
 
 import numpy as np
 import pytest
-import torch
 
 from a2llm_rt.engine.events import AudioChunk, TurnEnd
 from a2llm_rt.errors import InputError
