@@ -8,20 +8,33 @@ Threads:
   turn is cancelled with ``Error(CLIENT_TOO_SLOW)`` + ``TurnEnd(CANCELLED)``, so nothing is ever dropped silently and
   other clients never wait;
 - **turn workers** (a thread pool, ``max_turn_workers``): each runs ``source.run_turn(...)`` for one turn, encodes
-  the events into protocol messages (stamping ``send_time_us``) and appends them to the main loop's outbox (a deque
-  plus a socket-pair doorbell; one worker per turn, so a turn's messages stay in order);
+  the events into protocol payloads (:func:`~plugin_bridge.protocol.event_payload`), gives each its *due time* and
+  appends them to the main loop's outbox (a deque plus a socket-pair doorbell; one worker per turn, so a turn's
+  messages stay in order). A worker never sleeps per message: with a paced source it only rests, once per
+  ``pace_lookahead_s / 2``, when its turn is prepared that far ahead of its release times;
 - optionally a :class:`~plugin_bridge.livelink_out.LiveLinkSender` thread pacing Live Link Face UDP packets.
 
-Sequence numbers (header ``seq``) are stamped per session at the moment of sending, so a client always sees
-``0, 1, 2, ...`` with no gap.
+**Pacing** (the source's ``pace`` > 0: release audio and face at most ``pace`` x real time) is one scheduler on the
+main loop for every turn of every session: a heap of each session's next due time; the loop sleeps in its poll until
+the earliest one (or a client message), then releases every message due by then (``PACE_SLACK_S`` early at most), for
+all sessions, in one pass. A message's due time is ``t0 + position / 24000 / pace`` (``t0``: when the turn's first
+audio or face was made; position: its first answer sample); text goes out with the audio or face that follows it
+while the turn runs ahead of its schedule (as the source yielded it), at once otherwise; nothing overtakes an earlier
+message of its turn. Unpaced turns are released as soon as the loop sees them.
+
+Sequence numbers (header ``seq``) and ``send_time_us`` are stamped per session at the moment of sending (the header is
+packed then), so a client always sees ``0, 1, 2, ...`` with no gap.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import heapq
 import ipaddress
+import itertools
 import logging
+import math
 import socket
 import struct
 import threading
@@ -39,13 +52,14 @@ from a2llm_rt.config import Config
 from a2llm_rt.errors import InputError
 from a2llm_rt.face.layouts import get_layout
 from a2llm_rt.models.prompt import resample_to_16k
-from plugin_bridge import event_source as ev
 from plugin_bridge import protocol as P
+from plugin_bridge import turn_source as ev
 from plugin_bridge.livelink_out import LiveLinkSender
 
 log = logging.getLogger("plugin_bridge.server")
 
 SERVER_NAME = "a2llm-bridge/0.1"
+PACE_SLACK_S = 0.002  # a paced message may leave this much before its due time (so one wake-up serves many turns)
 
 
 @dataclass
@@ -62,11 +76,13 @@ class ServerConfig(Config):
     session_timeout_s: float = 10.0
     """A session with no message from its client for this long is closed (its turn cancelled)."""
     max_sessions: int = 256
+    """Sessions open at once; a Hello beyond them gets ``Error(SERVER_BUSY)``."""
     max_turn_workers: int = 64
     """Turns that run at once (threads); further turns wait for a free worker."""
     max_pending: int = 256
     """Messages held for one client once its ZeroMQ pipe (``sndhwm``) is full; beyond that its turn is cancelled."""
     sndhwm: int = 1000
+    """ZeroMQ send high-water mark per client (messages its pipe holds before the server queues them itself)."""
     max_utterance_s: float = 60.0
     """Longest utterance a session may send; longer ones end with ``Error(AUDIO_TOO_LONG)`` + ``TurnEnd(FAILED)``."""
     max_input_mb: float = 512.0
@@ -74,6 +90,9 @@ class ServerConfig(Config):
     that would exceed it ends with ``Error(SERVER_BUSY)`` + ``TurnEnd(FAILED)``."""
     livelink: str | None = None
     """``HOST:PORT``: also send the face stream as Live Link Face UDP packets (one subject per session)."""
+    pace_lookahead_s: float = 1.0
+    """Paced sources: how far ahead of its release time a turn's events are prepared (a turn's worker rests once per
+    half of this; more = fewer wake-ups, more memory per turn)."""
 
     def validate(self) -> None:
         if self.heartbeat_s <= 0 or self.session_timeout_s <= self.heartbeat_s:
@@ -83,6 +102,8 @@ class ServerConfig(Config):
                 raise ValueError(f"{name} must be >= 1")
         if self.max_utterance_s <= 0 or self.max_input_mb <= 0:
             raise ValueError("max_utterance_s and max_input_mb must be > 0")
+        if self.pace_lookahead_s <= 0:
+            raise ValueError("pace_lookahead_s must be > 0")
 
 
 def is_loopback_endpoint(endpoint: str) -> bool:
@@ -175,7 +196,9 @@ class _Session:
     last_hb_tx: float = 0.0
     peer_time_us: int = 0
     tx_seq: int = 0
-    pending: deque = field(default_factory=deque)  # (turn_id, [header, payload])
+    pending: deque = field(default_factory=deque)  # (turn_id or 0 for control messages, kind, header turn_id, payload)
+    timed: deque = field(default_factory=deque)  # paced messages not yet due: (due, turn_id, kind, payload)
+    heap_due: float | None = None  # due time of this session's entry in the server's heap (None: no entry)
     turn: _Turn | None = None
     last_turn_id: int = 0
     rx_turn_id: int = 0  # turn whose utterance is being received (0 = none)
@@ -233,7 +256,10 @@ class BridgeServer:
         # worker -> main loop: an outbox deque (append/popleft are atomic) and a doorbell socket pair rung only when
         # the main loop may be asleep. No socket call per message on either side: with dozens of turn threads, each
         # GIL release (every zmq frame send/recv) let the main loop queue behind the workers for a switch interval.
-        self._outbox: deque[tuple[int, int, bytes, bytes]] = deque()  # (session id, turn id, header, payload)
+        self._outbox: deque[tuple[int, int, float, int, bytes]] = deque()  # (session, turn, due, kind, payload)
+        self._heap: list[tuple[float, int, int]] = []  # (due, order, session id): each session's next paced message
+        self._heap_order = itertools.count()
+        self._stamp_us = 0  # send_time_us of the messages sent in this pass of the loop
         self._bell_armed = True
         self._bell_rx, self._bell_tx = socket.socketpair()
         self._bell_rx.setblocking(False)
@@ -343,12 +369,19 @@ class BridgeServer:
         poller.register(self._router, zmq.POLLIN)
         poller.register(self._bell_rx, zmq.POLLIN)
         next_tick = 0.0
+        heap = self._heap
         while not self._stop.is_set():
             waiting = any(s.pending for s in self._sessions.values())
             timeout = 2 if waiting else 50
+            if heap:  # wake for the earliest paced message (whole ms, never after its slack runs out)
+                timeout = min(timeout, max(0, math.ceil((heap[0][0] - PACE_SLACK_S - time.monotonic()) * 1000)))
             events = dict(poller.poll(timeout))
+            now = time.monotonic()
+            self._stamp_us = int(now * 1e6)  # time.monotonic() is the clock of _now_us too
             if events or self._outbox:
-                self._drain_outbox()
+                self._drain_outbox(now)
+            if heap and heap[0][0] <= now + PACE_SLACK_S:
+                self._release_due(now)
             if self._router in events:
                 for _ in range(1000):
                     try:
@@ -360,7 +393,6 @@ class BridgeServer:
                 for s in list(self._sessions.values()):
                     if s.pending:
                         self._flush(s)
-            now = time.monotonic()
             if now >= next_tick:
                 next_tick = now + min(0.1, self.config.heartbeat_s / 4)
                 self._tick(now)
@@ -376,18 +408,25 @@ class BridgeServer:
 
     # --- sending -------------------------------------------------------------------------------------------------
     def _send(self, s: _Session, msg: P.Message, turn_id: int = 0) -> None:
-        self._enqueue(s, msg.encode_frames(), turn_id)
-
-    def _enqueue(self, s: _Session, frames: list[bytes], turn_id: int = 0) -> None:
-        s.pending.append((turn_id, frames))
+        """Queue a control message (``turn_id``: the turn whose cancel drops it, 0 = none) and send what the pipe
+        takes."""
+        self._enqueue(s, turn_id, msg.KIND, msg.turn_id, msg.encode_frames()[1])
         self._flush(s)
-        if len(s.pending) > self.config.max_pending and s.sid in self._by_sid:
-            self._too_slow(s)
+
+    def _enqueue(self, s: _Session, turn_id: int, kind: int, header_turn: int, payload: bytes) -> None:
+        """Queue one message for ``s`` (the caller flushes: one pass sends a whole batch); past ``max_pending`` queued
+        the pipe is tried first, then the client is too slow."""
+        s.pending.append((turn_id, kind, header_turn, payload))
+        if len(s.pending) > self.config.max_pending:
+            self._flush(s)
+            if len(s.pending) > self.config.max_pending and s.sid in self._by_sid:
+                self._too_slow(s)
 
     def _flush(self, s: _Session) -> None:
+        stamp = self._stamp_us or _now_us()
         while s.pending:
-            turn_id, (header, payload) = s.pending[0]
-            header = P.set_header_fields(header, seq=s.tx_seq)
+            turn_id, kind, header_turn, payload = s.pending[0]
+            header = P.pack_header(kind, header_turn, len(payload), s.tx_seq, stamp)
             try:
                 self._router.send_multipart([s.identity, header, payload], zmq.NOBLOCK, copy=False)
             except zmq.Again:
@@ -400,7 +439,7 @@ class BridgeServer:
             s.pending.popleft()
             s.tx_seq += 1
             if turn_id and turn_id == s.sent_turn:
-                self._count_sent(s, header[6], payload)
+                self._count_sent(s, kind, payload)
 
     @staticmethod
     def _count_sent(s: _Session, kind: int, payload: bytes) -> None:
@@ -424,6 +463,7 @@ class BridgeServer:
         tid = t.turn_id if t is not None else 0
         log.warning("session %d: client too slow, %d messages pending; cancelling turn %d", s.sid, len(s.pending), tid)
         s.pending = deque(x for x in s.pending if tid == 0 or x[0] != tid)
+        s.timed.clear()  # only the cancelled turn's messages wait there
         while len(s.pending) > self.config.max_pending // 2:  # heartbeats/errors only
             s.pending.popleft()
         if t is not None:
@@ -433,9 +473,8 @@ class BridgeServer:
             if self._livelink is not None:
                 self._livelink.clear(_subject(s.sid))
         msg = f"client too slow: more than {self.config.max_pending} messages waiting; turn {tid} cancelled"
-        s.pending.append((0, P.Error(P.ErrorCode.CLIENT_TOO_SLOW, msg, turn_id=tid).encode_frames()))
-        if t is not None:
-            s.pending.append((0, self._cancelled_end(s, t).encode_frames()))
+        for m in (P.Error(P.ErrorCode.CLIENT_TOO_SLOW, msg, turn_id=tid), *([self._cancelled_end(s, t)] if t else [])):
+            s.pending.append((0, m.KIND, m.turn_id, m.encode_frames()[1]))
         self._flush(s)
 
     @staticmethod
@@ -451,31 +490,74 @@ class BridgeServer:
         )  # fmt: skip
 
     # --- from workers --------------------------------------------------------------------------------------------
-    def _post(self, sid: int, tid: int, frames: list[bytes]) -> None:
-        """Worker side: hand one encoded message (``[header, payload]``) to the main loop."""
-        self._outbox.append((sid, tid, frames[0], frames[1]))
+    def _post(self, sid: int, tid: int, due: float, kind: int, payload: bytes) -> None:
+        """Worker side: hand one message (its kind and payload) to the main loop, to be sent at ``due`` (monotonic s;
+        a turn's due times never decrease)."""
+        self._outbox.append((sid, tid, due, kind, payload))
         if self._bell_armed:
             self._bell_armed = False
             with contextlib.suppress(OSError):  # full (already rung) or closed (shutting down)
                 self._bell_tx.send(b"\0")
 
-    def _drain_outbox(self) -> None:
+    def _drain_outbox(self, now: float) -> None:
+        """Take the workers' messages: due ones (and not behind a paced one of their session) go to the session's
+        send queue, the others wait in its ``timed`` queue under a heap entry."""
         with contextlib.suppress(OSError):
             while self._bell_rx.recv(4096):
                 pass
         self._bell_armed = True  # before draining: a message appended after this rings again
         box = self._outbox
+        by_sid = self._by_sid
+        touched: dict[int, _Session] = {}
+        horizon = now + PACE_SLACK_S
         while box:
-            self._from_worker(*box.popleft())
+            sid, tid, due, kind, payload = box.popleft()
+            s = by_sid.get(sid)
+            if s is None or s.turn is None or s.turn.turn_id != tid or s.turn.cancel.is_set():
+                continue  # a cancelled or finished turn's late message
+            if s.timed or due > horizon:
+                if not s.timed:
+                    self._schedule(s, due)
+                s.timed.append((due, tid, kind, payload))
+            else:
+                self._release(s, tid, kind, payload)
+                touched[sid] = s
+        for s in touched.values():
+            self._flush(s)
 
-    def _from_worker(self, sid: int, tid: int, header: bytes, payload: bytes) -> None:
-        s = self._by_sid.get(sid)
-        if s is None or s.turn is None or s.turn.turn_id != tid or s.turn.cancel.is_set():
-            return  # a cancelled or finished turn's late message
-        if header[6] == P.Kind.TURN_END:
+    def _schedule(self, s: _Session, due: float) -> None:
+        """``s.timed``'s first message is due at ``due``: make sure the heap wakes the loop by then."""
+        if s.heap_due is None or due < s.heap_due:
+            s.heap_due = due
+            heapq.heappush(self._heap, (due, next(self._heap_order), s.sid))
+
+    def _release_due(self, now: float) -> None:
+        """Send every paced message due by ``now + PACE_SLACK_S``, all sessions in one pass."""
+        heap, horizon = self._heap, now + PACE_SLACK_S
+        while heap and heap[0][0] <= horizon:
+            due, _, sid = heapq.heappop(heap)
+            s = self._by_sid.get(sid)
+            if s is None or s.heap_due != due:
+                continue  # the session is gone, or an earlier entry replaced this one
+            s.heap_due = None
+            timed = s.timed
+            while timed and timed[0][0] <= horizon:
+                _, tid, kind, payload = timed.popleft()
+                self._release(s, tid, kind, payload)
+            if timed:
+                self._schedule(s, timed[0][0])
+            self._flush(s)
+
+    def _release(self, s: _Session, tid: int, kind: int, payload: bytes) -> None:
+        """One message of turn ``tid`` goes to the send queue (unless the turn was cancelled meanwhile); its TurnEnd
+        ends the turn."""
+        t = s.turn
+        if t is None or t.turn_id != tid or t.cancel.is_set():
+            return
+        if kind == P.Kind.TURN_END:
             s.last_turn_id = max(s.last_turn_id, tid)
             s.turn = None
-        self._enqueue(s, [header, payload], tid)
+        self._enqueue(s, tid, kind, tid, payload)
 
     # --- from clients --------------------------------------------------------------------------------------------
     def _from_client(self, frames: list[bytes]) -> None:
@@ -660,6 +742,7 @@ class BridgeServer:
             s.turn = None
             s.last_turn_id = max(s.last_turn_id, t.turn_id)
             s.pending = deque(x for x in s.pending if x[0] != t.turn_id)
+            s.timed.clear()
             if self._livelink is not None:
                 self._livelink.clear(_subject(s.sid))
             self._send(s, self._cancelled_end(s, t))
@@ -675,6 +758,7 @@ class BridgeServer:
 
     def _close_session(self, s: _Session, code: P.ErrorCode | None, message: str) -> None:
         self._drop_rx(s)
+        s.timed.clear()
         if s.turn is not None:
             s.turn.cancel.set()
             s.turn = None
@@ -693,79 +777,130 @@ class BridgeServer:
 
     # --- turn worker (runs on the pool) --------------------------------------------------------------------------
     def _run_turn(self, sid: int, t: _Turn, pcm: np.ndarray, rate: int, layouts: tuple[int, ...], caps: int) -> None:
-        """Worker: resample the utterance (``[n]`` int16 at ``rate``), run the turn, post its messages."""
+        """Worker: resample the utterance (``[n]`` int16 at ``rate``), run the turn, post its messages with their due
+        times (see the module docstring); never waits per message."""
         cancel = t.cancel
         tid = t.turn_id
         names = [get_layout(lid).name for lid in layouts if lid]
         counts = dict.fromkeys(("tb", "td", "as", "ac", "ff"), 0)
-        first_audio = -1.0  # s from the turn's start to the first AudioChunk released for sending
-        timings = ev.TurnEnd()
+        first_audio = -1.0  # s from the turn's start to the first AudioChunk's release
+        timings: ev.TurnEnd | None = None
+        clock = _TurnClock(max(0.0, float(getattr(self.source, "pace", 0.0) or 0.0)))
+        lookahead = self.config.pace_lookahead_s
+        held: list[tuple[int, bytes]] = []  # text waiting for the audio / face that follows it (the turn runs ahead)
 
-        def out(msg: P.Message) -> None:
-            if not cancel.is_set():
-                self._post(sid, tid, msg.encode_frames())
+        def post(due: float, items: list[tuple[int, bytes]]) -> None:
+            for kind, payload in items:
+                self._post(sid, tid, due, kind, payload)
 
+        gen = None
         try:
             audio = _to_16k(pcm, rate)
             del pcm
             lag = time.monotonic() - t.started  # the source's clock starts now: its timings are shifted by this
             text_offset = 0
-            for e in self.source.run_turn(sid, audio, cancel):
+            gen = self.source.run_turn(sid, audio, cancel)
+            for e in gen:
                 if cancel.is_set():
                     break
+                items: list[tuple[int, bytes]] = []
                 if isinstance(e, ev.TextDelta):
                     raw = len(e.text.encode("utf-8"))
                     if caps & P.Capability.TEXT:
-                        out(P.TextDelta(text_offset, e.text, turn_id=tid, send_time_us=_now_us()))
+                        items.append(P.event_payload(e, byte_offset=text_offset))
                     text_offset += raw
                     counts["tb"] += raw
                     counts["td"] += 1
                 elif isinstance(e, ev.AudioChunk):
-                    if first_audio < 0:
-                        first_audio = time.monotonic() - t.started
                     if caps & P.Capability.AUDIO:
-                        out(
-                            P.AudioChunk(
-                                e.pcm, ev.OUTPUT_SAMPLE_RATE, e.sample_offset, turn_id=tid, send_time_us=_now_us()
-                            )
-                        )
+                        items.append(P.event_payload(e))
                     counts["as"] += int(e.pcm.shape[0])
                     counts["ac"] += 1
                 elif isinstance(e, ev.FaceFrames):
                     if caps & P.Capability.FACE:
-                        for name in names:
-                            v = ev.convert_face(e.frames, name)
-                            if v is not None:
-                                lid = get_layout(name).layout_id
-                                out(P.FaceFrames(e.first_frame, e.fps, lid, v, turn_id=tid, send_time_us=_now_us()))
+                        items.extend(P.event_payload(e, layout=name) for name in names)
                     if self._livelink is not None:
-                        ll = ev.convert_face(e.frames, "livelink61")
-                        if ll is not None:
-                            self._livelink.push(_subject(sid), e.first_frame, ll, e.fps)
+                        self._livelink.push(_subject(sid), e.first_frame, e.livelink61, e.fps)
                     counts["ff"] += e.num_frames
                 elif isinstance(e, ev.TurnEnd):
                     timings = e
+                    continue
+                now = time.monotonic()
+                due = clock.due(ev.event_position(e), now)
+                if due is None:  # text while the turn runs ahead of its schedule: it leaves with what follows it
+                    held.extend(items)
+                    continue
+                if isinstance(e, ev.AudioChunk) and first_audio < 0:
+                    first_audio = max(due, now) - t.started
+                post(due, held + items if held else items)
+                held.clear()
+                if clock.last - now > lookahead:  # prepared far enough ahead: rest until half of it is left
+                    cancel.wait(clock.last - now - lookahead / 2)
             if cancel.is_set():
                 return
-            total = time.monotonic() - t.started
+            end = clock.end(time.monotonic())
+            if timings is None:
+                timings = ev.TurnEnd(sid, -1.0, -1.0, -1.0)
             status = P.TurnStatus.CANCELLED if timings.cancelled else P.TurnStatus.COMPLETED
             ttft, ttfa = (lag + x if x >= 0 else -1.0 for x in (timings.ttft_s, timings.ttfa_s))
-            out(
-                P.TurnEnd(
-                    status, ttft, ttfa, first_audio, timings.rtf, total, counts["tb"], counts["td"], counts["as"],
-                    counts["ac"], counts["ff"], turn_id=tid, send_time_us=_now_us(),
-                )
+            msg = P.TurnEnd(
+                status, ttft, ttfa, first_audio, timings.rtf, end - t.started, counts["tb"], counts["td"],
+                counts["as"], counts["ac"], counts["ff"], turn_id=tid,
             )  # fmt: skip
+            post(end, [*held, (msg.KIND, msg.encode_frames()[1])])
         except Exception as exc:
             if isinstance(exc, ev.TurnError):  # reported by the source (e.g. refused input): no traceback
                 log.warning("session %d turn %d failed: %s", sid, tid, exc)
             else:
                 log.exception("session %d turn %d failed", sid, tid)
-            out(P.Error(P.ErrorCode.TURN_FAILED, f"turn failed: {type(exc).__name__}: {exc}"[:1000], turn_id=tid))
-            out(P.TurnEnd(P.TurnStatus.FAILED, total_s=time.monotonic() - t.started, turn_id=tid))
+            end = clock.end(time.monotonic())  # after what was already scheduled, as it would have been sent
+            err = P.Error(P.ErrorCode.TURN_FAILED, f"turn failed: {type(exc).__name__}: {exc}"[:1000], turn_id=tid)
+            fail = P.TurnEnd(P.TurnStatus.FAILED, total_s=end - t.started, turn_id=tid)
+            if not cancel.is_set():
+                post(end, [*held, *((m.KIND, m.encode_frames()[1]) for m in (err, fail))])
         finally:
+            if gen is not None:
+                close = getattr(gen, "close", None)
+                if close is not None:
+                    close()  # a source stopped early (cancel) ends its turn now, not when collected
             if self._livelink is not None:
                 self._livelink.rest(_subject(sid))
+
+
+class _TurnClock:
+    """Due times (monotonic s) of one turn's messages under ``pace``.
+
+    The message of answer sample ``position`` is due at ``t0 + position / 24000 / pace``, ``t0`` chosen so that the
+    turn's first audio or face is due when it is made; nothing is due before an earlier message of the turn (``last``).
+    Unpaced (``pace`` 0), everything is due when made.
+    """
+
+    def __init__(self, pace: float):
+        self.pace = pace
+        self.t0: float | None = None
+        self.last = 0.0  # due time of the latest message given one
+
+    def due(self, position: int | None, now: float) -> float | None:
+        """Due time of a message at answer sample ``position``; for one without a position (text): ``now`` while the
+        schedule has caught up, None while it runs ahead (the message then goes with the next one that has a due)."""
+        if self.pace <= 0:
+            self.last = max(self.last, now)
+            return self.last
+        if position is None:
+            if self.last > now:
+                return None
+            self.last = now
+            return now
+        at = position / ev.OUTPUT_SAMPLE_RATE / self.pace
+        if self.t0 is None:
+            self.t0 = now - at
+        self.last = max(self.t0 + at, self.last)
+        return self.last
+
+    def end(self, now: float) -> float:
+        """Due time of the turn's last messages: after everything before them, and not before ``now``."""
+        self.last = max(self.last, now)
+        return self.last
 
 
 def _subject(sid: int) -> str:

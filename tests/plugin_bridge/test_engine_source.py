@@ -17,19 +17,10 @@ import torch
 
 from plugin_bridge import protocol as P
 from plugin_bridge.client import BridgeClient, BridgeError
-from plugin_bridge.event_source import (
-    SAMPLES_PER_FRAME,
-    AudioChunk,
-    EngineOptions,
-    EngineSource,
-    FaceFrames,
-    ScriptedSource,
-    SourceBusyError,
-    TurnEnd,
-    TurnError,
-    clean_text,
-)
+from plugin_bridge.engine_source import MAX_FACE_LEAD_S, EngineSource, clean_text
+from plugin_bridge.scripted_source import ScriptedSource
 from plugin_bridge.server import BridgeServer, ServerConfig
+from plugin_bridge.turn_source import SAMPLES_PER_FRAME, AudioChunk, FaceFrames, SourceBusyError, TurnEnd, TurnError
 
 QUESTION = (0.2 * np.sin(2 * np.pi * 180.0 * np.arange(8000) / 16000)).astype(np.float32)  # 0.5 s at 16 kHz
 
@@ -260,17 +251,14 @@ def test_serve_cli_source_choice():
     s = source("--backbone", "tiny", "--motion", "tiny", "--engine-sessions", "2")
     try:
         assert isinstance(s, EngineSource) and s.pace == 1.0 and s.max_sessions == 2
-        assert s.engine.cfg.max_seconds == 3.0 and s.engine.cfg.min_seconds == 2.0
+        assert s.engine.cfg.max_seconds == 3.0 and s.engine.cfg.min_seconds == 2.0 and s.engine.cfg.max_len == 2048
     finally:
         s.close()
-    assert EngineOptions().sessions == 8
 
 
 def test_face_leads_audio_by_at_most_the_documented_bound():
     """PROTOCOL.md 4.5: an engine turn never sends audio before the face frames covering it, and never sends a face
     frame more than MAX_FACE_LEAD_S (or one audio chunk, when chunks are longer) ahead of the audio already sent."""
-    from plugin_bridge.event_source import MAX_FACE_LEAD_S
-
     with Served(tiny_source(max_seconds=2.0, min_seconds=2.0)) as s, BridgeClient(s.endpoint) as c:
         res, msgs = record_turn(c)
         assert_complete(res, msgs)

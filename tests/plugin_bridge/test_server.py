@@ -16,8 +16,9 @@ import pytest
 from a2llm_rt.errors import InputError
 from plugin_bridge import protocol as P
 from plugin_bridge.client import BridgeClient, BridgeError
-from plugin_bridge.event_source import SAMPLES_PER_FRAME, ScriptedSource
+from plugin_bridge.scripted_source import ScriptedSource
 from plugin_bridge.server import BridgeServer, ServerConfig, is_loopback_endpoint, make_curve_keys
+from plugin_bridge.turn_source import SAMPLES_PER_FRAME
 from tests.plugin_bridge.helpers import free_port, raw_dealer, recv_msg, start_server, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
