@@ -45,16 +45,16 @@ from plugin_bridge.server import BridgeServer, ServerConfig, make_curve_keys
 
 log = logging.getLogger("plugin_bridge.serve")
 
-# EngineConfig fields on the command line; the None defaults come from a2llm_rt.engine.presets (tiny vs real weights)
-_ENGINE_FIELDS = ("max_sessions", "max_seconds", "min_seconds", "max_len", "max_new_tokens", "max_input_seconds",
-                  "graph", "system_prompt")  # fmt: skip
+# EngineConfig fields on the command line (destinations engine_<field>). They are spelled out below rather than derived
+# from EngineConfig like the server's options: EngineConfig lives in a2llm_rt.engine.engine, which imports torch and
+# transformers (~10 s), and the scripted server must start without them. They restate no default: None = the preset.
+_ENGINE_FIELDS = ("max_sessions", "max_seconds", "min_seconds", "max_len", "max_new_tokens")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The options: ``ServerConfig``, ``EngineConfig`` (engine group, ``engine_`` destinations) and ``StackOptions``
-    fields derived from the dataclasses (:func:`~a2llm_rt.config.add_config_args`), plus sources, Ray and keys."""
-    from a2llm_rt.engine.engine import EngineConfig
-
+    """The options: ``ServerConfig`` and ``StackOptions`` fields derived from the dataclasses
+    (:func:`~a2llm_rt.config.add_config_args`), the engine's limits (None = :mod:`a2llm_rt.engine.presets`), sources,
+    Ray and keys."""
     ap = argparse.ArgumentParser(
         prog="python -m plugin_bridge.serve",
         description=__doc__.splitlines()[0],
@@ -76,16 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a token2wav voice: prompt wav or voice file (python -m a2llm_rt.speech.make_voice); "
                    "repeatable, the first is the default")  # fmt: skip
     tiny, real = preset("tiny"), preset("real")
-    add_config_args(
-        g, EngineConfig, only=_ENGINE_FIELDS, prefix="engine_", flags={"max_sessions": "--engine-sessions"},
-        defaults={"max_sessions": 8, "max_seconds": None, "min_seconds": None, "max_len": None},
-        helps={
-            "max_sessions": "engine cache rows = sessions at once",
-            "max_seconds": f"answer length limit (default: tiny {tiny.max_seconds:g}, real {real.max_seconds:g})",
-            "min_seconds": f"answer length before a stop (tiny {tiny.min_seconds:g}, real {real.min_seconds:g})",
-            "max_len": f"tokens per cache row (tiny {tiny.max_len}, real {real.max_len})",
-        },
-    )  # fmt: skip
+    g.add_argument("--engine-sessions", dest="engine_max_sessions", type=int, default=8,
+                   help="engine cache rows = sessions at once")  # fmt: skip
+    g.add_argument("--max-seconds", dest="engine_max_seconds", type=float, default=None,
+                   help=f"answer length limit (default: tiny {tiny.max_seconds:g}, real {real.max_seconds:g})")
+    g.add_argument("--min-seconds", dest="engine_min_seconds", type=float, default=None,
+                   help=f"answer length before a stop (tiny {tiny.min_seconds:g}, real {real.min_seconds:g})")
+    g.add_argument("--max-len", dest="engine_max_len", type=int, default=None,
+                   help=f"tokens per cache row (tiny {tiny.max_len}, real {real.max_len})")
+    g.add_argument("--max-new-tokens", dest="engine_max_new_tokens", type=int, default=None,
+                   help="tokens per answer (default: the engine's)")
     g.add_argument("--no-align", action="store_true", help="send audio as soon as it is made, ahead of its face")
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 for tiny on the CPU)")
     add_motion_backend_args(g)
@@ -135,7 +135,6 @@ def _source(args: argparse.Namespace):
         return ScriptedSource(pace=pace, **{k: v for k, v in script_opts.items() if v is not None})
     import torch
 
-    from a2llm_rt.engine.engine import EngineConfig
     from a2llm_rt.engine.presets import engine_config
     from a2llm_rt.engine.sampling import SamplingConfig
 
@@ -145,11 +144,8 @@ def _source(args: argparse.Namespace):
         torch.set_num_threads(max(1, threads))  # tiny models: thread start-up costs more than it saves
     stack = config_from_args(StackOptions, args, device=device, voices=parse_voices(args.voice))
     fields = {f: getattr(args, "engine_" + f) for f in _ENGINE_FIELDS if getattr(args, "engine_" + f) is not None}
-    if "system_prompt" in fields and not fields["system_prompt"]:
-        fields["system_prompt"] = None
     config = engine_config(args.backbone, **fields, sampling=SamplingConfig(seed=args.seed),
                            motion_backend=motion_backend_from_args(args, threads or 0))  # fmt: skip
-    assert isinstance(config, EngineConfig)
     if args.ray is not None:
         return _ray_source(args, stack, config, pace, threads)
     source = EngineSource.load(args.backbone, args.motion, stack, config, pace=pace, align=not args.no_align)
@@ -176,6 +172,10 @@ def _ray_source(args: argparse.Namespace, stack: StackOptions, config, pace: flo
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # The server loop gives up the GIL in every socket call; a turn worker that takes it then keeps it for up to the
+    # switch interval (5 ms by default) while the loop waits with a batch of due messages half sent. 0.5 ms bounds
+    # that wait (bench/bridge.py: the 64-session p99 at a turn's start).
+    sys.setswitchinterval(0.0005)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     source = None
     try:

@@ -260,6 +260,7 @@ class BridgeServer:
         self._heap: list[tuple[float, int, int]] = []  # (due, order, session id): each session's next paced message
         self._heap_order = itertools.count()
         self._stamp_us = 0  # send_time_us of the messages sent in this pass of the loop
+        self._backlog: set[int] = set()  # sessions whose pipe was full with messages still queued
         self._bell_armed = True
         self._bell_rx, self._bell_tx = socket.socketpair()
         self._bell_rx.setblocking(False)
@@ -371,7 +372,7 @@ class BridgeServer:
         next_tick = 0.0
         heap = self._heap
         while not self._stop.is_set():
-            waiting = any(s.pending for s in self._sessions.values())
+            waiting = bool(self._backlog)
             timeout = 2 if waiting else 50
             if heap:  # wake for the earliest paced message (whole ms, never after its slack runs out)
                 timeout = min(timeout, max(0, math.ceil((heap[0][0] - PACE_SLACK_S - time.monotonic()) * 1000)))
@@ -390,8 +391,11 @@ class BridgeServer:
                         break
                     self._from_client(frames)
             if waiting:
-                for s in list(self._sessions.values()):
-                    if s.pending:
+                for sid in list(self._backlog):
+                    s = self._by_sid.get(sid)
+                    if s is None:
+                        self._backlog.discard(sid)
+                    else:
                         self._flush(s)
             if now >= next_tick:
                 next_tick = now + min(0.1, self.config.heartbeat_s / 4)
@@ -423,23 +427,30 @@ class BridgeServer:
                 self._too_slow(s)
 
     def _flush(self, s: _Session) -> None:
+        """Send ``s``'s queued messages until its pipe is full (it then stays in the backlog the loop retries)."""
+        pending = s.pending
         stamp = self._stamp_us or _now_us()
-        while s.pending:
-            turn_id, kind, header_turn, payload = s.pending[0]
-            header = P.pack_header(kind, header_turn, len(payload), s.tx_seq, stamp)
-            try:
-                self._router.send_multipart([s.identity, header, payload], zmq.NOBLOCK, copy=False)
+        send, pack = self._router.send, P.pack_header
+        more, last = zmq.SNDMORE | zmq.NOBLOCK, zmq.NOBLOCK
+        while pending:
+            turn_id, kind, header_turn, payload = pending[0]
+            try:  # ROUTER_MANDATORY decides on the identity frame; the rest of a message is then always taken
+                send(s.identity, more)
             except zmq.Again:
+                self._backlog.add(s.sid)
                 return
             except zmq.ZMQError as e:  # EHOSTUNREACH: the client's connection is gone
                 log.info("session %d: client unreachable (%s)", s.sid, e)
-                s.pending.clear()
+                pending.clear()
                 self._close_session(s, None, "")
                 return
-            s.pending.popleft()
+            send(pack(kind, header_turn, len(payload), s.tx_seq, stamp), more)
+            send(payload, last)
+            pending.popleft()
             s.tx_seq += 1
             if turn_id and turn_id == s.sent_turn:
                 self._count_sent(s, kind, payload)
+        self._backlog.discard(s.sid)
 
     @staticmethod
     def _count_sent(s: _Session, kind: int, payload: bytes) -> None:
@@ -768,6 +779,7 @@ class BridgeServer:
             with contextlib.suppress(zmq.ZMQError):
                 self._router.send_multipart([s.identity, *P.Error(code, message).encode_frames()], zmq.NOBLOCK)
         self._sessions.pop(s.identity, None)
+        self._backlog.discard(s.sid)
         if self._by_sid.pop(s.sid, None) is not None:
             try:
                 self.source.close_session(s.sid)

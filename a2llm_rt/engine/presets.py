@@ -3,16 +3,18 @@
 ``backbone == "tiny"`` (seeded random test models on the CPU) gets short answers, a small cache row, one torch thread
 and real-time pacing on the bridge, so that tests, demos and benches stay fast and look like a real-time model; real
 weights get the engine's full limits and no pacing (the model's own speed is the pace). Every CLI and builder that
-needs one of these defaults calls :func:`preset` or :func:`engine_config`; an explicit value always wins.
+needs one of these defaults calls :func:`preset` or :func:`engine_config`; an explicit value always wins. Importing
+this module is cheap (no torch): command lines read :func:`preset` for their help and defaults.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from a2llm_rt.engine.engine import EngineConfig
+if TYPE_CHECKING:
+    from a2llm_rt.engine.engine import EngineConfig
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,8 @@ def engine_config(
 ) -> EngineConfig:
     """An :class:`EngineConfig` for ``backbone``: ``None`` limits take the preset's value (``min_seconds`` never above
     ``max_seconds``), ``fields`` are any other :class:`EngineConfig` fields. ``ValueError`` on invalid values."""
+    from a2llm_rt.engine.engine import EngineConfig  # torch and transformers: only where an engine is built
+
     p = preset(backbone)
     max_s = p.max_seconds if max_seconds is None else max_seconds
     min_s = min(p.min_seconds, max_s) if min_seconds is None else min_seconds
