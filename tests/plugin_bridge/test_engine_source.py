@@ -274,3 +274,34 @@ def test_face_leads_audio_by_at_most_the_documented_bound():
                 end = m.sample_offset + m.samples.shape[0]
                 assert end <= face_end or face_end == last_face * SAMPLES_PER_FRAME  # only the tail runs past the face
                 audio_end = end
+
+
+def test_presets_come_from_one_function_and_explicit_values_win():
+    from a2llm_rt.engine.presets import REAL, TINY, engine_config, preset
+
+    assert preset("tiny") is TINY and preset("models/step-audio-2-mini") is REAL
+    c = engine_config("tiny")
+    assert (c.max_seconds, c.min_seconds, c.max_len) == (TINY.max_seconds, TINY.min_seconds, TINY.max_len)
+    c = engine_config("tiny", max_seconds=1.5)
+    assert (c.max_seconds, c.min_seconds) == (1.5, 1.5)  # the preset's minimum never exceeds an explicit maximum
+    c = engine_config("models/x", max_sessions=2, max_len=4096)
+    assert (c.max_seconds, c.min_seconds, c.max_len, c.max_sessions) == (REAL.max_seconds, REAL.min_seconds, 4096, 2)
+    with pytest.raises(ValueError):
+        engine_config("tiny", max_seconds=1.0, min_seconds=2.0)
+
+
+def test_serve_cli_options_come_from_server_config():
+    """Every ServerConfig field is a serve option whose default is the dataclass's (nothing restated by hand)."""
+    import dataclasses
+
+    from a2llm_rt.config import config_from_args
+    from plugin_bridge.serve import build_parser
+
+    args = build_parser().parse_args([])
+    assert all(hasattr(args, f.name) for f in dataclasses.fields(ServerConfig))
+    assert config_from_args(ServerConfig, args) == ServerConfig()
+    args = build_parser().parse_args(["--sndhwm", "7", "--pace-lookahead-s", "0.3", "--max-sessions", "5"])
+    cfg = config_from_args(ServerConfig, args)
+    assert (cfg.sndhwm, cfg.pace_lookahead_s, cfg.max_sessions) == (7, 0.3, 5)
+    with pytest.raises(ValueError, match="pace_lookahead_s"):
+        config_from_args(ServerConfig, build_parser().parse_args(["--pace-lookahead-s", "0"]))
