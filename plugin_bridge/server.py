@@ -10,8 +10,10 @@ Threads:
 - **turn workers** (a thread pool, ``max_turn_workers``): each runs ``source.run_turn(...)`` for one turn, encodes
   the events into protocol payloads (:func:`~plugin_bridge.protocol.event_payload`), gives each its *due time* and
   appends them to the main loop's outbox (a deque plus a socket-pair doorbell; one worker per turn, so a turn's
-  messages stay in order). A worker never sleeps per message: with a paced source it only rests, once per
-  ``pace_lookahead_s / 2``, when its turn is prepared that far ahead of its release times;
+  messages stay in order). A worker never sleeps per message: with a paced source it only rests when its turn is
+  prepared far enough ahead of its release times, until half of that is left: 0.1 s ahead at first, doubling at each
+  rest up to ``pace_lookahead_s`` (so that turns starting together do not all make a second of answer at once, and a
+  long turn's worker wakes about twice a second);
 - optionally a :class:`~plugin_bridge.livelink_out.LiveLinkSender` thread pacing Live Link Face UDP packets.
 
 **Pacing** (the source's ``pace`` > 0: release audio and face at most ``pace`` x real time) is one scheduler on the
@@ -29,12 +31,14 @@ packed then), so a client always sees ``0, 1, 2, ...`` with no gap.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import heapq
 import ipaddress
 import itertools
 import logging
 import math
+import random
 import socket
 import struct
 import threading
@@ -60,6 +64,7 @@ log = logging.getLogger("plugin_bridge.server")
 
 SERVER_NAME = "a2llm-bridge/0.1"
 PACE_SLACK_S = 0.002  # a paced message may leave this much before its due time (so one wake-up serves many turns)
+PACE_FIRST_AHEAD_S = 0.1  # a paced turn's first look-ahead (it doubles up to ServerConfig.pace_lookahead_s)
 
 
 @dataclass
@@ -91,8 +96,8 @@ class ServerConfig(Config):
     livelink: str | None = None
     """``HOST:PORT``: also send the face stream as Live Link Face UDP packets (one subject per session)."""
     pace_lookahead_s: float = 1.0
-    """Paced sources: how far ahead of its release time a turn's events are prepared (a turn's worker rests once per
-    half of this; more = fewer wake-ups, more memory per turn)."""
+    """Paced sources: how far ahead of its release time a turn's events are prepared at most (a long turn's worker
+    wakes once per half of this; more = fewer wake-ups, more memory per turn)."""
 
     def validate(self) -> None:
         if self.heartbeat_s <= 0 or self.session_timeout_s <= self.heartbeat_s:
@@ -798,7 +803,9 @@ class BridgeServer:
         first_audio = -1.0  # s from the turn's start to the first AudioChunk's release
         timings: ev.TurnEnd | None = None
         clock = _TurnClock(max(0.0, float(getattr(self.source, "pace", 0.0) or 0.0)))
-        lookahead = self.config.pace_lookahead_s
+        lookahead = min(PACE_FIRST_AHEAD_S, self.config.pace_lookahead_s)  # doubles at each rest
+        rest_share = random.Random(sid * 1_000_003 + tid).uniform
+        rest_share = functools.partial(rest_share, 0.25, 0.75)
         held: list[tuple[int, bytes]] = []  # text waiting for the audio / face that follows it (the turn runs ahead)
 
         def post(due: float, items: list[tuple[int, bytes]]) -> None:
@@ -846,8 +853,10 @@ class BridgeServer:
                     first_audio = max(due, now) - t.started
                 post(due, held + items if held else items)
                 held.clear()
-                if clock.last - now > lookahead:  # prepared far enough ahead: rest until half of it is left
-                    cancel.wait(clock.last - now - lookahead / 2)
+                if clock.last - now > lookahead:  # prepared far enough ahead: rest until about half of it is left
+                    # (a random share, so that turns that started together do not all wake and work at once)
+                    cancel.wait(clock.last - now - lookahead * rest_share())
+                    lookahead = min(2 * lookahead, self.config.pace_lookahead_s)
             if cancel.is_set():
                 return
             end = clock.end(time.monotonic())
