@@ -65,6 +65,7 @@ log = logging.getLogger("plugin_bridge.server")
 SERVER_NAME = "a2llm-bridge/0.1"
 PACE_SLACK_S = 0.002  # a paced message may leave this much before its due time (so one wake-up serves many turns)
 PACE_FIRST_AHEAD_S = 0.1  # a paced turn's first look-ahead (it doubles up to ServerConfig.pace_lookahead_s)
+PACE_PRODUCERS = 2  # turns that prepare messages ahead of their schedule at the same time (the others wait their turn)
 
 
 @dataclass
@@ -274,6 +275,7 @@ class BridgeServer:
         self._router: zmq.Socket | None = None
         self._auth = None
         self._pool = ThreadPoolExecutor(self.config.max_turn_workers, thread_name_prefix="bridge-turn")
+        self._producers = threading.BoundedSemaphore(PACE_PRODUCERS)  # turns preparing ahead of schedule at once
 
     # --- public ------------------------------------------------------------------------------------------------
     @property
@@ -793,6 +795,19 @@ class BridgeServer:
         log.info("session %d closed (%d sessions)", s.sid, len(self._sessions))
 
     # --- turn worker (runs on the pool) --------------------------------------------------------------------------
+    def _encode(self, e: ev.Event, caps: int, names: list[str], text_offset: int, sid: int) -> list[tuple[int, bytes]]:
+        """The (kind, payload) messages of one event for a session with capabilities ``caps`` and face layouts
+        ``names`` (and its Live Link frames pushed)."""
+        if isinstance(e, ev.TextDelta):
+            return [P.event_payload(e, byte_offset=text_offset)] if caps & P.Capability.TEXT else []
+        if isinstance(e, ev.AudioChunk):
+            return [P.event_payload(e)] if caps & P.Capability.AUDIO else []
+        if isinstance(e, ev.FaceFrames):
+            if self._livelink is not None:
+                self._livelink.push(_subject(sid), e.first_frame, e.livelink61, e.fps)
+            return [P.event_payload(e, layout=name) for name in names] if caps & P.Capability.FACE else []
+        return []
+
     def _run_turn(self, sid: int, t: _Turn, pcm: np.ndarray, rate: int, layouts: tuple[int, ...], caps: int) -> None:
         """Worker: resample the utterance (``[n]`` int16 at ``rate``), run the turn, post its messages with their due
         times (see the module docstring); never waits per message."""
@@ -819,40 +834,35 @@ class BridgeServer:
             lag = time.monotonic() - t.started  # the source's clock starts now: its timings are shifted by this
             text_offset = 0
             gen = self.source.run_turn(sid, audio, cancel)
-            for e in gen:
-                if cancel.is_set():
-                    break
-                items: list[tuple[int, bytes]] = []
-                if isinstance(e, ev.TextDelta):
-                    raw = len(e.text.encode("utf-8"))
-                    if caps & P.Capability.TEXT:
-                        items.append(P.event_payload(e, byte_offset=text_offset))
-                    text_offset += raw
-                    counts["tb"] += raw
-                    counts["td"] += 1
-                elif isinstance(e, ev.AudioChunk):
-                    if caps & P.Capability.AUDIO:
-                        items.append(P.event_payload(e))
-                    counts["as"] += int(e.pcm.shape[0])
-                    counts["ac"] += 1
-                elif isinstance(e, ev.FaceFrames):
-                    if caps & P.Capability.FACE:
-                        items.extend(P.event_payload(e, layout=name) for name in names)
-                    if self._livelink is not None:
-                        self._livelink.push(_subject(sid), e.first_frame, e.livelink61, e.fps)
-                    counts["ff"] += e.num_frames
-                elif isinstance(e, ev.TurnEnd):
-                    timings = e
-                    continue
-                now = time.monotonic()
-                due = clock.due(ev.event_position(e), now)
-                if due is None:  # text while the turn runs ahead of its schedule: it leaves with what follows it
-                    held.extend(items)
-                    continue
-                if isinstance(e, ev.AudioChunk) and first_audio < 0:
-                    first_audio = max(due, now) - t.started
-                post(due, held + items if held else items)
-                held.clear()
+            it = iter(gen)
+            while not cancel.is_set():
+                # a turn prepared ahead of its schedule has time: it waits for one of the few production slots, so
+                # that hundreds of turns never fight over the GIL at once (nor with the loop that sends)
+                slack = clock.last - time.monotonic() - PACE_FIRST_AHEAD_S / 2
+                slot = slack > 0 and self._producers.acquire(timeout=slack)
+                try:
+                    e = next(it, None)
+                    if e is None or cancel.is_set():
+                        break
+                    if isinstance(e, ev.TurnEnd):
+                        timings = e
+                        continue
+                    items = self._encode(e, caps, names, text_offset, sid)
+                    if isinstance(e, ev.TextDelta):
+                        text_offset += len(e.text.encode("utf-8"))
+                    _count(counts, e)
+                    now = time.monotonic()
+                    due = clock.due(ev.event_position(e), now)
+                    if due is None:  # text while the turn runs ahead of its schedule: it leaves with what follows it
+                        held.extend(items)
+                        continue
+                    if isinstance(e, ev.AudioChunk) and first_audio < 0:
+                        first_audio = max(due, now) - t.started
+                    post(due, held + items if held else items)
+                    held.clear()
+                finally:
+                    if slot:
+                        self._producers.release()
                 if clock.last - now > lookahead:  # prepared far enough ahead: rest until about half of it is left
                     # (a random share, so that turns that started together do not all wake and work at once)
                     cancel.wait(clock.last - now - lookahead * rest_share())
@@ -886,6 +896,18 @@ class BridgeServer:
                     close()  # a source stopped early (cancel) ends its turn now, not when collected
             if self._livelink is not None:
                 self._livelink.rest(_subject(sid))
+
+
+def _count(counts: dict[str, int], e: ev.Event) -> None:
+    """Add an event to a turn's counts (text bytes/deltas, audio samples/chunks, face frames)."""
+    if isinstance(e, ev.TextDelta):
+        counts["tb"] += len(e.text.encode("utf-8"))
+        counts["td"] += 1
+    elif isinstance(e, ev.AudioChunk):
+        counts["as"] += int(e.pcm.shape[0])
+        counts["ac"] += 1
+    elif isinstance(e, ev.FaceFrames):
+        counts["ff"] += e.num_frames
 
 
 class _TurnClock:
