@@ -826,6 +826,7 @@ def error_reply(e: ProtocolError, turn_id: int = 0) -> Error:
 # the session's ``seq`` and the send time are known (:func:`pack_header`).
 _FACE_HEAD = struct.Struct("<QfBBHI")  # first_frame, fps, layout_id, reserved, dims, n_frames: 20 bytes
 _TEXT_HEAD = struct.Struct("<II")  # byte_offset, n_bytes
+_F32 = np.dtype("<f4")
 
 
 def pack_header(kind: int, turn_id: int, payload_length: int, seq: int = 0, send_time_us: int = 0) -> bytes:
@@ -833,8 +834,10 @@ def pack_header(kind: int, turn_id: int, payload_length: int, seq: int = 0, send
     return HEADER.pack(MAGIC, VERSION, kind, turn_id, payload_length, seq, send_time_us)
 
 
-def _f32_payload(head: bytes, values: np.ndarray) -> bytearray:
+def _f32_payload(head: bytes, values: np.ndarray) -> bytes | bytearray:
     """``head`` followed by ``values`` as little-endian float32 (one copy, converting on the way)."""
+    if values.dtype == _F32 and values.flags.c_contiguous:
+        return b"".join((head, values.data))
     buf = bytearray(len(head) + values.size * 4)
     buf[: len(head)] = head
     np.frombuffer(buf, "<f4", offset=len(head)).reshape(values.shape)[...] = values

@@ -31,16 +31,19 @@ _FACE_PERIOD = 300  # frames: the least common multiple of the face sweeps' peri
 
 @functools.cache
 def _tone_period() -> np.ndarray:
-    """One period ``[12000]`` float32 of the scripted answer's audio (computed once: the benchmark's server would
-    otherwise spend most of its time making test tones)."""
+    """Two periods ``[24000]`` float32 of the scripted answer's audio (computed once: the benchmark's server would
+    otherwise spend most of its time making test tones; two, so that any window up to a period is a slice)."""
     t = np.arange(_TONE_PERIOD, dtype=np.float64) / OUTPUT_SAMPLE_RATE
     env = 0.5 + 0.5 * np.sin(2 * math.pi * 2.0 * t)
-    return (0.3 * env * np.sin(2 * math.pi * 220.0 * t)).astype(np.float32)
+    one = (0.3 * env * np.sin(2 * math.pi * 220.0 * t)).astype(np.float32)
+    two = np.concatenate([one, one])
+    two.flags.writeable = False  # shared by every turn
+    return two
 
 
 @functools.cache
 def _face_period() -> dict[str, np.ndarray]:
-    """One period (300 frames) of the scripted face in each layout."""
+    """Two periods (600 frames) of the scripted face in each layout (any window up to a period is a slice)."""
     k = np.arange(_FACE_PERIOD, dtype=np.float64)[:, None]
     phase = 2 * math.pi * k / FPS
     ar = np.zeros((_FACE_PERIOD, ARKIT52.dim), np.float64)
@@ -53,7 +56,8 @@ def _face_period() -> dict[str, np.ndarray]:
     fl = np.zeros((_FACE_PERIOD, FLAME58.dim), np.float64)
     fl[:, 0] = np.sin(phase)[:, 0]
     fl[:, 50] = 0.2 * ar[:, ARKIT_INDEX["jawOpen"]]  # jaw_x, radians
-    out = {"flame58": fl.astype(np.float32), "arkit52": ar.astype(np.float32), "livelink61": ll.astype(np.float32)}
+    layouts = {"flame58": fl, "arkit52": ar, "livelink61": ll}
+    out = {k: np.concatenate([v, v]).astype(np.float32) for k, v in layouts.items()}
     for v in out.values():
         v.flags.writeable = False  # shared by every turn
     return out
@@ -95,12 +99,20 @@ class ScriptedSource:
 
     @staticmethod
     def audio(start: int, n: int) -> np.ndarray:
-        """``[n]`` float32 samples ``start .. start + n - 1`` of the scripted answer (a 220 Hz tone, 0.3 peak)."""
-        return _tone_period()[np.arange(start, start + n) % _TONE_PERIOD]
+        """``[n]`` float32 samples ``start .. start + n - 1`` of the scripted answer (a 220 Hz tone, 0.3 peak); a
+        read-only view for windows up to 0.5 s."""
+        tone = _tone_period()
+        if n <= _TONE_PERIOD:
+            s = start % _TONE_PERIOD
+            return tone[s : s + n]
+        return tone[np.arange(start, start + n) % _TONE_PERIOD]
 
     @staticmethod
     def face(first: int, n: int) -> dict[str, np.ndarray]:
         """Frames ``first .. first + n - 1``: ``{"arkit52": [n, 52], "livelink61": [n, 61], "flame58": [n, 58]}``."""
+        if n <= _FACE_PERIOD:
+            s = first % _FACE_PERIOD
+            return {name: v[s : s + n] for name, v in _face_period().items()}
         idx = np.arange(first, first + n) % _FACE_PERIOD
         return {name: v[idx] for name, v in _face_period().items()}
 
