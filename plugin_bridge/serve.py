@@ -172,10 +172,6 @@ def _ray_source(args: argparse.Namespace, stack: StackOptions, config, pace: flo
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # The server loop gives up the GIL in every socket call; a turn worker that takes it then keeps it for up to the
-    # switch interval (5 ms by default) while the loop waits with a batch of due messages half sent. 0.5 ms bounds
-    # that wait (bench/bridge.py: the 64-session p99 at a turn's start).
-    sys.setswitchinterval(0.0005)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     source = None
     try:

@@ -65,7 +65,6 @@ log = logging.getLogger("plugin_bridge.server")
 SERVER_NAME = "a2llm-bridge/0.1"
 PACE_SLACK_S = 0.002  # a paced message may leave this much before its due time (so one wake-up serves many turns)
 PACE_FIRST_AHEAD_S = 0.1  # a paced turn's first look-ahead (it doubles up to ServerConfig.pace_lookahead_s)
-PACE_PRODUCERS = 2  # turns that prepare messages ahead of their schedule at the same time (the others wait their turn)
 
 
 @dataclass
@@ -275,7 +274,7 @@ class BridgeServer:
         self._router: zmq.Socket | None = None
         self._auth = None
         self._pool = ThreadPoolExecutor(self.config.max_turn_workers, thread_name_prefix="bridge-turn")
-        self._producers = threading.BoundedSemaphore(PACE_PRODUCERS)  # turns preparing ahead of schedule at once
+        self._producer = threading.Lock()  # the production slot of turns that prepare ahead of their schedule
 
     # --- public ------------------------------------------------------------------------------------------------
     @property
@@ -828,6 +827,7 @@ class BridgeServer:
                 self._post(sid, tid, due, kind, payload)
 
         gen = None
+        slot = False  # this turn holds the production slot
         try:
             audio = _to_16k(pcm, rate)
             del pcm
@@ -836,24 +836,25 @@ class BridgeServer:
             gen = self.source.run_turn(sid, audio, cancel)
             it = iter(gen)
             while not cancel.is_set():
-                # a turn prepared ahead of its schedule has time: it waits for one of the few production slots, so
-                # that hundreds of turns never fight over the GIL at once (nor with the loop that sends)
+                e = next(it, None)  # outside the slot: a source may block here (the engine generating)
+                if e is None or cancel.is_set():
+                    break
+                if isinstance(e, ev.TurnEnd):
+                    timings = e
+                    continue
+                # encoding and posting happen in the production slot: hundreds of turn threads then wait on one lock
+                # instead of all fighting over the GIL (with each other and with the loop that sends). A turn ahead
+                # of its schedule waits for the slot while it has slack; one on or behind its schedule 2 ms at most.
                 slack = clock.last - time.monotonic() - PACE_FIRST_AHEAD_S / 2
-                slot = slack > 0 and self._producers.acquire(timeout=slack)
+                slot = self._producer.acquire(timeout=max(slack, 0.002))
                 try:
-                    e = next(it, None)
-                    if e is None or cancel.is_set():
-                        break
-                    if isinstance(e, ev.TurnEnd):
-                        timings = e
-                        continue
                     items = self._encode(e, caps, names, text_offset, sid)
                     if isinstance(e, ev.TextDelta):
                         text_offset += len(e.text.encode("utf-8"))
                     _count(counts, e)
                     now = time.monotonic()
                     due = clock.due(ev.event_position(e), now)
-                    if due is None:  # text while the turn runs ahead of its schedule: it leaves with what follows it
+                    if due is None:  # text while the turn runs ahead of its schedule: it goes with what follows it
                         held.extend(items)
                         continue
                     if isinstance(e, ev.AudioChunk) and first_audio < 0:
@@ -862,7 +863,8 @@ class BridgeServer:
                     held.clear()
                 finally:
                     if slot:
-                        self._producers.release()
+                        self._producer.release()
+                        slot = False
                 if clock.last - now > lookahead:  # prepared far enough ahead: rest until about half of it is left
                     # (a random share, so that turns that started together do not all wake and work at once)
                     cancel.wait(clock.last - now - lookahead * rest_share())
@@ -890,6 +892,8 @@ class BridgeServer:
             if not cancel.is_set():
                 post(end, [*held, *((m.KIND, m.encode_frames()[1]) for m in (err, fail))])
         finally:
+            if slot:
+                self._producer.release()
             if gen is not None:
                 close = getattr(gen, "close", None)
                 if close is not None:
