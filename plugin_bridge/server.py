@@ -65,6 +65,7 @@ log = logging.getLogger("plugin_bridge.server")
 SERVER_NAME = "a2llm-bridge/0.1"
 PACE_SLACK_S = 0.002  # a paced message may leave this much before its due time (so one wake-up serves many turns)
 PACE_FIRST_AHEAD_S = 0.1  # a paced turn's first look-ahead (it doubles up to ServerConfig.pace_lookahead_s)
+_RESUME = -1  # outbox kind: a parked turn (payload: its _Run) to hand to a worker again at the due time
 
 
 @dataclass
@@ -204,6 +205,7 @@ class _Session:
     pending: deque = field(default_factory=deque)  # (turn_id or 0 for control messages, kind, header turn_id, payload)
     timed: deque = field(default_factory=deque)  # paced messages not yet due: (due, turn_id, kind, payload)
     heap_due: float | None = None  # due time of this session's entry in the server's heap (None: no entry)
+    parked: object | None = None  # its turn's _Run while parked (prepared ahead, no thread)
     turn: _Turn | None = None
     last_turn_id: int = 0
     rx_turn_id: int = 0  # turn whose utterance is being received (0 = none)
@@ -266,6 +268,7 @@ class BridgeServer:
         self._heap_order = itertools.count()
         self._stamp_us = 0  # send_time_us of the messages sent in this pass of the loop
         self._backlog: set[int] = set()  # sessions whose pipe was full with messages still queued
+        self._resume: list[tuple[float, int, _Run]] = []  # (when, order, run): parked turns to hand to a worker
         self._bell_armed = True
         self._bell_rx, self._bell_tx = socket.socketpair()
         self._bell_rx.setblocking(False)
@@ -382,6 +385,8 @@ class BridgeServer:
             timeout = 2 if waiting else 50
             if heap:  # wake for the earliest paced message (whole ms, never after its slack runs out)
                 timeout = min(timeout, max(0, math.ceil((heap[0][0] - PACE_SLACK_S - time.monotonic()) * 1000)))
+            if self._resume:
+                timeout = min(timeout, max(0, math.ceil((self._resume[0][0] - time.monotonic()) * 1000)))
             events = dict(poller.poll(timeout))
             now = time.monotonic()
             self._stamp_us = int(now * 1e6)  # time.monotonic() is the clock of _now_us too
@@ -389,6 +394,9 @@ class BridgeServer:
                 self._drain_outbox(now)
             if heap and heap[0][0] <= now + PACE_SLACK_S:
                 self._release_due(now)
+            resume = self._resume
+            while resume and resume[0][0] <= now:
+                self._wake(heapq.heappop(resume)[2])
             if self._router in events:
                 for _ in range(1000):
                     try:
@@ -485,6 +493,7 @@ class BridgeServer:
             s.pending.popleft()
         if t is not None:
             t.cancel.set()
+            self._wake(s.parked)  # type: ignore[arg-type]
             s.turn = None
             s.last_turn_id = max(s.last_turn_id, tid)
             if self._livelink is not None:
@@ -511,6 +520,10 @@ class BridgeServer:
         """Worker side: hand one message (its kind and payload) to the main loop, to be sent at ``due`` (monotonic s;
         a turn's due times never decrease)."""
         self._outbox.append((sid, tid, due, kind, payload))
+        self._ring()
+
+    def _ring(self) -> None:
+        """Wake the loop if it may be asleep (workers only)."""
         if self._bell_armed:
             self._bell_armed = False
             with contextlib.suppress(OSError):  # full (already rung) or closed (shutting down)
@@ -530,7 +543,17 @@ class BridgeServer:
         while box:
             sid, tid, due, kind, payload = box.popleft()
             s = by_sid.get(sid)
-            if s is None or s.turn is None or s.turn.turn_id != tid or s.turn.cancel.is_set():
+            live = not (s is None or s.turn is None or s.turn.turn_id != tid or s.turn.cancel.is_set())
+            if kind == _RESUME:  # a turn parks until `due`; one cancelled meanwhile finishes at once
+                run: _Run = payload  # type: ignore[assignment]
+                run.parked = True
+                if live:
+                    s.parked = run  # type: ignore[union-attr]
+                    heapq.heappush(self._resume, (due, next(self._heap_order), run))
+                else:
+                    self._wake(run)
+                continue
+            if not live:
                 continue  # a cancelled or finished turn's late message
             if s.timed or due > horizon:
                 if not s.timed:
@@ -541,6 +564,17 @@ class BridgeServer:
                 touched[sid] = s
         for s in touched.values():
             self._flush(s)
+
+    def _wake(self, run: _Run | None) -> None:
+        """Hand a parked turn to a worker (its resume time came, or it was cancelled); once."""
+        if run is None or not run.parked:
+            return
+        run.parked = False
+        s = self._by_sid.get(run.sid)
+        if s is not None and s.parked is run:
+            s.parked = None
+        with contextlib.suppress(RuntimeError):  # shutting down: no more workers
+            self._pool.submit(self._produce, run)
 
     def _schedule(self, s: _Session, due: float) -> None:
         """``s.timed``'s first message is due at ``due``: make sure the heap wakes the loop by then."""
@@ -756,6 +790,7 @@ class BridgeServer:
         t = s.turn
         if t is not None and turn_id in (0, t.turn_id):
             t.cancel.set()
+            self._wake(s.parked)  # type: ignore[arg-type]
             s.turn = None
             s.last_turn_id = max(s.last_turn_id, t.turn_id)
             s.pending = deque(x for x in s.pending if x[0] != t.turn_id)
@@ -778,6 +813,7 @@ class BridgeServer:
         s.timed.clear()
         if s.turn is not None:
             s.turn.cancel.set()
+            self._wake(s.parked)  # type: ignore[arg-type]
             s.turn = None
             if self._livelink is not None:  # a finished turn's queued Live Link frames still play out
                 self._livelink.clear(_subject(s.sid))
@@ -808,98 +844,130 @@ class BridgeServer:
         return []
 
     def _run_turn(self, sid: int, t: _Turn, pcm: np.ndarray, rate: int, layouts: tuple[int, ...], caps: int) -> None:
-        """Worker: resample the utterance (``[n]`` int16 at ``rate``), run the turn, post its messages with their due
-        times (see the module docstring); never waits per message."""
-        cancel = t.cancel
-        tid = t.turn_id
-        names = [get_layout(lid).name for lid in layouts if lid]
-        counts = dict.fromkeys(("tb", "td", "as", "ac", "ff"), 0)
-        first_audio = -1.0  # s from the turn's start to the first AudioChunk's release
-        timings: ev.TurnEnd | None = None
-        clock = _TurnClock(max(0.0, float(getattr(self.source, "pace", 0.0) or 0.0)))
-        lookahead = min(PACE_FIRST_AHEAD_S, self.config.pace_lookahead_s)  # doubles at each rest
-        rest_share = random.Random(sid * 1_000_003 + tid).uniform
-        rest_share = functools.partial(rest_share, 0.25, 0.75)
-        held: list[tuple[int, bytes]] = []  # text waiting for the audio / face that follows it (the turn runs ahead)
-
-        def post(due: float, items: list[tuple[int, bytes]]) -> None:
-            for kind, payload in items:
-                self._post(sid, tid, due, kind, payload)
-
-        gen = None
-        slot = False  # this turn holds the production slot
+        """Worker: resample the utterance (``[n]`` int16 at ``rate``), start the turn, then produce it
+        (:meth:`_produce`)."""
+        run = _Run(sid, t, caps, [get_layout(lid).name for lid in layouts if lid],
+                   _TurnClock(max(0.0, float(getattr(self.source, "pace", 0.0) or 0.0))),
+                   min(PACE_FIRST_AHEAD_S, self.config.pace_lookahead_s),
+                   functools.partial(random.Random(sid * 1_000_003 + t.turn_id).uniform, 0.25, 0.75))  # fmt: skip
         try:
             audio = _to_16k(pcm, rate)
             del pcm
-            lag = time.monotonic() - t.started  # the source's clock starts now: its timings are shifted by this
-            text_offset = 0
-            gen = self.source.run_turn(sid, audio, cancel)
-            it = iter(gen)
+            run.lag = time.monotonic() - t.started  # the source's clock starts now: its timings are shifted by this
+            run.gen = self.source.run_turn(sid, audio, t.cancel)
+            run.it = iter(run.gen)
+        except Exception as exc:
+            self._finish(run, exc)
+            return
+        self._produce(run)
+
+    def _produce(self, run: _Run) -> None:
+        """Worker: make the turn's messages and post them with their due times (see the module docstring), until
+        the turn ends, or until it is prepared ``run.lookahead`` ahead of its schedule: it then *parks* (gives its
+        thread back) and the loop hands it to a worker again when about half of that is left, or at once when the
+        turn is cancelled. Never waits per message."""
+        t, clock, cancel = run.turn, run.clock, run.turn.cancel
+        try:
             while not cancel.is_set():
-                e = next(it, None)  # outside the slot: a source may block here (the engine generating)
+                e = next(run.it, None)  # outside the slot: a source may block here (the engine generating)
                 if e is None or cancel.is_set():
                     break
                 if isinstance(e, ev.TurnEnd):
-                    timings = e
+                    run.timings = e
                     continue
-                # encoding and posting happen in the production slot: hundreds of turn threads then wait on one lock
-                # instead of all fighting over the GIL (with each other and with the loop that sends). A turn ahead
-                # of its schedule waits for the slot while it has slack; one on or behind its schedule 2 ms at most.
+                # encoding and posting happen in the production slot: turn threads then wait on one lock instead
+                # of all fighting over the GIL (with each other and with the loop that sends). A turn ahead of its
+                # schedule waits for the slot while it has slack; one on or behind its schedule 2 ms at most.
                 slack = clock.last - time.monotonic() - PACE_FIRST_AHEAD_S / 2
                 slot = self._producer.acquire(timeout=max(slack, 0.002))
                 try:
-                    items = self._encode(e, caps, names, text_offset, sid)
+                    items = self._encode(e, run.caps, run.names, run.text_offset, run.sid)
                     if isinstance(e, ev.TextDelta):
-                        text_offset += len(e.text.encode("utf-8"))
-                    _count(counts, e)
+                        run.text_offset += len(e.text.encode("utf-8"))
+                    _count(run.counts, e)
                     now = time.monotonic()
                     due = clock.due(ev.event_position(e), now)
                     if due is None:  # text while the turn runs ahead of its schedule: it goes with what follows it
-                        held.extend(items)
+                        run.held.extend(items)
                         continue
-                    if isinstance(e, ev.AudioChunk) and first_audio < 0:
-                        first_audio = max(due, now) - t.started
-                    post(due, held + items if held else items)
-                    held.clear()
+                    if isinstance(e, ev.AudioChunk) and run.first_audio < 0:
+                        run.first_audio = max(due, now) - t.started
+                    self._post_all(run, due, run.held + items if run.held else items)
+                    run.held.clear()
                 finally:
                     if slot:
                         self._producer.release()
-                        slot = False
-                if clock.last - now > lookahead:  # prepared far enough ahead: rest until about half of it is left
+                if clock.last - now > run.lookahead:  # prepared far enough ahead: park until about half is left
                     # (a random share, so that turns that started together do not all wake and work at once)
-                    cancel.wait(clock.last - now - lookahead * rest_share())
-                    lookahead = min(2 * lookahead, self.config.pace_lookahead_s)
-            if cancel.is_set():
-                return
-            end = clock.end(time.monotonic())
-            if timings is None:
-                timings = ev.TurnEnd(sid, -1.0, -1.0, -1.0)
-            status = P.TurnStatus.CANCELLED if timings.cancelled else P.TurnStatus.COMPLETED
-            ttft, ttfa = (lag + x if x >= 0 else -1.0 for x in (timings.ttft_s, timings.ttfa_s))
-            msg = P.TurnEnd(
-                status, ttft, ttfa, first_audio, timings.rtf, end - t.started, counts["tb"], counts["td"],
-                counts["as"], counts["ac"], counts["ff"], turn_id=tid,
-            )  # fmt: skip
-            post(end, [*held, (msg.KIND, msg.encode_frames()[1])])
+                    at = clock.last - run.lookahead * run.rest_share()
+                    run.lookahead = min(2 * run.lookahead, self.config.pace_lookahead_s)
+                    self._outbox.append((run.sid, t.turn_id, at, _RESUME, run))  # type: ignore[arg-type]
+                    self._ring()
+                    return
         except Exception as exc:
-            if isinstance(exc, ev.TurnError):  # reported by the source (e.g. refused input): no traceback
-                log.warning("session %d turn %d failed: %s", sid, tid, exc)
-            else:
-                log.exception("session %d turn %d failed", sid, tid)
-            end = clock.end(time.monotonic())  # after what was already scheduled, as it would have been sent
-            err = P.Error(P.ErrorCode.TURN_FAILED, f"turn failed: {type(exc).__name__}: {exc}"[:1000], turn_id=tid)
-            fail = P.TurnEnd(P.TurnStatus.FAILED, total_s=end - t.started, turn_id=tid)
-            if not cancel.is_set():
-                post(end, [*held, *((m.KIND, m.encode_frames()[1]) for m in (err, fail))])
+            self._finish(run, exc)
+            return
+        self._finish(run, None)
+
+    def _post_all(self, run: _Run, due: float, items: list[tuple[int, bytes]]) -> None:
+        for kind, payload in items:
+            self._post(run.sid, run.turn.turn_id, due, kind, payload)
+
+    def _finish(self, run: _Run, exc: BaseException | None) -> None:
+        """Worker: the turn's last messages (TurnEnd, or Error + TurnEnd(FAILED) for ``exc``), the source's
+        generator closed (a source stopped early ends its turn now), Live Link rests."""
+        t, sid, tid = run.turn, run.sid, run.turn.turn_id
+        try:
+            if exc is None and not t.cancel.is_set():
+                end = run.clock.end(time.monotonic())
+                tm = run.timings if run.timings is not None else ev.TurnEnd(sid, -1.0, -1.0, -1.0)
+                status = P.TurnStatus.CANCELLED if tm.cancelled else P.TurnStatus.COMPLETED
+                ttft, ttfa = (run.lag + x if x >= 0 else -1.0 for x in (tm.ttft_s, tm.ttfa_s))
+                c = run.counts
+                msg = P.TurnEnd(
+                    status, ttft, ttfa, run.first_audio, tm.rtf, end - t.started, c["tb"], c["td"], c["as"],
+                    c["ac"], c["ff"], turn_id=tid,
+                )  # fmt: skip
+                self._post_all(run, end, [*run.held, (msg.KIND, msg.encode_frames()[1])])
+            elif exc is not None:
+                if isinstance(exc, ev.TurnError):  # reported by the source (e.g. refused input): no traceback
+                    log.warning("session %d turn %d failed: %s", sid, tid, exc)
+                else:
+                    log.error("session %d turn %d failed", sid, tid, exc_info=exc)
+                end = run.clock.end(time.monotonic())  # after what was already scheduled, as it would have been sent
+                err = P.Error(P.ErrorCode.TURN_FAILED, f"turn failed: {type(exc).__name__}: {exc}"[:1000],
+                              turn_id=tid)  # fmt: skip
+                fail = P.TurnEnd(P.TurnStatus.FAILED, total_s=end - t.started, turn_id=tid)
+                if not t.cancel.is_set():
+                    self._post_all(run, end, [*run.held, *((m.KIND, m.encode_frames()[1]) for m in (err, fail))])
         finally:
-            if slot:
-                self._producer.release()
-            if gen is not None:
-                close = getattr(gen, "close", None)
-                if close is not None:
-                    close()  # a source stopped early (cancel) ends its turn now, not when collected
+            close = getattr(run.gen, "close", None)
+            if close is not None:
+                close()
             if self._livelink is not None:
                 self._livelink.rest(_subject(sid))
+
+
+@dataclass(eq=False)
+class _Run:
+    """A turn being produced (it moves between worker threads when it parks)."""
+
+    sid: int
+    turn: _Turn
+    caps: int
+    names: list[str]  # face layouts the session gets
+    clock: _TurnClock
+    lookahead: float  # how far ahead it prepares before parking (doubles up to pace_lookahead_s)
+    rest_share: object  # () -> the share of the look-ahead left when it resumes
+    gen: object | None = None
+    it: object | None = None
+    lag: float = 0.0
+    text_offset: int = 0
+    first_audio: float = -1.0  # s from the turn's start to the first AudioChunk's release
+    timings: ev.TurnEnd | None = None
+    held: list = field(default_factory=list)  # text waiting for the audio / face that follows it
+    counts: dict = field(default_factory=lambda: dict.fromkeys(("tb", "td", "as", "ac", "ff"), 0))
+    parked: bool = False  # waiting in the loop's resume heap
 
 
 def _count(counts: dict[str, int], e: ev.Event) -> None:
