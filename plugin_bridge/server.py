@@ -7,13 +7,15 @@ Threads:
   client whose ZeroMQ pipe is full gets its messages held in its own bounded queue (``max_pending``); past that its
   turn is cancelled with ``Error(CLIENT_TOO_SLOW)`` + ``TurnEnd(CANCELLED)``, so nothing is ever dropped silently and
   other clients never wait;
-- **turn workers** (a thread pool, ``max_turn_workers``): each runs ``source.run_turn(...)`` for one turn, encodes
-  the events into protocol payloads (:func:`~plugin_bridge.protocol.event_payload`), gives each its *due time* and
-  appends them to the main loop's outbox (a deque plus a socket-pair doorbell; one worker per turn, so a turn's
-  messages stay in order). A worker never sleeps per message: with a paced source it only rests when its turn is
-  prepared far enough ahead of its release times, until half of that is left: 0.1 s ahead at first, doubling at each
-  rest up to ``pace_lookahead_s`` (so that turns starting together do not all make a second of answer at once, and a
-  long turn's worker wakes about twice a second);
+- **turn workers** (a thread pool, ``max_turn_workers``): a worker runs ``source.run_turn(...)`` for one turn,
+  encodes the events into protocol payloads (:func:`~plugin_bridge.protocol.event_payload`), gives each its *due time*
+  and appends them to the main loop's outbox (a deque plus a socket-pair doorbell; one worker at a time per turn, so a
+  turn's messages stay in order). Nothing sleeps per message or per turn: a paced turn prepared far enough ahead of its
+  due times *parks* (gives its thread back; the loop hands it to a worker again when about half of that is left, or at
+  once when it is cancelled): 0.1 s ahead at first, doubling at each park up to ``pace_lookahead_s``, resumed at a
+  random share of it (so that turns that start together do not all work at once). Encoding and posting run in one
+  production slot (a lock; the source's own ``next()`` outside it, as it may block), so turn threads wait on a lock
+  rather than all fighting over the GIL with each other and with the loop that sends;
 - optionally a :class:`~plugin_bridge.livelink_out.LiveLinkSender` thread pacing Live Link Face UDP packets.
 
 **Pacing** (the source's ``pace`` > 0: release audio and face at most ``pace`` x real time) is one scheduler on the

@@ -327,3 +327,37 @@ def test_turn_clock_due_times():
     assert c.end(101.1) == 101.2 and c.end(103.0) == 103.0
     unpaced = _TurnClock(pace=0.0)
     assert unpaced.due(480000, 5.0) == 5.0 and unpaced.due(None, 4.0) == 5.0
+
+
+def test_a_parked_turn_is_ended_at_once_when_cancelled(monkeypatch):
+    """A paced turn prepared far ahead parks without a thread until about half of its look-ahead is left (here 5 to
+    15 s); a Cancel hands it back to a worker at once, so the source's turn is closed (the engine stops) right away,
+    not when the turn would have resumed."""
+    import plugin_bridge.server as server_mod
+
+    monkeypatch.setattr(server_mod, "PACE_FIRST_AHEAD_S", 20.0)
+    closed = threading.Event()
+
+    class Recording(ScriptedSource):
+        def run_turn(self, session_id, audio, cancel):
+            try:
+                yield from super().run_turn(session_id, audio, cancel)
+            finally:
+                closed.set()
+
+    source = Recording(seconds=60.0, pace=1.0)
+    server = start_server(source, pace_lookahead_s=20.0)
+    try:
+        with BridgeClient(server.endpoint) as c:
+
+            def cancel_after_a_second(msg, res):  # the turn made its first 20 s at once and parked long before
+                if isinstance(msg, P.AudioChunk) and msg.sample_offset == 24000:
+                    c.cancel(msg.turn_id)
+
+            res = c.run_turn(QUESTION, 16000, on_message=cancel_after_a_second)
+            assert res.turn_end.status == P.TurnStatus.CANCELLED
+            assert closed.wait(3.0), "the parked turn was not ended on Cancel"
+            source.seconds, source.pace = 0.4, 0.0
+            _check_complete(c.run_turn(QUESTION, 16000), source)
+    finally:
+        server.stop()
