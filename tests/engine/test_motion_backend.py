@@ -60,8 +60,8 @@ def run_turns(engine: Engine) -> dict:
     masks, and the end reasons."""
     codes: list[np.ndarray] = []
     firsts: list[list[bool]] = []
-    motion, connector = engine.stack.motion, engine.stack.connector
-    decode_step, connector_step = motion.decode_step, connector.step
+    backend = engine.motion_backend
+    decode_step, connector_step = backend.decode_step, backend.connector_step
 
     def spy_decode(c, state):
         codes.append(c.cpu().numpy().copy())
@@ -72,7 +72,7 @@ def run_turns(engine: Engine) -> dict:
             firsts.append(first.tolist())
         return connector_step(x, prev, first)
 
-    motion.decode_step, connector.step = spy_decode, spy_connector
+    backend.decode_step, backend.connector_step = spy_decode, spy_connector
     s0, s1 = engine.new_session(session_id=0), engine.new_session(session_id=1)
     events = []
     engine.submit(s0, tone(0.5, 220.0))
@@ -102,8 +102,7 @@ def torch_run():
 
 def test_torch_and_onnxruntime_engines_yield_the_same_face_frames(engines, torch_run):
     engine = make_engine("onnxruntime", engines)
-    assert isinstance(engine.motion_backend, OnnxRuntimeBackend)
-    assert not isinstance(engine.stack.motion, torch.nn.Module)  # the engine runs the exported graphs
+    assert isinstance(engine.motion_backend, OnnxRuntimeBackend)  # the engine runs the exported graphs
     ort_run = run_turns(engine)
     assert ort_run["ends"] == torch_run["ends"]
     assert torch_run["firsts"] == ort_run["firsts"] == [[False, True]]  # the mixed batch was exercised
@@ -122,7 +121,8 @@ def test_default_backend_is_torch():
     engine = make_engine("torch")
     assert EngineConfig().motion_backend.kind == "torch"
     assert isinstance(engine.motion_backend, TorchBackend)
-    assert engine.stack.motion is engine.motion_backend.motion  # the PyTorch modules themselves
+    assert engine.motion_backend.motion is engine.stack.motion  # the PyTorch modules themselves
+    assert engine.motion_backend.connector is engine.stack.connector
 
 
 def test_int8_option_constructs_and_runs(engines, torch_run):

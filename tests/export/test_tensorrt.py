@@ -17,7 +17,8 @@ pytestmark = pytest.mark.gpu
 @pytest.fixture(scope="module")
 def trt_engines(tmp_path_factory):
     pytest.importorskip("tensorrt")
-    from export.build_engines import build, tiny_motion_models
+    from a2llm_rt.engine.builders import tiny_motion_models
+    from export.build_engines import build
 
     connector, motion = tiny_motion_models()
     folder = tmp_path_factory.mktemp("trt")
@@ -42,7 +43,8 @@ def test_tensorrt_backend_matches_torch(trt_engines):
     codes_t, frames_t = drive(TorchBackend(connector, motion), hidden, restart_at=2)
     codes_r, frames_r = drive(TensorRTBackend(folder), hidden.cuda(), restart_at=2)
     assert (codes_r == codes_t).mean() > 0.99
-    np.testing.assert_allclose(frames_r, frames_t, atol=1e-3, rtol=1e-3)
+    for r, t in zip(frames_r, frames_t, strict=True):
+        np.testing.assert_allclose(r, t, atol=1e-3, rtol=1e-3)
 
 
 def test_onnxruntime_cuda_provider_matches_cpu():
