@@ -11,8 +11,9 @@ an input and the module's declared ``lookahead``. The three checks:
 - :func:`check_reset_one_row`: after ``reset`` of one row of a batch, that row's outputs (counts and values) equal a
   fresh stream's on the same inputs, while the other row goes on as if nothing happened.
 
-Outputs are compared per row with the lengths the case reports (``step_lengths(n, state)`` before each step and
-``flush_lengths(state)``), so rows at different points of their streams are checked as the engine reads them.
+Outputs are compared per row with the lengths the case reports with each output (a module's ``output_lengths`` /
+``flush_lengths``, a backend's ``DecodedFrames.lengths``), so rows at different points of their streams are checked
+as the engine reads them.
 """
 
 from __future__ import annotations
@@ -34,11 +35,9 @@ class StreamCase:
     name: str
     init: Callable[[int], State]
     """``batch -> fresh state``."""
-    step: Callable[[torch.Tensor, State], tuple[torch.Tensor, State]]
-    flush: Callable[[State], tuple[torch.Tensor, State]]
-    step_lengths: Callable[[int, State], torch.Tensor]
-    """``(n input steps, state before) -> [B]`` outputs per row."""
-    flush_lengths: Callable[[State], torch.Tensor]
+    step: Callable[[torch.Tensor, State], tuple[torch.Tensor, torch.Tensor, State]]
+    """``(x, state) -> (y, lengths [B], new state)``: ``y`` rows left-aligned, ``lengths`` each row's outputs."""
+    flush: Callable[[State], tuple[torch.Tensor, torch.Tensor, State]]
     whole: Callable[[torch.Tensor], torch.Tensor]
     """Whole-sequence reference ``[B, T, ...] -> [B, T', ...]``."""
     make_input: Callable[[int, int, torch.Generator], torch.Tensor]
@@ -66,13 +65,11 @@ def run_stream(case: StreamCase, x: torch.Tensor, cuts: Sequence[int], state: St
     chunks = []
     bounds = [0, *cuts, x.shape[1]]
     for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-        n = case.step_lengths(b - a, state)
-        y, state = case.step(x[:, a:b], state)
-        assert y.shape[1] == (int(n.max()) if b > a else 0), (case.name, y.shape, n)
+        y, n, state = case.step(x[:, a:b], state)
+        assert y.shape[1] == int(n.max()), f"{case.name}: output {tuple(y.shape)} but lengths {n.tolist()}"
         chunks.append((y, n))
-    n = case.flush_lengths(state)
-    y, state = case.flush(state)
-    assert y.shape[1] == int(n.max()) if len(n) else True
+    y, n, state = case.flush(state)
+    assert y.shape[1] == int(n.max()), f"{case.name}: flush output {tuple(y.shape)} but lengths {n.tolist()}"
     chunks.append((y, n))
     return _rows(chunks, x.shape[0]), state
 
@@ -110,9 +107,7 @@ def check_causality(case: StreamCase, points: Sequence[int] | None = None, tight
                 f"{case.name}: output {first} does not depend on input {i} (declared lookahead {case.lookahead})"
             )
         # streamed: what has come out after the first i input steps is fixed before the changed input arrives
-        state = case.init(1)
-        n = case.step_lengths(i, state)
-        y, _ = case.step(x2[:, :i], state)
+        y, n, _ = case.step(x2[:, :i], case.init(1))
         _close(case, y[0, : int(n[0])], ref[0, : int(n[0])], f"streamed output before input {i}")
         assert int(n[0]) <= max(first, 0), f"{case.name}: {int(n[0])} outputs came out before their look-ahead"
 
@@ -125,9 +120,7 @@ def check_reset_one_row(case: StreamCase, before: int | None = None, seed: int =
     before = before if before is not None else max(1, t // 3)
     x_old = case.make_input(2, before, g)
     x_new = case.make_input(2, t, g)
-    state = case.init(2)
-    n = case.step_lengths(before, state)
-    y, state = case.step(x_old, state)
+    y, n, state = case.step(x_old, case.init(2))
     head = (y, n)
     state.reset(torch.tensor([False, True]))
     cuts = [1, 2, max(3, t // 2)]
@@ -144,3 +137,31 @@ def check_all(case: StreamCase, tight: bool = True) -> None:
     check_chunked_equals_whole(case)
     check_causality(case, tight=tight)
     check_reset_one_row(case)
+    check_reset_one_row(case, before=1)  # reset while the other row may still be filling its look-ahead
+
+
+def module_case(name: str, module, dim: int, steps: int, rate: float) -> StreamCase:
+    """A :class:`~a2llm_rt.streaming.StreamingModule` on random float inputs ``[B, T, dim]``."""
+
+    def step(x, state):
+        n = module.output_lengths(x.shape[1], state)
+        y, state = module.step(x, state)
+        return y, n, state
+
+    def flush(state):
+        n = module.flush_lengths(state)
+        y, state = module.flush(state)
+        return y, n, state
+
+    return StreamCase(
+        name=name, init=module.init_state, step=step, flush=flush, whole=module,
+        make_input=lambda b, t, g: torch.randn(b, t, dim, generator=g), perturb=add_from,
+        lookahead=module.lookahead, rate=rate, steps=steps,
+    )  # fmt: skip
+
+
+def add_from(x: torch.Tensor, i: int) -> torch.Tensor:
+    """``x`` with 1 added at every step ``>= i``."""
+    x = x.clone()
+    x[:, i:] += 1.0
+    return x

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from a2llm_rt.models.motion_tokenizer import MotionTokenizer, MotionTokenizerConfig
-from a2llm_rt.streaming import StreamingModule
-from tests.streaming_checks import StreamCase, check_causality, check_chunked_equals_whole, check_reset_one_row
+from tests.streaming_checks import check_all, check_reset_one_row, module_case
 
 
 def _tokenizer(lookahead: int, linear_skip: bool) -> MotionTokenizer:
@@ -21,29 +20,6 @@ def _tokenizer(lookahead: int, linear_skip: bool) -> MotionTokenizer:
         return MotionTokenizer(cfg).eval()
 
 
-def _perturb(x: torch.Tensor, i: int) -> torch.Tensor:
-    x = x.clone()
-    x[:, i:] += 1.0
-    return x
-
-
-def module_case(name: str, module: StreamingModule, dim: int, steps: int, rate: float) -> StreamCase:
-    return StreamCase(
-        name=name,
-        init=lambda b: module.init_state(b),
-        step=module.step,
-        flush=module.flush,
-        step_lengths=module.output_lengths,
-        flush_lengths=module.flush_lengths,
-        whole=module,
-        make_input=lambda b, t, g: torch.randn(b, t, dim, generator=g),
-        perturb=_perturb,
-        lookahead=module.lookahead,
-        rate=rate,
-        steps=steps,
-    )
-
-
 CASES = [(0, False), (1, False), (1, True), (2, False)]
 
 
@@ -52,10 +28,7 @@ def test_decoder_contract(lookahead, skip):
     m = _tokenizer(lookahead, skip)
     case = module_case(f"decoder la={lookahead} skip={skip}", m.decoder, m.cfg.latent_dim, 9, m.group)
     with torch.no_grad():
-        check_chunked_equals_whole(case)
-        check_causality(case)
-        check_reset_one_row(case)
-        check_reset_one_row(case, before=1)  # reset while the other row is still filling its look-ahead
+        check_all(case)
 
 
 @pytest.mark.parametrize("skip", [False, True])
@@ -63,9 +36,7 @@ def test_encoder_contract(skip):
     m = _tokenizer(0, skip)
     case = module_case(f"encoder skip={skip}", m.encoder, m.dim, 23, 1 / m.group)
     with torch.no_grad():
-        check_chunked_equals_whole(case)
-        check_causality(case)
-        check_reset_one_row(case)
+        check_all(case)
         check_reset_one_row(case, before=7)  # the rows are then at different phases of their tokens
 
 
