@@ -569,6 +569,17 @@ class MotionTokenizer(nn.Module):
         y, state = self.decoder.step(self.quantizer.decode(codes), state)
         return self.to_frames(y), state
 
+    @torch.no_grad()
+    def decode_step_padded(
+        self, codes: torch.Tensor, state: DecoderState
+    ) -> tuple[torch.Tensor, torch.Tensor, DecoderState]:
+        """codes ``[B, n, N_q]`` (n >= 1) -> (frames ``[B, n G, D]``, each row's left-aligned and zero past its
+        count; counts ``[B]`` int64; new state): :meth:`decode_step` with static shapes and no host read (what the
+        exported graph and a CUDA graph capture run)."""
+        y, lengths, state = self.decoder.step_padded(self.quantizer.decode(codes), state)
+        keep = torch.arange(y.shape[1], device=y.device).view(1, -1, 1) < lengths.view(-1, 1, 1)
+        return self.to_frames(y) * keep.to(y.dtype), lengths, state
+
     def decode_lengths(self, n: int, state: DecoderState) -> torch.Tensor:
         """``[B]`` int64: frames each row gets from :meth:`decode_step` of ``n`` tokens from ``state``."""
         return self.decoder.output_lengths(n, state)
