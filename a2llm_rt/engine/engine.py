@@ -11,7 +11,9 @@ Each :meth:`Engine.step`:
 4. samples the next token of every generating session (logits masked to the TA4 slot's class, per-session
    sampling settings and generator), emitting text deltas and, at each group's end, vocoder audio;
 5. runs the connector over every session whose window of ``W`` audio-position hidden states is full (batched),
-   then the motion decoder, and emits face frames;
+   then the motion decoder over all of them in one call (every field of the decoder state is per session, so
+   sessions at different points of their turns share it), through the engine's
+   :class:`~a2llm_rt.engine.motion_backend.MotionBackend` (torch, onnxruntime or TensorRT), and emits face frames;
 6. finishes turns that stopped (last partial window, decoder and vocoder flush, ``TurnEnd``).
 
 Failures are per session: bad audio, a prompt too long for the cache, NaN frames -> an :class:`Error` event for that
