@@ -234,7 +234,7 @@ def export_decoder(tokenizer: MotionTokenizer, path: str | Path, precision: str 
     graph = DecoderStepGraph(_copy_to(tokenizer, dtype), dtype).eval()
     state = decoder_state_names(tokenizer)
     names_in = ["codes", "code_mask", *(f"state_{s}" for s in state)]
-    names_out = ["frames", "frame_lengths", *(f"new_state_{s}" for s in state)]
+    names_out = list(DECODER_OUTPUTS)
     batch, n = torch.export.Dim("batch", min=1, max=1024), torch.export.Dim("n", min=1, max=4096)
     dyn = {"codes": {0: batch, 1: n}, "code_mask": {0: batch, 1: n}, **{f"state_{s}": {0: batch} for s in state}}
     _export(graph, decoder_example(tokenizer, 2, 3), path, names_in, names_out, dyn)

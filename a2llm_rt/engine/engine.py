@@ -597,8 +597,11 @@ class Engine:
                     out, state = self.motion_backend.decode_flush(state)
                 else:
                     out, state = self.motion_backend.decode_step(codes, state)
-                frames = out.frames.float().cpu().numpy()  # one download per batch
-                lengths = out.lengths.cpu().tolist()
+                # one download per batch: each row's frame count (exact in float32) packed before its frames
+                b, m, d = out.frames.shape
+                host = torch.cat([out.lengths.view(b, 1).float(), out.frames.float().reshape(b, m * d)], 1)
+                host = host.cpu().numpy()
+                lengths, frames = host[:, 0].astype(np.int64), host[:, 1:].reshape(b, m, d)
         except Exception as e:  # noqa: BLE001
             for s in sessions:
                 self._fail(s, e, events)

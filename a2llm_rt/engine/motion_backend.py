@@ -83,8 +83,10 @@ class DecodedFrames:
 
     Attributes:
         frames: ``[B, M, D]`` float32 (original units); row b's frames are ``frames[b, :lengths[b]]`` (left-aligned,
-            zero past them; ``M`` is the longest row's count).
-        lengths: ``[B]`` int64 frames of each row (rows differ while a row fills its look-ahead after a reset).
+            zero past them). ``M`` is the call's static size (``m G`` for ``m`` codes), not trimmed to the longest
+            row, so a backend never reads a count back to the host.
+        lengths: ``[B]`` int64 frames of each row (on ``frames``' device; rows differ while a row fills its
+            look-ahead after a reset).
     """
 
     frames: torch.Tensor
@@ -185,13 +187,11 @@ class TorchBackend(MotionBackend):
         return self.motion.init_decode_state(batch_size, device)
 
     def decode_step(self, codes, state):
-        lengths = self.motion.decode_lengths(codes.shape[1], state)
-        frames, state = self.motion.decode_step(codes, state)
+        frames, lengths, state = self.motion.decode_step_padded(codes, state)
         return DecodedFrames(frames.float(), lengths), state
 
     def decode_flush(self, state):
-        lengths = self.motion.decoder.flush_lengths(state)
-        frames, state = self.motion.decode_flush(state)
+        frames, lengths, state = self.motion.decode_flush_padded(state)
         return DecodedFrames(frames.float(), lengths), state
 
 
@@ -299,7 +299,7 @@ class _GraphBackend(MotionBackend):
             feeds[f"state_{k}"] = getattr(state, k).to(dev, self._state_dtypes[k]).contiguous()
         out = self._run_decoder(feeds)
         lengths = out[1].to(out_dev, torch.long)
-        frames = out[0][:, : int(lengths.max())].to(out_dev)  # trim the padding every row has
+        frames = out[0].to(out_dev)
         new = {k: t.to(out_dev, self._state_dtypes[k]) for k, t in zip(self.state_names, out[2:], strict=True)}
         return DecodedFrames(frames, lengths), DecoderState(**new)
 

@@ -576,9 +576,25 @@ class MotionTokenizer(nn.Module):
         """codes ``[B, n, N_q]`` (n >= 1) -> (frames ``[B, n G, D]``, each row's left-aligned and zero past its
         count; counts ``[B]`` int64; new state): :meth:`decode_step` with static shapes and no host read (what the
         exported graph and a CUDA graph capture run)."""
-        y, lengths, state = self.decoder.step_padded(self.quantizer.decode(codes), state)
+        if codes.shape[1] == 0:
+            return self._no_frames(state)
+        return self._padded(*self.decoder.step_padded(self.quantizer.decode(codes), state))
+
+    @torch.no_grad()
+    def decode_flush_padded(self, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor, DecoderState]:
+        """:meth:`decode_flush` with static shapes (``[B, lookahead G, D]``, counts ``[B]``, new state)."""
+        if self.lookahead == 0:
+            return self._no_frames(state)
+        t = state.tokens
+        return self._padded(*self.decoder.step_padded(t.new_zeros(t.shape[0], self.lookahead, t.shape[1]), state))
+
+    def _padded(self, y: torch.Tensor, lengths: torch.Tensor, state: DecoderState):
         keep = torch.arange(y.shape[1], device=y.device).view(1, -1, 1) < lengths.view(-1, 1, 1)
         return self.to_frames(y) * keep.to(y.dtype), lengths, state
+
+    def _no_frames(self, state: DecoderState):
+        b, dev = state.tokens.shape[0], state.tokens.device
+        return state.tokens.new_zeros(b, 0, self.dim), torch.zeros(b, dtype=torch.long, device=dev), state
 
     def decode_lengths(self, n: int, state: DecoderState) -> torch.Tensor:
         """``[B]`` int64: frames each row gets from :meth:`decode_step` of ``n`` tokens from ``state``."""

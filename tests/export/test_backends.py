@@ -89,16 +89,16 @@ def test_same_face_frames_through_the_engine_motion_helpers(backends, built):
     for backend in backends:
         state = backend.init_decode_state(2)
         prev: list = [None, None]
-        out = []
+        out: list[list[torch.Tensor]] = [[], []]
         for start in range(0, sessions[0].shape[0], cfg.window):
             wins = [decode.pad_window(list(s[start : start + cfg.window]), cfg.group)[0] for s in sessions]
             codes = decode.connector_batch(backend, wins, prev).argmax(-1)
             y, state = backend.decode_step(codes, state)
-            out.append(y.frames)
+            for i in range(2):
+                out[i].append(y.row(i))
             prev = [codes[i : i + 1] for i in range(2)]
-        out.append(backend.decode_flush(state)[0].frames)
-        frames = torch.cat(out, 1).numpy()
-        results.append([decode.face_layouts(frames[i], None) for i in range(2)])
+        y = backend.decode_flush(state)[0]
+        results.append([decode.face_layouts(torch.cat([*out[i], y.row(i)]).numpy(), None) for i in range(2)])
     for (f_t, a_t, l_t), (f_o, a_o, l_o) in zip(results[0], results[1], strict=True):
         np.testing.assert_allclose(f_o, f_t, atol=1e-4)
         np.testing.assert_allclose(a_o, a_t, atol=1e-4)
