@@ -36,7 +36,8 @@ class StreamCase:
     init: Callable[[int], State]
     """``batch -> fresh state``."""
     step: Callable[[torch.Tensor, State], tuple[torch.Tensor, torch.Tensor, State]]
-    """``(x, state) -> (y, lengths [B], new state)``: ``y`` rows left-aligned, ``lengths`` each row's outputs."""
+    """``(x, state) -> (y, lengths [B], new state)``: ``y`` rows left-aligned and zero-padded (to the longest row or
+    to a static size), ``lengths`` each row's outputs."""
     flush: Callable[[State], tuple[torch.Tensor, torch.Tensor, State]]
     whole: Callable[[torch.Tensor], torch.Tensor]
     """Whole-sequence reference ``[B, T, ...] -> [B, T', ...]``."""
@@ -66,12 +67,19 @@ def run_stream(case: StreamCase, x: torch.Tensor, cuts: Sequence[int], state: St
     bounds = [0, *cuts, x.shape[1]]
     for a, b in zip(bounds[:-1], bounds[1:], strict=True):
         y, n, state = case.step(x[:, a:b], state)
-        assert y.shape[1] == int(n.max()), f"{case.name}: output {tuple(y.shape)} but lengths {n.tolist()}"
+        _check_padding(case, y, n, "step")
         chunks.append((y, n))
     y, n, state = case.flush(state)
-    assert y.shape[1] == int(n.max()), f"{case.name}: flush output {tuple(y.shape)} but lengths {n.tolist()}"
+    _check_padding(case, y, n, "flush")
     chunks.append((y, n))
     return _rows(chunks, x.shape[0]), state
+
+
+def _check_padding(case: StreamCase, y: torch.Tensor, n: torch.Tensor, what: str) -> None:
+    """Every row's outputs fit in ``y`` (trimmed to the longest row, or a static size) and are zero past its length."""
+    assert y.shape[1] >= int(n.max()), f"{case.name}: {what} output {tuple(y.shape)} but lengths {n.tolist()}"
+    for b in range(y.shape[0]):
+        assert not y[b, int(n[b]) :].any(), f"{case.name}: {what}: row {b} is not zero past its {int(n[b])} outputs"
 
 
 def _close(case: StreamCase, got: torch.Tensor, want: torch.Tensor, what: str) -> None:
