@@ -29,6 +29,9 @@ from a2llm_rt.face.idle import idle_to_layout
 from a2llm_rt.face.layouts import get_layout
 from plugin_bridge import protocol as P
 
+MAX_MIC_BACKLOG_S = 5.0
+"""Mic audio waiting for the detector, per session: a client that sends faster than real time (or a stalled server)
+gets ``Error(SERVER_BUSY)`` and its chunks dropped beyond this, instead of the server's memory growing."""
 MIC_RATES = (16000, 32000, 48000)
 """MicAudio rates the server takes (PROTOCOL.md §10.3): integer multiples of the detector's 16 kHz, decimated with a
 streaming FIR; other rates (44.1 kHz) are resampled by the client."""
@@ -50,6 +53,8 @@ def check_text(text: str, what: str, max_chars: int, allow_empty: bool) -> str:
     """``text`` normalised as the engine will (NFC, stripped); :class:`TextRefused` when empty (unless allowed), over
     ``max_chars`` code points, or holding control characters other than newline and tab. The engine's own check
     (chat control tokens) comes after this one."""
+    if len(text) > 4 * max_chars + 64:  # refuse a huge string before normalising it (it may be megabytes)
+        raise TextRefused(P.ErrorCode.TEXT_TOO_LONG, f"{what} has {len(text)} characters; the limit is {max_chars}")
     t = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n").strip()
     if not t and not allow_empty:
         raise TextRefused(P.ErrorCode.BAD_TEXT, f"{what} is empty")
@@ -140,6 +145,13 @@ class MicStream:
             return P.ErrorCode.BAD_VALUE, (
                 f"MicAudio out of sequence: expected offset {self.received} at {self.rate} Hz, got "
                 f"{msg.sample_offset} at {msg.sample_rate} Hz; chunk dropped (start a new stream at offset 0)"
+            )
+        with self.qlock:
+            backlog = sum(q[2].size / q[1] for q in self.queue)
+        if backlog + x.size / msg.sample_rate > MAX_MIC_BACKLOG_S:
+            return P.ErrorCode.SERVER_BUSY, (
+                f"more than {MAX_MIC_BACKLOG_S:g} s of MicAudio waits for the voice-activity detector (send in real "
+                "time); chunk dropped: restart the stream at offset 0"
             )
         self.received += int(x.size)
         item = (self.generation, msg.sample_rate, np.array(x, np.float32), msg.end_of_stream)

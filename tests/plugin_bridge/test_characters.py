@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import struct
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -265,18 +266,19 @@ def test_bad_input_gives_a_clear_error_and_the_session_stays_usable():
         raw = bytearray(P.SetEmotion(P.EmotionScope.SESSION, 0.5, "sad").encode(2))
         struct.pack_into("<f", raw, P.HEADER_SIZE + 4, 2.0)
         c._sock.send_multipart([bytes(raw[:32]), bytes(raw[32:])])
-        err = c._wait(lambda m: isinstance(m, P.Error), __import__("time").monotonic() + 10)
+        err = c._wait(lambda m: isinstance(m, P.Error), time.monotonic() + 10)
         assert err.code == E.BAD_VALUE
         # text turns: empty, too long, control tokens -> Error + TurnEnd(FAILED) for that turn
-        for text, code in (("   ", E.BAD_TEXT), ("z" * (info.max_text_chars + 1), E.TEXT_TOO_LONG), ("<|EOT|>", E.BAD_TEXT)):
+        too_long = "z" * (info.max_text_chars + 1)
+        for text, code in (("   ", E.BAD_TEXT), (too_long, E.TEXT_TOO_LONG), ("<|EOT|>", E.BAD_TEXT)):
             r = c.run_text_turn(text)
             assert r.turn_end.status == P.TurnStatus.FAILED and [e.code for e in r.errors] == [code], text
         # the microphone at an unsupported rate, and out of sequence
         c.send_mic(np.zeros(441, np.int16), 44100, 0)
-        err = c._wait(lambda m: isinstance(m, P.Error), __import__("time").monotonic() + 10)
+        err = c._wait(lambda m: isinstance(m, P.Error), time.monotonic() + 10)
         assert err.code == E.UNSUPPORTED_RATE and "44100" in err.message
         c.send_mic(np.zeros(160, np.int16), 16000, 320)
-        err = c._wait(lambda m: isinstance(m, P.Error), __import__("time").monotonic() + 10)
+        err = c._wait(lambda m: isinstance(m, P.Error), time.monotonic() + 10)
         assert err.code == E.BAD_VALUE and "out of sequence" in err.message
         # nothing refused changed the character, and the session answers
         s = engine_session(src, sid)
@@ -291,7 +293,7 @@ def test_character_during_a_turn_is_refused_and_the_turn_goes_on():
     try:
         with CharacterClient(srv.endpoint, ("arkit52",), idle_face=False) as c:
             c.send(P.UserText("Tell me a story.", turn_id=1))
-            c._wait(lambda m: isinstance(m, P.AudioChunk), __import__("time").monotonic() + 10)
+            c._wait(lambda m: isinstance(m, P.AudioChunk), time.monotonic() + 10)
             _expect_refusal(c, lambda: c.set_character(persona="You are someone else."), P.ErrorCode.TURN_IN_PROGRESS)
             assert c.set_emotion("angry", 0.4).acked_kind == P.Kind.SET_EMOTION  # allowed at any time
             c.send(P.UserText("Interrupting!", turn_id=2))
@@ -321,5 +323,30 @@ def test_cancel_in_a_v2_session_ends_the_audio_with_a_fade():
             assert abs(float(fade.samples[0]) - float(audio[-2].samples[-1])) < 0.05  # continuous, no click
             assert np.all(np.abs(np.diff(fade.samples)) < 0.05)
             assert end.audio_samples == sum(a.samples.size for a in audio) and end.audio_chunks == len(audio)
+    finally:
+        srv.stop()
+
+
+def test_hostile_sizes_are_refused_without_harm():
+    """Megabyte strings are refused before any normalising or tokenizing; a mic flood is bounded per session."""
+    from plugin_bridge import character as C
+
+    src = ScriptedSource(seconds=0.4)
+    srv = start_server(src)
+    try:
+        with CharacterClient(srv.endpoint, ("arkit52",), idle_face=False) as c:
+            huge = "\u0301" * 1_000_000  # 2 MB of combining accents: costly to normalise, refused by length first
+            _expect_refusal(c, lambda: c.set_character(persona=huge), P.ErrorCode.TEXT_TOO_LONG)
+            _expect_refusal(c, lambda: c.set_context(huge), P.ErrorCode.TEXT_TOO_LONG)
+            r = c.run_text_turn(huge)
+            assert [e.code for e in r.errors] == [P.ErrorCode.TEXT_TOO_LONG]
+            with pytest.raises(C.TextRefused, match="limit is 10"):
+                C.check_text("a" * 105, "x", 10, False)  # the pre-check: over 4 x the limit + 64
+        # a client streaming the microphone far faster than real time: SERVER_BUSY, the backlog stays bounded
+        cs_mic = C.MicStream(segmenter=None)  # type: ignore[arg-type]  # accept() alone never runs the detector
+        sec = np.zeros(16000, np.int16)
+        codes = [cs_mic.accept(P.MicAudio(sec, 16000, k * 16000)) for k in range(6)]
+        assert codes[:5] == [None] * 5 and codes[5] is not None and codes[5][0] == P.ErrorCode.SERVER_BUSY
+        assert sum(q[2].size for q in cs_mic.queue) == 5 * 16000
     finally:
         srv.stop()
