@@ -833,11 +833,13 @@ class BridgeServer:
                 s, tid, P.ErrorCode.TURN_IN_PROGRESS, f"turn {s.turn.turn_id} runs: Cancel it first; text dropped"
             )
             return
+        if not hasattr(self.source, "check_text"):  # e.g. the Ray source: audio turns only
+            self._refuse_utterance(s, tid, P.ErrorCode.BAD_VALUE, "this server's source takes no typed turns")
+            return
         lim, _ = self._v2_limits()
         try:
             text = C.check_text(msg.text, "text turn", lim.text, allow_empty=False)
-            if hasattr(self.source, "check_text"):
-                text = self.source.check_text(text, "text turn", lim.text)
+            text = self.source.check_text(text, "text turn", lim.text)
         except C.TextRefused as e:
             self._refuse_utterance(s, tid, e.code, e.message[:1000])
             return
