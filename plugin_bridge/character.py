@@ -281,10 +281,13 @@ class CharacterSession:
                 self.emotion_state = self.blender.set_emotion(es, name, i)
 
     # --- face ----------------------------------------------------------------------------------------------------
-    def turn_face(self, tid: int, frames: dict[str, np.ndarray], names: list[str]) -> list[tuple[str, np.ndarray]]:
+    def turn_face(
+        self, tid: int, frames: dict[str, np.ndarray], names: list[str], cancel: threading.Event
+    ) -> list[tuple[str, np.ndarray]]:
         """Worker: one face event of turn ``tid`` (``frames`` as the source made them) in each layout of ``names``,
         through the character's face: crossfade from idle + emotion (LIVELINK61 / ARKIT52; FLAME58 unchanged).
-        Layouts that cannot be made from ``frames`` are left out."""
+        Layouts that cannot be made from ``frames`` are left out. A cancelled turn never takes the face back from
+        the idle stream (``cancel`` is checked under the lock the main loop takes to resume idle)."""
         from plugin_bridge.event_source import convert_face
 
         out: list[tuple[str, np.ndarray]] = []
@@ -292,7 +295,9 @@ class CharacterSession:
         done = None
         if ll is not None and any(n != "flame58" for n in names):
             with self.face_lock:
-                if self.idle and self.face_turn in (0, tid):
+                if cancel.is_set():
+                    pass
+                elif self.idle and self.face_turn in (0, tid):
                     self.face_turn = tid
                     done, self.face_state = self.face.step(ll.shape[0], self.face_state, answer=ll)
                 elif not self.idle:

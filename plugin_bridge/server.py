@@ -913,7 +913,7 @@ class BridgeServer:
         """Main loop: idle face frames due for every v2 session granted IDLE_FACE (§10.9)."""
         for s in list(self._sessions.values()):
             cs = s.v2
-            if cs is None or not cs.idle or s.turn is not None or len(s.pending) > self.config.max_pending // 4:
+            if cs is None or not cs.idle or len(s.pending) > self.config.max_pending // 4:
                 continue
             due = cs.idle_frames(now, ev.FPS)
             if due is None:
@@ -1036,7 +1036,7 @@ class BridgeServer:
                 elif isinstance(e, ev.FaceFrames):
                     if caps & P.Capability.FACE:
                         faces = (
-                            v2.turn_face(tid, e.frames, names)
+                            v2.turn_face(tid, e.frames, names, cancel)
                             if v2 is not None
                             else [(n, ev.convert_face(e.frames, n)) for n in names]
                         )

@@ -309,9 +309,10 @@ def test_character_during_a_turn_is_refused_and_the_turn_goes_on():
 def test_cancel_in_a_v2_session_ends_the_audio_with_a_fade():
     srv = start_server(ScriptedSource(seconds=3.0, pace=1.0))
     try:
-        with CharacterClient(srv.endpoint, ("arkit52",), idle_face=False) as c:
+        with CharacterClient(srv.endpoint, ("arkit52",)) as c:
             c.send(P.UserText("Talk.", turn_id=1))
-            msgs = c.collect(10, until=lambda m: isinstance(m, P.AudioChunk))
+            msgs = c.collect(10, until=lambda m: isinstance(m, P.FaceFrames) and m.turn_id == 1)
+            msgs += c.collect(10, until=lambda m: isinstance(m, P.AudioChunk))
             c.cancel(1)
             msgs += c.collect(10, until=lambda m: isinstance(m, P.TurnEnd))
             audio = [m for m in msgs if isinstance(m, P.AudioChunk)]
@@ -323,6 +324,13 @@ def test_cancel_in_a_v2_session_ends_the_audio_with_a_fade():
             assert abs(float(fade.samples[0]) - float(audio[-2].samples[-1])) < 0.05  # continuous, no click
             assert np.all(np.abs(np.diff(fade.samples)) < 0.05)
             assert end.audio_samples == sum(a.samples.size for a in audio) and end.audio_chunks == len(audio)
+            # the face stops at a whole frame, and the idle stream takes over again (a late frame of the cancelled
+            # turn never takes the face back)
+            turn_faces = [m for m in msgs if isinstance(m, P.FaceFrames) and m.turn_id == 1]
+            assert end.face_frames == sum(m.values.shape[0] for m in turn_faces)
+            after = c.collect(1.5)
+            idle = [m for m in after if isinstance(m, P.FaceFrames)]
+            assert idle and all(m.turn_id == 0 for m in idle) and not [m for m in after if m.turn_id == 1]
     finally:
         srv.stop()
 
