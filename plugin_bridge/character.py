@@ -88,7 +88,7 @@ class Decimator:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """``[n]`` float32 at ``rate`` -> ``[m]`` float32 at 16 kHz."""
-        if self.taps is None:
+        if self.taps is None or x.size == 0:
             return x.astype(np.float32, copy=False)
         from scipy.signal import lfilter
 

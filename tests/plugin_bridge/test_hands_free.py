@@ -130,3 +130,57 @@ def test_barge_in_cancels_the_answer_within_100_ms_of_stream_time():
         assert len(of(mic.msgs, P.SpeechStarted)) == 2 and len(of(mic.msgs, P.BargeIn)) == 1
         # listening posture and idle frames resumed between the turns (idle FaceFrames have turn_id 0)
         assert of(mic.msgs, P.FaceFrames, 0)
+
+
+@pytest.mark.parametrize("rate", [16000, 32000, 48000])
+def test_decimator_streams_like_one_shot_and_keeps_the_speech_band(rate):
+    from plugin_bridge.character import Decimator
+
+    t = np.arange(rate) / rate
+    x = (0.5 * np.sin(2 * np.pi * 1000 * t) + (0.3 * np.sin(2 * np.pi * 11000 * t) if rate > 16000 else 0)).astype(
+        np.float32
+    )
+    whole = Decimator(rate)(x)
+    d = Decimator(rate)
+    parts, i = [], 0
+    for n in [1, 0, 7, 960, 333, 4800] * 20:  # 0: an empty chunk (e.g. one carrying only END_OF_STREAM)
+        if i >= x.size:
+            break
+        parts.append(d(x[i : i + n]))
+        i += n
+    parts.append(d(x[i:]))
+    np.testing.assert_allclose(np.concatenate(parts), whole, atol=1e-6)
+    assert whole.size == 16000
+    spec = np.abs(np.fft.rfft(whole[800:] * np.hanning(whole.size - 800)))
+    freqs = np.fft.rfftfreq(whole.size - 800, 1 / 16000)
+    peak = freqs[np.argmax(spec)]
+    assert abs(peak - 1000) < 5  # the 1 kHz tone stays; 11 kHz (above 8 kHz) must not alias into the band
+    if rate > 16000:
+        band = (freqs > 4950) & (freqs < 5050)  # where 11 kHz would fold to at 16 kHz
+        assert spec[band].max() < 0.01 * spec.max()
+
+
+def test_end_of_stream_ends_the_utterance_and_starts_its_turn():
+    from plugin_bridge.event_source import ScriptedSource
+    from tests.plugin_bridge.helpers import start_server
+
+    sig, truth = conversation(TEXTS[:1], (0.6, 0.0))  # speech runs to the very end of the stream
+    srv = start_server(ScriptedSource(seconds=0.4))
+    try:
+        with CharacterClient(srv.endpoint, ("arkit52",), idle_face=False) as c:
+            x = np.round(sig * 32767).astype(np.int16)
+            for i in range(0, x.size, 320):
+                c.send_mic(x[i : i + 320], 16000, i, end_of_stream=i + 320 >= x.size)
+            msgs = c.collect(60, until=lambda m: isinstance(m, P.TurnEnd))
+            ended = of(msgs, P.SpeechEnded)
+            assert len(ended) == 1 and ended[0].reason == P.SpeechEndReason.END_OF_STREAM
+            assert abs(ended[0].start_sample - truth[0][0]) <= 4000 and ended[0].end_sample <= x.size
+            assert msgs[-1].turn_id == ended[0].turn_id and msgs[-1].status == P.TurnStatus.COMPLETED
+            # after END_OF_STREAM the next chunk must start a new stream at offset 0
+            c.send_mic(x[:320], 16000, 320)
+            err = c.collect(10, until=lambda m: isinstance(m, P.Error))[-1]
+            assert isinstance(err, P.Error) and err.code == P.ErrorCode.BAD_VALUE
+            c.send_mic(np.zeros(320, np.int16), 16000, 0)  # accepted: no error
+            assert not of(c.collect(0.5), P.Error)
+    finally:
+        srv.stop()
