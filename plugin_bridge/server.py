@@ -352,7 +352,7 @@ class BridgeServer:
         poller = zmq.Poller()
         poller.register(self._router, zmq.POLLIN)
         poller.register(self._bell_rx, zmq.POLLIN)
-        next_tick = 0.0
+        next_tick = next_idle = 0.0
         while not self._stop.is_set():
             waiting = any(s.pending for s in self._sessions.values())
             timeout = 2 if waiting else 50
@@ -371,7 +371,9 @@ class BridgeServer:
                     if s.pending:
                         self._flush(s)
             now = time.monotonic()
-            self._idle_tick(now)
+            if now >= next_idle:
+                next_idle = now + 0.02
+                self._idle_tick(now)
             if now >= next_tick:
                 next_tick = now + min(0.1, self.config.heartbeat_s / 4)
                 self._tick(now)
@@ -490,7 +492,7 @@ class BridgeServer:
         if s is None or s.turn is None or s.turn.turn_id != tid or s.turn.cancel.is_set():
             return  # a cancelled or finished turn's late message
         if header[6] == P.Kind.TURN_END:
-            s.last_turn_id = max(s.last_turn_id, tid & ~P.SERVER_TURN_BIT)
+            s.last_turn_id = max(s.last_turn_id, tid)
             s.turn = None
             self._enqueue(s, [header, payload], tid)
             if s.v2 is not None:
