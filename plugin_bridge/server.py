@@ -10,7 +10,10 @@ Threads:
 - **turn workers** (a thread pool, ``max_turn_workers``): each runs ``source.run_turn(...)`` for one turn, encodes
   the events into protocol messages (stamping ``send_time_us``) and appends them to the main loop's outbox (a deque
   plus a socket-pair doorbell; one worker per turn, so a turn's messages stay in order);
-- optionally a :class:`~plugin_bridge.livelink_out.LiveLinkSender` thread pacing Live Link Face UDP packets.
+- optionally a :class:`~plugin_bridge.livelink_out.LiveLinkSender` thread pacing Live Link Face UDP packets;
+- protocol version 2 (game characters, PROTOCOL.md §10): configuration and idle face frames on the main loop, the
+  hands-free microphone's voice-activity detection on the pool (one job at a time per session), its events handed
+  back to the main loop (``_control``); per-session state in :mod:`plugin_bridge.character`.
 
 Sequence numbers (header ``seq``) are stamped per session at the moment of sending, so a client always sees
 ``0, 1, 2, ...`` with no gap.
@@ -608,8 +611,8 @@ class BridgeServer:
         """One chunk of an utterance. A refused utterance ends once (:meth:`_refuse_utterance`); nothing heavier than
         an int16 copy happens here: resampling runs on the turn's worker."""
         tid = msg.turn_id
-        if tid == 0:
-            self._send(s, P.Error(P.ErrorCode.BAD_VALUE, "UserAudio needs a turn_id > 0"))
+        if tid == 0 or (s.v2 is not None and tid & P.SERVER_TURN_BIT):  # v2: bit 31 marks the server's turns
+            self._send(s, P.Error(P.ErrorCode.BAD_VALUE, "UserAudio needs a turn_id in 1 .. 0x7FFFFFFF (v1: > 0)"))
             return
         if tid == s.dropped_turn:
             return  # the rest of an utterance that was already refused and ended

@@ -280,6 +280,15 @@ def test_bad_input_gives_a_clear_error_and_the_session_stays_usable():
         c.send_mic(np.zeros(160, np.int16), 16000, 320)
         err = c._wait(lambda m: isinstance(m, P.Error), time.monotonic() + 10)
         assert err.code == E.BAD_VALUE and "out of sequence" in err.message
+        c.send_mic(np.array([0.5, 1.5], np.float32), 16000, 0)
+        err = c._wait(lambda m: isinstance(m, P.Error), time.monotonic() + 10)
+        assert err.code == E.BAD_VALUE and "[-1.0, 1.0]" in err.message
+        # turn ids with bit 31 belong to the server's hands-free turns
+        high = P.SERVER_TURN_BIT | 7
+        for msg in (P.UserText("hi", turn_id=high), P.UserAudio(np.zeros(8, np.int16), 16000, 0, True, turn_id=high)):
+            c.send(msg)
+            err = c._wait(lambda m: isinstance(m, P.Error), time.monotonic() + 10)
+            assert err.code == E.BAD_VALUE and "0x7FFFFFFF" in err.message
         # nothing refused changed the character, and the session answers
         s = engine_session(src, sid)
         assert s.system_prompt == "You are Brokk." and s.voice == "a"
