@@ -46,6 +46,21 @@ def tiny_source(voices: bool = False, pace: float = 0.0, **engine_cfg) -> Engine
     return EngineSource(eng, pace=pace)
 
 
+def collect_count(c: CharacterClient, pred, n: int, timeout_s: float = 30.0) -> list[P.Message]:
+    """Messages until ``n`` of them satisfy ``pred`` (or a generous timeout: no wall-clock assertion)."""
+    seen = [0]
+
+    def until(m: P.Message) -> bool:
+        seen[0] += bool(pred(m))
+        return seen[0] >= n
+
+    return c.collect(timeout_s, until=until)
+
+
+def _idle(m: P.Message) -> bool:
+    return isinstance(m, P.FaceFrames) and m.turn_id == 0
+
+
 def engine_session(src: EngineSource, sid: int):
     return src._sessions[sid][0]
 
@@ -154,7 +169,7 @@ def test_idle_frames_stream_between_turns_and_crossfade_into_the_answer():
     try:
         with CharacterClient(srv.endpoint, ("arkit52", "flame58")) as c:
             assert c.welcome.capabilities & P.Capability.IDLE_FACE
-            idle = [m for m in c.collect(0.8) if isinstance(m, P.FaceFrames)]
+            idle = [m for m in collect_count(c, _idle, 8) if isinstance(m, P.FaceFrames)]
             assert idle and all(m.turn_id == 0 for m in idle)
             ark = [m for m in idle if m.layout_id == 2]
             assert [m.first_frame for m in ark] == list(np.cumsum([0] + [m.values.shape[0] for m in ark[:-1]]))
@@ -165,14 +180,15 @@ def test_idle_frames_stream_between_turns_and_crossfade_into_the_answer():
             faces = [m for m in msgs if isinstance(m, P.FaceFrames) and m.layout_id == 2]
             k = next(i for i, m in enumerate(faces) if m.turn_id == 1)
             assert all(m.turn_id == 0 for m in faces[:k]) and all(m.turn_id == 1 for m in faces[k:])  # no overlap
-            last_idle = (faces[k - 1] if k else ark[-1]).values[-1]
+            last_idle_msg = faces[k - 1] if k else ark[-1]
+            last_idle = last_idle_msg.values[-1]
             first = faces[k].values[0]
             raw = ScriptedSource.face(0, 1)["arkit52"][0]
             # no pop into the answer: the first answer frame is mostly the idle pose (crossfade weight ~0.07)
             assert np.abs(first - last_idle).max() <= 0.25 * np.abs(raw - last_idle).max() + 0.02
             turn_faces = np.concatenate([m.values for m in faces[k:]])
-            after = [m for m in c.collect(2.0) if isinstance(m, P.FaceFrames) and m.layout_id == 2]
-            assert after and all(m.turn_id == 0 for m in after) and after[0].first_frame > faces[k - 1].first_frame
+            after = [m for m in collect_count(c, _idle, 4) if isinstance(m, P.FaceFrames) and m.layout_id == 2]
+            assert after and all(m.turn_id == 0 for m in after) and after[0].first_frame > last_idle_msg.first_frame
             # ... and none out of it: the idle stream fades back from the answer's last frame
             assert np.abs(after[0].values[0] - turn_faces[-1]).max() <= 0.3 * max(
                 np.abs(after[-1].values[-1] - turn_faces[-1]).max(), 0.05
@@ -337,7 +353,7 @@ def test_cancel_in_a_v2_session_ends_the_audio_with_a_fade():
             # turn never takes the face back)
             turn_faces = [m for m in msgs if isinstance(m, P.FaceFrames) and m.turn_id == 1]
             assert end.face_frames == sum(m.values.shape[0] for m in turn_faces)
-            after = c.collect(1.5)
+            after = collect_count(c, _idle, 2)
             idle = [m for m in after if isinstance(m, P.FaceFrames)]
             assert idle and all(m.turn_id == 0 for m in idle) and not [m for m in after if m.turn_id == 1]
     finally:
