@@ -274,7 +274,7 @@ class CharacterSession:
         name, i = (e.name, e.intensity) if self.modes & P.EMOTION_MODE_FACE else ("neutral", 0.0)
         with self.face_lock:
             st = self.face_state.emotion
-            if (st.name, st.intensity) != (name, i) or st.progress < st.total:
+            if (st.name, st.intensity) != (name, i):
                 self.face_state = self.face.set_emotion(self.face_state, name, i)
             es = self.emotion_state
             if (es.name, es.intensity) != (name, i):
