@@ -17,18 +17,20 @@ from tests.export.helpers import tiny_engines
 from tests.streaming_checks import StreamCase, check_all
 
 
-def backend_case(name: str, backend: MotionBackend, tokenizer: MotionTokenizer, steps: int = 9) -> StreamCase:
-    """Codes ``[B, T, N_q]`` through ``backend.decode_step`` / ``decode_flush``; whole = the PyTorch tokenizer's
-    whole-sequence ``decode``."""
+def backend_case(
+    name: str, backend: MotionBackend, tokenizer: MotionTokenizer, steps: int = 9, atol: float = 1e-4
+) -> StreamCase:
+    """Codes ``[B, T, N_q]`` through ``backend.decode_step`` / ``decode_flush`` (outputs brought to the CPU); whole =
+    the PyTorch tokenizer's whole-sequence ``decode``."""
     cfg = tokenizer.cfg
 
     def step(codes, state):
         out, state = backend.decode_step(codes, state)
-        return out.frames, out.lengths, state
+        return out.frames.cpu(), out.lengths.cpu(), state
 
     def flush(state):
         out, state = backend.decode_flush(state)
-        return out.frames, out.lengths, state
+        return out.frames.cpu(), out.lengths.cpu(), state
 
     def perturb(codes, i):
         codes = codes.clone()
@@ -38,7 +40,7 @@ def backend_case(name: str, backend: MotionBackend, tokenizer: MotionTokenizer, 
     return StreamCase(
         name=name, init=backend.init_decode_state, step=step, flush=flush, whole=tokenizer.decode,
         make_input=lambda b, t, g: torch.randint(0, cfg.codebook_size, (b, t, cfg.num_quantizers), generator=g),
-        perturb=perturb, lookahead=cfg.lookahead, rate=cfg.group, steps=steps, atol=1e-4, rtol=1e-4,
+        perturb=perturb, lookahead=cfg.lookahead, rate=cfg.group, steps=steps, atol=atol, rtol=atol,
     )  # fmt: skip
 
 

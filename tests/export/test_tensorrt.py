@@ -57,3 +57,15 @@ def test_onnxruntime_cuda_provider_matches_cpu():
     cpu, gpu = OnnxRuntimeBackend(built.folder), OnnxRuntimeBackend(built.folder, provider="cuda")
     x = torch.randn(3, built.connector.cfg.window, built.connector.cfg.d_llm)
     np.testing.assert_allclose(gpu.connector_step(x).numpy(), cpu.connector_step(x).numpy(), atol=1e-4)
+
+
+def test_tensorrt_decoder_keeps_the_streaming_contract(trt_engines):
+    """The shared streaming checks (chunked == whole, causality, reset one row) on the TensorRT decoder engine, whose
+    per-session state (the look-ahead counter included) is an engine input and output like the ONNX graph's."""
+    from a2llm_rt.engine.motion_backend import TensorRTBackend
+    from tests.export.test_streaming_graphs import backend_case
+    from tests.streaming_checks import check_all
+
+    folder, _, _, motion = trt_engines
+    with torch.no_grad():
+        check_all(backend_case("tensorrt la=1", TensorRTBackend(folder), motion, atol=1e-3))
