@@ -9,7 +9,11 @@ Optional linear skip   : frames -> latent (conv k=G, s=G) and latent -> frames (
 
 Every conv is causal, so both halves stream with explicit per-layer caches (typed states below): decoding token by
 token gives exactly the frames of a whole-sequence decode, and frame j of token i depends on tokens ``<= i +
-lookahead`` only. Frames are normalised by per-curve mean/std buffers set from the training data.
+lookahead`` only. Every field of both states is per session (``[B, ...]``: the encoder's phase in its token and the
+decoder's look-ahead counter too), so one row can be reset (``StreamingState.reset``) while the others go on, and
+rows at different points of their streams step together; ``output_lengths`` says how many outputs each row gets
+from a step, and the decoder's ``step_padded`` is the static-shape form the exported graph runs. Frames are
+normalised by per-curve mean/std buffers set from the training data.
 
 Eq. 4 of the paper and our EMA codebooks. The paper's objective is
 ``L_VQVAE = L_rec + ||sg[z] - q||^2 + gamma ||z - sg[q]||^2`` (weighted by ``lambda_vq`` = 1 in App. B). We train the
