@@ -149,3 +149,21 @@ def test_motion_directory_is_read(tmp_path):
     assert weights_sha256(c2) == weights_sha256(conn) and weights_sha256(t2) == weights_sha256(tok)
     with pytest.raises(Exception, match="window"):
         load_models(str(tmp_path), conn.cfg.window + conn.cfg.group)
+
+
+def test_tiny_models_are_the_engines_tiny_motion_stack(tmp_path, capsys):
+    """``--motion tiny`` builds with the engine's one tiny builder: same seed, same weights as ``build_tiny_stack``;
+    ``--d-llm`` sizes the connector for another backbone; both options are refused with a motion directory."""
+    from a2llm_rt.engine.builders import build_tiny_stack, tiny_motion_models
+    from export.build_engines import load_models, main
+
+    conn, tok = load_models("tiny", None)
+    stack = build_tiny_stack(0)
+    assert weights_sha256(conn) == weights_sha256(stack.connector)
+    assert weights_sha256(tok) == weights_sha256(stack.motion)
+    wide, _ = load_models("tiny", None, d_llm=96, seed=3)
+    assert wide.cfg.d_llm == 96 and weights_sha256(wide) == weights_sha256(tiny_motion_models(3, 96)[0])
+    assert weights_sha256(load_models("tiny", None, seed=1)[0]) != weights_sha256(conn)
+    for extra in (["--d-llm", "96"], ["--seed", "1"]):
+        assert main(["--motion", str(tmp_path), "--out", str(tmp_path / "e"), *extra]) == 2
+        assert "tiny" in capsys.readouterr().err
