@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", default="fp32", choices=sorted(ox.DTYPES))
     ap.add_argument("--window", type=int, default=None, help="window W (tiny: default 10; a directory: must match)")
     ap.add_argument("--d-llm", type=int, default=None,
-                    help="tiny only: hidden width of the backbone it will run with (default: the tiny backbone's)")
+                    help="tiny only: hidden width of its backbone (default: the tiny backbone's)")  # fmt: skip
     ap.add_argument("--seed", type=int, default=0, help="tiny only: weight seed (the engine's tiny stack uses 0)")
     ap.add_argument("--max-batch", type=int, default=8, help="largest batch of the TensorRT profiles (default 8)")
     ap.add_argument("--int8", action="store_true", help="also write the int8 weight-quantized connector (CPU)")
