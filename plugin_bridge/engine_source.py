@@ -22,6 +22,7 @@ from plugin_bridge.turn_source import (
     INPUT_SAMPLE_RATE,
     OUTPUT_SAMPLE_RATE,
     SAMPLES_PER_FRAME,
+    CharacterLimits,
     Event,
     SourceBusyError,
     TurnError,
@@ -200,8 +201,68 @@ class EngineSource:
             self.close_session(sid)
         self.engine.shutdown()  # type: ignore[attr-defined]
 
-    def run_turn(self, session_id: int, audio: np.ndarray, cancel: threading.Event) -> Iterator[Event]:
-        """The engine's events for one utterance (``[n]`` float32 16 kHz); see the class docstring."""
+    # --- game characters (protocol v2) ---------------------------------------------------------------------------
+    @property
+    def voices(self) -> tuple[str, ...]:
+        """The vocoder's voice names, its default first (empty: one unnamed voice, e.g. the tone vocoder)."""
+        voc = self.engine.stack.vocoder  # type: ignore[attr-defined]
+        names = tuple(voc.voices)
+        default = getattr(voc, "default_voice", None)
+        return (default, *(n for n in names if n != default)) if default in names else names
+
+    @property
+    def limits(self) -> CharacterLimits:
+        c = self.engine.cfg  # type: ignore[attr-defined]
+        return CharacterLimits(c.max_persona_chars, c.max_context_chars, c.max_text_chars)
+
+    def check_text(self, text: str, what: str, max_chars: int, allow_empty: bool = False) -> str:
+        """The engine's check of untrusted text (:class:`~a2llm_rt.errors.InputError`: control tokens, ...)."""
+        return self.engine.fmt.plain_text(text, what, max_chars, allow_empty)  # type: ignore[attr-defined]
+
+    def _session(self, session_id: int) -> tuple[object, threading.Lock]:
+        from a2llm_rt.errors import InputError
+
+        with self._lock:
+            entry = self._sessions.get(session_id)
+        if entry is None:
+            raise InputError(f"session {session_id} is not open")
+        return entry
+
+    def configure(self, session_id: int, persona: str | None, voice: str | None) -> bool:
+        """Persona (None: the engine's default) and voice (None: the default) of a session, between turns. A changed
+        persona reopens the engine session on the same id (a new conversation; the game context is kept); returns
+        True then. :class:`~a2llm_rt.errors.InputError` for bad text or an unknown voice (nothing changed)."""
+        from a2llm_rt.errors import InputError
+
+        session, turn_lock = self._session(session_id)
+        known = self.engine.stack.vocoder.voices  # type: ignore[attr-defined]
+        if voice is not None and known and voice not in known:
+            raise InputError(f"unknown voice {voice!r}")
+        default = self.engine.cfg.system_prompt  # type: ignore[attr-defined]
+        if persona is not None:
+            persona = self.check_text(persona, "persona", self.limits.persona)
+        if (persona if persona is not None else default) == session.system_prompt:  # type: ignore[attr-defined]
+            session.voice = voice  # type: ignore[attr-defined]  # read when the next turn starts
+            return False
+        context = session.context  # type: ignore[attr-defined]
+        with turn_lock:  # a cancelled turn of this session has settled
+            session.close()  # type: ignore[attr-defined]
+            new = self.engine.new_session(  # type: ignore[attr-defined]
+                session_id=session_id, system_prompt=persona if persona is not None else ..., voice=voice
+            )
+            new.context = context
+            with self._lock:
+                self._sessions[session_id] = (new, turn_lock)
+        return True
+
+    def set_context(self, session_id: int, text: str | None) -> None:
+        """The game context for the next turns (no reset); :class:`~a2llm_rt.errors.InputError` for bad text."""
+        session, _ = self._session(session_id)
+        self.engine.set_context(session, text)  # type: ignore[attr-defined]
+
+    def run_turn(self, session_id: int, audio: np.ndarray | str, cancel: threading.Event) -> Iterator[Event]:
+        """The engine's events for one utterance (``[n]`` float32 16 kHz, or a typed turn's text); see the class
+        docstring."""
         with self._lock:
             entry = self._sessions.get(session_id)
         if entry is None:
@@ -210,14 +271,17 @@ class EngineSource:
         with turn_lock:  # the previous turn of this session has settled (its TurnEnd consumed)
             yield from self._turn(session, audio, cancel)
 
-    def _turn(self, session: object, audio: np.ndarray, cancel: threading.Event) -> Iterator[Event]:
+    def _turn(self, session: object, audio: np.ndarray | str, cancel: threading.Event) -> Iterator[Event]:
         from a2llm_rt.errors import InputError
 
         q = session.events  # type: ignore[attr-defined]
         while not q.empty():  # stale events (none expected: every turn settles before the next)
             q.get_nowait()
         try:
-            self.engine.submit(session, audio, INPUT_SAMPLE_RATE)  # type: ignore[attr-defined]
+            if isinstance(audio, str):  # a typed turn (protocol v2 UserText)
+                self.engine.submit_text(session, audio)  # type: ignore[attr-defined]
+            else:
+                self.engine.submit(session, audio, INPUT_SAMPLE_RATE)  # type: ignore[attr-defined]
         except InputError as e:
             raise TurnError(str(e), "input") from None
         self.engine.start_background()  # type: ignore[attr-defined]

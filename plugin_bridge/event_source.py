@@ -16,6 +16,7 @@ from plugin_bridge.turn_source import (
     OUTPUT_SAMPLE_RATE,
     SAMPLES_PER_FRAME,
     AudioChunk,
+    CharacterLimits,
     Event,
     FaceFrames,
     SourceBusyError,
@@ -23,10 +24,11 @@ from plugin_bridge.turn_source import (
     TurnEnd,
     TurnError,
     TurnSource,
+    convert_face,
 )
 
 __all__ = [
     "FPS", "INPUT_SAMPLE_RATE", "MAX_FACE_LEAD_S", "OUTPUT_SAMPLE_RATE", "SAMPLES_PER_FRAME", "AudioChunk",
-    "EngineSource", "Event", "FaceFrames", "ScriptedSource", "SourceBusyError", "StackOptions", "TextDelta", "TurnEnd",
-    "TurnError", "TurnSource", "clean_text",
+    "CharacterLimits", "EngineSource", "Event", "FaceFrames", "ScriptedSource", "SourceBusyError", "StackOptions",
+    "TextDelta", "TurnEnd", "TurnError", "TurnSource", "clean_text", "convert_face",
 ]  # fmt: skip

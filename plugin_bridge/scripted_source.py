@@ -19,11 +19,33 @@ from plugin_bridge.turn_source import (
     OUTPUT_SAMPLE_RATE,
     SAMPLES_PER_FRAME,
     AudioChunk,
+    CharacterLimits,
     Event,
     FaceFrames,
     TextDelta,
     TurnEnd,
 )
+
+
+class _ScriptedCharacters:
+    """Protocol v2 character calls of :class:`ScriptedSource`: stored for tests, never affecting the script."""
+
+    voices: tuple[str, ...] = ()
+    limits = CharacterLimits()
+
+    def check_text(self, text: str, what: str, max_chars: int, allow_empty: bool = False) -> str:
+        return text.strip()
+
+    def configure(self, session_id: int, persona: str | None, voice: str | None) -> bool:
+        """Set the session's persona (None: default) and voice; True when the conversation was reset."""
+        state = self.characters.setdefault(session_id, {})  # type: ignore[attr-defined]
+        reset = state.get("persona") != persona
+        state.update(persona=persona, voice=voice)
+        return reset
+
+    def set_context(self, session_id: int, text: str | None) -> None:
+        self.characters.setdefault(session_id, {})["context"] = text  # type: ignore[attr-defined]
+
 
 _TONE_PERIOD = 12000  # samples: the 220 Hz tone times its 2 Hz envelope repeats every 0.5 s
 _FACE_PERIOD = 300  # frames: the least common multiple of the face sweeps' periods (25, 75 and 100 frames)
@@ -64,7 +86,7 @@ def _face_period() -> dict[str, np.ndarray]:
 
 
 @dataclass
-class ScriptedSource:
+class ScriptedSource(_ScriptedCharacters):
     """Deterministic stand-in for the engine: a few text deltas, a 220 Hz tone and a jaw/smile sweep at 25 fps.
 
     Every ``frames_per_event`` frames (default 5 = one motion token, 200 ms) it yields, in the engine's order, the
@@ -83,6 +105,7 @@ class ScriptedSource:
     fail_after_frames: int | None = None  # raise RuntimeError after this many frames (tests TURN_FAILED)
     _open: set[int] = field(default_factory=set, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    characters: dict[int, dict] = field(default_factory=dict, repr=False)  # protocol v2 calls, for tests
 
     def open_session(self, session_id: int) -> None:
         with self._lock:

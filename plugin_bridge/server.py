@@ -16,7 +16,10 @@ Threads:
   random share of it (so that turns that start together do not all work at once). Encoding and posting run in one
   production slot (a lock; the source's own ``next()`` outside it, as it may block), so turn threads wait on a lock
   rather than all fighting over the GIL with each other and with the loop that sends;
-- optionally a :class:`~plugin_bridge.livelink_out.LiveLinkSender` thread pacing Live Link Face UDP packets.
+- optionally a :class:`~plugin_bridge.livelink_out.LiveLinkSender` thread pacing Live Link Face UDP packets;
+- protocol version 2 (game characters, PROTOCOL.md §10): configuration and idle face frames on the main loop, the
+  hands-free microphone's voice-activity detection on the pool (one job at a time per session), its events handed
+  back to the main loop (``_control``); per-session state in :mod:`plugin_bridge.character`.
 
 **Pacing** (the source's ``pace`` > 0: release audio and face at most ``pace`` x real time) is one scheduler on the
 main loop for every turn of every session: a heap of each session's next due time; the loop sleeps in its poll until
@@ -33,6 +36,7 @@ packed then), so a client always sees ``0, 1, 2, ...`` with no gap.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import gc
 import heapq
@@ -56,15 +60,17 @@ import zmq
 
 from a2llm_rt.config import Config
 from a2llm_rt.errors import InputError
+from a2llm_rt.face.idle import idle_to_layout
 from a2llm_rt.face.layouts import get_layout
 from a2llm_rt.models.prompt import resample_to_16k
+from plugin_bridge import character as C
 from plugin_bridge import protocol as P
 from plugin_bridge import turn_source as ev
 from plugin_bridge.livelink_out import LiveLinkSender
 
 log = logging.getLogger("plugin_bridge.server")
 
-SERVER_NAME = "a2llm-bridge/0.1"
+SERVER_NAME = "a2llm-bridge/0.2"
 PACE_SLACK_S = 0.002  # a paced message may leave this much before its due time (so one wake-up serves many turns)
 PACE_FIRST_AHEAD_S = 0.1  # a paced turn's first look-ahead (it doubles up to ServerConfig.pace_lookahead_s)
 _RESUME = -1  # outbox kind: a parked turn (payload: its _Run) to hand to a worker again at the due time
@@ -219,6 +225,8 @@ class _Session:
     sent: dict[str, int] = field(default_factory=_zero_counts)
     sent_started: float = 0.0  # that turn's start (monotonic s)
     sent_first_audio: float = -1.0  # s from that turn's start to the first AudioChunk sent (-1: none yet)
+    version: int = 1  # the negotiated protocol version
+    v2: C.CharacterSession | None = None  # version 2: the game character (persona, emotion, idle face, mic)
 
 
 class BridgeServer:
@@ -280,6 +288,11 @@ class BridgeServer:
         self._auth = None
         self._pool = ThreadPoolExecutor(self.config.max_turn_workers, thread_name_prefix="bridge-turn")
         self._producer = threading.Lock()  # the production slot of turns that prepare ahead of their schedule
+        # protocol v2 (game characters): the shared face pipeline, the VAD (loaded on the first MicAudio), and
+        # main-loop callbacks posted by the mic jobs (run by _drain_outbox)
+        self._face, self._emotions = C.make_face(ev.FPS)
+        self._segmenter = None
+        self._control: deque = deque()
 
     # --- public ------------------------------------------------------------------------------------------------
     @property
@@ -380,7 +393,7 @@ class BridgeServer:
         poller = zmq.Poller()
         poller.register(self._router, zmq.POLLIN)
         poller.register(self._bell_rx, zmq.POLLIN)
-        next_tick = 0.0
+        next_tick = next_idle = 0.0
         heap = self._heap
         while not self._stop.is_set():
             waiting = bool(self._backlog)
@@ -413,6 +426,9 @@ class BridgeServer:
                         self._backlog.discard(sid)
                     else:
                         self._flush(s)
+            if now >= next_idle:
+                next_idle = now + 0.02
+                self._idle_tick(now)
             if now >= next_tick:
                 next_tick = now + min(0.1, self.config.heartbeat_s / 4)
                 self._tick(now)
@@ -460,7 +476,7 @@ class BridgeServer:
                 pending.clear()
                 self._close_session(s, None, "")
                 return
-            send(pack(kind, header_turn, len(payload), s.tx_seq, stamp), more)
+            send(pack(kind, header_turn, len(payload), s.tx_seq, stamp, s.version), more)
             send(payload, last)
             pending.popleft()
             s.tx_seq += 1
@@ -483,6 +499,8 @@ class BridgeServer:
             c["ac"] += 1
         elif kind == P.Kind.FACE_FRAMES and payload[12] == layout_id:
             c["ff"] += struct.unpack_from("<I", payload, 16)[0]
+        if s.v2 is not None:
+            C.note_sent(s.v2, kind, payload)
 
     def _too_slow(self, s: _Session) -> None:
         """The client is too far behind: cancel its turn, drop that turn's queued messages, tell it why."""
@@ -503,6 +521,8 @@ class BridgeServer:
         msg = f"client too slow: more than {self.config.max_pending} messages waiting; turn {tid} cancelled"
         for m in (P.Error(P.ErrorCode.CLIENT_TOO_SLOW, msg, turn_id=tid), *([self._cancelled_end(s, t)] if t else [])):
             s.pending.append((0, m.KIND, m.turn_id, m.encode_frames()[1]))
+        if t is not None and s.v2 is not None:
+            self._v2_turn_over(s)
         self._flush(s)
 
     @staticmethod
@@ -566,6 +586,8 @@ class BridgeServer:
                 touched[sid] = s
         for s in touched.values():
             self._flush(s)
+        while self._control:
+            self._control.popleft()()
 
     def _wake(self, run: _Run | None) -> None:
         """Hand a parked turn to a worker (its resume time came, or it was cancelled); once."""
@@ -611,6 +633,8 @@ class BridgeServer:
             s.last_turn_id = max(s.last_turn_id, tid)
             s.turn = None
         self._enqueue(s, tid, kind, tid, payload)
+        if kind == P.Kind.TURN_END and s.v2 is not None:
+            self._v2_turn_over(s)
 
     # --- from clients --------------------------------------------------------------------------------------------
     def _from_client(self, frames: list[bytes]) -> None:
@@ -648,10 +672,11 @@ class BridgeServer:
         old = self._sessions.get(identity)
         if old is not None:
             self._close_session(old, None, "")
-        if not (msg.min_version <= P.VERSION <= msg.max_version):
+        version = min(P.MAX_VERSION, msg.max_version)  # the highest version in both ranges (§6.2)
+        if version < max(1, msg.min_version):
             self._reply_unknown(
                 identity,
-                P.Error(P.ErrorCode.UNSUPPORTED_VERSION, f"server speaks version {P.VERSION} only"),
+                P.Error(P.ErrorCode.UNSUPPORTED_VERSION, f"server speaks versions 1 to {P.MAX_VERSION}"),
             )
             return
         if len(self._sessions) >= self.config.max_sessions:
@@ -663,7 +688,9 @@ class BridgeServer:
         caps = int(msg.capabilities) & int(P.Capability.TEXT | P.Capability.AUDIO | P.Capability.FACE)
         if not layouts:
             caps &= ~int(P.Capability.FACE)
-        s = _Session(sid, identity, layouts or (0,), caps, last_rx=time.monotonic())
+        if version >= 2 and caps & P.Capability.FACE and msg.capabilities & P.Capability.IDLE_FACE:
+            caps |= int(P.Capability.IDLE_FACE)
+        s = _Session(sid, identity, layouts or (0,), caps, last_rx=time.monotonic(), version=version)
         try:
             self.source.open_session(sid)
         except ev.SourceBusyError as e:  # e.g. every engine cache row is taken
@@ -673,7 +700,7 @@ class BridgeServer:
         self._by_sid[sid] = s
         s.last_hb_tx = time.monotonic()
         welcome = P.Welcome(
-            version=P.VERSION,
+            version=version,
             session_id=sid,
             capabilities=caps | (int(P.Capability.LIVELINK_UDP) if self._livelink else 0),
             heartbeat_ms=round(self.config.heartbeat_s * 1000),
@@ -688,6 +715,8 @@ class BridgeServer:
         )
         log.info("session %d opened for %s (%d sessions)", sid, _escape(msg.client_name), len(self._sessions))
         self._send(s, welcome)
+        if version >= 2:
+            self._v2_open(s)
 
     def _handle(self, s: _Session, msg: P.Message) -> None:
         if isinstance(msg, P.Heartbeat):  # answered at once, so the client's round trip is not held up (§6.4)
@@ -703,6 +732,11 @@ class BridgeServer:
             self._close_session(s, None, "")
         elif isinstance(msg, P.Error):
             log.info("session %d: client reports error %s: %s", s.sid, int(msg.code), _escape(msg.message))
+        elif msg.KIND in P.CLIENT_KINDS_V2:
+            if s.v2 is None:
+                self._send(s, P.Error(P.ErrorCode.BAD_VALUE, f"{type(msg).__name__} needs protocol version 2"))
+            else:
+                self._v2_handle(s, msg)
         else:
             self._send(s, P.Error(P.ErrorCode.BAD_VALUE, f"{type(msg).__name__} is not a client message"))
 
@@ -710,8 +744,8 @@ class BridgeServer:
         """One chunk of an utterance. A refused utterance ends once (:meth:`_refuse_utterance`); nothing heavier than
         an int16 copy happens here: resampling runs on the turn's worker."""
         tid = msg.turn_id
-        if tid == 0:
-            self._send(s, P.Error(P.ErrorCode.BAD_VALUE, "UserAudio needs a turn_id > 0"))
+        if tid == 0 or (s.v2 is not None and tid & P.SERVER_TURN_BIT):  # v2: bit 31 marks the server's turns
+            self._send(s, P.Error(P.ErrorCode.BAD_VALUE, "UserAudio needs a turn_id in 1 .. 0x7FFFFFFF (v1: > 0)"))
             return
         if tid == s.dropped_turn:
             return  # the rest of an utterance that was already refused and ended
@@ -772,6 +806,8 @@ class BridgeServer:
             s.turn = t
             s.last_turn_id = max(s.last_turn_id, tid)
             s.sent_turn, s.sent, s.sent_started, s.sent_first_audio = tid, _zero_counts(), t.started, -1.0
+            if s.v2 is not None:
+                self._v2_turn_starts(s)
             self._pool.submit(self._run_turn, s.sid, t, pcm, rate, s.layouts, s.capabilities)
 
     def _drop_rx(self, s: _Session) -> None:
@@ -795,11 +831,18 @@ class BridgeServer:
             self._wake(s.parked)  # type: ignore[arg-type]
             s.turn = None
             s.last_turn_id = max(s.last_turn_id, t.turn_id)
+            dropped = [(x[1], x[3]) for x in s.pending if x[0] == t.turn_id]  # (kind, payload), in order
+            dropped += [(x[2], x[3]) for x in s.timed]
             s.pending = deque(x for x in s.pending if x[0] != t.turn_id)
             s.timed.clear()
             if self._livelink is not None:
                 self._livelink.clear(_subject(s.sid))
-            self._send(s, self._cancelled_end(s, t))
+            end = self._cancelled_end(s, t)
+            if s.v2 is not None:
+                end = self._v2_fade(s, t, dropped, end)
+            self._send(s, end)
+            if s.v2 is not None:
+                self._v2_turn_over(s)
         elif s.rx_turn_id and turn_id in (0, s.rx_turn_id):  # cancelled while still speaking
             tid = s.rx_turn_id
             self._drop_rx(s)
@@ -831,18 +874,284 @@ class BridgeServer:
                 log.exception("source.close_session(%d) failed", s.sid)
         log.info("session %d closed (%d sessions)", s.sid, len(self._sessions))
 
+    # --- protocol v2: game characters (PROTOCOL.md §10) ------------------------------------------------------------
+    def _v2_limits(self) -> tuple[ev.CharacterLimits, int]:
+        """The source's text limits and the game-context limit a client gets (room kept for the emotion sentence)."""
+        lim = getattr(self.source, "limits", None) or ev.CharacterLimits()
+        reserve = max(len(self._emotions.instruction(n, 1.0)) for n in self._emotions.names) + 1
+        return lim, max(0, lim.context - reserve)
+
+    def _v2_open(self, s: _Session) -> None:
+        """After a v2 Welcome: the session's character state and the ServerInfo (§10.3)."""
+        from a2llm_rt.audio_vad import VadConfig
+
+        cs = C.CharacterSession(
+            s.sid, s.layouts, bool(s.capabilities & P.Capability.IDLE_FACE), self._face, self._emotions, None, s.sid
+        )
+        s.v2 = cs
+        lim, context = self._v2_limits()
+        vad = VadConfig()
+        self._send(
+            s,
+            P.ServerInfo(
+                lim.persona, context, lim.text, round(vad.min_speech_ms), round(vad.min_silence_ms),
+                round(vad.barge_in_ms), C.MIC_RATES, tuple(getattr(self.source, "voices", ())), self._emotions.names,
+                send_time_us=_now_us(),
+            ),
+        )  # fmt: skip
+        if cs.idle:
+            cs.resume_idle(time.monotonic())
+
+    def _v2_handle(self, s: _Session, msg: P.Message) -> None:
+        cs = s.v2
+        assert cs is not None
+        if isinstance(msg, P.UserText):
+            self._user_text(s, msg)
+        elif isinstance(msg, P.MicAudio):
+            self._mic_audio(s, cs, msg)
+        else:
+            try:
+                flags = self._v2_config(s, cs, msg)
+            except C.TextRefused as e:
+                self._send(s, P.Error(e.code, e.message[:1000]))
+                return
+            except InputError as e:  # the engine's check of untrusted text (chat control tokens, ...)
+                self._send(s, P.Error(P.ErrorCode.BAD_TEXT, str(e)[:1000]))
+                return
+            if flags is not None:
+                self._send(s, P.ConfigAck(msg.KIND, flags, send_time_us=_now_us()))
+
+    def _v2_config(self, s: _Session, cs: C.CharacterSession, msg: P.Message) -> int | None:
+        """Apply a Character / GameContext / SetEmotion; ConfigAck flags, or None after sending an Error."""
+        lim, context_limit = self._v2_limits()
+        if isinstance(msg, P.GameContext):
+            text = C.check_text(msg.text, "game context", context_limit, allow_empty=True)
+            if text and hasattr(self.source, "check_text"):
+                self.source.check_text(text, "game context", context_limit)
+            cs.context = text
+            return 0
+        name = msg.name if isinstance(msg, P.SetEmotion) else (msg.emotion or "neutral")
+        if name not in self._emotions.names:
+            known = ", ".join(self._emotions.names)
+            self._send(s, P.Error(P.ErrorCode.UNKNOWN_EMOTION, f"unknown emotion {name!r} (known: {known})"[:1000]))
+            return None
+        if isinstance(msg, P.SetEmotion):
+            e = C.Emotion(name, msg.intensity)
+            if msg.scope == P.EmotionScope.NEXT_TURN:
+                cs.next_turn = e
+            else:
+                cs.default = e
+                cs.apply_face_emotion()
+            return 0
+        assert isinstance(msg, P.Character)
+        if s.turn is not None:
+            self._send(s, P.Error(P.ErrorCode.TURN_IN_PROGRESS, "Character only between turns: Cancel the turn first"))
+            return None
+        voices = tuple(getattr(self.source, "voices", ()))
+        try:
+            C.check_voice(msg.voice, voices)
+        except InputError as e:
+            self._send(s, P.Error(P.ErrorCode.UNKNOWN_VOICE, str(e)[:1000]))
+            return None
+        persona = C.check_text(msg.persona, "persona", lim.persona, allow_empty=True) or None
+        configure = getattr(self.source, "configure", None)
+        if configure is None:
+            if persona or msg.voice:
+                self._send(s, P.Error(P.ErrorCode.BAD_VALUE, "this server's source takes no persona or voice"))
+                return None
+            reset = False
+        else:
+            reset = configure(s.sid, persona, msg.voice or None)
+        cs.persona, cs.voice, cs.modes = persona or "", msg.voice, msg.emotion_modes
+        cs.default = C.Emotion(name, msg.intensity)
+        cs.apply_face_emotion()
+        return P.CONFIG_ACK_CONVERSATION_RESET if reset else 0
+
+    def _user_text(self, s: _Session, msg: P.UserText) -> None:
+        tid = msg.turn_id
+        if tid == 0 or tid & P.SERVER_TURN_BIT:
+            self._send(s, P.Error(P.ErrorCode.BAD_VALUE, "UserText needs a turn_id in 1 .. 0x7FFFFFFF"))
+            return
+        if s.turn is not None:
+            self._refuse_utterance(
+                s, tid, P.ErrorCode.TURN_IN_PROGRESS, f"turn {s.turn.turn_id} runs: Cancel it first; text dropped"
+            )
+            return
+        if not hasattr(self.source, "check_text"):  # e.g. the Ray source: audio turns only
+            self._refuse_utterance(s, tid, P.ErrorCode.BAD_VALUE, "this server's source takes no typed turns")
+            return
+        lim, _ = self._v2_limits()
+        try:
+            text = C.check_text(msg.text, "text turn", lim.text, allow_empty=False)
+            text = self.source.check_text(text, "text turn", lim.text)
+        except C.TextRefused as e:
+            self._refuse_utterance(s, tid, e.code, e.message[:1000])
+            return
+        except InputError as e:
+            self._refuse_utterance(s, tid, P.ErrorCode.BAD_TEXT, str(e)[:1000])
+            return
+        self._v2_start_turn(s, tid, text, 0)
+
+    def _v2_start_turn(self, s: _Session, tid: int, pcm: np.ndarray | str, rate: int) -> None:
+        """Start turn ``tid`` from text (``pcm`` a str) or ``[n]`` int16 audio at ``rate``."""
+        t = _Turn(tid, threading.Event(), time.monotonic())
+        s.turn = t
+        if not tid & P.SERVER_TURN_BIT:
+            s.last_turn_id = max(s.last_turn_id, tid)
+        s.sent_turn, s.sent, s.sent_started, s.sent_first_audio = tid, _zero_counts(), t.started, -1.0
+        self._v2_turn_starts(s)
+        self._pool.submit(self._run_turn, s.sid, t, pcm, rate, s.layouts, s.capabilities)
+
+    def _v2_turn_starts(self, s: _Session) -> None:
+        cs = s.v2
+        cs.turn_emotion, cs.next_turn = cs.next_turn, None
+        cs.apply_face_emotion()
+        if cs.mic is not None:
+            cs.mic.answering = True
+
+    def _v2_prepare(self, sid: int) -> C.CharacterSession | None:
+        """Worker, before the source runs the turn: the engine's game context (+ the emotion sentence)."""
+        s = self._by_sid.get(sid)
+        cs = s.v2 if s is not None else None
+        set_context = getattr(self.source, "set_context", None)
+        if cs is not None and set_context is not None:
+            lim, _ = self._v2_limits()
+            try:
+                set_context(sid, cs.prompt_context(lim.context))
+            except InputError as e:  # checked when it arrived; only a race with a closing session lands here
+                log.warning("session %d: game context not applied: %s", sid, e)
+        return cs
+
+    def _v2_turn_over(self, s: _Session) -> None:
+        """Main loop: the session's turn ended (TurnEnd queued): per-turn emotion back to the default, the VAD
+        stops treating speech as barge-in, the idle face resumes once the answer has played out."""
+        cs = s.v2
+        if cs.turn_emotion is not None:
+            cs.turn_emotion = None
+            cs.apply_face_emotion()
+        if cs.mic is not None:
+            cs.mic.answering = False
+        now = time.monotonic()
+        at = now
+        if s.sent_first_audio >= 0:
+            at = max(now, s.sent_started + s.sent_first_audio + s.sent["as"] / ev.OUTPUT_SAMPLE_RATE)
+        cs.resume_idle(at, cs.last_sent_face)
+
+    def _v2_fade(self, s: _Session, t: _Turn, dropped: list, end: P.TurnEnd) -> P.TurnEnd:
+        """A cancelled v2 turn: send the 15 ms fade AudioChunk (§10.10); the TurnEnd's counts include it."""
+        if not s.capabilities & P.Capability.AUDIO or s.sent_turn != t.turn_id or s.sent["ac"] == 0:
+            return end
+        nxt = None
+        for kind, payload in dropped:  # the next audio the client would have got (queued or scheduled)
+            if kind == P.Kind.AUDIO_CHUNK:
+                nxt = P.decode_frames([P.pack_header(kind, t.turn_id, len(payload)), payload]).samples
+                break
+        pcm = C.fade_out(nxt, s.v2.last_sample)
+        chunk = P.AudioChunk(pcm, ev.OUTPUT_SAMPLE_RATE, s.sent["as"], turn_id=t.turn_id, send_time_us=_now_us())
+        self._enqueue(s, 0, chunk.KIND, t.turn_id, chunk.encode_frames()[1])  # counted here, not by _count_sent
+        return dataclasses.replace(
+            end, audio_samples=end.audio_samples + pcm.size, audio_chunks=end.audio_chunks + 1, send_time_us=_now_us()
+        )
+
+    def _idle_tick(self, now: float) -> None:
+        """Main loop: idle face frames due for every v2 session granted IDLE_FACE (§10.9)."""
+        for s in list(self._sessions.values()):
+            cs = s.v2
+            if cs is None or not cs.idle or len(s.pending) > self.config.max_pending // 4:
+                continue
+            due = cs.idle_frames(now, ev.FPS)
+            if due is None:
+                continue
+            first, frames = due
+            for lid in cs.layouts:
+                v = idle_to_layout(frames, lid)
+                self._send(s, P.FaceFrames(first, ev.FPS, lid, v, turn_id=0, send_time_us=_now_us()))
+
+    def _mic_audio(self, s: _Session, cs: C.CharacterSession, msg: P.MicAudio) -> None:
+        if cs.mic is None:
+            if self._segmenter is None:
+                from a2llm_rt.audio_vad import UtteranceSegmenter
+
+                self._segmenter = UtteranceSegmenter()
+            cs.mic = C.MicStream(self._segmenter)
+            cs.mic.answering = s.turn is not None
+        refused = cs.mic.accept(msg)
+        if refused is not None:
+            self._send(s, P.Error(refused[0], refused[1]))
+        if cs.mic.claim():
+            self._pool.submit(self._mic_job, s.sid, cs.mic)
+
+    def _mic_job(self, sid: int, mic: C.MicStream) -> None:
+        """Pool thread: run the session's queued mic audio through the VAD; events go to the main loop."""
+        try:
+            mic.feed(lambda evs: self._post_control(lambda: self._mic_events(sid, evs)))
+        except Exception:
+            log.exception("session %d: voice-activity detection failed", sid)
+            with mic.qlock:
+                mic.queue.clear()
+                mic.busy = False
+
+    def _post_control(self, fn) -> None:
+        self._control.append(fn)
+        self._ring()
+
+    def _mic_events(self, sid: int, events: list[C.MicEvent]) -> None:
+        """Main loop: SpeechStarted / SpeechEnded (+ the utterance's turn) / BargeIn (§10.8)."""
+        from a2llm_rt.audio_vad import BargeIn, SpeechEnd, SpeechStart
+
+        s = self._by_sid.get(sid)
+        if s is None or s.v2 is None:
+            return
+        cs = s.v2
+        for me in events:
+            e = me.event
+            if isinstance(e, BargeIn):
+                if s.turn is not None:
+                    self._barge_in(s, me.start, me.detected)
+            elif isinstance(e, SpeechStart):
+                cs.next_server_turn += 1
+                cs.speech_turn = cs.next_server_turn
+                cs.set_listening(True)
+                self._send(s, P.SpeechStarted(me.start, me.detected, turn_id=cs.speech_turn, send_time_us=_now_us()))
+            elif isinstance(e, SpeechEnd):
+                if not cs.speech_turn:
+                    cs.next_server_turn += 1
+                    cs.speech_turn = cs.next_server_turn
+                tid, cs.speech_turn = cs.speech_turn, 0
+                cs.set_listening(False)
+                reason = {"silence": 0, "max_length": 1}.get(e.reason, 2)
+                self._send(
+                    s, P.SpeechEnded(me.start, me.end, me.detected, reason, turn_id=tid, send_time_us=_now_us())
+                )
+                if s.turn is not None:  # speech that ends while an answer runs replaces it
+                    self._barge_in(s, me.start, me.detected)
+                pcm = np.round(np.clip(e.audio, -1.0, 1.0) * 32767.0).astype(np.int16)
+                self._v2_start_turn(s, tid, pcm, ev.INPUT_SAMPLE_RATE)
+
+    def _barge_in(self, s: _Session, speech: int, detected: int) -> None:
+        t = s.turn
+        self._send(s, P.BargeIn(speech, detected, turn_id=t.turn_id, send_time_us=_now_us()))
+        self._cancel(s, t.turn_id)
+
     # --- turn worker (runs on the pool) --------------------------------------------------------------------------
-    def _encode(self, e: ev.Event, caps: int, names: list[str], text_offset: int, sid: int) -> list[tuple[int, bytes]]:
-        """The (kind, payload) messages of one event for a session with capabilities ``caps`` and face layouts
-        ``names`` (and its Live Link frames pushed)."""
+    def _encode(self, e: ev.Event, run: _Run) -> list[tuple[int, bytes]]:
+        """The (kind, payload) messages of one event for the turn's session (its capabilities and face layouts; a
+        version 2 session's face goes through its character: idle crossfade and emotion), its Live Link frames
+        pushed."""
+        caps = run.caps
         if isinstance(e, ev.TextDelta):
-            return [P.event_payload(e, byte_offset=text_offset)] if caps & P.Capability.TEXT else []
+            return [P.event_payload(e, byte_offset=run.text_offset)] if caps & P.Capability.TEXT else []
         if isinstance(e, ev.AudioChunk):
             return [P.event_payload(e)] if caps & P.Capability.AUDIO else []
         if isinstance(e, ev.FaceFrames):
             if self._livelink is not None:
-                self._livelink.push(_subject(sid), e.first_frame, e.livelink61, e.fps)
-            return [P.event_payload(e, layout=name) for name in names] if caps & P.Capability.FACE else []
+                self._livelink.push(_subject(run.sid), e.first_frame, e.livelink61, e.fps)
+            if not caps & P.Capability.FACE:
+                return []
+            if run.v2 is None:
+                return [P.event_payload(e, layout=name) for name in run.names]
+            faces = run.v2.turn_face(run.turn.turn_id, e.frames, run.names, run.turn.cancel)
+            return [(P.Kind.FACE_FRAMES, P.face_payload(e.first_frame, e.fps, n, v)) for n, v in faces]
         return []
 
     def _run_turn(self, sid: int, t: _Turn, pcm: np.ndarray, rate: int, layouts: tuple[int, ...], caps: int) -> None:
@@ -853,8 +1162,9 @@ class BridgeServer:
                    min(PACE_FIRST_AHEAD_S, self.config.pace_lookahead_s),
                    functools.partial(random.Random(sid * 1_000_003 + t.turn_id).uniform, 0.25, 0.75))  # fmt: skip
         try:
-            audio = _to_16k(pcm, rate)
+            audio = pcm if isinstance(pcm, str) else _to_16k(pcm, rate)  # str: a typed turn (protocol v2)
             del pcm
+            run.v2 = self._v2_prepare(sid)
             run.lag = time.monotonic() - t.started  # the source's clock starts now: its timings are shifted by this
             run.gen = self.source.run_turn(sid, audio, t.cancel)
             run.it = iter(run.gen)
@@ -883,7 +1193,7 @@ class BridgeServer:
                 slack = clock.last - time.monotonic() - PACE_FIRST_AHEAD_S / 2
                 slot = self._producer.acquire(timeout=max(slack, 0.002))
                 try:
-                    items = self._encode(e, run.caps, run.names, run.text_offset, run.sid)
+                    items = self._encode(e, run)
                     if isinstance(e, ev.TextDelta):
                         run.text_offset += len(e.text.encode("utf-8"))
                     _count(run.counts, e)
@@ -970,6 +1280,7 @@ class _Run:
     held: list = field(default_factory=list)  # text waiting for the audio / face that follows it
     counts: dict = field(default_factory=lambda: dict.fromkeys(("tb", "td", "as", "ac", "ff"), 0))
     parked: bool = False  # waiting in the loop's resume heap
+    v2: C.CharacterSession | None = None  # a version 2 session's character (its face and emotion)
 
 
 def _count(counts: dict[str, int], e: ev.Event) -> None:

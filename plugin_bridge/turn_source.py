@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -36,8 +37,9 @@ FPS = FACE_FPS
 SAMPLES_PER_FRAME = round(OUTPUT_SAMPLE_RATE / FACE_FPS)  # 960: face frame k covers samples [k*960, (k+1)*960)
 
 __all__ = [
-    "FPS", "INPUT_SAMPLE_RATE", "OUTPUT_SAMPLE_RATE", "SAMPLES_PER_FRAME", "AudioChunk", "Event", "FaceFrames",
-    "SourceBusyError", "TextDelta", "TurnEnd", "TurnError", "TurnSource", "event_position",
+    "FPS", "INPUT_SAMPLE_RATE", "OUTPUT_SAMPLE_RATE", "SAMPLES_PER_FRAME", "AudioChunk", "CharacterLimits", "Event",
+    "FaceFrames", "SourceBusyError", "TextDelta", "TurnEnd", "TurnError", "TurnSource", "convert_face",
+    "event_position",
 ]  # fmt: skip
 
 
@@ -74,6 +76,31 @@ class TurnSource(Protocol):
         Must stop soon (within one decode step) after ``cancel`` is set; it may then return without a TurnEnd.
         """
         ...
+
+
+def convert_face(frames: dict[str, np.ndarray], layout: str) -> np.ndarray | None:
+    """Frames in ``layout`` from a ``FaceFrames.frames`` dict: livelink61 <-> arkit52 by slicing / zero head+eyes.
+
+    Returns ``[n, D]`` float32, or None when the layout cannot be derived (flame58 only comes from flame58).
+    """
+    if layout in frames:
+        return frames[layout]
+    if layout == "arkit52" and "livelink61" in frames:
+        return np.ascontiguousarray(frames["livelink61"][:, :52])
+    if layout == "livelink61" and "arkit52" in frames:
+        a = frames["arkit52"]
+        return np.concatenate([a, np.zeros((a.shape[0], 9), np.float32)], axis=1)
+    return None
+
+
+# --- game characters (protocol v2): what the server asks of a source -----------------------------------------------
+@dataclass
+class CharacterLimits:
+    """Longest persona / game context / typed turn a source takes, in Unicode code points."""
+
+    persona: int = 4000
+    context: int = 1000
+    text: int = 2000
 
 
 def event_position(e: Event) -> int | None:
