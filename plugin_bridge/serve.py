@@ -78,14 +78,34 @@ def build_parser() -> argparse.ArgumentParser:
     tiny, real = preset("tiny"), preset("real")
     g.add_argument("--engine-sessions", dest="engine_max_sessions", type=int, default=8,
                    help="engine cache rows = sessions at once")  # fmt: skip
-    g.add_argument("--max-seconds", dest="engine_max_seconds", type=float, default=None,
-                   help=f"answer length limit (default: tiny {tiny.max_seconds:g}, real {real.max_seconds:g})")
-    g.add_argument("--min-seconds", dest="engine_min_seconds", type=float, default=None,
-                   help=f"answer length before a stop (tiny {tiny.min_seconds:g}, real {real.min_seconds:g})")
-    g.add_argument("--max-len", dest="engine_max_len", type=int, default=None,
-                   help=f"tokens per cache row (tiny {tiny.max_len}, real {real.max_len})")
-    g.add_argument("--max-new-tokens", dest="engine_max_new_tokens", type=int, default=None,
-                   help="tokens per answer (default: the engine's)")
+    g.add_argument(
+        "--max-seconds",
+        dest="engine_max_seconds",
+        type=float,
+        default=None,
+        help=f"answer length limit (default: tiny {tiny.max_seconds:g}, real {real.max_seconds:g})",
+    )
+    g.add_argument(
+        "--min-seconds",
+        dest="engine_min_seconds",
+        type=float,
+        default=None,
+        help=f"answer length before a stop (tiny {tiny.min_seconds:g}, real {real.min_seconds:g})",
+    )
+    g.add_argument(
+        "--max-len",
+        dest="engine_max_len",
+        type=int,
+        default=None,
+        help=f"tokens per cache row (tiny {tiny.max_len}, real {real.max_len})",
+    )
+    g.add_argument(
+        "--max-new-tokens",
+        dest="engine_max_new_tokens",
+        type=int,
+        default=None,
+        help="tokens per answer (default: the engine's)",
+    )
     g.add_argument("--no-align", action="store_true", help="send audio as soon as it is made, ahead of its face")
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 for tiny on the CPU)")
     add_motion_backend_args(g)

@@ -63,4 +63,3 @@ def engine_config(
     min_s = min(p.min_seconds, max_s) if min_seconds is None else min_seconds
     return EngineConfig(max_seconds=max_s, min_seconds=min_s, max_len=p.max_len if max_len is None else max_len,
                         **fields)  # fmt: skip
-

@@ -130,9 +130,10 @@ def test_engine_events_encode_as_the_message_classes_do():
     from a2llm_rt.engine.events import AudioChunk, TextDelta
 
     text = TextDelta(3, "héllo, wörld")
-    assert P.encode_event(text, 9, byte_offset=12, seq=4, send_time_us=77) == P.TextDelta(
-        12, "héllo, wörld", turn_id=9, seq=4, send_time_us=77
-    ).encode_frames()
+    assert (
+        P.encode_event(text, 9, byte_offset=12, seq=4, send_time_us=77)
+        == P.TextDelta(12, "héllo, wörld", turn_id=9, seq=4, send_time_us=77).encode_frames()
+    )
     for dtype in (np.float32, np.float64):  # float64 PCM is converted to the wire's float32 on the way
         pcm = np.sin(np.arange(960) / 7.0).astype(dtype)
         frames = P.encode_event(AudioChunk(3, pcm, 4800), 9)

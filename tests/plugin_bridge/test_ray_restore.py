@@ -15,7 +15,8 @@ from plugin_bridge.ray_source import ReplicaSpec, build_engine_source, mirror_ex
 from plugin_bridge.turn_source import AudioChunk, FaceFrames, TextDelta, TurnEnd
 
 SPEC = ReplicaSpec(
-    engine=EngineConfig(max_sessions=2, max_seconds=1.2, min_seconds=0.8, max_len=2048), greedy=True,
+    engine=EngineConfig(max_sessions=2, max_seconds=1.2, min_seconds=0.8, max_len=2048),
+    greedy=True,
     max_new_tokens=160,
 )
 
