@@ -73,6 +73,8 @@ log = logging.getLogger("plugin_bridge.server")
 SERVER_NAME = "a2llm-bridge/0.2"
 PACE_SLACK_S = 0.002  # a paced message may leave this much before its due time (so one wake-up serves many turns)
 PACE_FIRST_AHEAD_S = 0.1  # a paced turn's first look-ahead (it doubles up to ServerConfig.pace_lookahead_s)
+PACE_WORKERS = 2  # threads that resume parked turns of sources that do not block
+PACE_BLOCKING_S = 0.005  # a next() that took longer marks the turn's source as blocking
 _RESUME = -1  # outbox kind: a parked turn (payload: its _Run) to hand to a worker again at the due time
 
 
@@ -288,6 +290,9 @@ class BridgeServer:
         self._auth = None
         self._pool = ThreadPoolExecutor(self.config.max_turn_workers, thread_name_prefix="bridge-turn")
         self._producer = threading.Lock()  # the production slot of turns that prepare ahead of their schedule
+        # resumed (parked) turns of sources that do not block run on a few threads of their own, so that hundreds of
+        # paced turns never make hundreds of runnable threads
+        self._pace_pool = ThreadPoolExecutor(PACE_WORKERS, thread_name_prefix="bridge-pace")
         # protocol v2 (game characters): the shared face pipeline, the VAD (loaded on the first MicAudio), and
         # main-loop callbacks posted by the mic jobs (run by _drain_outbox)
         self._face, self._emotions = C.make_face(ev.FPS)
@@ -382,6 +387,7 @@ class BridgeServer:
         for s in list(self._sessions.values()):
             self._close_session(s, P.ErrorCode.SHUTTING_DOWN, "server shutting down")
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pace_pool.shutdown(wait=True, cancel_futures=True)
         if self._livelink is not None:
             self._livelink.close()
         self._close_sockets()
@@ -598,7 +604,7 @@ class BridgeServer:
         if s is not None and s.parked is run:
             s.parked = None
         with contextlib.suppress(RuntimeError):  # shutting down: no more workers
-            self._pool.submit(self._produce, run)
+            (self._pool if run.blocks or run.turn.cancel.is_set() else self._pace_pool).submit(self._produce, run)
 
     def _schedule(self, s: _Session, due: float) -> None:
         """``s.timed``'s first message is due at ``due``: make sure the heap wakes the loop by then."""
@@ -1181,7 +1187,10 @@ class BridgeServer:
         t, clock, cancel = run.turn, run.clock, run.turn.cancel
         try:
             while not cancel.is_set():
+                t_next = time.monotonic()
                 e = next(run.it, None)  # outside the slot: a source may block here (the engine generating)
+                if not run.blocks and time.monotonic() - t_next > PACE_BLOCKING_S:
+                    run.blocks = True  # its later resumes go to the turn pool, never to the few pace threads
                 if e is None or cancel.is_set():
                     break
                 if isinstance(e, ev.TurnEnd):
@@ -1280,6 +1289,7 @@ class _Run:
     held: list = field(default_factory=list)  # text waiting for the audio / face that follows it
     counts: dict = field(default_factory=lambda: dict.fromkeys(("tb", "td", "as", "ac", "ff"), 0))
     parked: bool = False  # waiting in the loop's resume heap
+    blocks: bool = False  # the source was seen blocking in next() (an engine generating): resumes on the turn pool
     v2: C.CharacterSession | None = None  # a version 2 session's character (its face and emotion)
 
 
