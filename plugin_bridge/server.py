@@ -13,7 +13,8 @@ Threads:
   turn's messages stay in order). Nothing sleeps per message or per turn: a paced turn prepared far enough ahead of its
   due times *parks* (gives its thread back; the loop hands it to a worker again when about half of that is left, or at
   once when it is cancelled): 0.1 s ahead at first, doubling at each park up to ``pace_lookahead_s``, resumed at a
-  random share of it (so that turns that start together do not all work at once). Encoding and posting run in one
+  random share of it (so that turns that start together do not all work at once), on one of ``PACE_WORKERS`` pace
+  threads (on the turn pool once the source was seen blocking in ``next()``). Encoding and posting run in one
   production slot (a lock; the source's own ``next()`` outside it, as it may block), so turn threads wait on a lock
   rather than all fighting over the GIL with each other and with the loop that sends;
 - optionally a :class:`~plugin_bridge.livelink_out.LiveLinkSender` thread pacing Live Link Face UDP packets;
