@@ -37,11 +37,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from a2llm_rt.engine.sampling import sample_codes
 from a2llm_rt.errors import InputError
 from a2llm_rt.face.layouts import ARKIT_INDEX
 from a2llm_rt.face.motion_metrics import compute_metrics, reference_free_ufd
 from a2llm_rt.face.regions import FaceRegions
-from a2llm_rt.models.connector import sample_codes
 from a2llm_rt.utils.fileio import atomic_write_json
 from training.data.builders import collate
 from training.train_a2llm import A2LLMRecipe, load_built, load_stage_model, make_builder
@@ -80,9 +80,9 @@ def load_mesh(mesh_dir: str | None):
 
 
 def metric_mesh_for(layout: str, mesh_dir: str | None = None, flame: str | None = None):
-    """The :class:`~a2llm_rt.face.metrics.MetricMesh` of a motion layout: FLAME (``flame``), the ARKit mesh
+    """The :class:`~a2llm_rt.face_tools.metrics.MetricMesh` of a motion layout: FLAME (``flame``), the ARKit mesh
     (``mesh_dir``) or, for ARKit motion without a mesh, the proxy mesh."""
-    from a2llm_rt.face.metrics import MetricMesh, metric_mesh
+    from a2llm_rt.face_tools.metrics import MetricMesh, metric_mesh
 
     if layout == "flame58":
         return metric_mesh("flame", flame=flame)

@@ -152,7 +152,7 @@ def evaluate(
         "vertex_metrics": vertex_metrics(model, recs, face_model) if face_model else None,
     }
     if plot is not None:
-        from a2llm_rt.face.plot import plot_curves
+        from a2llm_rt.face_tools.plot import plot_curves
 
         r = recs[0]
         fps = model.cfg.fps

@@ -37,7 +37,7 @@ from safetensors.torch import save as st_save
 from a2llm_rt.engine.vocoder import ToneVocoder, Vocoder
 from a2llm_rt.errors import InputError
 from a2llm_rt.face.flame_to_arkit import ArkitMap
-from a2llm_rt.models.backbone import PRESETS, BackboneConfig, StepAudio2Backbone
+from a2llm_rt.models.backbone import TINY_BACKBONE, BackboneConfig, StepAudio2Backbone
 from a2llm_rt.models.checkpoint import from_pretrained_dir
 from a2llm_rt.models.connector import ConnectorConfig, MotionConnector
 from a2llm_rt.models.motion_tokenizer import MotionTokenizer, MotionTokenizerConfig
@@ -85,10 +85,6 @@ class Stack:
         if problems:
             raise InputError("model stack does not fit together: " + "; ".join(problems))
 
-
-TINY_BACKBONE = PRESETS["tiny"]
-
-TINY_BACKBONE = PRESETS["tiny"]
 
 #: Tiny motion models (test-sized, FLAME58 by default).
 TINY_CONNECTOR = ConnectorConfig(

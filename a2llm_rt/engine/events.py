@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-OUTPUT_SAMPLE_RATE = 24000
-FACE_FPS = 25.0
+from a2llm_rt.audio import FACE_FPS as FACE_FPS  # the time base lives in a2llm_rt.audio; re-exported here
+from a2llm_rt.audio import OUTPUT_SAMPLE_RATE as OUTPUT_SAMPLE_RATE
 
 
 @dataclass(frozen=True)

@@ -272,8 +272,8 @@ def load_head(mesh: Path | None, head: Path | None) -> bytes | None:
             raise InputError("not a GLB (binary glTF) file", head)
         return data
     if mesh is not None:
-        from a2llm_rt.face.arkit_gltf import build_glb
         from a2llm_rt.face.arkit_mesh import ArkitMesh
+        from a2llm_rt.face_tools.arkit_gltf import build_glb
 
         return build_glb(ArkitMesh.load(mesh))
     return None

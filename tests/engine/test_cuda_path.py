@@ -23,6 +23,7 @@ from a2llm_rt.engine.sampling import (
     apply_repetition_penalty,
     make_generator,
     motion_uniforms,
+    sample_codes,
     sample_motion_codes,
     sample_packed,
     sample_tokens,
@@ -30,7 +31,6 @@ from a2llm_rt.engine.sampling import (
 from a2llm_rt.engine.trt_runner import run_in_batches
 from a2llm_rt.errors import InputError
 from a2llm_rt.models.backbone import grouped_attention
-from a2llm_rt.models.connector import sample_codes
 from tests.engine.engine_helpers import greedy_engine, of, one_thread, summary, tone  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")

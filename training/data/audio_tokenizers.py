@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
+from a2llm_rt.audio import resample
 from a2llm_rt.errors import InputError
 
 if TYPE_CHECKING:
@@ -150,12 +151,7 @@ class CosyVoice2SpeechTokenizer:
         if not np.isfinite(w).all():
             raise InputError("answer audio holds NaN or inf samples")
         if sample_rate != self.sample_rate:
-            from math import gcd
-
-            from scipy.signal import resample_poly
-
-            g = gcd(self.sample_rate, int(sample_rate))
-            w = resample_poly(w, self.sample_rate // g, int(sample_rate) // g).astype(np.float32)
+            w = resample(w, int(sample_rate), self.sample_rate)
         hop = int(self.sample_rate / TOKEN_RATE)  # 640 samples per code
         step = max(hop, int(self.max_seconds * self.sample_rate) // hop * hop)
         out = []

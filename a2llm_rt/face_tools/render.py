@@ -1,6 +1,7 @@
 """CPU software renderer of the ARKit face mesh, and contact sheets of chosen clip frames.
 
-``python -m a2llm_rt.face.render IN [--mesh ../shared/data/arkit_mesh] --frames 0,30,60 --out sheet.png [--map M]``
+``python -m a2llm_rt.face_tools.render IN [--mesh ../shared/data/arkit_mesh] --frames 0,30,60 --out sheet.png
+[--map M]``
 
 Front view, orthographic: the mesh's x (the subject's left) goes to the image's right, y (up) to the image's top, and
 the camera looks down -z (the face looks along +z). Triangles are rasterised in numpy with a z-buffer (every
@@ -213,9 +214,11 @@ def _parse_frames(text: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from a2llm_rt.face.metrics import default_mesh_dir
+    from a2llm_rt.face_tools.metrics import default_mesh_dir
 
-    p = argparse.ArgumentParser(prog="python -m a2llm_rt.face.render", description="Render clip frames on a mesh.")
+    p = argparse.ArgumentParser(
+        prog="python -m a2llm_rt.face_tools.render", description="Render clip frames on a mesh."
+    )
     p.add_argument("input", metavar="IN", help="clip file (.npz, .csv, .json, .gesichter)")
     p.add_argument("--mesh", default=str(default_mesh_dir()), help="ARKit mesh folder (default: %(default)s)")
     p.add_argument("--frames", default="0", help="comma-separated frame indices (default 0)")

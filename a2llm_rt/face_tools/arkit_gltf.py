@@ -1,6 +1,6 @@
 """ARKit face mesh -> GLB (binary glTF 2.0) with one morph target per ARKit curve, written by hand (struct + json).
 
-``python -m a2llm_rt.face.arkit_gltf --mesh ../shared/data/arkit_mesh --out head.glb`` reads a folder of ARKit OBJ
+``python -m a2llm_rt.face_tools.arkit_gltf --mesh ../shared/data/arkit_mesh --out head.glb`` reads a folder of ARKit OBJ
 shapes (``Neutral.obj`` + ``<arkitName>.obj``, see :mod:`a2llm_rt.face.arkit_mesh`) and writes one mesh whose morph
 targets are named by ARKit curve in ``mesh.extras.targetNames`` (the convention three.js, Blender and Babylon read),
 so any glTF viewer that drives ARKit-named morph targets (the browser viewer in ``plugin_bridge/web``) can animate it.
@@ -244,7 +244,7 @@ def build_glb(
         b.data.append(0)
     root = {"name": f"{name}_root", "children": list(range(len(nodes)))}
     gltf = {
-        "asset": {"version": "2.0", "generator": "a2llm_rt.face.arkit_gltf"},
+        "asset": {"version": "2.0", "generator": "a2llm_rt.face_tools.arkit_gltf"},
         "scene": 0,
         "scenes": [{"name": name, "nodes": [len(nodes)]}],
         "nodes": [*nodes, root],
@@ -318,7 +318,7 @@ def write_glb(mesh_dir: str | Path, out: str | Path, *, include_missing: bool = 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m a2llm_rt.face.arkit_gltf", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m a2llm_rt.face_tools.arkit_gltf", description=__doc__.splitlines()[0])
     ap.add_argument("--mesh", required=True, type=Path, help="folder with Neutral.obj and <arkitName>.obj shapes")
     ap.add_argument("--out", required=True, type=Path, help="output .glb file")
     ap.add_argument("--all-52", action="store_true", help="also write zero targets for curves without a shape file")

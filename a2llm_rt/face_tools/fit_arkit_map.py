@@ -12,7 +12,7 @@ Methods (X = the 50 expression coefficients per frame, Y = the target curves, N 
   on the frames whose error is not already zero after clipping (target 0 predicted <= 0, or target 1 predicted >= 1),
   repeated until that set stops changing.
 
-``python -m a2llm_rt.face.fit_arkit_map --pairs DIR --out map.npz [--method ridge|bounded] [--alpha 1e-3]``
+``python -m a2llm_rt.face_tools.fit_arkit_map --pairs DIR --out map.npz [--method ridge|bounded] [--alpha 1e-3]``
 """
 
 from __future__ import annotations
@@ -187,7 +187,9 @@ def fit_arkit_map(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m a2llm_rt.face.fit_arkit_map", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m a2llm_rt.face_tools.fit_arkit_map", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--pairs", required=True, help=f"folder of <name>{FLAME_SUFFIX} + <name>{ARKIT_SUFFIX} pairs")
     p.add_argument("--out", required=True, help="output .npz for the ArkitMap")
     p.add_argument("--method", choices=("ridge", "bounded"), default="ridge")

@@ -1,6 +1,6 @@
 """Plot face-motion curves against time (matplotlib, Agg backend): one panel per curve, one line per clip.
 
-``python -m a2llm_rt.face.plot IN --curves jawOpen,eyeBlinkLeft --out curves.png [--start S --end S]``
+``python -m a2llm_rt.face_tools.plot IN --curves jawOpen,eyeBlinkLeft --out curves.png [--start S --end S]``
 
 ``IN`` is any clip file :func:`a2llm_rt.face.io.load_clip` reads (.npz, Live Link .csv, .json, .gesichter). Curve
 names may be ARKit camelCase (``jawOpen``) or Live Link PascalCase (``JawOpen``) for ARKit / Live Link clips, and the
@@ -151,7 +151,7 @@ def plot_curves(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m a2llm_rt.face.plot", description="Plot face curves against time.")
+    p = argparse.ArgumentParser(prog="python -m a2llm_rt.face_tools.plot", description="Plot face curves against time.")
     p.add_argument("input", metavar="IN", help="clip file (.npz, .csv, .json, .gesichter)")
     p.add_argument("--curves", default=None, help="comma-separated curve names (default jawOpen,eyeBlinkLeft)")
     p.add_argument("--out", required=True, help="output PNG")

@@ -2,9 +2,9 @@
 
 Usage::
 
-    python -m a2llm_rt.face.metrics --pred pred.npz --ref ref.csv [--fps 25] [--json] [--out metrics.json] \\
+    python -m a2llm_rt.face_tools.metrics --pred pred.npz --ref ref.csv [--fps 25] [--json] [--out metrics.json] \\
         [--flame flame.npz] [--mesh ../shared/data/arkit_mesh] [--max-lag-s 0.5]
-    python -m a2llm_rt.face.metrics --pred pred.npz [--flame flame.npz | --mesh DIR]   # reference-free: UFD only
+    python -m a2llm_rt.face_tools.metrics --pred pred.npz [--flame flame.npz | --mesh DIR]   # reference-free: UFD only
 
 Files are read with :func:`a2llm_rt.face.io.load_clip` (our ``.npz``, Live Link Face ``.csv``, Audio2Face ``.json``,
 ``.gesichter``). Both clips go to the frame rate ``--fps`` (default: the reference's) by linear resampling, then to
@@ -13,8 +13,9 @@ vertices:
 - ``arkit52`` / ``livelink61`` clips through the ARKit face mesh (``--mesh``; default ``../shared/data/arkit_mesh``
   beside the repository, or ``$A2LLM_SHARED_DATA/arkit_mesh``); Live Link's head/eye rotations are dropped, so head
   motion does not count; regions from :mod:`a2llm_rt.face.arkit_regions`, UFD template = the neutral mesh;
-- ``flame58`` clips through the user's FLAME model (``--flame flame.npz``, made by ``a2llm_rt.face.convert_flame``)
-  with the global (head) rotation set to 0, like the ARKit path; UFD template = FLAME with all 58 parameters 0.
+- ``flame58`` clips through the user's FLAME model (``--flame flame.npz``, made by
+  ``a2llm_rt.face_tools.convert_flame``) with the global (head) rotation set to 0, like the ARKit path; UFD template =
+  FLAME with all 58 parameters 0.
 
 Both files must be on the same mesh (map FLAME to ARKit first with ``a2llm_rt.face.flame_to_arkit``). The metric
 definitions are in :mod:`a2llm_rt.face.motion_metrics`. Without ``--ref`` only the reference-free UFD (eq. 12) is
@@ -200,7 +201,7 @@ def evaluate_file_reference_free(
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m a2llm_rt.face.metrics",
+        prog="python -m a2llm_rt.face_tools.metrics",
         description="The A2-LLM paper's motion metrics (MOD, UFD, correlations, Liveliness Ratio, Peak Align; "
         "eq. 11-17) and our extras (LVE, cross-correlation lag) of a predicted face-motion file against a "
         "reference; without --ref, the reference-free UFD only.",

@@ -1,8 +1,8 @@
 """Convert face-motion clips between file formats, layouts and frame rates.
 
-    python -m a2llm_rt.face.convert take.csv take.npz --fps 25
-    python -m a2llm_rt.face.convert take.npz take.json --layout arkit52
-    python -m a2llm_rt.face.convert rec.gesichter rec.csv
+    python -m a2llm_rt.face_tools.convert take.csv take.npz --fps 25
+    python -m a2llm_rt.face_tools.convert take.npz take.json --layout arkit52
+    python -m a2llm_rt.face_tools.convert rec.gesichter rec.csv
 
 Formats are chosen by suffix (``.npz``, ``.csv`` Live Link Face, ``.json`` Audio2Face-style, ``.gesichter`` LLV);
 see :mod:`a2llm_rt.face.io`. Output is written atomically. Bad input prints one line and exits with status 2.
@@ -41,7 +41,7 @@ def convert(
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m a2llm_rt.face.convert",
+        prog="python -m a2llm_rt.face_tools.convert",
         description=f"Convert face-motion clips; formats by suffix: {', '.join(FORMATS)}.",
     )
     p.add_argument("input", help="input clip")
