@@ -31,6 +31,7 @@ from tqdm import tqdm
 from a2llm_rt.errors import InputError
 from a2llm_rt.models.connector import ConnectorConfig, MotionConnector
 from a2llm_rt.models.motion_tokenizer import MotionTokenizer, MotionTokenizerConfig
+from a2llm_rt.utils.module_folder import load_module
 from export import onnx_export as ox
 from export.manifest import artifact_entry, write_manifest
 from export.parity import connector_parity, decoder_parity, greedy_code_agreement, ort_runner
@@ -75,32 +76,12 @@ def load_models(spec: str, window: int | None) -> tuple[MotionConnector, MotionT
             return tiny_motion_models(window=window or TINY_CONNECTOR.window)
         except ValueError as e:
             raise InputError(f"bad tiny model settings: {e}") from None
-    connector = _load_module(Path(spec) / "connector", ConnectorConfig, MotionConnector)
-    motion = _load_module(Path(spec) / "tokenizer", MotionTokenizerConfig, MotionTokenizer)
+    connector = load_module(Path(spec) / "connector", ConnectorConfig, MotionConnector, "connector")
+    motion = load_module(Path(spec) / "tokenizer", MotionTokenizerConfig, MotionTokenizer, "motion tokenizer")
     if window is not None and window != connector.cfg.window:
         raise InputError(f"--window {window} differs from the connector's trained window {connector.cfg.window} "
                          "(its query positions are sized W/G)", Path(spec) / "connector" / "config.json")  # fmt: skip
     return connector, motion
-
-
-def _load_module(folder: Path, cfg_cls, model_cls):
-    """``folder/config.json`` + ``folder/model.safetensors`` -> module in eval mode (the motion-dir layout of
-    ``a2llm_rt.engine.builders``); :class:`InputError` on anything missing or mismatched."""
-    from safetensors.torch import load_file
-
-    for f in ("config.json", "model.safetensors"):
-        if not (folder / f).is_file():
-            raise InputError(f"missing {f} (expected a motion directory with tokenizer/ and connector/)", folder)
-    model = model_cls(cfg_cls.from_file(folder / "config.json"))
-    try:
-        state = load_file(str(folder / "model.safetensors"))
-    except Exception as e:
-        raise InputError(f"unreadable safetensors: {e}", folder / "model.safetensors") from None
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise InputError(f"weights do not match config.json: {str(e)[:300]}", folder / "model.safetensors") from None
-    return model.eval()
 
 
 def _check_models(connector: MotionConnector, motion: MotionTokenizer) -> None:
