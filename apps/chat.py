@@ -26,6 +26,7 @@ from a2llm_rt.audio import read_wav, write_wav
 from a2llm_rt.engine.events import AudioChunk, Error, FaceFrames, TextDelta, TurnEnd
 from a2llm_rt.engine.motion_backend import add_motion_backend_args, motion_backend_from_args
 from a2llm_rt.errors import InputError
+from a2llm_rt.utils.cli import cli_main
 from a2llm_rt.utils.fileio import atomic_write, atomic_write_json
 
 
@@ -58,6 +59,7 @@ def collect(events: list) -> dict:
     return {"text": "".join(text), "pcm": pcm, "frames": frames, "end": end, "error": error}
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m apps.chat", description=__doc__.split("\n\n")[0])
     ap.add_argument("--backbone", required=True, help="Step-Audio-2-format directory, or 'tiny'")
@@ -76,11 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="CPU threads for torch and onnxruntime (tiny on the CPU: 1)")  # fmt: skip
     add_motion_backend_args(ap)
     args = ap.parse_args(argv)
-    try:
-        return _run(args)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return _run(args)
 
 
 def _run(args: argparse.Namespace) -> int:

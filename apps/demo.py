@@ -36,6 +36,7 @@ import numpy as np
 
 from a2llm_rt.errors import InputError
 from a2llm_rt.face_tools.plot import resolve_curve
+from a2llm_rt.utils.cli import cli_main
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CURVES = ("jawOpen", "eyeBlinkLeft", "mouthSmileLeft", "browInnerUp")
@@ -413,19 +414,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli_main(failures=(OSError, RuntimeError))
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not (args.seconds > 1.0):
-        print(f"error: --seconds must be more than 1, got {args.seconds}", file=sys.stderr)
-        return 2
-    try:
-        return run(args)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (RuntimeError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        raise InputError(f"--seconds must be more than 1, got {args.seconds}")
+    return run(args)
 
 
 if __name__ == "__main__":

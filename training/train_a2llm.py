@@ -46,6 +46,7 @@ from a2llm_rt.models.backbone import PRESETS, StepAudio2Backbone
 from a2llm_rt.models.checkpoint import from_pretrained_dir, save_pretrained_dir
 from a2llm_rt.models.connector import ConnectorConfig, MotionConnector, connector_loss
 from a2llm_rt.models.lora import LoraSettings, apply_lora, load_lora, lora_parameters, reset_lora, save_lora
+from a2llm_rt.utils.cli import cli_main
 from a2llm_rt.utils.fileio import atomic_directory, atomic_write_json
 from a2llm_rt.utils.module_folder import load_module, save_module
 from training import ddp
@@ -450,6 +451,7 @@ def evaluate_losses(model: A2LLM, recipe: A2LLMRecipe, builder: SequenceBuilder,
     return {f"val_{k}": v / len(data) for k, v in tot.items()}
 
 
+@cli_main
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.train_a2llm", description=__doc__.splitlines()[0])
     ap.add_argument("--stage", type=int, required=True, choices=(1, 2, 3))
@@ -461,25 +463,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
+    recipe = A2LLMRecipe.from_file(args.config)
+    over = {k: v for k, v in (("out", args.out), ("val_data", args.val_data)) if v is not None}
+    stage_over: dict = {}
+    if args.steps is not None:
+        stage_over["steps"] = args.steps
+    if args.train_data is not None:  # this stage's dataset (stage 3: its affective set)
+        stage_over["train_data"] = args.train_data
+    if stage_over:
+        over[f"stage{args.stage}"] = dataclasses.replace(recipe.stage(args.stage), **stage_over)
     try:
-        recipe = A2LLMRecipe.from_file(args.config)
-        over = {k: v for k, v in (("out", args.out), ("val_data", args.val_data)) if v is not None}
-        stage_over: dict = {}
-        if args.steps is not None:
-            stage_over["steps"] = args.steps
-        if args.train_data is not None:  # this stage's dataset (stage 3: its affective set)
-            stage_over["train_data"] = args.train_data
-        if stage_over:
-            over[f"stage{args.stage}"] = dataclasses.replace(recipe.stage(args.stage), **stage_over)
-        try:
-            recipe = dataclasses.replace(recipe, **over)
-        except ValueError as e:
-            raise InputError(str(e), args.config) from None
-        recipe.stage_data(args.stage)  # InputError when the stage has no dataset
-        train_stage(recipe, args.stage, args.device, progress=not args.no_progress)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        recipe = dataclasses.replace(recipe, **over)
+    except ValueError as e:
+        raise InputError(str(e), args.config) from None
+    recipe.stage_data(args.stage)  # InputError when the stage has no dataset
+    train_stage(recipe, args.stage, args.device, progress=not args.no_progress)
     return 0
 
 

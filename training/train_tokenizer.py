@@ -33,6 +33,7 @@ from a2llm_rt.errors import InputError
 from a2llm_rt.models.motion_losses import MotionLoss, MotionLossConfig, build_face_model
 from a2llm_rt.models.motion_tokenizer import MotionTokenizer, MotionTokenizerConfig
 from a2llm_rt.utils import module_folder
+from a2llm_rt.utils.cli import cli_main
 from a2llm_rt.utils.fileio import atomic_directory, atomic_write_json
 from a2llm_rt.utils.module_folder import load_module, save_module, write_latest
 from training import ddp
@@ -298,32 +299,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli_main
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        recipe = TokenizerRecipe.from_file(args.config)
-        if args.steps is not None or args.threads is not None or args.face_model is not None:
-            d = recipe.to_dict()
-            if args.face_model is not None:
-                d["face_model"] = str(Path(args.face_model).resolve())
-            if args.steps is not None:
-                d["train"]["steps"] = args.steps
-                d["train"]["epochs"] = None  # an explicit step count wins over the recipe's epochs
-            if args.threads is not None:
-                d["train"]["num_threads"] = args.threads
-            recipe = TokenizerRecipe.from_dict(d, source=args.config)
-        train(
-            recipe,
-            args.data,
-            Path(args.out),
-            device=args.device,
-            recipe_dir=Path(args.config).resolve().parent,
-            step_delay=args.step_delay,
-            progress=not args.no_progress,
-        )
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    recipe = TokenizerRecipe.from_file(args.config)
+    if args.steps is not None or args.threads is not None or args.face_model is not None:
+        d = recipe.to_dict()
+        if args.face_model is not None:
+            d["face_model"] = str(Path(args.face_model).resolve())
+        if args.steps is not None:
+            d["train"]["steps"] = args.steps
+            d["train"]["epochs"] = None  # an explicit step count wins over the recipe's epochs
+        if args.threads is not None:
+            d["train"]["num_threads"] = args.threads
+        recipe = TokenizerRecipe.from_dict(d, source=args.config)
+    train(
+        recipe,
+        args.data,
+        Path(args.out),
+        device=args.device,
+        recipe_dir=Path(args.config).resolve().parent,
+        step_delay=args.step_delay,
+        progress=not args.no_progress,
+    )
     return 0
 
 

@@ -20,6 +20,7 @@ from a2llm_rt.face.clip import MotionClip
 from a2llm_rt.face.io import FORMATS, convert_layout, load_clip, save_clip
 from a2llm_rt.face.layouts import LAYOUTS
 from a2llm_rt.face.resample import resample
+from a2llm_rt.utils.cli import cli_main
 
 
 def convert(
@@ -52,17 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli_main
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    for name in ("fps", "input_fps"):
+        v = getattr(args, name)
+        if v is not None and not v > 0:
+            raise InputError(f"--{name.replace('_', '-')} must be a positive number, got {v}")
     try:
-        for name in ("fps", "input_fps"):
-            v = getattr(args, name)
-            if v is not None and not v > 0:
-                raise InputError(f"--{name.replace('_', '-')} must be a positive number, got {v}")
         clip = convert(args.input, args.output, fps=args.fps, layout=args.layout, input_fps=args.input_fps)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except OSError as e:  # the output folder is not writable, the disk is full, ...
         print(f"error: cannot write {args.output}: {e}", file=sys.stderr)
         return 1

@@ -34,6 +34,7 @@ import numpy as np
 
 from a2llm_rt.errors import InputError
 from a2llm_rt.face.flame_regions import FLAME_NUM_JOINTS, FLAME_NUM_POSE_BASIS, FLAME_NUM_SHAPE
+from a2llm_rt.utils.cli import cli_main
 from a2llm_rt.utils.fileio import atomic_save_npz
 
 NPZ_FORMAT_VERSION = 1
@@ -360,6 +361,7 @@ def convert_flame(
     return arrays
 
 
+@cli_main
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m a2llm_rt.face_tools.convert_flame",
@@ -372,11 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--out", required=True, help="output .npz")
     args = parser.parse_args(argv)
-    try:
-        arrays = convert_flame(args.model, args.out, masks=args.masks, eyelids=args.eyelids)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    arrays = convert_flame(args.model, args.out, masks=args.masks, eyelids=args.eyelids)
     masks = sorted(k[5:] for k in arrays if k.startswith("mask_"))
     print(
         f"wrote {args.out}: {arrays['v_template'].shape[0]} vertices, {arrays['f'].shape[0]} faces, "

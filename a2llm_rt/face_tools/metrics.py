@@ -40,6 +40,7 @@ from a2llm_rt.errors import InputError
 from a2llm_rt.face.layouts import FLAME_GLOBAL
 from a2llm_rt.face.motion_metrics import MotionMetrics, compute_metrics, format_table, reference_free_ufd
 from a2llm_rt.face.regions import FaceRegions
+from a2llm_rt.utils.cli import cli_main
 from a2llm_rt.utils.fileio import atomic_write_json
 
 REPO = Path(__file__).resolve().parents[2]
@@ -222,28 +223,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if args.fps is not None and not (np.isfinite(args.fps) and args.fps > 0):
-            raise InputError(f"--fps must be a positive number, got {args.fps}")
-        if args.ref is None:
-            res = evaluate_file_reference_free(args.pred, fps=args.fps, flame=args.flame, mesh=args.mesh)
-            if args.out is not None:
-                atomic_write_json(args.out, res)
-                print(f"wrote {args.out}", file=sys.stderr)
-            if args.json and args.out is None:
-                print(json.dumps(res, indent=2, allow_nan=False))
-            elif not args.json:
-                print(f"pred: {res['pred']} ({res['pred_layout']}, {res['num_frames']} frames at {res['fps']:g} fps)")
-                print(f"UFD (eq. 12, reference-free): {res['ufd']:.4f} (x1e5 m, higher = livelier upper face)")
-            return 0
-        metrics, info = evaluate_files(
-            args.pred, args.ref, fps=args.fps, flame=args.flame, mesh=args.mesh, max_lag_s=args.max_lag_s
-        )
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.fps is not None and not (np.isfinite(args.fps) and args.fps > 0):
+        raise InputError(f"--fps must be a positive number, got {args.fps}")
+    if args.ref is None:
+        res = evaluate_file_reference_free(args.pred, fps=args.fps, flame=args.flame, mesh=args.mesh)
+        if args.out is not None:
+            atomic_write_json(args.out, res)
+            print(f"wrote {args.out}", file=sys.stderr)
+        if args.json and args.out is None:
+            print(json.dumps(res, indent=2, allow_nan=False))
+        elif not args.json:
+            print(f"pred: {res['pred']} ({res['pred_layout']}, {res['num_frames']} frames at {res['fps']:g} fps)")
+            print(f"UFD (eq. 12, reference-free): {res['ufd']:.4f} (x1e5 m, higher = livelier upper face)")
+        return 0
+    metrics, info = evaluate_files(
+        args.pred, args.ref, fps=args.fps, flame=args.flame, mesh=args.mesh, max_lag_s=args.max_lag_s
+    )
     result = {**info, **metrics.to_dict()}
     if args.out is not None:
         atomic_write_json(args.out, result)

@@ -30,6 +30,7 @@ import numpy as np
 
 from a2llm_rt.audio import resample
 from a2llm_rt.errors import InputError
+from a2llm_rt.utils.cli import cli_main
 
 if TYPE_CHECKING:
     from training.data.format import FlameQASample
@@ -237,6 +238,7 @@ def add_answer_codes(src: str | Path, dst: str | Path, tokenizer: AudioTokenizer
     return counts
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
