@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from a2llm_rt.audio import FACE_FPS
 from a2llm_rt.errors import InputError
 from a2llm_rt.face_tools.plot import resolve_curve
 from a2llm_rt.utils.cli import cli_main
@@ -41,7 +42,7 @@ from a2llm_rt.utils.cli import cli_main
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CURVES = ("jawOpen", "eyeBlinkLeft", "mouthSmileLeft", "browInnerUp")
 DEFAULT_QUESTION = "Hello! Can you tell me what the weather will be like tomorrow?"
-FPS = 25.0
+FPS = FACE_FPS
 DELAY_FRAMES = 2
 
 

@@ -400,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         client.connect(timeout_s=args.timeout_s)
-        result = client.run_turn(audio, 16000, timeout_s=args.timeout_s)
+        result = client.run_turn(audio, INPUT_SAMPLE_RATE, timeout_s=args.timeout_s)
     except BridgeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
