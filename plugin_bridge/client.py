@@ -514,7 +514,7 @@ def write_outputs(result: TurnResult, out: str | Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m plugin_bridge.client", description=__doc__.splitlines()[0])
     ap.add_argument("--server", default="tcp://127.0.0.1:5555")
-    ap.add_argument("--wav", required=True, type=Path, help="the spoken question (PCM wav, any rate)")
+    ap.add_argument("--wav", required=True, type=Path, help="the spoken question (any WAV: PCM or float, any rate)")
     ap.add_argument("--out", required=True, type=Path, help="output folder")
     ap.add_argument("--layouts", default=",".join(DEFAULT_LAYOUTS), help="face layouts to ask for")
     ap.add_argument("--curve-server-key", type=Path, help="the server's public certificate (server.key)")
