@@ -75,6 +75,19 @@ class Vocoder(ABC):
         With ``final=True`` everything still held back is flushed and the stream is finished.
         """
 
+    def push_many(self, items: Sequence[tuple[Codes, VocoderState, bool]]
+                  ) -> list[tuple[np.ndarray, VocoderState] | Exception]:
+        """Several streams' pushes in one call (the engine makes one per step): items (codes, state, final); per
+        item, in order, ``(pcm, new state)`` as :meth:`push` returns it, or the exception that failed that stream
+        alone (the others go on). This default pushes item by item; a vocoder that batches overrides it."""
+        out: list[tuple[np.ndarray, VocoderState] | Exception] = []
+        for codes, state, final in items:
+            try:
+                out.append(self.push(codes, state, final))
+            except Exception as e:  # noqa: BLE001 - that stream's failure only
+                out.append(e)
+        return out
+
     def init_states(self, batch_size: int) -> list[VocoderState]:
         """``batch_size`` independent fresh states."""
         return [self.init_state() for _ in range(batch_size)]
