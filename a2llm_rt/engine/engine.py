@@ -549,8 +549,8 @@ class Engine:
     def _vocode_all(self, items: list[tuple[Session, bool]], events: list[Event]) -> None:
         """ONE vocoder call (``push_many``) for the sessions' pending codes (final: the turn ends); a stream that
         fails fails its own session only."""
-        todo = [(s, final) for s, final in items if s.turn is not None and not s.turn.voc_state.finished
-                and (s.turn.vocoder_pending or final)]  # fmt: skip
+        todo = [(s, final) for s, final in items if s.turn is not None
+                and (s.turn.vocoder_pending or (final and not s.turn.voc_state.finished))]  # fmt: skip
         if not todo:
             return
         voc = self.stack.vocoder

@@ -113,7 +113,7 @@ class NativeToken2WavVocoder(Vocoder):
                     out[i] = r
                 else:
                     pieces[i].append(r)
-        for i, (codes, state, final) in enumerate(items):
+        for i, (_, state, final) in enumerate(items):
             if out[i] is not None:
                 continue
             p = pieces[i]
