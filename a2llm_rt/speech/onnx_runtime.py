@@ -21,7 +21,7 @@ from a2llm_rt.engine.artifacts import file_sha256
 from a2llm_rt.errors import InputError
 from a2llm_rt.speech.token2wav import Token2Wav
 
-FORMAT = "a2llm-speech-engines/1"
+FORMAT = "a2llm-speech-engines/2"
 
 
 def _session(path: Path, threads: int | None):
@@ -49,14 +49,24 @@ def _read(folder: Path) -> dict[str, Any]:
     return m
 
 
+def _lengths(n: torch.Tensor | None, rows: int, full: int) -> np.ndarray:
+    """[rows] int64 valid lengths for a graph (None: every row full)."""
+    if n is None:
+        return np.full(rows, full, dtype=np.int64)
+    return n.detach().to("cpu", torch.int64).numpy()
+
+
 class _OrtEstimatorStep:
     def __init__(self, session):
         self.session = session
 
-    def __call__(self, x, mu, t, spks, cond, cnn_cache, att_cache):
-        feeds = {"x": x, "mu": mu, "t": t, "spks": spks, "cond": cond, "cnn_cache": cnn_cache, "att_cache": att_cache}
-        out = self.session.run(None, {k: np.ascontiguousarray(v.detach().float().cpu().numpy())
-                                      for k, v in feeds.items()})
+    def __call__(self, x, mu, t, spks, cond, cnn_cache, att_cache, lengths=None, cache_lengths=None):
+        feeds = {k: np.ascontiguousarray(v.detach().float().cpu().numpy()) for k, v in
+                 {"x": x, "mu": mu, "t": t, "spks": spks, "cond": cond, "cnn_cache": cnn_cache,
+                  "att_cache": att_cache}.items()}
+        feeds["lengths"] = _lengths(lengths, x.size(0), x.size(2))
+        feeds["cache_lengths"] = _lengths(cache_lengths, x.size(0), att_cache.size(3))
+        out = self.session.run(None, feeds)
         return tuple(torch.from_numpy(o).to(x.device, x.dtype) for o in out)
 
 
@@ -64,9 +74,11 @@ class _OrtHiFTDecoder:
     def __init__(self, session):
         self.session = session
 
-    def __call__(self, mel: torch.Tensor, source_stft: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, mel: torch.Tensor, source_stft: torch.Tensor,
+                 lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         mag, phase = self.session.run(None, {"mel": mel.float().cpu().numpy(),
-                                             "source_stft": source_stft.float().cpu().numpy()})
+                                             "source_stft": source_stft.float().cpu().numpy(),
+                                             "lengths": _lengths(lengths, mel.size(0), mel.size(2))})
         return torch.from_numpy(mag).to(mel.device), torch.from_numpy(phase).to(mel.device)
 
 
