@@ -219,8 +219,9 @@ class DiT(nn.Module):
         self.in_proj = nn.Linear(in_channels, hidden_size)
         self.blocks = nn.ModuleList([DiTBlock(hidden_size, num_heads, head_dim, mlp_ratio) for _ in range(depth)])
         self.final_layer = FinalLayer(hidden_size, out_channels)
-        self.onnx_step = None
-        """Set by :func:`a2llm_rt.speech.onnx_runtime.use_onnx`: runs :meth:`forward_chunk` in onnxruntime."""
+        self.graph_step = None
+        """Set by :func:`a2llm_rt.speech.onnx_runtime.use_onnx` / :func:`a2llm_rt.speech.trt_runtime.use_tensorrt`: runs
+        :meth:`forward_chunk` through the exported graph (same arguments, lengths included)."""
 
     @staticmethod
     def _stack(x: torch.Tensor, mu: torch.Tensor, spks: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
@@ -250,8 +251,16 @@ class DiT(nn.Module):
         Returns (velocity [B, mel, T], new cnn cache, new att cache [depth, B, H, T + Tc, 2*head_dim]: row b's valid
         entries are [0, lengths[b]) and [T, T + cache_lengths[b])).
         """
-        if self.onnx_step is not None:
-            return self.onnx_step(x, mu, t, spks, cond, cnn_cache, att_cache, lengths, cache_lengths)
+        if self.graph_step is not None:
+            return self.graph_step(x, mu, t, spks, cond, cnn_cache, att_cache, lengths, cache_lengths)
+        return self.forward_chunk_torch(x, mu, t, spks, cond, cnn_cache, att_cache, lengths, cache_lengths)
+
+    def forward_chunk_torch(self, x: torch.Tensor, mu: torch.Tensor, t: torch.Tensor, spks: torch.Tensor,
+                            cond: torch.Tensor, cnn_cache: torch.Tensor, att_cache: torch.Tensor,
+                            lengths: torch.Tensor | None = None,
+                            cache_lengths: torch.Tensor | None = None
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`forward_chunk` in torch whatever :attr:`graph_step` is (what the exported graph computes)."""
         mask = None
         if lengths is not None or cache_lengths is not None:
             mask = chunk_key_mask(lengths, cache_lengths, x.size(2), att_cache.size(3), x.size(0), x.device)

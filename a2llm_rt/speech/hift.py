@@ -174,8 +174,9 @@ class HiFTGenerator(nn.Module):
         self.conv_post = nn.Conv1d(ch, self.n_fft + 2, 7, 1, padding=3)
         self.f0_predictor = ConvRNNF0Predictor(cfg.in_channels, cfg.f0_cond_channels)
         self.register_buffer("stft_window", torch.hann_window(self.n_fft, periodic=True), persistent=False)
-        self.onnx_decoder = None
-        """Set by :func:`a2llm_rt.speech.onnx_runtime.use_onnx`: (mel, source STFT) -> (magnitude, phase)."""
+        self.graph_decoder = None
+        """Set by :func:`a2llm_rt.speech.onnx_runtime.use_onnx` / :func:`a2llm_rt.speech.trt_runtime.use_tensorrt`:
+        (mel, source STFT, lengths or None) -> (magnitude, phase) through the exported graph."""
 
     def source(self, mel: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """mel [B, mel, T] -> source excitation [B, 1, T*480]."""
@@ -200,8 +201,8 @@ class HiFTGenerator(nn.Module):
 
     def _generate(self, x: torch.Tensor, s_stft: torch.Tensor,
                   lengths: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.onnx_decoder is not None:
-            return self.onnx_decoder(x, s_stft, lengths)
+        if self.graph_decoder is not None:
+            return self.graph_decoder(x, s_stft, lengths)
         return self.generate(x, s_stft, lengths)
 
     def decode(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:

@@ -34,7 +34,9 @@ def _session(path: Path, threads: int | None):
     return ort.InferenceSession(str(path), opt, providers=providers)
 
 
-def _read(folder: Path) -> dict[str, Any]:
+def read_manifest(folder: str | Path) -> dict[str, Any]:
+    """The folder's speech ``manifest.json``, its format and every listed artifact's sha256 checked."""
+    folder = Path(folder)
     path = folder / "manifest.json"
     try:
         m = json.loads(path.read_text())
@@ -82,15 +84,20 @@ class _OrtHiFTDecoder:
         return torch.from_numpy(mag).to(mel.device), torch.from_numpy(phase).to(mel.device)
 
 
+def check_configs(model: Token2Wav, manifest: dict[str, Any], folder: Path) -> None:
+    """:class:`InputError` unless the graphs were exported for ``model``'s hyperparameters."""
+    if manifest.get("flow") != json.loads(json.dumps(dataclasses.asdict(model.flow_cfg))) or manifest.get(
+            "hift") != json.loads(json.dumps(dataclasses.asdict(model.hift.cfg))):
+        raise InputError("the exported graphs were made for other token2wav hyperparameters", folder / "manifest.json")
+
+
 def use_onnx(model: Token2Wav, folder: str | Path, threads: int | None = None) -> Token2Wav:
     """Route ``model``'s streaming estimator and HiFT decoder through the ONNX graphs in ``folder`` (in place)."""
     folder = Path(folder)
-    m = _read(folder)
-    if m.get("flow") != json.loads(json.dumps(dataclasses.asdict(model.flow_cfg))) or m.get("hift") != json.loads(
-            json.dumps(dataclasses.asdict(model.hift.cfg))):
-        raise InputError("the exported graphs were made for other token2wav hyperparameters", folder / "manifest.json")
+    m = read_manifest(folder)
+    check_configs(model, m, folder)
     arts = m["artifacts"]
-    model.flow.decoder.estimator.onnx_step = _OrtEstimatorStep(_session(folder / arts["estimator_onnx"]["file"],
+    model.flow.decoder.estimator.graph_step = _OrtEstimatorStep(_session(folder / arts["estimator_onnx"]["file"],
                                                                         threads))
-    model.hift.onnx_decoder = _OrtHiFTDecoder(_session(folder / arts["hift_onnx"]["file"], threads))
+    model.hift.graph_decoder = _OrtHiFTDecoder(_session(folder / arts["hift_onnx"]["file"], threads))
     return model

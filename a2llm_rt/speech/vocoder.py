@@ -54,10 +54,15 @@ class NativeToken2WavVocoder(Vocoder):
 
     @classmethod
     def from_directory(cls, folder: str | Path, voices: dict[str, str | Path], default_voice: str | None = None,
-                       device: torch.device | str = "cpu") -> NativeToken2WavVocoder:
+                       device: torch.device | str = "cpu", engines: str | Path | None = None,
+                       backend: str = "auto") -> NativeToken2WavVocoder:
         """``voices``: name -> a voice file (``.safetensors``) or a prompt WAV (made into a voice with the folder's
-        ONNX models)."""
+        ONNX models). ``engines``: a speech engines folder (``python -m export.speech_export``, + ``export.speech_trt``)
+        run by ``backend`` (:func:`a2llm_rt.speech.backend.use_backend`: auto, torch, onnxruntime, tensorrt)."""
+        from a2llm_rt.speech.backend import use_backend
+
         model = load_token2wav(folder, device)
+        use_backend(model, engines, backend)
         loaded: dict[str, Voice] = {}
         maker = None
         for name, path in voices.items():
