@@ -302,9 +302,12 @@ class SpeechStream:
     global generator.
     """
 
-    def __init__(self, model: Token2Wav, voice: Voice, seed: int | None = None):
+    def __init__(self, model: Token2Wav, voice: Voice, seed: int | None = None,
+                 state: Token2WavState | None = None):
+        """``state``: ``model.init_state(voice)`` computed beforehand (the voice's set-up is the same every turn:
+        reuse it); None computes it."""
         self.model = model
-        self.state = model.init_state(voice)
+        self.state = model.init_state(voice) if state is None else state
         self.buffer: list[int] = []
         self.codes_in = 0
         self.generator: torch.Generator | None = None

@@ -16,7 +16,14 @@ import torch
 
 from a2llm_rt.engine.vocoder import Codes, Vocoder, VocoderState
 from a2llm_rt.errors import InputError
-from a2llm_rt.speech.token2wav import CHUNK_CODES, SpeechStream, Token2Wav, load_token2wav, step_batched
+from a2llm_rt.speech.token2wav import (
+    CHUNK_CODES,
+    SpeechStream,
+    Token2Wav,
+    Token2WavState,
+    load_token2wav,
+    step_batched,
+)
 from a2llm_rt.speech.voice import Voice
 
 
@@ -45,8 +52,10 @@ class NativeToken2WavVocoder(Vocoder):
         self.default_voice = default_voice or next(iter(voices))
         if self.default_voice not in self.voices:
             raise InputError(f"unknown default voice {self.default_voice!r} (have {sorted(self.voices)})")
-        for v in self.voices.values():
-            model.init_state(v)  # validates the voice against the model once, at start-up
+        self.voice_states: dict[str, Token2WavState] = {name: model.init_state(v) for name, v in self.voices.items()}
+        """Each voice's set-up (its prompt through the encoder and the 20 estimator passes), computed once at start-up
+        (which also validates the voice): it is the same for every turn, and every stream starts from it (states are
+        never modified in place, so streams share it)."""
         self.n_codes = model.flow_cfg.vocab_size
         self.lookahead_codes = model.lookahead
         self.sample_rate = model.sample_rate
@@ -79,7 +88,8 @@ class NativeToken2WavVocoder(Vocoder):
         name = voice or self.default_voice
         if name not in self.voices:
             raise InputError(f"unknown voice {name!r} (have {sorted(self.voices)})")
-        return NativeToken2WavState(stream=SpeechStream(self.model, self.voices[name], seed=self.seed), voice=name)
+        stream = SpeechStream(self.model, self.voices[name], seed=self.seed, state=self.voice_states[name])
+        return NativeToken2WavState(stream=stream, voice=name)
 
     def push(self, codes: Codes, state: NativeToken2WavState,
              final: bool = False) -> tuple[np.ndarray, NativeToken2WavState]:

@@ -162,3 +162,22 @@ def test_same_codes_same_audio_whoever_shares_the_batch():
     res = voc.push_many([(codes[::-1], other, True), (codes, voc.init_state("a"), True)])
     np.testing.assert_allclose(res[1][0], alone_pcm, atol=1e-4, rtol=0)
     assert isinstance(voc.model, Token2Wav)
+
+
+def test_voice_set_up_runs_once_per_voice_not_per_turn():
+    """The prompt's pass through the flow (20 estimator passes) is the same every turn: done once per voice."""
+    from a2llm_rt.speech.token2wav import SpeechStream
+
+    voc = _vocoder(6561)
+    calls = []
+    init = voc.model.init_state
+    voc.model.init_state = lambda v: calls.append(v.name) or init(v)
+    codes = list(range(7, 3007, 50))[:40]
+    pcm = [voc.push(codes, voc.init_state(v), final=True)[0] for v in ("a", "b", "a", "a")]
+    assert calls == []  # no set-up per turn
+    fresh = SpeechStream(voc.model, voc.voices["a"], seed=voc.seed)  # computes its own set-up
+    ref = fresh.run(fresh.push(codes, final=True)).numpy()
+    assert calls == ["a"]
+    np.testing.assert_array_equal(pcm[0], ref)
+    np.testing.assert_array_equal(pcm[2], ref)  # the shared set-up was not altered by the turns before
+    assert not np.allclose(pcm[1], ref, atol=1e-4)
