@@ -8,7 +8,8 @@ Real-size preset: the flow model of Step-Audio-2-mini's ``token2wav/`` (encoder 
 10 Euler steps with classifier-free guidance, so 20 estimator passes per chunk) and CosyVoice2's HiFT, random
 weights (speed does not depend on the values). Each session has a 3 s voice prompt (75 codes). Measured:
 
-- ``prompt_ms``: a session's set-up from its voice (once per turn);
+- ``prompt_ms``: a voice's set-up (its prompt through the flow); the vocoder computes it once per voice at start-up
+  and every turn starts from it, so it is not part of a turn's latency;
 - ``first_chunk_ms``: the first chunk (28 codes -> 0.84 s of audio), i.e. the time to first audio after the 28th
   code; split into flow and HiFT;
 - ``rtf``: wall time / audio time over ``--chunks`` full chunks (25 codes = 1 s each) after the first, for B sessions
