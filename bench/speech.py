@@ -13,7 +13,9 @@ weights (speed does not depend on the values). Each session has a 3 s voice prom
 - ``first_chunk_ms``: the first chunk (28 codes -> 0.84 s of audio), i.e. the time to first audio after the 28th
   code; split into flow and HiFT;
 - ``rtf``: wall time / audio time over ``--chunks`` full chunks (25 codes = 1 s each) after the first, for B sessions
-  batched in one call per chunk (RTF of the batch: wall / (audio of one session)).
+  batched in one call per chunk (RTF of the batch: wall / (audio of one session));
+- ``*_cpu*``: the same with this process's CPU time divided by the threads instead of the wall time: an estimate of
+  the idle-machine figure when the machine is shared (load from other processes stretches the wall time).
 
 ``--onnx DIR`` runs the estimator and HiFT's decoder through onnxruntime (exporting this run's model into DIR first).
 Goal (issue 15): CPU, 2 threads, batch 1: first chunk < 400 ms and RTF < 1 with the onnxruntime path; H200 batch 8:
@@ -83,16 +85,17 @@ def run(preset: str, device: torch.device, batches: list[int], chunks: int, dtyp
         codes = torch.randint(0, flow_cfg.vocab_size, (b, per_chunk + CHUNK_CODES * chunks), generator=g)
         # first chunk, flow and HiFT timed apart on a copy, then the real step
         _sync(device)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         wav, state = model.step(codes[:, :per_chunk], state, False)
         _sync(device)
         first_ms = (time.perf_counter() - t0) * 1000
+        first_cpu_ms = (time.process_time() - c0) * 1000
         t0 = time.perf_counter()
         with torch.inference_mode():
             model.hift(torch.zeros(b, flow_cfg.output_size, 2 * CHUNK_CODES + 8, device=device), state.hift_source)
         _sync(device)
         hift_ms = (time.perf_counter() - t0) * 1000
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         audio = 0
         for k in range(chunks):
             c = codes[:, CHUNK_CODES * (k + 1): CHUNK_CODES * (k + 1) + per_chunk]
@@ -100,12 +103,19 @@ def run(preset: str, device: torch.device, batches: list[int], chunks: int, dtyp
             audio += w.size(1)
         _sync(device)
         wall = time.perf_counter() - t0
+        cpu = time.process_time() - c0
         rtf = wall / (audio / model.sample_rate) if audio else float("nan")
+        # CPU seconds / threads: what the wall time would be on an otherwise idle machine (a shared, loaded machine
+        # stretches the wall time; the CPU time of this process does not change much)
+        threads = torch.get_num_threads() if device.type == "cpu" else 1
+        rtf_cpu = cpu / threads / (audio / model.sample_rate) if audio else float("nan")
         rows.append({"batch": b, "prompt_ms": round(prompt_ms, 1), "first_chunk_ms": round(first_ms, 1),
                      "first_chunk_hift_ms": round(hift_ms, 1), "rtf": round(rtf, 3),
+                     "first_chunk_cpu_ms_per_thread": round(first_cpu_ms / threads, 1), "rtf_cpu": round(rtf_cpu, 3),
                      "first_chunk_audio_s": round(wav.size(1) / model.sample_rate, 3)})
         print(f"batch {b:2d}: prompt {prompt_ms:8.1f} ms/session  first chunk {first_ms:8.1f} ms "
-              f"(HiFT ~{hift_ms:.1f} ms)  RTF {rtf:.3f}", flush=True)
+              f"(HiFT ~{hift_ms:.1f} ms; CPU/thread {first_cpu_ms / threads:.1f} ms)  RTF {rtf:.3f} "
+              f"(CPU/thread {rtf_cpu:.3f})", flush=True)
     return {"preset": preset, "device": str(device), "dtype": str(dtype), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "cpu": platform.processor() or platform.machine(), "params": n_params,
             "chunks": chunks, "runtime": runtime, "rows": rows}

@@ -72,13 +72,14 @@ class ConditionalCFM(nn.Module):
 
     def forward_chunk(self, mu: torch.Tensor, spks: torch.Tensor, cond: torch.Tensor, n_timesteps: int,
                       cnn_cache: torch.Tensor, att_cache: torch.Tensor, noise: torch.Tensor,
-                      lengths: torch.Tensor | None = None,
-                      cache_lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                      lengths: torch.Tensor | None = None, cache_lengths: torch.Tensor | None = None,
+                      stack: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | list[torch.Tensor]]:
         """One chunk for B streams. mu, cond, noise [B, mel, T]; spks [B, mel];
         cnn_cache [n_t, depth, 2B, 2*hidden, 2]; att_cache [n_t, depth, 2B, H, Tc, 2*head_dim] (rows: B guided
         streams, then the same B unguided); ``lengths`` / ``cache_lengths`` [B] int64 or None: streams of different
         lengths, right-padded (see :meth:`DiT.forward_chunk`). Returns (mel [B, mel, T], new cnn cache, new att cache
-        (T + Tc, the chunk's entries first))."""
+        (T + Tc, the chunk's entries first; ``stack=False``: the list of the n_t steps' caches, not copied into one
+        tensor))."""
         b = mu.size(0)
         if lengths is not None:
             lengths = torch.cat([lengths, lengths])
@@ -100,7 +101,7 @@ class ConditionalCFM(nn.Module):
                 dt = t_span[step + 1] - t
             cnn.append(nc)
             att.append(na)
-        return x, torch.stack(cnn), torch.stack(att)
+        return x, torch.stack(cnn), torch.stack(att) if stack else att
 
 
 class FlowModel(nn.Module):

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from a2llm_rt.errors import InputError
@@ -83,6 +82,50 @@ def _from_upstream(x: torch.Tensor, b: int) -> torch.Tensor:
     """Inverse of :func:`_to_upstream`."""
     y = x.reshape(x.size(0), x.size(1), 2, b, *x.shape[3:])
     return y.permute(3, 2, 0, 1, *range(4, y.dim())).contiguous()
+
+
+def _estimator_cache_in(states: list[Token2WavState], width: int) -> torch.Tensor:
+    """The sessions' estimator caches [1, 2, n, depth, H, Tc_b, 2*hd] as the solver's batch [n, depth, 2B, H, width,
+    2*hd] (rows: B guided, then B unguided; each right-padded with zeros): one copy, no permute of the big tensor."""
+    first = states[0].est_att
+    n, depth, heads, hd2 = first.size(2), first.size(3), first.size(4), first.size(6)
+    b = len(states)
+    out = first.new_empty(n, depth, 2 * b, heads, width, hd2)
+    for i, s in enumerate(states):
+        tc = s.est_att.size(5)
+        for g in range(2):
+            out[:, :, g * b + i, :, :tc].copy_(s.est_att[0, g])
+            if tc < width:
+                out[:, :, g * b + i, :, tc:].zero_()
+    return out
+
+
+def _estimator_cache_out(steps: list[torch.Tensor], i: int, b: int, frames: int, width: int, cache: int,
+                         prompt_frames: int) -> torch.Tensor:
+    """Session i's new estimator cache [1, 2, n, depth, H, Te, 2*hd] from the solver's per-step outputs [depth, 2B, H,
+    width + Tc, 2*hd] (its valid entries: the chunk's first ``frames``, then ``cache`` old ones from ``width`` on),
+    trimmed as upstream trims it (the first ``prompt_frames`` entries and the newest 100 once it grows past their
+    sum), in one copy."""
+    total = frames + cache
+    keep = [(0, total)]
+    if total > prompt_frames + ESTIMATOR_KEEP_RECENT:
+        keep = [(0, prompt_frames), (total - ESTIMATOR_KEEP_RECENT, total)]
+    src = []  # (start, end) in the padded layout, in order
+    for lo, hi in keep:
+        if lo < frames:
+            src.append((lo, min(hi, frames)))
+        if hi > frames:
+            src.append((width + max(lo, frames) - frames, width + hi - frames))
+    size = sum(e - s for s, e in src)
+    x = steps[0]
+    out = x.new_empty(1, 2, len(steps), x.size(0), x.size(2), size, x.size(4))
+    for k, step in enumerate(steps):
+        for g in range(2):
+            pos = 0
+            for lo, hi in src:
+                out[0, g, k, :, :, pos: pos + hi - lo].copy_(step[:, g * b + i, :, lo:hi])
+                pos += hi - lo
+    return out
 
 
 class Token2Wav(nn.Module):
@@ -257,7 +300,6 @@ class Token2Wav(nn.Module):
         # estimator: caches and chunks right-padded
         tc = [s.est_att.size(5) for s in states]
         wc, wt = max(tc), mu.size(2)
-        est_att = torch.cat([F.pad(s.est_att, (0, 0, 0, wc - c)) for s, c in zip(states, tc, strict=True)])
         est_cnn = torch.cat([s.est_cnn for s in states])
         ragged = min(tc) < wc or min(frames) < wt
         lengths = torch.tensor(frames, device=dev) if ragged else None
@@ -265,9 +307,9 @@ class Token2Wav(nn.Module):
         noise = flow.decoder.noise(tc, frames).to(mu)
         spk = torch.cat([s.spk for s in states])
         mel, est_cnn, est_att = flow.decoder.forward_chunk(mu, spk, torch.zeros_like(mu), self.flow_cfg.n_timesteps,
-                                                           _to_upstream(est_cnn), _to_upstream(est_att), noise,
-                                                           lengths, cache_lengths)
-        est_cnn, est_att = _from_upstream(est_cnn, b), _from_upstream(est_att, b)
+                                                           _to_upstream(est_cnn), _estimator_cache_in(states, wc),
+                                                           noise, lengths, cache_lengths, stack=False)
+        est_cnn = _from_upstream(est_cnn, b)
         # HiFT: right-padded, masked; random draws per session
         mels = [torch.cat([s.hift_mel[0], mel[i, :, : frames[i]]], dim=1) for i, s in enumerate(states)]
         speech, sources = self.hift.forward_many(mels, [s.hift_source[0] for s in states], gens)
@@ -275,9 +317,7 @@ class Token2Wav(nn.Module):
         w = self.speech_window
         out = []
         for i, s in enumerate(states):
-            att = torch.cat([est_att[i: i + 1, ..., : frames[i], :], est_att[i: i + 1, ..., wt: wt + tc[i], :]], dim=5)
-            if att.size(5) > s.prompt_frames + ESTIMATOR_KEEP_RECENT:
-                att = torch.cat([att[..., : s.prompt_frames, :], att[..., -ESTIMATOR_KEEP_RECENT:, :]], dim=5)
+            att = _estimator_cache_out(est_att, i, b, frames[i], wt, tc[i], s.prompt_frames)
             wav = speech[i]
             if s.hift_speech.size(-1) > 0:
                 faded = wav[:k] * w[:k] + s.hift_speech[0, -k:] * w[k:]
@@ -285,7 +325,7 @@ class Token2Wav(nn.Module):
             new = Token2WavState(
                 spk=s.spk, enc_cnn=enc_cnn[i: i + 1],
                 enc_att=flow.encoder.split_cache(enc_att, i, max(t1), t1[i], n[i]),
-                est_cnn=est_cnn[i: i + 1], est_att=att.contiguous(),
+                est_cnn=est_cnn[i: i + 1], est_att=att,
                 hift_mel=mels[i][None, :, -MEL_CACHE_FRAMES:].clone(),
                 hift_source=sources[i][None, :, -k:].clone(), hift_speech=wav[None, -k:].clone(),
                 prompt_frames=s.prompt_frames, chunks=s.chunks + 1, finished=lasts[i])
