@@ -14,7 +14,9 @@ Streaming contract (one state per stream; a Session owns one)::
 - ``lookahead_codes``: how many codes after a code the vocoder needs before it can emit that code's audio;
 - ``chunk_codes``: the granularity at which it emits (1: every code; token2wav: 25);
 - ``state.codes_in`` / ``state.samples_out`` count what went in and came out (sample offsets for AudioChunk events);
-- ``push`` may reuse or change the state passed in: always continue with the returned one.
+- ``push`` may reuse or change the state passed in: always continue with the returned one;
+- ``push_many([(codes, state, final), ...])`` is every stream's push of one engine step in one call (the engine makes
+  one per step); each item gets ``(pcm, state)`` or the exception that failed that stream alone.
 
 :class:`ToneVocoder` is a **test vocoder**: it does not speak. It turns each code into a harmonic tone with a
 vowel-like spectral envelope, so tiny random models produce audible, code-dependent sound and the whole pipeline can
