@@ -45,7 +45,7 @@ import numpy as np
 
 from a2llm_rt.config import Config
 from a2llm_rt.errors import InputError
-from a2llm_rt.streaming import HostStreamingState
+from a2llm_rt.streaming import StreamingState
 
 SAMPLE_RATE = 16000
 WINDOW = 512  # samples per Silero window at 16 kHz (32 ms)
@@ -167,7 +167,7 @@ VadEvent = SpeechStart | SpeechEnd | BargeIn
 
 
 @dataclasses.dataclass
-class VadState(HostStreamingState):
+class VadState(StreamingState):
     """One microphone stream's segmenter state (numpy arrays and plain values; never modified in place)."""
 
     model_state: np.ndarray

@@ -1,4 +1,4 @@
-"""The a2llm bridge wire protocol, version 1 (spec: plugin_bridge/PROTOCOL.md).
+"""The a2llm bridge wire protocol, versions 1 and 2 (spec: plugin_bridge/PROTOCOL.md; version 2 kinds at the end).
 
 Every message is two ZeroMQ frames: a fixed 32-byte little-endian header and a payload whose layout depends on the
 message kind. The *concatenated form* (header bytes followed by payload bytes) is used by the golden fixtures, by
@@ -34,8 +34,10 @@ import numpy as np
 from a2llm_rt.face.layouts import LAYOUTS_BY_ID
 
 MAGIC = b"A2LM"
-VERSION = 1
-SUPPORTED_VERSIONS: tuple[int, ...] = (1,)
+VERSION = 1  # header version of the version 1 kinds when encoded on their own (Hello always)
+VERSION_2 = 2  # game characters (PROTOCOL.md §10)
+MAX_VERSION = VERSION_2  # the highest version this implementation speaks
+SUPPORTED_VERSIONS: tuple[int, ...] = (1, 2)
 HEADER = struct.Struct("<4sHHIIQQ")
 HEADER_SIZE = HEADER.size  # 32
 MAX_PAYLOAD = 4 * 1024 * 1024  # bytes; larger payload_length -> PAYLOAD_TOO_LARGE
@@ -62,6 +64,17 @@ class Kind(IntEnum):
     HEARTBEAT = 9  # C and S
     ERROR = 10  # S (a client may send one too; the server logs it)
     BYE = 11  # C: the client leaves; the server frees its session at once
+    # version 2 (PROTOCOL.md §10): only with header version >= 2
+    CHARACTER = 12  # C
+    SERVER_INFO = 13  # S
+    CONFIG_ACK = 14  # S
+    GAME_CONTEXT = 15  # C
+    USER_TEXT = 16  # C
+    SET_EMOTION = 17  # C
+    MIC_AUDIO = 18  # C
+    SPEECH_STARTED = 19  # S
+    SPEECH_ENDED = 20  # S
+    BARGE_IN = 21  # S
 
 
 class ErrorCode(IntEnum):
@@ -86,6 +99,12 @@ class ErrorCode(IntEnum):
     SHUTTING_DOWN = 27
     AUDIO_TOO_LONG = 28  # the user's utterance exceeded the server's limit
     INTERNAL = 39
+    # version 2 (PROTOCOL.md §10.11)
+    UNKNOWN_VOICE = 40
+    UNKNOWN_EMOTION = 41
+    TEXT_TOO_LONG = 42  # persona, game context or UserText over the server's limit
+    BAD_TEXT = 43  # empty text turn, control characters or chat control tokens
+    UNSUPPORTED_RATE = 44  # MicAudio at a rate the server does not take
 
 
 class AudioFormat(IntEnum):
@@ -100,6 +119,7 @@ class Capability(IntFlag):
     AUDIO = 2
     FACE = 4
     LIVELINK_UDP = 8  # Welcome only: the server also sends the face stream as Live Link Face UDP packets
+    IDLE_FACE = 16  # version 2: idle face frames (FaceFrames with turn_id 0) between turns
 
 
 class TurnStatus(IntEnum):
@@ -215,6 +235,8 @@ class Message:
     """Base of all messages. ``turn_id``, ``seq`` and ``send_time_us`` live in the header of every kind."""
 
     KIND: ClassVar[Kind]
+    MIN_VERSION: ClassVar[int] = VERSION  # lowest header version this kind exists in
+    wire_version: ClassVar[int | None] = None  # set per instance by the decoders: the header version it came with
     turn_id: int = field(default=0, kw_only=True)
     seq: int = field(default=0, kw_only=True)
     send_time_us: int = field(default=0, kw_only=True)
@@ -236,18 +258,20 @@ class Message:
         r.finish()
         return cls(turn_id=turn_id, seq=seq, send_time_us=send_time_us)
 
-    def header(self, payload_length: int) -> bytes:
-        return HEADER.pack(MAGIC, VERSION, int(self.KIND), self.turn_id, payload_length, self.seq, self.send_time_us)
+    def header(self, payload_length: int, version: int | None = None) -> bytes:
+        v = max(self.MIN_VERSION, version or self.wire_version or VERSION)
+        return HEADER.pack(MAGIC, v, int(self.KIND), self.turn_id, payload_length, self.seq, self.send_time_us)
 
-    def encode_frames(self) -> list[bytes]:
-        """``[header (32 bytes), payload]``: the two ZeroMQ frames of this message."""
+    def encode_frames(self, version: int | None = None) -> list[bytes]:
+        """``[header (32 bytes), payload]``: the two ZeroMQ frames of this message. ``version``: the header version
+        (the session's; default: the version it was decoded with, else the lowest version the kind exists in)."""
         payload = self._payload()
         _check(len(payload) <= MAX_PAYLOAD, ErrorCode.PAYLOAD_TOO_LARGE, f"payload {len(payload)} > {MAX_PAYLOAD}")
-        return [self.header(len(payload)), payload]
+        return [self.header(len(payload), version), payload]
 
-    def encode(self) -> bytes:
+    def encode(self, version: int | None = None) -> bytes:
         """The concatenated form: header followed by payload."""
-        h, p = self.encode_frames()
+        h, p = self.encode_frames(version)
         return h + p
 
     @classmethod
@@ -762,6 +786,11 @@ def decode_header(header: bytes | memoryview) -> tuple[Kind, int, int, int, int]
         f"protocol version {version} is not supported (supported: {list(SUPPORTED_VERSIONS)})",
     )
     _check(kind in Kind._value2member_map_, ErrorCode.UNKNOWN_KIND, f"unknown message kind {kind}")
+    _check(
+        version >= MESSAGE_TYPES[Kind(kind)].MIN_VERSION,
+        ErrorCode.UNKNOWN_KIND,
+        f"message kind {kind} does not exist in protocol version {version}",
+    )
     _check(length <= MAX_PAYLOAD, ErrorCode.PAYLOAD_TOO_LARGE, f"payload_length {length} > {MAX_PAYLOAD}")
     return Kind(kind), turn_id, length, seq, t_us
 
@@ -784,7 +813,9 @@ def decode(data: bytes | bytearray | memoryview) -> Message:
         ErrorCode.BAD_LENGTH,
         f"payload is {len(buf) - HEADER_SIZE} bytes, header says {length}",
     )
-    return _decode_payload(kind, buf[HEADER_SIZE:], turn_id, seq, t_us)
+    msg = _decode_payload(kind, buf[HEADER_SIZE:], turn_id, seq, t_us)
+    object.__setattr__(msg, "wire_version", struct.unpack_from("<H", buf, 4)[0])  # re-encodes to the same bytes
+    return msg
 
 
 def decode_frames(frames: Sequence[bytes | bytearray | memoryview]) -> Message:
@@ -800,12 +831,21 @@ def decode_frames(frames: Sequence[bytes | bytearray | memoryview]) -> Message:
         bufs.append(memoryview(b).cast("B") if isinstance(b, memoryview) else memoryview(bytes(b)))
     kind, turn_id, length, seq, t_us = decode_header(bufs[0])
     _check(len(bufs[1]) == length, ErrorCode.BAD_LENGTH, f"payload frame is {len(bufs[1])} bytes, header says {length}")
-    return _decode_payload(kind, bufs[1], turn_id, seq, t_us)
+    msg = _decode_payload(kind, bufs[1], turn_id, seq, t_us)
+    object.__setattr__(msg, "wire_version", struct.unpack_from("<H", bufs[0], 4)[0])
+    return msg
 
 
-def set_header_fields(header: bytes, *, seq: int | None = None, send_time_us: int | None = None) -> bytes:
-    """A copy of an encoded header with ``seq`` and/or ``send_time_us`` replaced (the server stamps these)."""
+def set_header_fields(
+    header: bytes, *, seq: int | None = None, send_time_us: int | None = None, version: int | None = None
+) -> bytes:
+    """A copy of an encoded header with ``seq``, ``send_time_us`` and/or ``version`` replaced (the server stamps
+    these; ``version`` never lowers a kind's own minimum)."""
     h = bytearray(header)
+    if version is not None:
+        kind = struct.unpack_from("<H", h, 6)[0]
+        cls = MESSAGE_TYPES.get(kind)  # type: ignore[call-overload]
+        struct.pack_into("<H", h, 4, max(version, cls.MIN_VERSION if cls is not None else VERSION))
     if seq is not None:
         struct.pack_into("<Q", h, 16, seq)
     if send_time_us is not None:
@@ -816,3 +856,390 @@ def set_header_fields(header: bytes, *, seq: int | None = None, send_time_us: in
 def error_reply(e: ProtocolError, turn_id: int = 0) -> Error:
     """The Error message a peer sends back for a malformed message."""
     return Error.from_exception(e, turn_id)
+
+
+# === version 2: game characters (PROTOCOL.md §10) ===================================================================
+EMOTION_MODE_PROMPT = 1  # the emotion is an instruction in the prompt (the A2-LLM way)
+EMOTION_MODE_FACE = 2  # the emotion is an offset/gain on the ARKit output (the Audio2Face way)
+CONFIG_ACK_CONVERSATION_RESET = 1
+MIC_FLAG_END_OF_STREAM = 1
+SERVER_TURN_BIT = 0x80000000  # turn ids the server starts itself (hands-free utterances) have bit 31 set
+
+
+class EmotionScope(IntEnum):
+    SESSION = 0  # the session's default emotion from now on
+    NEXT_TURN = 1  # only the next turn that starts
+
+
+class SpeechEndReason(IntEnum):
+    SILENCE = 0
+    MAX_LENGTH = 1
+    END_OF_STREAM = 2
+
+
+def _intensity(value: float) -> float:
+    v = _finite(value, "intensity")
+    _check(0.0 <= v <= 1.0, ErrorCode.BAD_VALUE, f"intensity={v} must be in [0, 1]")
+    return v
+
+
+def _name_bytes(r: _Reader, what: str) -> str:
+    (n,) = r.unpack("B")
+    return r.utf8(n, what)
+
+
+def _pack_name(name: str) -> bytes:
+    raw = name.encode("utf-8")
+    return struct.pack("<B", len(raw)) + raw
+
+
+def _pack_text(text: str) -> bytes:
+    raw = text.encode("utf-8")
+    return struct.pack("<I", len(raw)) + raw
+
+
+def _text(r: _Reader, what: str) -> str:
+    (n,) = r.unpack("I")
+    return r.utf8(n, what)
+
+
+@dataclass(frozen=True, eq=False)
+class Character(Message):
+    """Client -> server: the session's whole character configuration (§10.4). Payload::
+
+    u8 emotion_modes (bit 0 PROMPT, bit 1 FACE), u8 reserved(0), u16 reserved(0), f32 intensity (0..1),
+    u8 voice_len, voice, u8 emotion_len, emotion, u32 persona_len, persona   (UTF-8; empty = the server's default)
+    """
+
+    KIND: ClassVar[Kind] = Kind.CHARACTER
+    MIN_VERSION: ClassVar[int] = VERSION_2
+    emotion_modes: int = EMOTION_MODE_PROMPT | EMOTION_MODE_FACE
+    intensity: float = 0.0
+    voice: str = ""
+    emotion: str = ""
+    persona: str = ""
+
+    def _validate(self) -> None:
+        m = _uint(self.emotion_modes, 8, "emotion_modes")
+        _check(m & ~3 == 0, ErrorCode.BAD_VALUE, f"unknown emotion_modes bits {m:#x}")
+        _frozen_set(self, "intensity", _intensity(self.intensity))
+        _utf8_bytes(self.voice, MAX_NAME, "voice")
+        _utf8_bytes(self.emotion, MAX_NAME, "emotion")
+        _utf8_bytes(self.persona, MAX_PAYLOAD - 16 - 2 * MAX_NAME, "persona")
+
+    def _payload(self) -> bytes:
+        return (
+            struct.pack("<BBHf", self.emotion_modes, 0, 0, self.intensity)
+            + _pack_name(self.voice)
+            + _pack_name(self.emotion)
+            + _pack_text(self.persona)
+        )
+
+    @classmethod
+    def _parse(cls, r: _Reader, turn_id: int, seq: int, send_time_us: int) -> Character:
+        modes, r1, r2, intensity = r.unpack("BBHf")
+        _check(r1 == 0 and r2 == 0, ErrorCode.BAD_VALUE, "Character: reserved fields are not 0")
+        _check(modes & ~3 == 0, ErrorCode.BAD_VALUE, f"Character: unknown emotion_modes bits {modes:#x}")
+        _check(math.isfinite(intensity), ErrorCode.NON_FINITE, "Character: intensity is not finite")
+        voice = _name_bytes(r, "voice")
+        emotion = _name_bytes(r, "emotion")
+        persona = _text(r, "persona")
+        r.finish()
+        return cls(modes, intensity, voice, emotion, persona, turn_id=turn_id, seq=seq, send_time_us=send_time_us)
+
+
+@dataclass(frozen=True, eq=False)
+class ServerInfo(Message):
+    """Server -> client, right after Welcome in a version 2 session (§10.3). Payload::
+
+    u32 max_persona_chars, u32 max_context_chars, u32 max_text_chars,
+    u32 vad_min_speech_ms, u32 vad_min_silence_ms, u32 vad_barge_in_ms,
+    u8 n_mic_rates, u32 mic_rates[n], u8 n_voices, n x (u8 len, name), u8 n_emotions, n x (u8 len, name)
+    """
+
+    KIND: ClassVar[Kind] = Kind.SERVER_INFO
+    MIN_VERSION: ClassVar[int] = VERSION_2
+    max_persona_chars: int = 4000
+    max_context_chars: int = 700
+    max_text_chars: int = 2000
+    vad_min_speech_ms: int = 100
+    vad_min_silence_ms: int = 500
+    vad_barge_in_ms: int = 64
+    mic_rates: tuple[int, ...] = (16000,)
+    voices: tuple[str, ...] = ()  # the first is the default; empty: one unnamed voice
+    emotions: tuple[str, ...] = ()
+
+    _U32: ClassVar[tuple[str, ...]] = (
+        "max_persona_chars", "max_context_chars", "max_text_chars",
+        "vad_min_speech_ms", "vad_min_silence_ms", "vad_barge_in_ms",
+    )  # fmt: skip
+
+    def _validate(self) -> None:
+        for name in self._U32:
+            _uint(getattr(self, name), 32, name)
+        rates = tuple(int(x) for x in self.mic_rates)
+        _frozen_set(self, "mic_rates", rates)
+        _check(len(rates) <= 255, ErrorCode.BAD_VALUE, "more than 255 mic rates")
+        for rate in rates:
+            _check(
+                MIN_SAMPLE_RATE <= _uint(rate, 32, "mic rate") <= MAX_SAMPLE_RATE,
+                ErrorCode.BAD_VALUE,
+                f"mic rate {rate} out of range",
+            )
+        for name in ("voices", "emotions"):
+            names = tuple(getattr(self, name))
+            _frozen_set(self, name, names)
+            _check(len(names) <= 255, ErrorCode.BAD_VALUE, f"more than 255 {name}")
+            for n in names:
+                _check(len(_utf8_bytes(n, MAX_NAME, name)) > 0, ErrorCode.BAD_VALUE, f"an empty name in {name}")
+
+    def _payload(self) -> bytes:
+        parts = [struct.pack("<6I", *(getattr(self, n) for n in self._U32))]
+        parts.append(struct.pack(f"<B{len(self.mic_rates)}I", len(self.mic_rates), *self.mic_rates))
+        for names in (self.voices, self.emotions):
+            parts.append(struct.pack("<B", len(names)))
+            parts.extend(_pack_name(n) for n in names)
+        return b"".join(parts)
+
+    @classmethod
+    def _parse(cls, r: _Reader, turn_id: int, seq: int, send_time_us: int) -> ServerInfo:
+        head = r.unpack("6I")
+        (n,) = r.unpack("B")
+        rates = r.unpack(f"{n}I")
+        lists = []
+        for what in ("voice", "emotion"):
+            (n,) = r.unpack("B")
+            lists.append(tuple(_name_bytes(r, what) for _ in range(n)))
+        r.finish()
+        return cls(*head, rates, *lists, turn_id=turn_id, seq=seq, send_time_us=send_time_us)
+
+
+@dataclass(frozen=True, eq=False)
+class ConfigAck(Message):
+    """Server -> client: a Character / GameContext / SetEmotion was applied (§10.5). Payload: u16 acked_kind,
+    u16 flags (bit 0 CONVERSATION_RESET)."""
+
+    KIND: ClassVar[Kind] = Kind.CONFIG_ACK
+    MIN_VERSION: ClassVar[int] = VERSION_2
+    acked_kind: int = Kind.CHARACTER
+    flags: int = 0
+
+    def _validate(self) -> None:
+        k = _uint(self.acked_kind, 16, "acked_kind")
+        _check(
+            k in (Kind.CHARACTER, Kind.GAME_CONTEXT, Kind.SET_EMOTION), ErrorCode.BAD_VALUE, f"ConfigAck for kind {k}"
+        )
+        _frozen_set(self, "acked_kind", Kind(k))
+        f = _uint(self.flags, 16, "flags")
+        _check(f & ~CONFIG_ACK_CONVERSATION_RESET == 0, ErrorCode.BAD_VALUE, f"unknown ConfigAck flags {f:#x}")
+
+    @property
+    def conversation_reset(self) -> bool:
+        return bool(self.flags & CONFIG_ACK_CONVERSATION_RESET)
+
+    def _payload(self) -> bytes:
+        return struct.pack("<HH", int(self.acked_kind), self.flags)
+
+    @classmethod
+    def _parse(cls, r: _Reader, turn_id: int, seq: int, send_time_us: int) -> ConfigAck:
+        k, f = r.unpack("HH")
+        r.finish()
+        return cls(k, f, turn_id=turn_id, seq=seq, send_time_us=send_time_us)
+
+
+@dataclass(frozen=True, eq=False)
+class _TextMessage(Message):
+    """Shared body of GameContext and UserText. Payload: u32 n_bytes, UTF-8 text[n_bytes]."""
+
+    MIN_VERSION: ClassVar[int] = VERSION_2
+    text: str = ""
+
+    def _validate(self) -> None:
+        _utf8_bytes(self.text, MAX_PAYLOAD - 4, "text")
+
+    def _payload(self) -> bytes:
+        return _pack_text(self.text)
+
+    @classmethod
+    def _parse(cls, r: _Reader, turn_id: int, seq: int, send_time_us: int) -> _TextMessage:
+        text = _text(r, "text")
+        r.finish()
+        return cls(text, turn_id=turn_id, seq=seq, send_time_us=send_time_us)
+
+
+@dataclass(frozen=True, eq=False)
+class GameContext(_TextMessage):
+    """Client -> server: the game's situation for the next turns (§10.6); empty clears it. No conversation reset."""
+
+    KIND: ClassVar[Kind] = Kind.GAME_CONTEXT
+
+
+@dataclass(frozen=True, eq=False)
+class UserText(_TextMessage):
+    """Client -> server: a typed user turn (§10.7), header ``turn_id`` > 0; answered like an utterance."""
+
+    KIND: ClassVar[Kind] = Kind.USER_TEXT
+
+
+@dataclass(frozen=True, eq=False)
+class SetEmotion(Message):
+    """Client -> server: the emotion for the session or the next turn (§10.4). Payload::
+
+    u8 scope (0 session, 1 next turn), u8 reserved(0), u16 reserved(0), f32 intensity (0..1), u8 name_len, name
+    """
+
+    KIND: ClassVar[Kind] = Kind.SET_EMOTION
+    MIN_VERSION: ClassVar[int] = VERSION_2
+    scope: int = EmotionScope.SESSION
+    intensity: float = 1.0
+    name: str = "neutral"
+
+    def _validate(self) -> None:
+        sc = _uint(self.scope, 8, "scope")
+        _check(sc in EmotionScope._value2member_map_, ErrorCode.BAD_VALUE, f"unknown emotion scope {sc}")
+        _frozen_set(self, "scope", EmotionScope(sc))
+        _frozen_set(self, "intensity", _intensity(self.intensity))
+        _check(len(_utf8_bytes(self.name, MAX_NAME, "emotion name")) > 0, ErrorCode.BAD_VALUE, "empty emotion name")
+
+    def _payload(self) -> bytes:
+        return struct.pack("<BBHf", int(self.scope), 0, 0, self.intensity) + _pack_name(self.name)
+
+    @classmethod
+    def _parse(cls, r: _Reader, turn_id: int, seq: int, send_time_us: int) -> SetEmotion:
+        sc, r1, r2, intensity = r.unpack("BBHf")
+        _check(r1 == 0 and r2 == 0, ErrorCode.BAD_VALUE, "SetEmotion: reserved fields are not 0")
+        _check(sc in EmotionScope._value2member_map_, ErrorCode.BAD_VALUE, f"SetEmotion: unknown scope {sc}")
+        _check(math.isfinite(intensity), ErrorCode.NON_FINITE, "SetEmotion: intensity is not finite")
+        name = _name_bytes(r, "emotion name")
+        r.finish()
+        return cls(sc, intensity, name, turn_id=turn_id, seq=seq, send_time_us=send_time_us)
+
+
+@dataclass(frozen=True, eq=False)
+class MicAudio(_Audio):
+    """Client -> server: continuous microphone audio for hands-free talk (§10.8); the audio body of UserAudio with
+    ``sample_offset`` = index in the mic stream (0 starts a new stream) and flag bit 0 END_OF_STREAM."""
+
+    KIND: ClassVar[Kind] = Kind.MIC_AUDIO
+    MIN_VERSION: ClassVar[int] = VERSION_2
+    end_of_stream: bool = False
+
+    def _flags(self) -> int:
+        return MIC_FLAG_END_OF_STREAM if self.end_of_stream else 0
+
+    def _validate(self) -> None:
+        super()._validate()
+        _frozen_set(self, "end_of_stream", bool(self.end_of_stream))
+
+    @classmethod
+    def _parse(cls, r: _Reader, turn_id: int, seq: int, send_time_us: int) -> MicAudio:
+        samples, flags, rate, offset = cls._parse_audio(r)
+        _check(flags & ~MIC_FLAG_END_OF_STREAM == 0, ErrorCode.BAD_VALUE, f"unknown MicAudio flags {flags:#x}")
+        return cls(
+            samples, rate, offset, bool(flags & MIC_FLAG_END_OF_STREAM),
+            turn_id=turn_id, seq=seq, send_time_us=send_time_us,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, eq=False)
+class SpeechStarted(Message):
+    """Server -> client: an utterance began (§10.8). Payload: u64 start_sample, u64 detected_sample (mic stream
+    offsets at the client's rate). Header ``turn_id``: the turn the utterance will become (bit 31 set)."""
+
+    KIND: ClassVar[Kind] = Kind.SPEECH_STARTED
+    MIN_VERSION: ClassVar[int] = VERSION_2
+    start_sample: int = 0
+    detected_sample: int = 0
+
+    def _validate(self) -> None:
+        _uint(self.start_sample, 64, "start_sample")
+        _uint(self.detected_sample, 64, "detected_sample")
+
+    def _payload(self) -> bytes:
+        return struct.pack("<QQ", self.start_sample, self.detected_sample)
+
+    @classmethod
+    def _parse(cls, r: _Reader, turn_id: int, seq: int, send_time_us: int) -> SpeechStarted:
+        a, b = r.unpack("QQ")
+        r.finish()
+        return cls(a, b, turn_id=turn_id, seq=seq, send_time_us=send_time_us)
+
+
+@dataclass(frozen=True, eq=False)
+class SpeechEnded(Message):
+    """Server -> client: the utterance ended and its turn starts now (§10.8). Payload::
+
+    u64 start_sample, u64 end_sample, u64 detected_sample, u8 reason (0 silence, 1 max length, 2 end of stream),
+    u8[3] reserved(0)
+    """
+
+    KIND: ClassVar[Kind] = Kind.SPEECH_ENDED
+    MIN_VERSION: ClassVar[int] = VERSION_2
+    start_sample: int = 0
+    end_sample: int = 0
+    detected_sample: int = 0
+    reason: int = SpeechEndReason.SILENCE
+
+    def _validate(self) -> None:
+        for name in ("start_sample", "end_sample", "detected_sample"):
+            _uint(getattr(self, name), 64, name)
+        rs = _uint(self.reason, 8, "reason")
+        _check(rs in SpeechEndReason._value2member_map_, ErrorCode.BAD_VALUE, f"unknown speech end reason {rs}")
+        _frozen_set(self, "reason", SpeechEndReason(rs))
+
+    def _payload(self) -> bytes:
+        return struct.pack("<QQQB3x", self.start_sample, self.end_sample, self.detected_sample, int(self.reason))
+
+    @classmethod
+    def _parse(cls, r: _Reader, turn_id: int, seq: int, send_time_us: int) -> SpeechEnded:
+        a, b, c, rs, r1, r2, r3 = r.unpack("QQQBBBB")
+        _check(r1 == r2 == r3 == 0, ErrorCode.BAD_VALUE, "SpeechEnded: reserved bytes are not 0")
+        _check(rs in SpeechEndReason._value2member_map_, ErrorCode.BAD_VALUE, f"SpeechEnded: unknown reason {rs}")
+        r.finish()
+        return cls(a, b, c, rs, turn_id=turn_id, seq=seq, send_time_us=send_time_us)
+
+
+@dataclass(frozen=True, eq=False)
+class BargeIn(Message):
+    """Server -> client: the player spoke over the answer of header ``turn_id``, which is cancelled (its
+    TurnEnd(CANCELLED) follows). Payload: u64 speech_sample, u64 detected_sample (mic stream offsets)."""
+
+    KIND: ClassVar[Kind] = Kind.BARGE_IN
+    MIN_VERSION: ClassVar[int] = VERSION_2
+    speech_sample: int = 0
+    detected_sample: int = 0
+
+    def _validate(self) -> None:
+        _uint(self.speech_sample, 64, "speech_sample")
+        _uint(self.detected_sample, 64, "detected_sample")
+
+    def _payload(self) -> bytes:
+        return struct.pack("<QQ", self.speech_sample, self.detected_sample)
+
+    @classmethod
+    def _parse(cls, r: _Reader, turn_id: int, seq: int, send_time_us: int) -> BargeIn:
+        a, b = r.unpack("QQ")
+        r.finish()
+        return cls(a, b, turn_id=turn_id, seq=seq, send_time_us=send_time_us)
+
+
+MESSAGE_TYPES.update(
+    {
+        cls.KIND: cls
+        for cls in (
+            Character,
+            ServerInfo,
+            ConfigAck,
+            GameContext,
+            UserText,
+            SetEmotion,
+            MicAudio,
+            SpeechStarted,
+            SpeechEnded,
+            BargeIn,
+        )  # fmt: skip
+    }
+)
+CLIENT_KINDS_V2 = frozenset(
+    {Kind.CHARACTER, Kind.GAME_CONTEXT, Kind.USER_TEXT, Kind.SET_EMOTION, Kind.MIC_AUDIO}
+)  # what a server accepts only in a version 2 session

@@ -1,8 +1,10 @@
 """Build the model stack the engine runs: backbone + tokenizer + token layout, connector, motion tokenizer, vocoder.
 
 - :func:`build_tiny_stack` (``tiny``): every model built from configs in code with seeded random weights (the
-  test backbone, a tiny connector and motion tokenizer, the :class:`~a2llm_rt.engine.vocoder.ToneVocoder` test
-  vocoder). Runs on a CPU in seconds; the answers are noise, the plumbing is real.
+  test backbone, the tiny connector and motion tokenizer of :func:`tiny_motion_models`, the
+  :class:`~a2llm_rt.engine.vocoder.ToneVocoder` test vocoder). Runs on a CPU in seconds; the answers are noise, the
+  plumbing is real. :func:`tiny_motion_models` is the one builder of tiny motion weights (``python -m
+  export.build_engines --motion tiny`` uses it too, so exported and PyTorch tiny stacks hold the same weights).
 - :func:`load_stack` from directories:
 
   - backbone dir: a Step-Audio-2-format directory (``config.json``, safetensors, tokenizer files), loaded by
@@ -88,9 +90,7 @@ class Stack:
 
 TINY_BACKBONE = PRESETS["tiny"]
 
-TINY_BACKBONE = PRESETS["tiny"]
-
-#: Tiny motion models (test-sized, FLAME58 by default).
+#: Tiny motion models (test-sized, FLAME58 by default), built by :func:`tiny_motion_models` only.
 TINY_CONNECTOR = ConnectorConfig(
     d_llm=TINY_BACKBONE.hidden_size, d_model=32, n_layers=2, n_heads=4, dropout=0.0, group=5, window=10, n_q=6,
     codebook_size=64,
@@ -101,6 +101,30 @@ TINY_MOTION = MotionTokenizerConfig(
 )  # fmt: skip
 
 
+def tiny_motion_models(
+    seed: int = 0,
+    d_llm: int = TINY_BACKBONE.hidden_size,
+    window: int = TINY_CONNECTOR.window,
+    motion_layout: str = "flame58",
+) -> tuple[MotionConnector, MotionTokenizer]:
+    """THE tiny motion stack: a seeded random connector (sized to a backbone of width ``d_llm``) and motion
+    tokenizer, in eval mode on the CPU; the same arguments give the same weights (the global RNG is left untouched).
+
+    Every ``tiny`` motion stack comes from here: :func:`build_tiny_stack`, :func:`load_stack` with ``motion="tiny"``
+    and ``python -m export.build_engines --motion tiny``, so an engines folder exported from ``tiny`` runs the
+    weights the torch backend runs."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        connector = MotionConnector(dataclasses.replace(TINY_CONNECTOR, d_llm=d_llm, window=window))
+        motion = MotionTokenizer(dataclasses.replace(TINY_MOTION, layout=motion_layout))
+        d = motion.dim
+        std = torch.full((d,), 0.3)
+        if motion_layout == "flame58":
+            std[50:] = 0.05  # jaw, global pose and eyelids move less than the expression coefficients
+        motion.set_normalization(torch.zeros(d) if motion_layout == "flame58" else torch.full((d,), 0.2), std)
+    return connector.eval(), motion.eval()
+
+
 def build_tiny_stack(
     seed: int = 0,
     motion_layout: str = "flame58",
@@ -109,17 +133,11 @@ def build_tiny_stack(
     backbone_cfg: BackboneConfig = TINY_BACKBONE,
 ) -> Stack:
     """The whole stack at test size with seeded random weights (same seed -> same weights; the global RNG is left
-    untouched)."""
+    untouched). The motion models are :func:`tiny_motion_models` ``(seed, backbone width, window, motion_layout)``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         backbone = StepAudio2Backbone(backbone_cfg)
-        connector = MotionConnector(dataclasses.replace(TINY_CONNECTOR, d_llm=backbone_cfg.hidden_size, window=window))
-        motion = MotionTokenizer(dataclasses.replace(TINY_MOTION, layout=motion_layout))
-        d = motion.dim
-        std = torch.full((d,), 0.3)
-        if motion_layout == "flame58":
-            std[50:] = 0.05  # jaw, global pose and eyelids move less than the expression coefficients
-        motion.set_normalization(torch.zeros(d) if motion_layout == "flame58" else torch.full((d,), 0.2), std)
+    connector, motion = tiny_motion_models(seed, backbone_cfg.hidden_size, window, motion_layout)
     stack = Stack(
         backbone=backbone.to(device).eval(),
         tokenizer=build_tiny_tokenizer(backbone.layout),
@@ -231,10 +249,7 @@ def load_stack(
     if tok is None:
         raise InputError("the backbone directory has no tokenizer files (tokenizer.json)", backbone)
     if str(motion) == "tiny":
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            connector = MotionConnector(dataclasses.replace(TINY_CONNECTOR, d_llm=bb.cfg.hidden_size))
-            mot = MotionTokenizer(TINY_MOTION)
+        connector, mot = tiny_motion_models(seed, bb.cfg.hidden_size)
         connector, mot, amap = connector.to(device).eval(), mot.to(device).eval(), None
     else:
         connector, mot, amap = load_motion_dir(motion, device)
