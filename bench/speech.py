@@ -17,7 +17,8 @@ weights (speed does not depend on the values). Each session has a 3 s voice prom
 - ``*_cpu*``: the same with this process's CPU time divided by the threads instead of the wall time: an estimate of
   the idle-machine figure when the machine is shared (load from other processes stretches the wall time).
 
-``--onnx DIR`` runs the estimator and HiFT's decoder through onnxruntime (exporting this run's model into DIR first).
+``--onnx DIR`` runs the estimator and HiFT's decoder through onnxruntime (exporting this run's model into DIR first);
+``--onnx DIR --trt --device cuda`` through TensorRT engines built from those graphs (NOT RUN: no TensorRT here).
 Goal (issue 15): CPU, 2 threads, batch 1: first chunk < 400 ms and RTF < 1 with the onnxruntime path; H200 batch 8:
 RTF < 0.05. Prints a table and writes ``bench/results/speech_<preset>_<device>.json``.
 """
@@ -25,6 +26,7 @@ RTF < 0.05. Prints a table and writes ``bench/results/speech_<preset>_<device>.j
 from __future__ import annotations
 
 import argparse
+import copy
 import platform
 import sys
 import time
@@ -47,7 +49,7 @@ def _sync(device: torch.device) -> None:
 
 
 def run(preset: str, device: torch.device, batches: list[int], chunks: int, dtype: torch.dtype,
-        onnx_dir: str | None = None) -> dict:
+        onnx_dir: str | None = None, trt: bool = False) -> dict:
     flow_cfg, hift_cfg = (FlowConfig.step_audio2(), HiFTConfig.step_audio2()) if preset == "full" else (
         FlowConfig.tiny(), HiFTConfig.tiny())
     torch.manual_seed(0)
@@ -57,14 +59,25 @@ def run(preset: str, device: torch.device, batches: list[int], chunks: int, dtyp
             p.normal_(0.0, 0.02)
     runtime = "torch eager"
     if onnx_dir is not None:
-        from a2llm_rt.speech.onnx_runtime import use_onnx
-
-        if not (Path(onnx_dir) / "manifest.json").exists():  # export this model's graphs first
+        if not (Path(onnx_dir) / "manifest.json").exists():  # export this model's graphs first (from a CPU copy)
             from export.speech_export import export_speech
 
-            export_speech(model, onnx_dir)
-        use_onnx(model, onnx_dir, threads=torch.get_num_threads())
-        runtime = "onnxruntime (estimator step + HiFT decoder)"
+            export_speech(copy.deepcopy(model).cpu(), onnx_dir)
+        if trt:
+            from a2llm_rt.speech.onnx_runtime import read_manifest
+            from a2llm_rt.speech.trt_runtime import engines_listed, use_tensorrt
+            from export.speech_trt import SpeechTrtLimits, build_speech_engines
+
+            if not engines_listed(read_manifest(onnx_dir)):
+                n = max(batches)
+                build_speech_engines(onnx_dir, SpeechTrtLimits(max_sessions=n, opt_sessions=n))
+            use_tensorrt(model, onnx_dir)
+            runtime = "tensorrt (estimator step + HiFT decoder)"
+        else:
+            from a2llm_rt.speech.onnx_runtime import use_onnx
+
+            use_onnx(model, onnx_dir, threads=torch.get_num_threads())
+            runtime = "onnxruntime (estimator step + HiFT decoder)"
     n_prompt = 75
     g = torch.Generator().manual_seed(1)
     voice = Voice(torch.randint(0, flow_cfg.vocab_size, (n_prompt,), generator=g),
@@ -130,13 +143,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--onnx", default=None, help="engines folder for the onnxruntime path (exported there first if "
                     "it has no manifest; the weights are this run's random ones)")
+    ap.add_argument("--trt", action="store_true", help="with --onnx on a CUDA device: build TensorRT engines from the "
+                    "graphs (python -m export.speech_trt) unless the folder has them, and run through them")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
     device = torch.device(a.device)
     if device.type == "cpu":
         torch.set_num_threads(a.threads)
-    info = run(a.preset, device, a.batch, a.chunks, torch.float32, a.onnx)
-    tag = "_ort" if a.onnx else ""
+    if a.trt and not a.onnx:
+        ap.error("--trt needs --onnx DIR (the engines are built from its graphs)")
+    info = run(a.preset, device, a.batch, a.chunks, torch.float32, a.onnx, a.trt)
+    tag = "_trt" if a.trt else "_ort" if a.onnx else ""
     out = Path(a.out) if a.out else REPO / "bench" / "results" / f"speech_{a.preset}_{device.type}{tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, info)
