@@ -162,6 +162,7 @@ class Engine:
         self.classes = TokenClasses(self.layout, self.device)
         self.fmt = ChatFormat(stack.tokenizer, self.layout, n_mels=bb.cfg.n_mels)
         voc = stack.vocoder
+        self._voc_due: dict[int, Session] = {}  # sessions with codes for this step's one vocoder call
         self.code_rate = voc.sample_rate / voc.samples_per_code  # 25 Hz
         self.max_audio_tokens = math.ceil(self.cfg.max_seconds * self.code_rate)
         self.min_audio_tokens = math.ceil(self.cfg.min_seconds * self.code_rate)
@@ -361,7 +362,7 @@ class Engine:
                 except Exception as e:  # noqa: BLE001
                     for s in decoding:
                         self._fail(s, e, events)
-            self._voc_due: dict[int, Session] = {}
+            self._voc_due = {}
             if plan.n:
                 self._sample(plan, packed, logits, events)
             ending = {s.id: s for s in sessions if s.turn is not None and s.turn.finished is not None}
