@@ -162,6 +162,7 @@ class Engine:
         self.classes = TokenClasses(self.layout, self.device)
         self.fmt = ChatFormat(stack.tokenizer, self.layout, n_mels=bb.cfg.n_mels)
         voc = stack.vocoder
+        self._voc_due: dict[int, Session] = {}  # sessions with codes for this step's one vocoder call
         self.code_rate = voc.sample_rate / voc.samples_per_code  # 25 Hz
         self.max_audio_tokens = math.ceil(self.cfg.max_seconds * self.code_rate)
         self.min_audio_tokens = math.ceil(self.cfg.min_seconds * self.code_rate)
@@ -361,8 +362,12 @@ class Engine:
                 except Exception as e:  # noqa: BLE001
                     for s in decoding:
                         self._fail(s, e, events)
+            self._voc_due = {}
             if plan.n:
                 self._sample(plan, packed, logits, events)
+            ending = {s.id: s for s in sessions if s.turn is not None and s.turn.finished is not None}
+            self._vocode_all([(s, False) for s in self._voc_due.values() if s.id not in ending]
+                             + [(s, True) for s in ending.values()], events)  # ONE vocoder call for all sessions
             w = self.motion_backend.window
             ready = [s for s in sessions if s.turn is not None and len(s.turn.window) >= w]
             if ready:
@@ -538,16 +543,34 @@ class Engine:
         t.next_input = tok
 
     def _vocode(self, s: Session, events: list[Event], final: bool) -> None:
-        t = s.turn
-        if not t.vocoder_pending and not final:
+        """Queue the session's pending codes for the step's one vocoder call (:meth:`_vocode_all`); a turn's end
+        outside the step's call (``final``) is pushed at once."""
+        if final:
+            self._vocode_all([(s, True)], events)
+        else:
+            self._voc_due[s.id] = s
+
+    def _vocode_all(self, items: list[tuple[Session, bool]], events: list[Event]) -> None:
+        """ONE vocoder call (``push_many``) for the sessions' pending codes (final: the turn ends); a stream that
+        fails fails its own session only."""
+        todo = [(s, final) for s, final in items if s.turn is not None
+                and (s.turn.vocoder_pending or (final and not s.turn.voc_state.finished))]  # fmt: skip
+        if not todo:
             return
-        offset = t.voc_state.samples_out
+        voc = self.stack.vocoder
         with nvtx_range("vocoder"):
-            pcm, t.voc_state = self.stack.vocoder.push(t.vocoder_pending, t.voc_state, final=final)
-        t.vocoder_pending = []
-        if pcm.size:
-            t.audio_samples += int(pcm.size)
-            events.append(AudioChunk(s.id, np.asarray(pcm, np.float32), int(offset), self.stack.vocoder.sample_rate))
+            res = voc.push_many([(s.turn.vocoder_pending, s.turn.voc_state, final) for s, final in todo])
+        for (s, _), r in zip(todo, res, strict=True):
+            t = s.turn
+            t.vocoder_pending = []
+            if isinstance(r, Exception):
+                self._fail(s, r, events)
+                continue
+            offset = t.voc_state.samples_out
+            pcm, t.voc_state = r
+            if pcm.size:
+                t.audio_samples += int(pcm.size)
+                events.append(AudioChunk(s.id, np.asarray(pcm, np.float32), int(offset), voc.sample_rate))
 
     # ---- motion ----------------------------------------------------------------------------------------------------
     def _motion(self, ready: list[Session], events: list[Event]) -> None:
@@ -669,7 +692,9 @@ class Engine:
                     self._flush_motion([s], events)
                     if s.turn is None:  # the connector or decoder failed (an Error event was emitted)
                         return
-                self._vocode(s, events, final=True)
+                self._vocode(s, events, final=True)  # a no-op when the step's vocoder call ended the stream
+                if s.turn is None:  # the vocoder failed (an Error event was emitted)
+                    return
                 delta = text_delta(self.stack.tokenizer, t.text_ids, t.text_sent, final=True)
                 if delta:
                     t.text_sent += delta
