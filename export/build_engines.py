@@ -32,6 +32,7 @@ from a2llm_rt.engine.builders import TINY_BACKBONE, TINY_CONNECTOR, load_motion_
 from a2llm_rt.errors import InputError
 from a2llm_rt.models.connector import MotionConnector
 from a2llm_rt.models.motion_tokenizer import MotionTokenizer
+from a2llm_rt.utils.cli import cli_main
 from export import onnx_export as ox
 from export.manifest import artifact_entry, write_manifest
 from export.parity import connector_parity, decoder_parity, greedy_code_agreement, ort_runner
@@ -229,6 +230,7 @@ def _tensorrt(connector, motion, out: Path, precision: str, max_batch: int, arti
     return info
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m export.build_engines", description=__doc__.split("\n\n")[0])
     ap.add_argument("--motion", required=True, help="motion directory, or 'tiny' for seeded test-sized models")
@@ -245,17 +247,13 @@ def main(argv: list[str] | None = None) -> int:
                     "dynamic: quantize_dynamic, everything int8 (faster, less accurate)")  # fmt: skip
     ap.add_argument("--trt", action="store_true", help="require TensorRT engines (non-zero exit when impossible)")
     args = ap.parse_args(argv)
-    try:
-        if args.max_batch < 1:
-            raise InputError(f"--max-batch must be >= 1, got {args.max_batch}")
-        if args.motion != "tiny" and args.seed != 0:
-            raise InputError("--seed seeds the tiny models only")
-        connector, motion = load_models(args.motion, args.window, args.d_llm, args.seed)
-        manifest = build(connector, motion, args.out, args.precision, args.max_batch, args.int8,
-                         True if args.trt else None, int8_scheme=args.int8_scheme)  # fmt: skip
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.max_batch < 1:
+        raise InputError(f"--max-batch must be >= 1, got {args.max_batch}")
+    if args.motion != "tiny" and args.seed != 0:
+        raise InputError("--seed seeds the tiny models only")
+    connector, motion = load_models(args.motion, args.window, args.d_llm, args.seed)
+    manifest = build(connector, motion, args.out, args.precision, args.max_batch, args.int8,
+                     True if args.trt else None, int8_scheme=args.int8_scheme)  # fmt: skip
     print(f"wrote {Path(args.out) / 'manifest.json'}")
     if not manifest["ok"]:
         print("error: a parity check failed or TensorRT could not be built (see manifest.json)", file=sys.stderr)

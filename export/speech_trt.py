@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from a2llm_rt.errors import InputError
 from a2llm_rt.speech.config import FlowConfig, HiFTConfig
 from a2llm_rt.speech.token2wav import ESTIMATOR_KEEP_RECENT, MEL_CACHE_FRAMES
 from a2llm_rt.speech.voice import MAX_PROMPT_CODES
+from a2llm_rt.utils.cli import cli_main
 from a2llm_rt.utils.fileio import atomic_write_json
 from export.manifest import artifact_entry
 
@@ -191,6 +191,7 @@ def engine_parity(folder: Path, manifest: dict[str, Any], name: str, flow_cfg: F
             "runtime": "tensorrt vs onnxruntime cpu"}
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m export.speech_trt", description=__doc__.split("\n\n")[0])
     ap.add_argument("--engines", required=True, help="a folder written by python -m export.speech_export")
@@ -199,14 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--opt-sessions", type=int, default=None)
     ap.add_argument("--max-cache-frames", type=int, default=SpeechTrtLimits.max_cache_frames)
     a = ap.parse_args(argv)
-    try:
-        lim = SpeechTrtLimits(max_sessions=a.max_sessions, opt_sessions=a.opt_sessions or a.max_sessions,
-                              max_cache_frames=a.max_cache_frames,
-                              opt_cache_frames=min(SpeechTrtLimits.opt_cache_frames, a.max_cache_frames))
-        m = build_speech_engines(a.engines, lim, a.precision)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    lim = SpeechTrtLimits(max_sessions=a.max_sessions, opt_sessions=a.opt_sessions or a.max_sessions,
+                          max_cache_frames=a.max_cache_frames,
+                          opt_cache_frames=min(SpeechTrtLimits.opt_cache_frames, a.max_cache_frames))
+    m = build_speech_engines(a.engines, lim, a.precision)
     print(json.dumps({k: m["artifacts"][k]["parity"] for k in FILES}, indent=1))
     return 0 if m["trt"]["passed"] else 1
 

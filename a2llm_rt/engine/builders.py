@@ -29,23 +29,20 @@ No file is unpickled and no code from a model directory runs.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 
 from a2llm_rt.engine.vocoder import ToneVocoder, Vocoder
 from a2llm_rt.errors import InputError
 from a2llm_rt.face.flame_to_arkit import ArkitMap
-from a2llm_rt.models.backbone import PRESETS, BackboneConfig, StepAudio2Backbone
+from a2llm_rt.models.backbone import TINY_BACKBONE, BackboneConfig, StepAudio2Backbone
 from a2llm_rt.models.checkpoint import from_pretrained_dir
 from a2llm_rt.models.connector import ConnectorConfig, MotionConnector
 from a2llm_rt.models.motion_tokenizer import MotionTokenizer, MotionTokenizerConfig
 from a2llm_rt.models.token_layout import TokenLayout
 from a2llm_rt.models.tokenizer import build_tiny_tokenizer
-from a2llm_rt.utils.fileio import atomic_write
+from a2llm_rt.utils.module_folder import load_module, save_module
 
 
 @dataclasses.dataclass
@@ -87,8 +84,6 @@ class Stack:
         if problems:
             raise InputError("model stack does not fit together: " + "; ".join(problems))
 
-
-TINY_BACKBONE = PRESETS["tiny"]
 
 #: Tiny motion models (test-sized, FLAME58 by default), built by :func:`tiny_motion_models` only.
 TINY_CONNECTOR = ConnectorConfig(
@@ -150,38 +145,13 @@ def build_tiny_stack(
 
 
 # ---- directories --------------------------------------------------------------------------------------------------
-def _load_module(folder: Path, cfg_cls, model_cls, what: str, device):
-    if (folder / "latest.json").is_file() and not (folder / "model.safetensors").is_file():
-        try:
-            folder = folder / json.loads((folder / "latest.json").read_text())["path"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise InputError(f"malformed latest.json: {e}", folder / "latest.json") from None
-    for f in ("config.json", "model.safetensors"):
-        if not (folder / f).is_file():
-            raise InputError(f"{what}: missing {f}", folder)
-    cfg = cfg_cls.from_file(folder / "config.json")
-    model = model_cls(cfg)
-    try:
-        state = st_load((folder / "model.safetensors").read_bytes())
-    except Exception as e:
-        raise InputError(f"{what}: unreadable safetensors: {e}", folder / "model.safetensors") from None
-    want = model.state_dict()
-    bad = [k for k in want if k not in state or tuple(state[k].shape) != tuple(want[k].shape)]
-    extra = [k for k in state if k not in want]
-    if bad or extra:
-        raise InputError(f"{what}: weights do not match its config (missing/mis-shaped {bad[:5]}, extra {extra[:5]})",
-                         folder)  # fmt: skip
-    model.load_state_dict(state)
-    return model.to(device).eval()
-
-
 def load_motion_dir(path: str | Path, device: torch.device | str = "cpu"):
     """(connector, motion tokenizer, arkit map | None) from a motion directory (see the module docstring)."""
     path = Path(path)
     if not path.is_dir():
         raise InputError("motion directory not found", path)
-    motion = _load_module(path / "tokenizer", MotionTokenizerConfig, MotionTokenizer, "motion tokenizer", device)
-    connector = _load_module(path / "connector", ConnectorConfig, MotionConnector, "connector", device)
+    motion = load_module(path / "tokenizer", MotionTokenizerConfig, MotionTokenizer, "motion tokenizer", device)
+    connector = load_module(path / "connector", ConnectorConfig, MotionConnector, "connector", device)
     amap = ArkitMap.load(path / "arkit_map.npz") if (path / "arkit_map.npz").is_file() else None
     return connector, motion, amap
 
@@ -192,11 +162,7 @@ def save_motion_dir(
     """Write a motion directory that :func:`load_motion_dir` reads (every file atomically)."""
     path = Path(path)
     for name, model in (("tokenizer", motion), ("connector", connector)):
-        (path / name).mkdir(parents=True, exist_ok=True)
-        model.cfg.to_file(path / name / "config.json")
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        with atomic_write(path / name / "model.safetensors", "wb") as f:
-            f.write(st_save(state))
+        save_module(path / name, model)
     if arkit_map is not None:
         arkit_map.save(path / "arkit_map.npz")
 

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from a2llm_rt.engine.sampling import SamplingParams
 from a2llm_rt.engine.timing import TurnClock
 from a2llm_rt.errors import InputError
 from a2llm_rt.face.flame_to_arkit import ArkitMap, flame_to_arkit, flame_to_livelink
@@ -137,9 +136,6 @@ class TurnState:
             "steps": self.steps,
             "new_tokens": self.new_tokens,
         }
-
-    def params_for(self, text: SamplingParams, audio: SamplingParams, text_slot: bool) -> SamplingParams:
-        return text if text_slot else audio
 
     def recent(self, text_slot: bool) -> deque:
         return self.recent_text if text_slot else self.recent_audio

@@ -166,7 +166,7 @@ def test_bad_engines_folder_and_other_motion_stack_are_refused(engines, tmp_path
 
 
 def test_chat_cli_takes_the_backend_options(engines, tmp_path, capsys):
-    from a2llm_rt.chat import main
+    from apps.chat import main
 
     wav = tmp_path / "q.wav"
     wavfile.write(wav, 16000, (tone(0.5, 220.0) * 32767).astype(np.int16))

@@ -66,7 +66,7 @@ def test_limits_are_validated():
 def test_cli_refuses_a_folder_that_is_not_an_export(tmp_path, capsys):
     from export.speech_trt import main
 
-    assert main(["--engines", str(tmp_path)]) == 1
+    assert main(["--engines", str(tmp_path)]) == 2  # bad input: the command lines' shared exit code
     assert "speech engines" in capsys.readouterr().err
 
 
