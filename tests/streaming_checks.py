@@ -107,8 +107,9 @@ def check_chunked_equals_whole(case: StreamCase, seed: int = 0) -> None:
             _close(case, rows[b], whole[b], f"chunks cut at {cuts}, row {b}")
 
 
-def check_causality(case: StreamCase, points: Sequence[int] | None = None, tight: bool = True, seed: int = 1,
-                    uniform: bool = True) -> None:
+def check_causality(
+    case: StreamCase, points: Sequence[int] | None = None, tight: bool = True, seed: int = 1, uniform: bool = True
+) -> None:
     """``uniform``: every output waits exactly ``lookahead`` input steps, so a step emits none past
     ``floor((i - lookahead) * rate)`` (checked); False for a chunked module whose look-ahead varies within a chunk
     (the declared one is its largest: an output early in a chunk may come out sooner)."""
@@ -201,11 +202,19 @@ def _pad_rows(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return y, n
 
 
-def host_case(name: str, init_one: Callable[[], State],
-              step_many: Callable[[list[torch.Tensor], list[State]], list[tuple[torch.Tensor, State]]],
-              flush_one: Callable[[State], tuple[torch.Tensor, State]],
-              whole_one: Callable[[torch.Tensor], torch.Tensor],
-              make_input, perturb, lookahead: int, rate: float, steps: int, **kw) -> StreamCase:
+def host_case(
+    name: str,
+    init_one: Callable[[], State],
+    step_many: Callable[[list[torch.Tensor], list[State]], list[tuple[torch.Tensor, State]]],
+    flush_one: Callable[[State], tuple[torch.Tensor, State]],
+    whole_one: Callable[[torch.Tensor], torch.Tensor],
+    make_input,
+    perturb,
+    lookahead: int,
+    rate: float,
+    steps: int,
+    **kw,
+) -> StreamCase:
     """A host-side streaming module: per-row states in a list, one batched ``step_many`` per step (each row's
     input ``[n, ...]`` and state -> its output ``[m, ...]`` and new state), per-row ``flush_one`` and ``whole_one``;
     ``reset`` puts ``init_one()`` states in the masked rows."""
@@ -232,8 +241,9 @@ def host_case(name: str, init_one: Callable[[], State],
     )  # fmt: skip
 
 
-def vocoder_case(name: str, vocoder, steps: int, lookahead: int | None = None, voice: str | None = None,
-                 **kw) -> StreamCase:
+def vocoder_case(
+    name: str, vocoder, steps: int, lookahead: int | None = None, voice: str | None = None, **kw
+) -> StreamCase:
     """A :class:`~a2llm_rt.engine.vocoder.Vocoder` (codes ``[B, T]`` int64 -> PCM ``[B, samples]``): ``push_many``
     is the step (one call for the batch), ``flush`` the flush, one final push of all codes the whole
     (``synthesize`` in ``voice``). ``lookahead``: the codes

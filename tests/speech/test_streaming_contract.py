@@ -41,8 +41,9 @@ def native() -> NativeToken2WavVocoder:
         m.flow.encoder_proj.weight.mul_(30.0)
         m.flow.encoder_proj.bias.mul_(30.0)
         m.hift.conv_pre.weight.mul_(10.0)
-    return NativeToken2WavVocoder(m, {"a": tiny_voice(m, n_codes=10, seed=1, name="a"),
-                                      "b": tiny_voice(m, n_codes=17, seed=2, name="b")})
+    return NativeToken2WavVocoder(
+        m, {"a": tiny_voice(m, n_codes=10, seed=1, name="a"), "b": tiny_voice(m, n_codes=17, seed=2, name="b")}
+    )
 
 
 def _speech_lookahead(voc: NativeToken2WavVocoder) -> int:
@@ -90,16 +91,26 @@ def test_speech_stream_is_causal(native):
         assert torch.equal(out[:, :first], ref[:, :first])
         nxt = slice(first, first + CHUNK_CODES * native.samples_per_code)
         assert not torch.equal(out[:, nxt], ref[:, nxt])  # ... and the next chunk's audio does change
-        assert not torch.allclose(out[:, first + CHUNK_CODES * native.samples_per_code:],
-                                  ref[:, first + CHUNK_CODES * native.samples_per_code:], atol=1e-3)
+        assert not torch.allclose(
+            out[:, first + CHUNK_CODES * native.samples_per_code :],
+            ref[:, first + CHUNK_CODES * native.samples_per_code :],
+            atol=1e-3,
+        )
 
 
 def test_speech_stream_reset_one_row(native):
     """A session that starts again beside one that goes on (batched at different progress) speaks as a fresh
     session; the other one is undisturbed. Before the restart row 0 has had a chunk out (30 codes) or not (1)."""
     for voice in ("a", "b"):
-        case = vocoder_case(f"token2wav vocoder, voice {voice}", native, STEPS, lookahead=_speech_lookahead(native),
-                            voice=voice, atol=1e-4, rtol=0)
+        case = vocoder_case(
+            f"token2wav vocoder, voice {voice}",
+            native,
+            STEPS,
+            lookahead=_speech_lookahead(native),
+            voice=voice,
+            atol=1e-4,
+            rtol=0,
+        )
         check_reset_one_row(case, before=30)
         check_reset_one_row(case, before=1)
 
