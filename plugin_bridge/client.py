@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from a2llm_rt.audio import INPUT_SAMPLE_RATE, read_wav, write_wav
+from a2llm_rt.audio import FACE_FPS, INPUT_SAMPLE_RATE, OUTPUT_SAMPLE_RATE, read_wav, write_wav
 from a2llm_rt.errors import InputError
 from a2llm_rt.utils.cli import cli_main
 from a2llm_rt.utils.fileio import atomic_write, atomic_write_json
@@ -52,9 +52,9 @@ class TurnResult:
     turn_id: int
     text: str = ""
     audio: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # [n] float32 at sample_rate
-    sample_rate: int = 24000
+    sample_rate: int = OUTPUT_SAMPLE_RATE
     face: dict[str, np.ndarray] = field(default_factory=dict)
-    fps: float = 25.0
+    fps: float = FACE_FPS
     turn_end: P.TurnEnd | None = None
     errors: list[P.Error] = field(default_factory=list)
     messages: list[dict] = field(default_factory=list)  # per message: kind, seq, recv_s, latency_ms
