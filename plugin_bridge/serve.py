@@ -30,11 +30,13 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import signal
 import sys
 from pathlib import Path
 
+from a2llm_rt.audio_vad import VadConfig
 from a2llm_rt.config import add_config_args, config_from_args
 from a2llm_rt.engine.motion_backend import add_motion_backend_args, motion_backend_from_args
 from a2llm_rt.engine.presets import preset
@@ -65,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--motion", default="tiny", help="motion folder (tokenizer/ + connector/), or 'tiny'")
     ap.add_argument("--make-curve-keys", metavar="DIR", help="write server and client CURVE keys into DIR and exit")
     add_config_args(ap, ServerConfig, helps={"max_sessions": "bridge sessions (with the engine: at most its rows)"})
+    v = ap.add_argument_group("hands-free talk: voice-activity thresholds (a2llm_rt.audio_vad.VadConfig)")
+    add_config_args(v, VadConfig, prefix="vad_", flags={f.name: "--vad-" + f.name.replace("_", "-")
+                                                        for f in dataclasses.fields(VadConfig)})  # fmt: skip
     ap.add_argument("--pace", type=float, default=None,
                     help="1 = release audio/face no faster than real time, 0 = as generated (default: 1 for tiny "
                     "models and the scripted source, 0 for real weights)")  # fmt: skip
@@ -210,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             max_sessions = args.max_sessions
             if hasattr(source, "max_sessions"):
                 max_sessions = min(max_sessions, source.max_sessions)
-            config = config_from_args(ServerConfig, args, max_sessions=max_sessions)
+            config = server_config(args, max_sessions)
             server = BridgeServer(source, config)
         except ValueError as e:  # an invalid option combination (Config.validate)
             raise InputError(str(e)) from None
@@ -225,6 +230,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         _close(source)
     return 0
+
+
+def server_config(args: argparse.Namespace, max_sessions: int | None = None) -> ServerConfig:
+    """The :class:`ServerConfig` of the parsed options (its ``vad`` from the ``--vad-*`` ones); ``ValueError`` for
+    invalid values."""
+    vad = config_from_args(VadConfig, args, prefix="vad_")
+    return config_from_args(ServerConfig, args, vad=vad, **({} if max_sessions is None else
+                                                            {"max_sessions": max_sessions}))  # fmt: skip
 
 
 def parse_voices(specs: list[str]) -> tuple[tuple[str, str], ...]:
