@@ -66,7 +66,11 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _run_console(built: Path, *args: str, timeout: float = 60) -> str:
-    env = dict(os.environ, LD_LIBRARY_PATH=f"{NATIVE_DIR}:{os.environ.get('LD_LIBRARY_PATH', '')}")
+    env = dict(
+        os.environ,
+        LD_LIBRARY_PATH=f"{NATIVE_DIR}:{os.environ.get('LD_LIBRARY_PATH', '')}",
+        A2LLM_FIXTURES=str(REPO / "plugin_bridge" / "fixtures"),
+    )
     proc = subprocess.run(
         ["mono", "--debug", str(built / "A2LLMUnityConsoleTest.exe"), *args],
         capture_output=True,
@@ -112,6 +116,10 @@ def test_runtime_compiles_and_unit_tests_pass(built: Path) -> None:
     out = _run_console(built, "--unit-only")
     assert "PASS 24k->48k: chunked output == full output" in out
     assert "PASS weights = clamp01(curve * scale) * 100" in out
+    # the managed codec (A2LLMProtocol.cs) against every golden fixture, versions 1 and 2
+    assert "PASS a golden fixture of every kind 1-21 (versions 1 and 2)" in out
+    assert any(x.startswith("PASS C# decodes ") and "byte for byte" in x for x in out.splitlines()), out
+    assert any(x.startswith("PASS C# rejects ") for x in out.splitlines()), out
 
 
 @pytest.mark.slow
