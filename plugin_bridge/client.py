@@ -17,6 +17,7 @@ import itertools
 import sys
 import time
 import wave
+from collections import deque
 from dataclasses import dataclass, field
 from math import gcd
 from pathlib import Path
@@ -36,7 +37,12 @@ FINAL_TURN_ERRORS = frozenset({P.ErrorCode.AUDIO_TOO_LONG, P.ErrorCode.TURN_FAIL
 
 
 class BridgeError(RuntimeError):
-    """The server reported an error, or could not be reached in time."""
+    """The server reported an error (``code``: its :class:`~plugin_bridge.protocol.ErrorCode`), or could not be
+    reached in time (``code`` None)."""
+
+    def __init__(self, message: str, code: int | None = None):
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass
@@ -109,12 +115,22 @@ class BridgeClient:
         name: str = "a2llm-python-client/0.1",
         rcvhwm: int = 1000,
         context: zmq.Context | None = None,
+        max_version: int = P.VERSION,
+        idle_face: bool = True,
     ):
+        """``max_version`` 2 asks for protocol version 2 (game characters, PROTOCOL.md §10); ``idle_face`` (v2) asks
+        for idle face frames between turns (they arrive as FaceFrames with turn_id 0)."""
         from a2llm_rt.face.layouts import get_layout
 
         self.server = server
         self.layout_ids = tuple(get_layout(n).layout_id for n in layouts)
         self.capabilities = capabilities
+        self.max_version = max_version
+        if max_version >= 2 and idle_face:
+            self.capabilities |= int(P.Capability.IDLE_FACE)
+        self.version = P.VERSION  # the session's, after connect()
+        self.server_info: P.ServerInfo | None = None
+        self._backlog: deque[P.Message] = deque()  # received while waiting for something else
         self.name = name
         self._curve = (curve_server_key, curve_client_keys)
         self._rcvhwm = rcvhwm
@@ -155,14 +171,21 @@ class BridgeClient:
         while time.monotonic() < deadline:
             self._seq = itertools.count()
             self._rx_seq = None
-            self.send(P.Hello(P.VERSION, P.VERSION, self.capabilities, self.layout_ids, self.name))
+            self._backlog.clear()
+            self.version = P.VERSION
+            self.send(P.Hello(P.VERSION, self.max_version, self.capabilities, self.layout_ids, self.name))
             resend = time.monotonic() + 1.0
             while time.monotonic() < min(resend, deadline):
                 msg = self.recv(0.1)
                 if isinstance(msg, P.Welcome):
                     self.welcome = msg
+                    self.version = msg.version
                     self._last_hb = self._last_rx = time.monotonic()
                     self._rx_seq = msg.seq
+                    if msg.version >= 2:  # ServerInfo follows at once (§10.1)
+                        self.server_info = self._wait(lambda m: isinstance(m, P.ServerInfo), deadline)
+                        if self.server_info is None:
+                            raise BridgeError(f"no ServerInfo from {self.server} after its Welcome")
                     return msg
                 if isinstance(msg, P.Error) and msg.code in (P.ErrorCode.SERVER_BUSY, P.ErrorCode.UNSUPPORTED_VERSION):
                     raise BridgeError(f"server refused the session: {msg.code.name}: {msg.message}")
@@ -192,10 +215,13 @@ class BridgeClient:
         import dataclasses
 
         msg = dataclasses.replace(msg, seq=next(self._seq), send_time_us=time.monotonic_ns() // 1000)
-        self._sock.send_multipart(msg.encode_frames(), copy=False)
+        version = None if isinstance(msg, P.Hello) else self.version
+        self._sock.send_multipart(msg.encode_frames(version), copy=False)
 
     def recv(self, timeout_s: float) -> P.Message | None:
         """The next message, or None after ``timeout_s``. Raises :class:`~plugin_bridge.protocol.ProtocolError`."""
+        if self._backlog:
+            return self._backlog.popleft()
         if not self._sock.poll(max(0, int(timeout_s * 1000))):
             return None
         frames = self._sock.recv_multipart()
@@ -234,6 +260,22 @@ class BridgeClient:
             last = i == len(starts) - 1
             self.send(P.UserAudio(a[start : start + step], sample_rate, start, last, turn_id=turn_id))
 
+    def _wait(self, want, deadline: float) -> P.Message | None:
+        """The first message for which ``want(msg)`` holds (others wait in the backlog for :meth:`recv`)."""
+        held: list[P.Message] = []
+        try:
+            while time.monotonic() < deadline:
+                self._heartbeat()
+                msg = self.recv(0.05)
+                if msg is None:
+                    continue
+                if want(msg):
+                    return msg
+                held.append(msg)
+            return None
+        finally:
+            self._backlog.extend(held)
+
     def cancel(self, turn_id: int = 0) -> None:
         self.send(P.Cancel(turn_id=turn_id))
 
@@ -265,11 +307,14 @@ class BridgeClient:
                 self.connect(timeout_s=timeout_s)
         raise BridgeError(f"turn failed after {retries + 1} attempts: server lost")
 
-    def _one_turn(self, audio, sample_rate, chunk_s, timeout_s, on_message) -> TurnResult:
+    def _one_turn(self, audio, sample_rate, chunk_s, timeout_s, on_message, text: str | None = None) -> TurnResult:
         tid = next(self._turn_ids)
         res = TurnResult(tid)
         self.gaps = 0
-        self.send_audio(audio, sample_rate, tid, chunk_s)
+        if text is not None:
+            self.send(P.UserText(text, turn_id=tid))
+        else:
+            self.send_audio(audio, sample_rate, tid, chunk_s)
         t_eou = time.monotonic()
         audio_parts: list[tuple[int, np.ndarray]] = []
         face_parts: dict[str, list[tuple[int, np.ndarray]]] = {}
@@ -324,6 +369,101 @@ class BridgeClient:
         res.audio = _assemble_1d(audio_parts)
         res.face = {k: _assemble_2d(v) for k, v in face_parts.items()}
         return res
+
+
+class CharacterClient(BridgeClient):
+    """A protocol version 2 client (PROTOCOL.md §10): a game character with persona, voice, emotion and game
+    context, typed turns, idle face frames and hands-free microphone streaming. Not thread-safe.
+
+    >>> c = CharacterClient("tcp://127.0.0.1:5555"); c.connect()
+    >>> c.set_character(persona="You are Brokk, a gruff dwarven smith.", voice="bob", emotion="happy", intensity=0.6)
+    >>> c.set_context("The player just lost the battle.")
+    >>> answer = c.run_text_turn("How much for the sword?")
+    """
+
+    def __init__(self, server: str, layouts: tuple[str, ...] = DEFAULT_LAYOUTS, **kw: object):
+        kw.setdefault("max_version", P.VERSION_2)
+        kw.setdefault("name", "a2llm-python-client/0.2")
+        super().__init__(server, layouts, **kw)  # type: ignore[arg-type]
+
+    def connect(self, timeout_s: float = 10.0) -> P.Welcome:
+        w = super().connect(timeout_s)
+        if w.version < 2:
+            raise BridgeError(f"{self.server} speaks protocol version {w.version} only; characters need version 2")
+        return w
+
+    # --- configuration ---------------------------------------------------------------------------------------------
+    def set_character(
+        self,
+        persona: str = "",
+        voice: str = "",
+        emotion: str = "",
+        intensity: float = 0.0,
+        *,
+        prompt_emotion: bool = True,
+        face_emotion: bool = True,
+        timeout_s: float = 10.0,
+    ) -> P.ConfigAck:
+        """Configure the character (§10.4); empty strings = the server's defaults. Raises :class:`BridgeError`
+        (with the server's code) when refused; the session then keeps its previous character."""
+        modes = (P.EMOTION_MODE_PROMPT if prompt_emotion else 0) | (P.EMOTION_MODE_FACE if face_emotion else 0)
+        return self._configure(P.Character(modes, intensity, voice, emotion, persona), timeout_s)
+
+    def set_context(self, text: str, timeout_s: float = 10.0) -> P.ConfigAck:
+        """The game's situation for the next turns (§10.6; "" clears it). No conversation reset."""
+        return self._configure(P.GameContext(text), timeout_s)
+
+    def set_emotion(
+        self, name: str, intensity: float = 1.0, *, next_turn: bool = False, timeout_s: float = 10.0
+    ) -> P.ConfigAck:
+        """The session's emotion, or only the next turn's (``next_turn``) (§10.4)."""
+        scope = P.EmotionScope.NEXT_TURN if next_turn else P.EmotionScope.SESSION
+        return self._configure(P.SetEmotion(scope, intensity, name), timeout_s)
+
+    def _configure(self, msg: P.Message, timeout_s: float) -> P.ConfigAck:
+        if self.welcome is None:
+            self.connect()
+        self.send(msg)
+        got = self._wait(
+            lambda m: isinstance(m, P.ConfigAck) or (isinstance(m, P.Error) and m.turn_id == 0),
+            time.monotonic() + timeout_s,
+        )
+        if got is None:
+            raise BridgeError(f"no answer to {type(msg).__name__} within {timeout_s} s")
+        if isinstance(got, P.Error):
+            raise BridgeError(f"{type(msg).__name__} refused: {_code_name(got.code)}: {got.message}", int(got.code))
+        return got
+
+    # --- turns -----------------------------------------------------------------------------------------------------
+    def run_text_turn(self, text: str, *, timeout_s: float = 60.0, on_message=None) -> TurnResult:
+        """A typed turn (§10.7), answered like a spoken one (text, speech, face, TurnEnd). Errors (empty or too long
+        text, ...) come back in ``result.errors`` with a ``TurnEnd(FAILED)``."""
+        if self.welcome is None:
+            self.connect()
+        return self._one_turn(None, 0, 0.0, timeout_s, on_message, text=text)
+
+    def send_mic(self, samples: np.ndarray, sample_rate: int, sample_offset: int, end_of_stream: bool = False) -> None:
+        """One chunk of the continuous microphone stream (§10.8): ``samples`` ``[n]`` int16 or float32 in [-1, 1];
+        ``sample_offset`` 0 starts a new stream, later chunks continue it without a gap."""
+        self.send(P.MicAudio(np.asarray(samples), sample_rate, sample_offset, end_of_stream))
+
+    def collect(self, timeout_s: float, until=None) -> list[P.Message]:
+        """Messages received within ``timeout_s`` (stops early once ``until(msg)`` is true for one), keeping the
+        session alive with heartbeats."""
+        out: list[P.Message] = []
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self._heartbeat()
+            msg = self.recv(min(0.05, max(0.0, deadline - time.monotonic())))
+            if msg is not None:
+                out.append(msg)
+                if until is not None and until(msg):
+                    break
+        return out
+
+
+def _code_name(code: int) -> str:
+    return code.name if isinstance(code, P.ErrorCode) else str(code)
 
 
 def _assemble_1d(parts: list[tuple[int, np.ndarray]]) -> np.ndarray:

@@ -129,6 +129,36 @@ def convert_face(frames: dict[str, np.ndarray], layout: str) -> np.ndarray | Non
     return None
 
 
+# --- game characters (protocol v2): what the server asks of a source -----------------------------------------------
+@dataclass
+class CharacterLimits:
+    """Longest persona / game context / typed turn a source takes, in Unicode code points."""
+
+    persona: int = 4000
+    context: int = 1000
+    text: int = 2000
+
+
+class _ScriptedCharacters:
+    """Protocol v2 character calls of :class:`ScriptedSource`: stored for tests, never affecting the script."""
+
+    voices: tuple[str, ...] = ()
+    limits = CharacterLimits()
+
+    def check_text(self, text: str, what: str, max_chars: int, allow_empty: bool = False) -> str:
+        return text.strip()
+
+    def configure(self, session_id: int, persona: str | None, voice: str | None) -> bool:
+        """Set the session's persona (None: default) and voice; True when the conversation was reset."""
+        state = self.characters.setdefault(session_id, {})  # type: ignore[attr-defined]
+        reset = state.get("persona") != persona
+        state.update(persona=persona, voice=voice)
+        return reset
+
+    def set_context(self, session_id: int, text: str | None) -> None:
+        self.characters.setdefault(session_id, {})["context"] = text  # type: ignore[attr-defined]
+
+
 # --- scripted source -----------------------------------------------------------------------------------------------
 _TONE_PERIOD = 12000  # samples: the 220 Hz tone times its 2 Hz envelope repeats every 0.5 s
 _FACE_PERIOD = 300  # frames: the least common multiple of the face sweeps' periods (25, 75 and 100 frames)
@@ -165,7 +195,7 @@ def _face_period() -> dict[str, np.ndarray]:
 
 
 @dataclass
-class ScriptedSource:
+class ScriptedSource(_ScriptedCharacters):
     """Deterministic stand-in for the engine: a few text deltas, a 220 Hz tone and a jaw/smile sweep at 25 fps.
 
     Every ``frames_per_event`` frames (default 5 = one motion token, 200 ms) it yields, in the engine's order, the
@@ -183,6 +213,7 @@ class ScriptedSource:
     fail_after_frames: int | None = None  # raise RuntimeError after this many frames (tests TURN_FAILED)
     _open: set[int] = field(default_factory=set, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    characters: dict[int, dict] = field(default_factory=dict, repr=False)  # protocol v2 calls, for tests
 
     def open_session(self, session_id: int) -> None:
         with self._lock:
@@ -415,6 +446,65 @@ class EngineSource:
             self.close_session(sid)
         self.engine.shutdown()  # type: ignore[attr-defined]
 
+    # --- game characters (protocol v2) ---------------------------------------------------------------------------
+    @property
+    def voices(self) -> tuple[str, ...]:
+        """The vocoder's voice names, its default first (empty: one unnamed voice, e.g. the tone vocoder)."""
+        voc = self.engine.stack.vocoder  # type: ignore[attr-defined]
+        names = tuple(voc.voices)
+        default = getattr(voc, "default_voice", None)
+        return (default, *(n for n in names if n != default)) if default in names else names
+
+    @property
+    def limits(self) -> CharacterLimits:
+        c = self.engine.cfg  # type: ignore[attr-defined]
+        return CharacterLimits(c.max_persona_chars, c.max_context_chars, c.max_text_chars)
+
+    def check_text(self, text: str, what: str, max_chars: int, allow_empty: bool = False) -> str:
+        """The engine's check of untrusted text (:class:`~a2llm_rt.errors.InputError`: control tokens, ...)."""
+        return self.engine.fmt.plain_text(text, what, max_chars, allow_empty)  # type: ignore[attr-defined]
+
+    def _session(self, session_id: int) -> tuple[object, threading.Lock]:
+        from a2llm_rt.errors import InputError
+
+        with self._lock:
+            entry = self._sessions.get(session_id)
+        if entry is None:
+            raise InputError(f"session {session_id} is not open")
+        return entry
+
+    def configure(self, session_id: int, persona: str | None, voice: str | None) -> bool:
+        """Persona (None: the engine's default) and voice (None: the default) of a session, between turns. A changed
+        persona reopens the engine session on the same id (a new conversation; the game context is kept); returns
+        True then. :class:`~a2llm_rt.errors.InputError` for bad text or an unknown voice (nothing changed)."""
+        from a2llm_rt.errors import InputError
+
+        session, turn_lock = self._session(session_id)
+        known = self.engine.stack.vocoder.voices  # type: ignore[attr-defined]
+        if voice is not None and known and voice not in known:
+            raise InputError(f"unknown voice {voice!r}")
+        default = self.engine.cfg.system_prompt  # type: ignore[attr-defined]
+        if persona is not None:
+            persona = self.check_text(persona, "persona", self.limits.persona)
+        if (persona if persona is not None else default) == session.system_prompt:  # type: ignore[attr-defined]
+            session.voice = voice  # type: ignore[attr-defined]  # read when the next turn starts
+            return False
+        context = session.context  # type: ignore[attr-defined]
+        with turn_lock:  # a cancelled turn of this session has settled
+            session.close()  # type: ignore[attr-defined]
+            new = self.engine.new_session(  # type: ignore[attr-defined]
+                session_id=session_id, system_prompt=persona if persona is not None else ..., voice=voice
+            )
+            new.context = context
+            with self._lock:
+                self._sessions[session_id] = (new, turn_lock)
+        return True
+
+    def set_context(self, session_id: int, text: str | None) -> None:
+        """The game context for the next turns (no reset); :class:`~a2llm_rt.errors.InputError` for bad text."""
+        session, _ = self._session(session_id)
+        self.engine.set_context(session, text)  # type: ignore[attr-defined]
+
     def run_turn(self, session_id: int, audio: np.ndarray, cancel: threading.Event) -> Iterator[Event]:
         """The engine's events for one utterance (``[n]`` float32 16 kHz), converted; see the class docstring."""
         with self._lock:
@@ -433,7 +523,10 @@ class EngineSource:
         while not q.empty():  # stale events (none expected: every turn settles before the next)
             q.get_nowait()
         try:
-            self.engine.submit(session, audio, INPUT_SAMPLE_RATE)  # type: ignore[attr-defined]
+            if isinstance(audio, str):  # a typed turn (protocol v2 UserText)
+                self.engine.submit_text(session, audio)  # type: ignore[attr-defined]
+            else:
+                self.engine.submit(session, audio, INPUT_SAMPLE_RATE)  # type: ignore[attr-defined]
         except InputError as e:
             raise TurnError(str(e), "input") from None
         self.engine.start_background()  # type: ignore[attr-defined]

@@ -236,6 +236,7 @@ class Message:
 
     KIND: ClassVar[Kind]
     MIN_VERSION: ClassVar[int] = VERSION  # lowest header version this kind exists in
+    wire_version: ClassVar[int | None] = None  # set per instance by the decoders: the header version it came with
     turn_id: int = field(default=0, kw_only=True)
     seq: int = field(default=0, kw_only=True)
     send_time_us: int = field(default=0, kw_only=True)
@@ -258,12 +259,12 @@ class Message:
         return cls(turn_id=turn_id, seq=seq, send_time_us=send_time_us)
 
     def header(self, payload_length: int, version: int | None = None) -> bytes:
-        v = max(self.MIN_VERSION, VERSION if version is None else version)
+        v = max(self.MIN_VERSION, version or self.wire_version or VERSION)
         return HEADER.pack(MAGIC, v, int(self.KIND), self.turn_id, payload_length, self.seq, self.send_time_us)
 
     def encode_frames(self, version: int | None = None) -> list[bytes]:
         """``[header (32 bytes), payload]``: the two ZeroMQ frames of this message. ``version``: the header version
-        (the session's; default: the lowest version the kind exists in)."""
+        (the session's; default: the version it was decoded with, else the lowest version the kind exists in)."""
         payload = self._payload()
         _check(len(payload) <= MAX_PAYLOAD, ErrorCode.PAYLOAD_TOO_LARGE, f"payload {len(payload)} > {MAX_PAYLOAD}")
         return [self.header(len(payload), version), payload]
@@ -812,7 +813,9 @@ def decode(data: bytes | bytearray | memoryview) -> Message:
         ErrorCode.BAD_LENGTH,
         f"payload is {len(buf) - HEADER_SIZE} bytes, header says {length}",
     )
-    return _decode_payload(kind, buf[HEADER_SIZE:], turn_id, seq, t_us)
+    msg = _decode_payload(kind, buf[HEADER_SIZE:], turn_id, seq, t_us)
+    object.__setattr__(msg, "wire_version", struct.unpack_from("<H", buf, 4)[0])  # re-encodes to the same bytes
+    return msg
 
 
 def decode_frames(frames: Sequence[bytes | bytearray | memoryview]) -> Message:
@@ -828,7 +831,9 @@ def decode_frames(frames: Sequence[bytes | bytearray | memoryview]) -> Message:
         bufs.append(memoryview(b).cast("B") if isinstance(b, memoryview) else memoryview(bytes(b)))
     kind, turn_id, length, seq, t_us = decode_header(bufs[0])
     _check(len(bufs[1]) == length, ErrorCode.BAD_LENGTH, f"payload frame is {len(bufs[1])} bytes, header says {length}")
-    return _decode_payload(kind, bufs[1], turn_id, seq, t_us)
+    msg = _decode_payload(kind, bufs[1], turn_id, seq, t_us)
+    object.__setattr__(msg, "wire_version", struct.unpack_from("<H", bufs[0], 4)[0])
+    return msg
 
 
 def set_header_fields(

@@ -10,7 +10,10 @@ Threads:
 - **turn workers** (a thread pool, ``max_turn_workers``): each runs ``source.run_turn(...)`` for one turn, encodes
   the events into protocol messages (stamping ``send_time_us``) and appends them to the main loop's outbox (a deque
   plus a socket-pair doorbell; one worker per turn, so a turn's messages stay in order);
-- optionally a :class:`~plugin_bridge.livelink_out.LiveLinkSender` thread pacing Live Link Face UDP packets.
+- optionally a :class:`~plugin_bridge.livelink_out.LiveLinkSender` thread pacing Live Link Face UDP packets;
+- protocol version 2 (game characters, PROTOCOL.md §10): configuration and idle face frames on the main loop, the
+  hands-free microphone's voice-activity detection on the pool (one job at a time per session), its events handed
+  back to the main loop (``_control``); per-session state in :mod:`plugin_bridge.character`.
 
 Sequence numbers (header ``seq``) are stamped per session at the moment of sending, so a client always sees
 ``0, 1, 2, ...`` with no gap.
@@ -19,6 +22,7 @@ Sequence numbers (header ``seq``) are stamped per session at the moment of sendi
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import ipaddress
 import logging
@@ -37,15 +41,17 @@ import zmq
 
 from a2llm_rt.config import Config
 from a2llm_rt.errors import InputError
+from a2llm_rt.face.idle import idle_to_layout
 from a2llm_rt.face.layouts import get_layout
 from a2llm_rt.models.prompt import resample_to_16k
+from plugin_bridge import character as C
 from plugin_bridge import event_source as ev
 from plugin_bridge import protocol as P
 from plugin_bridge.livelink_out import LiveLinkSender
 
 log = logging.getLogger("plugin_bridge.server")
 
-SERVER_NAME = "a2llm-bridge/0.1"
+SERVER_NAME = "a2llm-bridge/0.2"
 
 
 @dataclass
@@ -187,6 +193,8 @@ class _Session:
     sent: dict[str, int] = field(default_factory=_zero_counts)
     sent_started: float = 0.0  # that turn's start (monotonic s)
     sent_first_audio: float = -1.0  # s from that turn's start to the first AudioChunk sent (-1: none yet)
+    version: int = 1  # the negotiated protocol version
+    v2: C.CharacterSession | None = None  # version 2: the game character (persona, emotion, idle face, mic)
 
 
 class BridgeServer:
@@ -242,6 +250,11 @@ class BridgeServer:
         self._router: zmq.Socket | None = None
         self._auth = None
         self._pool = ThreadPoolExecutor(self.config.max_turn_workers, thread_name_prefix="bridge-turn")
+        # protocol v2 (game characters): the shared face pipeline, the VAD (loaded on the first MicAudio), and
+        # main-loop callbacks posted by the mic jobs (run by _drain_outbox)
+        self._face, self._emotions = C.make_face(ev.FPS)
+        self._segmenter = None
+        self._control: deque = deque()
 
     # --- public ------------------------------------------------------------------------------------------------
     @property
@@ -342,7 +355,7 @@ class BridgeServer:
         poller = zmq.Poller()
         poller.register(self._router, zmq.POLLIN)
         poller.register(self._bell_rx, zmq.POLLIN)
-        next_tick = 0.0
+        next_tick = next_idle = 0.0
         while not self._stop.is_set():
             waiting = any(s.pending for s in self._sessions.values())
             timeout = 2 if waiting else 50
@@ -361,6 +374,9 @@ class BridgeServer:
                     if s.pending:
                         self._flush(s)
             now = time.monotonic()
+            if now >= next_idle:
+                next_idle = now + 0.02
+                self._idle_tick(now)
             if now >= next_tick:
                 next_tick = now + min(0.1, self.config.heartbeat_s / 4)
                 self._tick(now)
@@ -387,7 +403,7 @@ class BridgeServer:
     def _flush(self, s: _Session) -> None:
         while s.pending:
             turn_id, (header, payload) = s.pending[0]
-            header = P.set_header_fields(header, seq=s.tx_seq)
+            header = P.set_header_fields(header, seq=s.tx_seq, version=s.version if s.version > 1 else None)
             try:
                 self._router.send_multipart([s.identity, header, payload], zmq.NOBLOCK, copy=False)
             except zmq.Again:
@@ -417,6 +433,8 @@ class BridgeServer:
             c["ac"] += 1
         elif kind == P.Kind.FACE_FRAMES and payload[12] == layout_id:
             c["ff"] += struct.unpack_from("<I", payload, 16)[0]
+        if s.v2 is not None:
+            C.note_sent(s.v2, kind, payload)
 
     def _too_slow(self, s: _Session) -> None:
         """The client is too far behind: cancel its turn, drop that turn's queued messages, tell it why."""
@@ -436,6 +454,8 @@ class BridgeServer:
         s.pending.append((0, P.Error(P.ErrorCode.CLIENT_TOO_SLOW, msg, turn_id=tid).encode_frames()))
         if t is not None:
             s.pending.append((0, self._cancelled_end(s, t).encode_frames()))
+            if s.v2 is not None:
+                self._v2_turn_over(s)
         self._flush(s)
 
     @staticmethod
@@ -467,6 +487,8 @@ class BridgeServer:
         box = self._outbox
         while box:
             self._from_worker(*box.popleft())
+        while self._control:
+            self._control.popleft()()
 
     def _from_worker(self, sid: int, tid: int, header: bytes, payload: bytes) -> None:
         s = self._by_sid.get(sid)
@@ -475,6 +497,10 @@ class BridgeServer:
         if header[6] == P.Kind.TURN_END:
             s.last_turn_id = max(s.last_turn_id, tid)
             s.turn = None
+            self._enqueue(s, [header, payload], tid)
+            if s.v2 is not None:
+                self._v2_turn_over(s)
+            return
         self._enqueue(s, [header, payload], tid)
 
     # --- from clients --------------------------------------------------------------------------------------------
@@ -513,10 +539,11 @@ class BridgeServer:
         old = self._sessions.get(identity)
         if old is not None:
             self._close_session(old, None, "")
-        if not (msg.min_version <= P.VERSION <= msg.max_version):
+        version = min(P.MAX_VERSION, msg.max_version)  # the highest version in both ranges (§6.2)
+        if version < max(1, msg.min_version):
             self._reply_unknown(
                 identity,
-                P.Error(P.ErrorCode.UNSUPPORTED_VERSION, f"server speaks version {P.VERSION} only"),
+                P.Error(P.ErrorCode.UNSUPPORTED_VERSION, f"server speaks versions 1 to {P.MAX_VERSION}"),
             )
             return
         if len(self._sessions) >= self.config.max_sessions:
@@ -528,7 +555,9 @@ class BridgeServer:
         caps = int(msg.capabilities) & int(P.Capability.TEXT | P.Capability.AUDIO | P.Capability.FACE)
         if not layouts:
             caps &= ~int(P.Capability.FACE)
-        s = _Session(sid, identity, layouts or (0,), caps, last_rx=time.monotonic())
+        if version >= 2 and caps & P.Capability.FACE and msg.capabilities & P.Capability.IDLE_FACE:
+            caps |= int(P.Capability.IDLE_FACE)
+        s = _Session(sid, identity, layouts or (0,), caps, last_rx=time.monotonic(), version=version)
         try:
             self.source.open_session(sid)
         except ev.SourceBusyError as e:  # e.g. every engine cache row is taken
@@ -538,7 +567,7 @@ class BridgeServer:
         self._by_sid[sid] = s
         s.last_hb_tx = time.monotonic()
         welcome = P.Welcome(
-            version=P.VERSION,
+            version=version,
             session_id=sid,
             capabilities=caps | (int(P.Capability.LIVELINK_UDP) if self._livelink else 0),
             heartbeat_ms=round(self.config.heartbeat_s * 1000),
@@ -553,6 +582,8 @@ class BridgeServer:
         )
         log.info("session %d opened for %s (%d sessions)", sid, _escape(msg.client_name), len(self._sessions))
         self._send(s, welcome)
+        if version >= 2:
+            self._v2_open(s)
 
     def _handle(self, s: _Session, msg: P.Message) -> None:
         if isinstance(msg, P.Heartbeat):  # answered at once, so the client's round trip is not held up (§6.4)
@@ -568,6 +599,11 @@ class BridgeServer:
             self._close_session(s, None, "")
         elif isinstance(msg, P.Error):
             log.info("session %d: client reports error %s: %s", s.sid, int(msg.code), _escape(msg.message))
+        elif msg.KIND in P.CLIENT_KINDS_V2:
+            if s.v2 is None:
+                self._send(s, P.Error(P.ErrorCode.BAD_VALUE, f"{type(msg).__name__} needs protocol version 2"))
+            else:
+                self._v2_handle(s, msg)
         else:
             self._send(s, P.Error(P.ErrorCode.BAD_VALUE, f"{type(msg).__name__} is not a client message"))
 
@@ -575,8 +611,8 @@ class BridgeServer:
         """One chunk of an utterance. A refused utterance ends once (:meth:`_refuse_utterance`); nothing heavier than
         an int16 copy happens here: resampling runs on the turn's worker."""
         tid = msg.turn_id
-        if tid == 0:
-            self._send(s, P.Error(P.ErrorCode.BAD_VALUE, "UserAudio needs a turn_id > 0"))
+        if tid == 0 or (s.v2 is not None and tid & P.SERVER_TURN_BIT):  # v2: bit 31 marks the server's turns
+            self._send(s, P.Error(P.ErrorCode.BAD_VALUE, "UserAudio needs a turn_id in 1 .. 0x7FFFFFFF (v1: > 0)"))
             return
         if tid == s.dropped_turn:
             return  # the rest of an utterance that was already refused and ended
@@ -637,6 +673,8 @@ class BridgeServer:
             s.turn = t
             s.last_turn_id = max(s.last_turn_id, tid)
             s.sent_turn, s.sent, s.sent_started, s.sent_first_audio = tid, _zero_counts(), t.started, -1.0
+            if s.v2 is not None:
+                self._v2_turn_starts(s)
             self._pool.submit(self._run_turn, s.sid, t, pcm, rate, s.layouts, s.capabilities)
 
     def _drop_rx(self, s: _Session) -> None:
@@ -659,10 +697,16 @@ class BridgeServer:
             t.cancel.set()
             s.turn = None
             s.last_turn_id = max(s.last_turn_id, t.turn_id)
+            dropped = [x for x in s.pending if x[0] == t.turn_id]
             s.pending = deque(x for x in s.pending if x[0] != t.turn_id)
             if self._livelink is not None:
                 self._livelink.clear(_subject(s.sid))
-            self._send(s, self._cancelled_end(s, t))
+            end = self._cancelled_end(s, t)
+            if s.v2 is not None:
+                end = self._v2_fade(s, t, dropped, end)
+            self._send(s, end)
+            if s.v2 is not None:
+                self._v2_turn_over(s)
         elif s.rx_turn_id and turn_id in (0, s.rx_turn_id):  # cancelled while still speaking
             tid = s.rx_turn_id
             self._drop_rx(s)
@@ -691,6 +735,268 @@ class BridgeServer:
                 log.exception("source.close_session(%d) failed", s.sid)
         log.info("session %d closed (%d sessions)", s.sid, len(self._sessions))
 
+    # --- protocol v2: game characters (PROTOCOL.md §10) ------------------------------------------------------------
+    def _v2_limits(self) -> tuple[ev.CharacterLimits, int]:
+        """The source's text limits and the game-context limit a client gets (room kept for the emotion sentence)."""
+        lim = getattr(self.source, "limits", None) or ev.CharacterLimits()
+        reserve = max(len(self._emotions.instruction(n, 1.0)) for n in self._emotions.names) + 1
+        return lim, max(0, lim.context - reserve)
+
+    def _v2_open(self, s: _Session) -> None:
+        """After a v2 Welcome: the session's character state and the ServerInfo (§10.3)."""
+        from a2llm_rt.audio_vad import VadConfig
+
+        cs = C.CharacterSession(
+            s.sid, s.layouts, bool(s.capabilities & P.Capability.IDLE_FACE), self._face, self._emotions, None, s.sid
+        )
+        s.v2 = cs
+        lim, context = self._v2_limits()
+        vad = VadConfig()
+        self._send(
+            s,
+            P.ServerInfo(
+                lim.persona, context, lim.text, round(vad.min_speech_ms), round(vad.min_silence_ms),
+                round(vad.barge_in_ms), C.MIC_RATES, tuple(getattr(self.source, "voices", ())), self._emotions.names,
+                send_time_us=_now_us(),
+            ),
+        )  # fmt: skip
+        if cs.idle:
+            cs.resume_idle(time.monotonic())
+
+    def _v2_handle(self, s: _Session, msg: P.Message) -> None:
+        cs = s.v2
+        assert cs is not None
+        if isinstance(msg, P.UserText):
+            self._user_text(s, msg)
+        elif isinstance(msg, P.MicAudio):
+            self._mic_audio(s, cs, msg)
+        else:
+            try:
+                flags = self._v2_config(s, cs, msg)
+            except C.TextRefused as e:
+                self._send(s, P.Error(e.code, e.message[:1000]))
+                return
+            except InputError as e:  # the engine's check of untrusted text (chat control tokens, ...)
+                self._send(s, P.Error(P.ErrorCode.BAD_TEXT, str(e)[:1000]))
+                return
+            if flags is not None:
+                self._send(s, P.ConfigAck(msg.KIND, flags, send_time_us=_now_us()))
+
+    def _v2_config(self, s: _Session, cs: C.CharacterSession, msg: P.Message) -> int | None:
+        """Apply a Character / GameContext / SetEmotion; ConfigAck flags, or None after sending an Error."""
+        lim, context_limit = self._v2_limits()
+        if isinstance(msg, P.GameContext):
+            text = C.check_text(msg.text, "game context", context_limit, allow_empty=True)
+            if text and hasattr(self.source, "check_text"):
+                self.source.check_text(text, "game context", context_limit)
+            cs.context = text
+            return 0
+        name = msg.name if isinstance(msg, P.SetEmotion) else (msg.emotion or "neutral")
+        if name not in self._emotions.names:
+            known = ", ".join(self._emotions.names)
+            self._send(s, P.Error(P.ErrorCode.UNKNOWN_EMOTION, f"unknown emotion {name!r} (known: {known})"[:1000]))
+            return None
+        if isinstance(msg, P.SetEmotion):
+            e = C.Emotion(name, msg.intensity)
+            if msg.scope == P.EmotionScope.NEXT_TURN:
+                cs.next_turn = e
+            else:
+                cs.default = e
+                cs.apply_face_emotion()
+            return 0
+        assert isinstance(msg, P.Character)
+        if s.turn is not None:
+            self._send(s, P.Error(P.ErrorCode.TURN_IN_PROGRESS, "Character only between turns: Cancel the turn first"))
+            return None
+        voices = tuple(getattr(self.source, "voices", ()))
+        try:
+            C.check_voice(msg.voice, voices)
+        except InputError as e:
+            self._send(s, P.Error(P.ErrorCode.UNKNOWN_VOICE, str(e)[:1000]))
+            return None
+        persona = C.check_text(msg.persona, "persona", lim.persona, allow_empty=True) or None
+        configure = getattr(self.source, "configure", None)
+        if configure is None:
+            if persona or msg.voice:
+                self._send(s, P.Error(P.ErrorCode.BAD_VALUE, "this server's source takes no persona or voice"))
+                return None
+            reset = False
+        else:
+            reset = configure(s.sid, persona, msg.voice or None)
+        cs.persona, cs.voice, cs.modes = persona or "", msg.voice, msg.emotion_modes
+        cs.default = C.Emotion(name, msg.intensity)
+        cs.apply_face_emotion()
+        return P.CONFIG_ACK_CONVERSATION_RESET if reset else 0
+
+    def _user_text(self, s: _Session, msg: P.UserText) -> None:
+        tid = msg.turn_id
+        if tid == 0 or tid & P.SERVER_TURN_BIT:
+            self._send(s, P.Error(P.ErrorCode.BAD_VALUE, "UserText needs a turn_id in 1 .. 0x7FFFFFFF"))
+            return
+        if s.turn is not None:
+            self._refuse_utterance(
+                s, tid, P.ErrorCode.TURN_IN_PROGRESS, f"turn {s.turn.turn_id} runs: Cancel it first; text dropped"
+            )
+            return
+        if not hasattr(self.source, "check_text"):  # e.g. the Ray source: audio turns only
+            self._refuse_utterance(s, tid, P.ErrorCode.BAD_VALUE, "this server's source takes no typed turns")
+            return
+        lim, _ = self._v2_limits()
+        try:
+            text = C.check_text(msg.text, "text turn", lim.text, allow_empty=False)
+            text = self.source.check_text(text, "text turn", lim.text)
+        except C.TextRefused as e:
+            self._refuse_utterance(s, tid, e.code, e.message[:1000])
+            return
+        except InputError as e:
+            self._refuse_utterance(s, tid, P.ErrorCode.BAD_TEXT, str(e)[:1000])
+            return
+        self._v2_start_turn(s, tid, text, 0)
+
+    def _v2_start_turn(self, s: _Session, tid: int, pcm: np.ndarray | str, rate: int) -> None:
+        """Start turn ``tid`` from text (``pcm`` a str) or ``[n]`` int16 audio at ``rate``."""
+        t = _Turn(tid, threading.Event(), time.monotonic())
+        s.turn = t
+        if not tid & P.SERVER_TURN_BIT:
+            s.last_turn_id = max(s.last_turn_id, tid)
+        s.sent_turn, s.sent, s.sent_started, s.sent_first_audio = tid, _zero_counts(), t.started, -1.0
+        self._v2_turn_starts(s)
+        self._pool.submit(self._run_turn, s.sid, t, pcm, rate, s.layouts, s.capabilities)
+
+    def _v2_turn_starts(self, s: _Session) -> None:
+        cs = s.v2
+        cs.turn_emotion, cs.next_turn = cs.next_turn, None
+        cs.apply_face_emotion()
+        if cs.mic is not None:
+            cs.mic.answering = True
+
+    def _v2_prepare(self, sid: int) -> C.CharacterSession | None:
+        """Worker, before the source runs the turn: the engine's game context (+ the emotion sentence)."""
+        s = self._by_sid.get(sid)
+        cs = s.v2 if s is not None else None
+        set_context = getattr(self.source, "set_context", None)
+        if cs is not None and set_context is not None:
+            lim, _ = self._v2_limits()
+            try:
+                set_context(sid, cs.prompt_context(lim.context))
+            except InputError as e:  # checked when it arrived; only a race with a closing session lands here
+                log.warning("session %d: game context not applied: %s", sid, e)
+        return cs
+
+    def _v2_turn_over(self, s: _Session) -> None:
+        """Main loop: the session's turn ended (TurnEnd queued): per-turn emotion back to the default, the VAD
+        stops treating speech as barge-in, the idle face resumes once the answer has played out."""
+        cs = s.v2
+        if cs.turn_emotion is not None:
+            cs.turn_emotion = None
+            cs.apply_face_emotion()
+        if cs.mic is not None:
+            cs.mic.answering = False
+        now = time.monotonic()
+        at = now
+        if s.sent_first_audio >= 0:
+            at = max(now, s.sent_started + s.sent_first_audio + s.sent["as"] / ev.OUTPUT_SAMPLE_RATE)
+        cs.resume_idle(at, cs.last_sent_face)
+
+    def _v2_fade(self, s: _Session, t: _Turn, dropped: list, end: P.TurnEnd) -> P.TurnEnd:
+        """A cancelled v2 turn: send the 15 ms fade AudioChunk (§10.10); the TurnEnd's counts include it."""
+        if not s.capabilities & P.Capability.AUDIO or s.sent_turn != t.turn_id or s.sent["ac"] == 0:
+            return end
+        nxt = None
+        for _, (header, payload) in dropped:
+            if header[6] == P.Kind.AUDIO_CHUNK:
+                nxt = P.decode_frames([header, payload]).samples
+                break
+        pcm = C.fade_out(nxt, s.v2.last_sample)
+        chunk = P.AudioChunk(pcm, ev.OUTPUT_SAMPLE_RATE, s.sent["as"], turn_id=t.turn_id, send_time_us=_now_us())
+        self._enqueue(s, chunk.encode_frames(), 0)  # counted here, not by _count_sent
+        return dataclasses.replace(
+            end, audio_samples=end.audio_samples + pcm.size, audio_chunks=end.audio_chunks + 1, send_time_us=_now_us()
+        )
+
+    def _idle_tick(self, now: float) -> None:
+        """Main loop: idle face frames due for every v2 session granted IDLE_FACE (§10.9)."""
+        for s in list(self._sessions.values()):
+            cs = s.v2
+            if cs is None or not cs.idle or len(s.pending) > self.config.max_pending // 4:
+                continue
+            due = cs.idle_frames(now, ev.FPS)
+            if due is None:
+                continue
+            first, frames = due
+            for lid in cs.layouts:
+                v = idle_to_layout(frames, lid)
+                self._send(s, P.FaceFrames(first, ev.FPS, lid, v, turn_id=0, send_time_us=_now_us()))
+
+    def _mic_audio(self, s: _Session, cs: C.CharacterSession, msg: P.MicAudio) -> None:
+        if cs.mic is None:
+            if self._segmenter is None:
+                from a2llm_rt.audio_vad import UtteranceSegmenter
+
+                self._segmenter = UtteranceSegmenter()
+            cs.mic = C.MicStream(self._segmenter)
+            cs.mic.answering = s.turn is not None
+        refused = cs.mic.accept(msg)
+        if refused is not None:
+            self._send(s, P.Error(refused[0], refused[1]))
+        if cs.mic.claim():
+            self._pool.submit(self._mic_job, s.sid, cs.mic)
+
+    def _mic_job(self, sid: int, mic: C.MicStream) -> None:
+        """Pool thread: run the session's queued mic audio through the VAD; events go to the main loop."""
+        try:
+            mic.feed(lambda evs: self._post_control(lambda: self._mic_events(sid, evs)))
+        except Exception:
+            log.exception("session %d: voice-activity detection failed", sid)
+            with mic.qlock:
+                mic.queue.clear()
+                mic.busy = False
+
+    def _post_control(self, fn) -> None:
+        self._control.append(fn)
+        if self._bell_armed:
+            self._bell_armed = False
+            with contextlib.suppress(OSError):
+                self._bell_tx.send(b"\0")
+
+    def _mic_events(self, sid: int, events: list[C.MicEvent]) -> None:
+        """Main loop: SpeechStarted / SpeechEnded (+ the utterance's turn) / BargeIn (§10.8)."""
+        from a2llm_rt.audio_vad import BargeIn, SpeechEnd, SpeechStart
+
+        s = self._by_sid.get(sid)
+        if s is None or s.v2 is None:
+            return
+        cs = s.v2
+        for me in events:
+            e = me.event
+            if isinstance(e, BargeIn):
+                if s.turn is not None:
+                    self._barge_in(s, me.start, me.detected)
+            elif isinstance(e, SpeechStart):
+                cs.next_server_turn += 1
+                cs.speech_turn = cs.next_server_turn
+                cs.set_listening(True)
+                self._send(s, P.SpeechStarted(me.start, me.detected, turn_id=cs.speech_turn, send_time_us=_now_us()))
+            elif isinstance(e, SpeechEnd):
+                if not cs.speech_turn:
+                    cs.next_server_turn += 1
+                    cs.speech_turn = cs.next_server_turn
+                tid, cs.speech_turn = cs.speech_turn, 0
+                cs.set_listening(False)
+                reason = {"silence": 0, "max_length": 1}.get(e.reason, 2)
+                self._send(
+                    s, P.SpeechEnded(me.start, me.end, me.detected, reason, turn_id=tid, send_time_us=_now_us())
+                )
+                if s.turn is not None:  # speech that ends while an answer runs replaces it
+                    self._barge_in(s, me.start, me.detected)
+                pcm = np.round(np.clip(e.audio, -1.0, 1.0) * 32767.0).astype(np.int16)
+                self._v2_start_turn(s, tid, pcm, ev.INPUT_SAMPLE_RATE)
+
+    def _barge_in(self, s: _Session, speech: int, detected: int) -> None:
+        t = s.turn
+        self._send(s, P.BargeIn(speech, detected, turn_id=t.turn_id, send_time_us=_now_us()))
+        self._cancel(s, t.turn_id)
+
     # --- turn worker (runs on the pool) --------------------------------------------------------------------------
     def _run_turn(self, sid: int, t: _Turn, pcm: np.ndarray, rate: int, layouts: tuple[int, ...], caps: int) -> None:
         """Worker: resample the utterance (``[n]`` int16 at ``rate``), run the turn, post its messages."""
@@ -706,8 +1012,9 @@ class BridgeServer:
                 self._post(sid, tid, msg.encode_frames())
 
         try:
-            audio = _to_16k(pcm, rate)
+            audio = pcm if isinstance(pcm, str) else _to_16k(pcm, rate)  # str: a typed turn (protocol v2)
             del pcm
+            v2 = self._v2_prepare(sid)
             lag = time.monotonic() - t.started  # the source's clock starts now: its timings are shifted by this
             text_offset = 0
             for e in self.source.run_turn(sid, audio, cancel):
@@ -733,8 +1040,12 @@ class BridgeServer:
                     counts["ac"] += 1
                 elif isinstance(e, ev.FaceFrames):
                     if caps & P.Capability.FACE:
-                        for name in names:
-                            v = ev.convert_face(e.frames, name)
+                        faces = (
+                            v2.turn_face(tid, e.frames, names, cancel)
+                            if v2 is not None
+                            else [(n, ev.convert_face(e.frames, n)) for n in names]
+                        )
+                        for name, v in faces:
                             if v is not None:
                                 lid = get_layout(name).layout_id
                                 out(P.FaceFrames(e.first_frame, e.fps, lid, v, turn_id=tid, send_time_us=_now_us()))

@@ -38,7 +38,7 @@ def test_every_v2_kind_has_a_fixture_and_the_files_are_listed():
 @pytest.mark.parametrize("kind", [k for k in P.Kind if k >= 12])
 def test_v2_kinds_do_not_exist_in_version_1_headers(kind):
     msg = make_fixtures.golden_messages_v2()
-    data = bytearray(next(m for m in msg.values() if m.KIND == kind).encode())
+    data = bytearray(next(m for m in msg.values() if kind == m.KIND).encode())
     assert struct.unpack_from("<H", data, 4)[0] == 2  # new kinds encode as version 2 by default
     struct.pack_into("<H", data, 4, 1)
     with pytest.raises(P.ProtocolError) as ei:
