@@ -51,7 +51,7 @@ namespace A2LLMTests
         public static void Run(Action<bool, string> check)
         {
             check(A2LLMNative.a2llm_abi_version() == A2LLMNative.AbiVersion, "abi version matches the package");
-            check(A2LLMNative.a2llm_protocol_version() == A2LLMNative.ProtocolVersion, "protocol version 1");
+            check(A2LLMNative.a2llm_protocol_version() == A2LLMNative.ProtocolVersion, "protocol version 2");
             string version = A2LLMClient.NativeVersion;
             check(!string.IsNullOrEmpty(version) && version.Split('.').Length == 3, "native version string '" + version + "'");
             check(A2LLMNative.a2llm_layout_dims(A2LLMNative.LayoutFlame58) == 58, "layout dims flame58");
@@ -61,7 +61,9 @@ namespace A2LLMTests
 
             if (IntPtr.Size == 8)
             {
-                check(Marshal.SizeOf(typeof(A2LLMNative.Event)) == 128, "sizeof(a2llm_event) == 128");
+                check(Marshal.SizeOf(typeof(A2LLMNative.Event)) == 160, "sizeof(a2llm_event) == 160");
+                check(Marshal.SizeOf(typeof(A2LLMNative.Character)) == 40, "sizeof(a2llm_character) == 40");
+                check(Marshal.SizeOf(typeof(A2LLMNative.ServerInfo)) == 68, "sizeof(a2llm_server_info) == 68");
                 check(Marshal.SizeOf(typeof(A2LLMNative.ClientOptions)) == 72, "sizeof(a2llm_client_options) == 72");
                 check(Marshal.SizeOf(typeof(A2LLMNative.Stats)) == 104, "sizeof(a2llm_stats) == 104");
             }
@@ -72,6 +74,11 @@ namespace A2LLMTests
             check(opts.capabilities == 7 && opts.n_layouts == 1 && opts.layout0 == A2LLMNative.LayoutArkit52 &&
                   opts.jitter_target_ms == 100 && opts.event_queue_capacity == 1024,
                 "options defaults (caps 7, layouts {ARKIT52}, jitter 100 ms, queue 1024)");
+
+            var ch = new A2LLMNative.Character();
+            A2LLMNative.a2llm_character_init(ref ch);
+            check(ch.struct_size == (uint)Marshal.SizeOf(typeof(A2LLMNative.Character)) && ch.emotion_modes == 3,
+                "character_init writes struct_size and both emotion modes");
 
             bool threw = false;
             string message = "";
