@@ -257,7 +257,7 @@ typedef struct a2llm_stats {
 } a2llm_stats;
 
 /* --- library ------------------------------------------------------------------------------------------------ */
-A2LLM_API const char* a2llm_version(void);         /* "0.1.0" */
+A2LLM_API const char* a2llm_version(void);         /* "0.2.0" */
 A2LLM_API uint32_t a2llm_abi_version(void);        /* A2LLM_ABI_VERSION */
 A2LLM_API uint32_t a2llm_protocol_version(void);   /* A2LLM_PROTOCOL_VERSION */
 /* The last error message set on the calling thread by a failed call ("" when none). Valid until the next call

@@ -263,7 +263,7 @@ TEST(api_misuse_fails_cleanly) {
     lid = 77;
     CHECK_EQ(a2llm_client_face_frame_at(c, 0, curves, 10, &lid, nullptr), int32_t(A2LLM_ERR_INVALID_ARGUMENT));
     CHECK_EQ(a2llm_client_read_audio(c, nullptr, 10), int32_t(A2LLM_ERR_INVALID_ARGUMENT));
-    CHECK_EQ(std::string(a2llm_version()), std::string("0.1.0"));
+    CHECK_EQ(std::string(a2llm_version()), std::string("0.2.0"));
     CHECK_EQ(a2llm_abi_version(), uint32_t(A2LLM_ABI_VERSION));
     CHECK_EQ(a2llm_layout_dims(A2LLM_LAYOUT_LIVELINK61), 61);
     a2llm_client_destroy(c);
