@@ -265,13 +265,13 @@ size_t Playback::read(float* out, size_t n) {
         buffered_ -= k;
         done += k;
         played += k;
-        if (t.ended && t.audio.empty()) {  // finished: the next turn follows without a gap
+        if (done == n) break;
+        if (t.ended) {  // finished: the next turn follows without a gap
             mark_done(t.id);
             turns_.pop_front();
             idle_.stale = true;  // idle frames from before this answer are outdated
             continue;
         }
-        if (done == n) break;
         t.started = false;  // underrun in the middle of a turn: silence, the playhead stays, re-buffer
         ++st_.underruns;
         break;
