@@ -47,6 +47,7 @@ const acks: { kind: number; reset: boolean }[] = [];
 let idle: { layout: number; values: Float32Array; count: number } | null = null; // the newest idle frame
 let idleShown = 0;
 let handsFree = false;
+const faded = new Set<number>(); // turns cancelled here or by a barge-in: their late audio is not played
 
 // --- log / status ----------------------------------------------------------------------------------------------
 function log(text: string, error = false): void {
@@ -117,7 +118,7 @@ function onMessage(m: P.Message): void {
       if (t.firstAudioMs === null) t.firstAudioMs = performance.now() - t.sentAt;
       const x = m.samples instanceof Float32Array ? m.samples : Float32Array.from(m.samples, (s) => s / 32768);
       t.audioSamples = Math.max(t.audioSamples, m.sample_offset + x.length);
-      if (t === current) player.add(t.id, m.sample_offset, x);
+      if (t === current && !faded.has(t.id)) player.add(t.id, m.sample_offset, x);
       break;
     }
     case P.Kind.FACE_FRAMES: {
@@ -132,7 +133,7 @@ function onMessage(m: P.Message): void {
     case P.Kind.TURN_END:
       t.end = m;
       for (const tr of t.tracks.values()) tr.ended = true;
-      if (t === current) player.end(t.id);
+      if (t === current && !faded.has(t.id)) player.end(t.id);
       log(
         `turn ${t.id} ${P.TurnStatus[m.status].toLowerCase()}: TTFT ${fmtS(m.ttft_s)}, TTFA ${fmtS(m.ttfa_s)}, ` +
           `RTF ${m.rtf >= 0 ? m.rtf.toFixed(2) : "–"}, ${m.face_frames} frames`,
@@ -161,6 +162,7 @@ function onV2Message(m: P.Message): boolean {
       return true;
     case P.Kind.BARGE_IN: {
       speechLog.push({ kind: "barge", turn: m.turn_id, start: m.speech_sample, detected: m.detected_sample });
+      faded.add(m.turn_id);
       player.fadeOut(m.turn_id); // the server cancelled it: stop now, with a 15 ms fade
       const t = turns.get(m.turn_id);
       if (t) for (const tr of t.tracks.values()) tr.ended = true;
@@ -202,6 +204,7 @@ function startTurn(audio16k: Float32Array, what: string): void {
 function interruptCurrent(): void {
   if (current && ends.needsCancel(current.id)) {
     session.cancel(current.id);
+    faded.add(current.id);
     player.fadeOut(current.id);
   }
 }
@@ -567,6 +570,7 @@ const hooks = {
   setContext: (text: string) => session.setContext(text),
   sentV2: () => ({ texts: session.textsSent, mic: session.micChunksSent }),
   fadedAt: () => player.fadedAt,
+  micRate: () => session?.micStreamRate ?? 0,
 };
 (window as unknown as { a2llm: typeof hooks }).a2llm = hooks;
 

@@ -208,6 +208,11 @@ export class BridgeSession {
     this.micChunksSent++;
   }
 
+  /** The rate of the mic stream being sent (0: none). */
+  get micStreamRate(): number {
+    return this.micRate;
+  }
+
   /** Hands-free off: END_OF_STREAM (an utterance in progress ends). */
   endMic(): void {
     if (this.v2 && this.micRate) this.send(P.encodeMicAudio(new Int16Array(0), this.micRate, this.micOffset, true, this.hdr(0)));
