@@ -196,6 +196,47 @@ namespace A2LLMTests
             avatar.onError.RemoveListener(onError);
         }
 
+        /// <summary>Protocol version 2 through the component: the server's emotion list, a character and a game context
+        /// (each acknowledged), a refused unknown emotion (checked by the core, nothing sent), a typed turn answered.</summary>
+        private static void CharacterTurn(A2LLMAvatar avatar, Action<bool, string> check)
+        {
+            check(avatar.Client.SessionVersion == 2, "protocol version 2 negotiated");
+            string[] emotions = avatar.EmotionNames;
+            check(emotions.Length >= 7 && emotions[0] == "neutral", "the server's emotions (" + string.Join(",", emotions) + ")");
+            var acks = new List<int>();
+            UnityEngine.Events.UnityAction<int, bool> onAck = (kind, reset) => acks.Add(kind);
+            avatar.onConfigApplied.AddListener(onAck);
+            var ends = new List<A2LLMEvent>();
+            avatar.TurnEnded += e => ends.Add(e);
+            avatar.character.persona = "You are Brokk, the gruff dwarven smith of Ironhold.";
+            avatar.character.emotion = emotions[1];
+            avatar.character.intensity = 0.5f;
+            avatar.ApplyCharacter();
+            avatar.SetGameContext("The player just lost the battle.");
+            int refused = 0;
+            try
+            {
+                avatar.SetEmotion("no-such-emotion", 0.5f);
+            }
+            catch (A2LLMException e)
+            {
+                refused = e.Status;
+            }
+            check(refused == A2LLMNative.ErrInvalidArgument, "an unknown emotion is refused by the core (" + refused + ")");
+            int turn = avatar.SendText("How much for the sword?");
+            var deadline = DateTime.UtcNow.AddSeconds(60);
+            while (DateTime.UtcNow < deadline && !ends.Exists(e => e.TurnId == (uint)turn))
+            {
+                Lifecycle.Call(avatar, "Update");
+                Thread.Sleep(10);
+            }
+            check(acks.Contains(12) && acks.Contains(15), "character and game context applied (" + string.Join(",", acks) + ")");
+            var end = ends.Find(e => e.TurnId == (uint)turn);
+            check(end.TurnId == (uint)turn && end.Status == A2LLMTurnStatus.Completed && end.AudioSamples > 0,
+                "a typed turn is answered with speech (turn " + turn + ", " + end.AudioSamples + " samples)");
+            avatar.onConfigApplied.RemoveListener(onAck);
+        }
+
         public static void Run(string endpoint, Action<bool, string> check)
         {
             AudioSettings.TestOutputSampleRate = OutputRate;
@@ -221,6 +262,9 @@ namespace A2LLMTests
 
             var avatar = go.AddComponent<A2LLMAvatar>();
             avatar.serverEndpoint = endpoint;
+            // exact lip sync against the scripted face: no idle stream, so no crossfade from the idle pose into the
+            // answer (PROTOCOL.md 10.9) shifts its first frames
+            avatar.clientSettings.idleFace = false;
             avatar.faceRenderer = face;
             avatar.headTransform = head;
             avatar.blendShapeMap = map;
@@ -371,6 +415,7 @@ namespace A2LLMTests
             }
             check(connected == 2, "reconnected");
             TooLongUtterance(avatar, check);
+            CharacterTurn(avatar, check);
 
             UnityEngine.Object.Destroy(go); // OnDestroy -> Disconnect -> a2llm_client_destroy
             check(avatar.Client == null, "destroyed avatar released its client");
