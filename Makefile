@@ -89,7 +89,7 @@ test: setup native native-windows page lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 demo: setup page
-	$(PY) -m a2llm_rt.demo --out demo_out
+	$(PY) -m apps.demo --out demo_out
 
 # --- measuring -------------------------------------------------------------------------------------------------------
 bench: setup

@@ -43,11 +43,12 @@ from pathlib import Path
 
 import numpy as np
 
+from a2llm_rt.audio import INPUT_SAMPLE_RATE
 from a2llm_rt.config import Config
 from a2llm_rt.errors import InputError
-from a2llm_rt.streaming import HostStreamingState
+from a2llm_rt.streaming import StreamingState
 
-SAMPLE_RATE = 16000
+SAMPLE_RATE = INPUT_SAMPLE_RATE
 WINDOW = 512  # samples per Silero window at 16 kHz (32 ms)
 CONTEXT = 64  # samples of the previous window prepended to each window
 STATE_SHAPE = (2, 1, 128)
@@ -167,7 +168,7 @@ VadEvent = SpeechStart | SpeechEnd | BargeIn
 
 
 @dataclasses.dataclass
-class VadState(HostStreamingState):
+class VadState(StreamingState):
     """One microphone stream's segmenter state (numpy arrays and plain values; never modified in place)."""
 
     model_state: np.ndarray

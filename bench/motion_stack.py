@@ -31,22 +31,24 @@ from pathlib import Path
 
 import torch
 
+from a2llm_rt.engine.builders import tiny_motion_models
 from a2llm_rt.engine.motion_backend import OnnxRuntimeBackend, TorchBackend
 from a2llm_rt.models.connector import ConnectorConfig, MotionConnector
 from a2llm_rt.models.motion_tokenizer import MotionTokenizer, MotionTokenizerConfig
 from a2llm_rt.utils.fileio import atomic_write_json
-from export.build_engines import TINY_CONNECTOR, TINY_MOTION, build
+from export.build_engines import build
 
 PAPER_CONNECTOR = ConnectorConfig(d_llm=3584, d_model=768, n_layers=6, n_heads=12, dropout=0.0, window=10)
 PAPER_MOTION = MotionTokenizerConfig(dropout=0.0, kmeans_init=False)
 
 
 def paper_models(window: int, tiny: bool = False, seed: int = 0) -> tuple[MotionConnector, MotionTokenizer]:
-    c_cfg, m_cfg = (TINY_CONNECTOR, TINY_MOTION) if tiny else (PAPER_CONNECTOR, PAPER_MOTION)
+    if tiny:  # the one tiny motion stack (the engine's)
+        return tiny_motion_models(seed, window=window)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        conn = MotionConnector(dataclasses.replace(c_cfg, window=window)).eval()
-        tok = MotionTokenizer(m_cfg).eval()
+        conn = MotionConnector(dataclasses.replace(PAPER_CONNECTOR, window=window)).eval()
+        tok = MotionTokenizer(PAPER_MOTION).eval()
         # random codebooks (kmeans_init=False gives randn) and per-curve statistics like real FLAME data
         tok.set_normalization(torch.randn(tok.dim) * 0.1, torch.full((tok.dim,), 0.3))
     return conn, tok
@@ -63,9 +65,9 @@ def time_backend(backend, batch: int, window: int, d_llm: int, repeats: int, war
         for i in range(warmup + repeats):
             t0 = time.perf_counter()
             codes = backend.greedy_codes(xs[i % 4], prev)
-            frames, state = backend.decode_step(codes, state)
+            out, state = backend.decode_step(codes, state)
             dt = time.perf_counter() - t0
-            assert frames.shape[1] == window or backend.lookahead
+            assert out.frames.shape[1] == window or backend.lookahead
             prev = codes
             if i >= warmup:
                 times.append(dt)
@@ -201,7 +203,7 @@ def graph_step_rows(connector, motion, dev: torch.device, batch: int, window: in
     prev = torch.zeros(batch, tokens, cfg.n_q, dtype=torch.long, device=dev)
     state = motion.init_decode_state(batch, dev)
     with torch.inference_mode():
-        while state.skip:  # past the decoder's lookahead: the steady state
+        while int(state.filled.min()) < motion.lookahead:  # past the decoder's lookahead: the steady state
             _, state = motion.decode_step(connector.step(x, None).argmax(-1), state)
     box = {"state": state}
 
@@ -224,9 +226,9 @@ def graph_step_rows(connector, motion, dev: torch.device, batch: int, window: in
         with torch.cuda.device(dev), torch.inference_mode():
             static = box["state"]
 
-            def body():
+            def body():  # static shapes, no host read (decode_step_padded): capturable
                 codes = connector.step(x, prev).argmax(-1)
-                frames, new = motion.decode_step(codes, static)
+                frames, _, new = motion.decode_step_padded(codes, static)
                 for k, t in new.tensors().items():
                     getattr(static, k).copy_(t)
                 prev.copy_(codes)

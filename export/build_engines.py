@@ -1,7 +1,7 @@
 """Export the motion stack to verified ONNX (and TensorRT when available) with a manifest.
 
     python -m export.build_engines --motion DIR|tiny --out ENGINES/ [--precision fp32|fp16|bf16] [--window W]
-        [--max-batch B] [--int8] [--int8-scheme weight_only|dynamic] [--trt]
+        [--max-batch B] [--int8] [--int8-scheme weight_only|dynamic] [--trt] [--d-llm N] [--seed S]
 
 Steps: export the connector step and the RVQ decoder step graphs (``export/onnx_export.py``), verify each with
 onnxruntime against PyTorch on fresh random inputs at batch 1 and 3 (``export/parity.py``), optionally quantize the
@@ -9,8 +9,10 @@ connector to int8 and measure its greedy-code agreement (``--int8``; the schemes
 ``export/quantize.py``), build TensorRT engines when TensorRT and a GPU are present (``export/trt_build.py``) and
 re-verify them, then write ``manifest.json`` (``export/manifest.py``).
 
-``--motion`` is a motion directory (``tokenizer/`` and ``connector/`` with ``config.json`` + ``model.safetensors``, as
-:func:`a2llm_rt.engine.builders.load_motion_dir` reads) or ``tiny`` (test-sized models with seeded random weights).
+``--motion`` is a motion directory (``tokenizer/`` and ``connector/`` with ``config.json`` + ``model.safetensors``, read
+by :func:`a2llm_rt.engine.builders.load_motion_dir`) or ``tiny``: the test-sized models of
+:func:`a2llm_rt.engine.builders.tiny_motion_models`, the very weights of the engine's ``tiny`` motion stack (same
+``--seed``, default 0; ``--d-llm`` sizes the connector for a real backbone, as ``load_stack(DIR, "tiny")`` does).
 Exit codes: 0 done (also when TensorRT is absent and ``--trt`` was not asked), 1 a parity check failed or ``--trt``
 was asked but TensorRT could not run, 2 bad input.
 """
@@ -18,31 +20,22 @@ was asked but TensorRT could not run, 2 bad input.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm import tqdm
 
+from a2llm_rt.engine.builders import TINY_BACKBONE, TINY_CONNECTOR, load_motion_dir, tiny_motion_models
 from a2llm_rt.errors import InputError
-from a2llm_rt.models.connector import ConnectorConfig, MotionConnector
-from a2llm_rt.models.motion_tokenizer import MotionTokenizer, MotionTokenizerConfig
+from a2llm_rt.models.connector import MotionConnector
+from a2llm_rt.models.motion_tokenizer import MotionTokenizer
+from a2llm_rt.utils.cli import cli_main
 from export import onnx_export as ox
 from export.manifest import artifact_entry, write_manifest
 from export.parity import connector_parity, decoder_parity, greedy_code_agreement, ort_runner
-
-#: Test-sized motion models for ``--motion tiny`` (FLAME58, lookahead 1 like the engine's tiny stack).
-TINY_CONNECTOR = ConnectorConfig(
-    d_llm=64, d_model=32, n_layers=2, n_heads=4, dropout=0.0, group=5, window=10, n_q=6, codebook_size=64
-)
-TINY_MOTION = MotionTokenizerConfig(
-    layout="flame58", width=32, num_res_blocks=1, latent_dim=16, num_quantizers=6, codebook_size=64, dropout=0.0,
-    kmeans_init=False, lookahead=1,
-)  # fmt: skip
 
 FILES = {
     "connector_onnx": "connector_step.onnx",
@@ -53,54 +46,24 @@ FILES = {
 }
 
 
-def tiny_motion_models(
-    seed: int = 0,
-    window: int = 10,
-    connector: ConnectorConfig = TINY_CONNECTOR,
-    motion: MotionTokenizerConfig = TINY_MOTION,
+def load_models(
+    spec: str, window: int | None, d_llm: int | None = None, seed: int = 0
 ) -> tuple[MotionConnector, MotionTokenizer]:
-    """Seeded random tiny connector + motion tokenizer (the global RNG is left untouched)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        conn = MotionConnector(dataclasses.replace(connector, window=window))
-        tok = MotionTokenizer(motion)
-        d = tok.dim
-        tok.set_normalization(torch.randn(d) * 0.1, torch.full((d,), 0.3))
-    return conn.eval(), tok.eval()
-
-
-def load_models(spec: str, window: int | None) -> tuple[MotionConnector, MotionTokenizer]:
+    """The motion models ``--motion`` names: ``tiny`` (:func:`~a2llm_rt.engine.builders.tiny_motion_models`, the same
+    weights as the engine's tiny stack for the same ``seed``, sized to a backbone of width ``d_llm``, default the tiny
+    backbone's) or a motion directory (:func:`~a2llm_rt.engine.builders.load_motion_dir`)."""
     if spec == "tiny":
         try:
-            return tiny_motion_models(window=window or TINY_CONNECTOR.window)
+            return tiny_motion_models(seed, d_llm or TINY_BACKBONE.hidden_size, window or TINY_CONNECTOR.window)
         except ValueError as e:
             raise InputError(f"bad tiny model settings: {e}") from None
-    connector = _load_module(Path(spec) / "connector", ConnectorConfig, MotionConnector)
-    motion = _load_module(Path(spec) / "tokenizer", MotionTokenizerConfig, MotionTokenizer)
+    if d_llm is not None:
+        raise InputError("--d-llm sizes the tiny models only (a motion directory's connector has its own)")
+    connector, motion, _ = load_motion_dir(spec)
     if window is not None and window != connector.cfg.window:
         raise InputError(f"--window {window} differs from the connector's trained window {connector.cfg.window} "
                          "(its query positions are sized W/G)", Path(spec) / "connector" / "config.json")  # fmt: skip
-    return connector, motion
-
-
-def _load_module(folder: Path, cfg_cls, model_cls):
-    """``folder/config.json`` + ``folder/model.safetensors`` -> module in eval mode (the motion-dir layout of
-    ``a2llm_rt.engine.builders``); :class:`InputError` on anything missing or mismatched."""
-    from safetensors.torch import load_file
-
-    for f in ("config.json", "model.safetensors"):
-        if not (folder / f).is_file():
-            raise InputError(f"missing {f} (expected a motion directory with tokenizer/ and connector/)", folder)
-    model = model_cls(cfg_cls.from_file(folder / "config.json"))
-    try:
-        state = load_file(str(folder / "model.safetensors"))
-    except Exception as e:
-        raise InputError(f"unreadable safetensors: {e}", folder / "model.safetensors") from None
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise InputError(f"weights do not match config.json: {str(e)[:300]}", folder / "model.safetensors") from None
-    return model.eval()
+    return connector.float(), motion.float()
 
 
 def _check_models(connector: MotionConnector, motion: MotionTokenizer) -> None:
@@ -205,6 +168,7 @@ def build(
         "tokenizer": motion.cfg.to_dict(),
         "decoder_state": list(state),
         "decoder_state_shapes": {k: list(v.shape[1:]) for k, v in state.items()},
+        "decoder_state_dtypes": {k: str(v.dtype).removeprefix("torch.") for k, v in state.items()},
         "artifacts": artifacts,
         "trt": trt_info,
     }
@@ -256,7 +220,7 @@ def _tensorrt(connector, motion, out: Path, precision: str, max_batch: int, arti
         if name == "connector_trt":
             par = connector_parity(connector, runner.numpy_runner(["logits", "codes"]), precision)
         else:
-            outs = ["frames", *(f"new_state_{s}" for s in state)]
+            outs = list(ox.DECODER_OUTPUTS)
             par = decoder_parity(motion, runner.numpy_runner(outs), precision, tokens=(1, cfg.tokens_per_window))
         info["passed"] &= bool(par["passed"])
         info["tensorrt"] = facts["tensorrt"]
@@ -266,12 +230,16 @@ def _tensorrt(connector, motion, out: Path, precision: str, max_batch: int, arti
     return info
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m export.build_engines", description=__doc__.split("\n\n")[0])
     ap.add_argument("--motion", required=True, help="motion directory, or 'tiny' for seeded test-sized models")
     ap.add_argument("--out", required=True, help="engines folder to write (manifest.json + artifacts)")
     ap.add_argument("--precision", default="fp32", choices=sorted(ox.DTYPES))
     ap.add_argument("--window", type=int, default=None, help="window W (tiny: default 10; a directory: must match)")
+    ap.add_argument("--d-llm", type=int, default=None,
+                    help="tiny only: hidden width of its backbone (default: the tiny backbone's)")  # fmt: skip
+    ap.add_argument("--seed", type=int, default=0, help="tiny only: weight seed (the engine's tiny stack uses 0)")
     ap.add_argument("--max-batch", type=int, default=8, help="largest batch of the TensorRT profiles (default 8)")
     ap.add_argument("--int8", action="store_true", help="also write the int8 weight-quantized connector (CPU)")
     ap.add_argument("--int8-scheme", default="weight_only", choices=["weight_only", "dynamic"],
@@ -279,15 +247,13 @@ def main(argv: list[str] | None = None) -> int:
                     "dynamic: quantize_dynamic, everything int8 (faster, less accurate)")  # fmt: skip
     ap.add_argument("--trt", action="store_true", help="require TensorRT engines (non-zero exit when impossible)")
     args = ap.parse_args(argv)
-    try:
-        if args.max_batch < 1:
-            raise InputError(f"--max-batch must be >= 1, got {args.max_batch}")
-        connector, motion = load_models(args.motion, args.window)
-        manifest = build(connector, motion, args.out, args.precision, args.max_batch, args.int8,
-                         True if args.trt else None, int8_scheme=args.int8_scheme)  # fmt: skip
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.max_batch < 1:
+        raise InputError(f"--max-batch must be >= 1, got {args.max_batch}")
+    if args.motion != "tiny" and args.seed != 0:
+        raise InputError("--seed seeds the tiny models only")
+    connector, motion = load_models(args.motion, args.window, args.d_llm, args.seed)
+    manifest = build(connector, motion, args.out, args.precision, args.max_batch, args.int8,
+                     True if args.trt else None, int8_scheme=args.int8_scheme)  # fmt: skip
     print(f"wrote {Path(args.out) / 'manifest.json'}")
     if not manifest["ok"]:
         print("error: a parity check failed or TensorRT could not be built (see manifest.json)", file=sys.stderr)

@@ -17,14 +17,17 @@ runtimes feed the same buffers to every variant.
 
 ``decoder_step`` (RVQ decode + streaming decoder step + de-normalisation; dynamic batch ``batch`` and tokens ``n``)::
 
-    codes        [B, n, N_q]             int64  motion codes
-    code_mask    [B, n]                  float  1: decode the code, 0: a zero latent (``flush``'s padding)
-    state_<name> per DecoderState tensor (``tokens`` [B, latent, ctx+lookahead], ``frames`` [B, width, sum ctx])
-    -> frames [B, n*G, D] float32 (original units), new_state_<name> (same shapes)
+    codes          [B, n, N_q]                        int64  motion codes
+    code_mask      [B, n]                             float  1: decode the code, 0: a zero latent (``flush``'s padding)
+    state_tokens   [B, latent, ctx + lookahead]       float  } the :class:`DecoderState` of each session (a fresh
+    state_frames   [B, width, sum of frame contexts]  float  } row is all zeros; ``filled``: look-ahead tokens
+    state_filled   [B]                                int64  } received so far, 0..lookahead)
+    -> frames [B, n*G, D] float32 (original units; each row's frames left-aligned, zeros past them),
+       frame_lengths [B] int64 (frames of each row), new_state_tokens, new_state_frames, new_state_filled
 
-The decoder graph never drops outputs: the ``skip`` of :class:`DecoderState` (hold back the first ``lookahead``
-tokens of a stream) is done by the runtime, which runs those tokens alone and keeps only their ``tokens`` state
-(see ``a2llm_rt/engine/motion_backend.py``); this is exactly what :meth:`MotionDecoder.step` does.
+The graph is :meth:`MotionDecoder.step_padded`: the look-ahead hold-back of every row (the first ``lookahead`` tokens
+of a row's stream give no frames) happens inside it, so rows at different points of their streams (one reset while
+the others go on) share one call, and a runtime only trims the padding (``a2llm_rt/engine/motion_backend.py``).
 """
 
 from __future__ import annotations
@@ -47,6 +50,9 @@ from a2llm_rt.utils.fileio import atomic_write
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 CONNECTOR_INPUTS = ("hidden", "prev_codes", "has_prev", "n_valid")
 CONNECTOR_OUTPUTS = ("logits", "codes")
+STATE_FIELDS = ("tokens", "frames", "filled")
+"""The decoder graph's state inputs ``state_<name>`` and outputs ``new_state_<name>`` (:class:`DecoderState`)."""
+DECODER_OUTPUTS = ("frames", "frame_lengths", *(f"new_state_{s}" for s in STATE_FIELDS))
 OPSET = 18
 
 
@@ -79,24 +85,32 @@ class ConnectorStepGraph(nn.Module):
 
 
 class DecoderStepGraph(nn.Module):
-    """codes + decoder state -> frames (original units) + new state; no ``skip`` handling (the runtime does it)."""
+    """codes + decoder state -> frames (original units), per-row frame counts, new state: exactly
+    :meth:`MotionDecoder.step_padded` (each row's look-ahead hold-back included) after the RVQ decode."""
 
     def __init__(self, tokenizer: MotionTokenizer, dtype: torch.dtype = torch.float32):
         super().__init__()
         self.tokenizer = tokenizer
         self.dtype = dtype
-        names = list(tokenizer.init_decode_state(1).tensors())
-        if names != ["tokens", "frames"]:
-            raise ValueError(f"DecoderStepGraph expects DecoderState tensors ['tokens', 'frames'], got {names}")
+        names = decoder_state_names(tokenizer)
+        if names != list(STATE_FIELDS):
+            raise ValueError(f"DecoderStepGraph expects DecoderState tensors {list(STATE_FIELDS)}, got {names}")
 
     def forward(
-        self, codes: torch.Tensor, code_mask: torch.Tensor, state_tokens: torch.Tensor, state_frames: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self,
+        codes: torch.Tensor,
+        code_mask: torch.Tensor,
+        state_tokens: torch.Tensor,
+        state_frames: torch.Tensor,
+        state_filled: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         t = self.tokenizer
         z = t.quantizer.vq.decode(codes) * code_mask.unsqueeze(-1).to(self.dtype)  # [B, n, latent]
-        y, st = t.decoder.step(z, DecoderState(state_tokens.to(self.dtype), state_frames.to(self.dtype), 0))
-        frames = t.to_frames(y).float()  # [B, n*G, D] (clamped when the tokenizer clamps)
-        return frames, st.tokens.float(), st.frames.float()
+        state = DecoderState(state_tokens.to(self.dtype), state_frames.to(self.dtype), state_filled)
+        y, lengths, st = t.decoder.step_padded(z, state)
+        keep = torch.arange(y.shape[1], device=y.device).view(1, -1, 1) < lengths.view(-1, 1, 1)
+        frames = t.to_frames(y) * keep.to(y.dtype)  # [B, n*G, D], zero past each row's frames
+        return frames.float(), lengths, st.tokens.float(), st.frames.float(), st.filled
 
 
 def decoder_state_names(tokenizer: MotionTokenizer) -> list[str]:
@@ -187,7 +201,8 @@ def decoder_example(tokenizer: MotionTokenizer, batch: int = 2, n: int = 3) -> t
     """Random example inputs of the decoder graph (batch 2, n 3: neither axis may be 0/1 or equal while tracing)."""
     st = tokenizer.init_decode_state(batch)
     codes = torch.randint(0, tokenizer.cfg.codebook_size, (batch, n, tokenizer.cfg.num_quantizers))
-    return (codes, torch.ones(batch, n), *(torch.randn_like(t) for t in st.tensors().values()))
+    state = [torch.randn_like(t) if t.is_floating_point() else torch.zeros_like(t) for t in st.tensors().values()]
+    return (codes, torch.ones(batch, n), *state)
 
 
 def export_connector(connector: MotionConnector, path: str | Path, precision: str = "fp32") -> dict:
@@ -219,7 +234,7 @@ def export_decoder(tokenizer: MotionTokenizer, path: str | Path, precision: str 
     graph = DecoderStepGraph(_copy_to(tokenizer, dtype), dtype).eval()
     state = decoder_state_names(tokenizer)
     names_in = ["codes", "code_mask", *(f"state_{s}" for s in state)]
-    names_out = ["frames", *(f"new_state_{s}" for s in state)]
+    names_out = list(DECODER_OUTPUTS)
     batch, n = torch.export.Dim("batch", min=1, max=1024), torch.export.Dim("n", min=1, max=4096)
     dyn = {"codes": {0: batch, 1: n}, "code_mask": {0: batch, 1: n}, **{f"state_{s}": {0: batch} for s in state}}
     _export(graph, decoder_example(tokenizer, 2, 3), path, names_in, names_out, dyn)

@@ -40,8 +40,9 @@ def _compare(name: str, got: np.ndarray, ref: np.ndarray, precision: str) -> dic
     err = float(np.abs(got.astype(np.float64) - ref.astype(np.float64)).max()) if ref.size else 0.0
     scale = float(np.abs(ref).max()) if ref.size else 0.0
     finite = bool(np.isfinite(got).all())
-    return {"output": name, "max_abs_err": err, "ref_max_abs": scale, "tolerance": atol + rtol * scale,
-            "passed": finite and err <= atol + rtol * scale}  # fmt: skip
+    tol = 0.0 if np.issubdtype(ref.dtype, np.integer) else atol + rtol * scale  # counts must be exact
+    return {"output": name, "max_abs_err": err, "ref_max_abs": scale, "tolerance": tol,
+            "passed": finite and got.shape == ref.shape and err <= tol}  # fmt: skip
 
 
 def connector_inputs(connector: MotionConnector, batch: int, generator: torch.Generator, partial: bool = True) -> dict:
@@ -100,7 +101,8 @@ def connector_parity(
 
 
 def decoder_inputs(tokenizer: MotionTokenizer, batch: int, n: int, generator: torch.Generator) -> dict:
-    """Fresh random decoder-graph feeds: codes, an all-ones code mask (one zero entry when n > 1) and random state."""
+    """Fresh random decoder-graph feeds: codes, an all-ones code mask (one zero entry when n > 1) and a random state
+    (float tensors random, each row's ``filled`` drawn in 0..lookahead, so rows hold back different counts)."""
     cfg = tokenizer.cfg
     codes = torch.randint(0, cfg.codebook_size, (batch, n, cfg.num_quantizers), generator=generator)
     mask = torch.ones(batch, n)
@@ -108,18 +110,31 @@ def decoder_inputs(tokenizer: MotionTokenizer, batch: int, n: int, generator: to
         mask[0, -1] = 0.0
     feeds = {"codes": codes, "code_mask": mask}
     for name, t in tokenizer.init_decode_state(batch).tensors().items():
-        feeds[f"state_{name}"] = torch.randn(t.shape, generator=generator) * 0.5
+        if t.is_floating_point():
+            feeds[f"state_{name}"] = torch.randn(t.shape, generator=generator) * 0.5
+        else:
+            feeds[f"state_{name}"] = torch.randint(0, tokenizer.lookahead + 1, t.shape, generator=generator)
     return feeds
 
 
 @torch.no_grad()
 def decoder_reference(tokenizer: MotionTokenizer, feeds: dict) -> list[np.ndarray]:
-    """PyTorch frames and new state for the decoder-graph feeds (RVQ decode, zero latents where the mask is 0,
-    :meth:`MotionDecoder.step` with ``skip=0``, de-normalisation)."""
+    """PyTorch frames, frame counts and new state for the decoder-graph feeds (RVQ decode, zero latents where the
+    mask is 0, :meth:`MotionDecoder.step` row by row, de-normalisation, zero padding past each row's frames)."""
     z = tokenizer.quantizer.decode(feeds["codes"]) * feeds["code_mask"].unsqueeze(-1)
-    state = DecoderState(feeds["state_tokens"], feeds["state_frames"], 0)
-    y, st = tokenizer.decoder.step(z, state)
-    return [tokenizer.to_frames(y).numpy(), *(t.numpy() for t in st.tensors().values())]
+    b, n = z.shape[:2]
+    names = list(tokenizer.init_decode_state(1).tensors())
+    frames = torch.zeros(b, n * tokenizer.group, tokenizer.dim)
+    lengths = torch.zeros(b, dtype=torch.long)
+    new: dict[str, list[torch.Tensor]] = {k: [] for k in names}
+    for i in range(b):
+        state = DecoderState(**{k: feeds[f"state_{k}"][i : i + 1] for k in names})
+        y, st = tokenizer.decoder.step(z[i : i + 1], state)
+        frames[i, : y.shape[1]] = tokenizer.to_frames(y)[0]
+        lengths[i] = y.shape[1]
+        for k, t in st.tensors().items():
+            new[k].append(t)
+    return [frames.numpy(), lengths.numpy(), *(torch.cat(new[k]).numpy() for k in names)]
 
 
 def decoder_parity(
@@ -133,7 +148,7 @@ def decoder_parity(
     """Compare the decoder graph with PyTorch for each (batch, tokens per call); returns errors and a verdict."""
     tokenizer = tokenizer.eval()
     g = torch.Generator().manual_seed(seed)
-    names = ["frames", *(f"new_state_{s}" for s in tokenizer.init_decode_state(1).tensors())]
+    names = ["frames", "frame_lengths", *(f"new_state_{s}" for s in tokenizer.init_decode_state(1).tensors())]
     per_batch = []
     for b in batches:
         for n in tokens:

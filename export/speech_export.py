@@ -7,15 +7,19 @@ Graphs (caches are explicit inputs/outputs; ARCHITECTURE principle 6):
 
 - ``estimator_step.onnx``: one Euler step of the flow's DiT on a chunk, both guidance rows in the batch:
   ``x, mu, cond [2B, mel, T]``, ``t [2B]``, ``spks [2B, mel]``, ``cnn_cache [depth, 2B, 2*hidden, 2]``,
-  ``att_cache [depth, 2B, H, Tc, 2*head_dim]`` (Tc >= 1: after the voice set-up the cache is never empty) ->
-  ``velocity [2B, mel, T]``, ``cnn_cache_out``, ``att_cache_out [.., Tc + T, ..]``. The 10-step solver, the guidance
-  mix, the encoder and the cache bookkeeping stay in torch (cheap next to 20 estimator passes per chunk).
+  ``att_cache [depth, 2B, H, Tc, 2*head_dim]`` (Tc >= 1: after the voice set-up the cache is never empty),
+  ``lengths [2B]`` / ``cache_lengths [2B]`` int64 (each row's valid frames and cache entries: sessions of different
+  lengths in one batch, right-padded, padded keys masked) -> ``velocity [2B, mel, T]``, ``cnn_cache_out``,
+  ``att_cache_out [.., T + Tc, ..]``. The 10-step solver, the guidance mix, the encoder and the cache bookkeeping
+  stay in torch (cheap next to 20 estimator passes per chunk).
 - ``hift_decoder.onnx``: HiFT's generator from the mel and the source's STFT to the iSTFT's magnitude and phase:
-  ``mel [B, mel, T]``, ``source_stft [B, n_fft + 2, F]`` -> ``magnitude, phase [B, n_fft/2 + 1, F']``. The F0
-  predictor, the source (random draws) and the STFT/iSTFT stay in torch.
+  ``mel [B, mel, T]``, ``source_stft [B, n_fft + 2, F]``, ``lengths [B]`` int64 (each row's mel frames; right
+  padding re-zeroed after every convolution) -> ``magnitude, phase [B, n_fft/2 + 1, F']``. The F0 predictor, the
+  source (random draws) and the STFT/iSTFT stay in torch.
 
-Manifest format ``a2llm-speech-engines/1``; each artifact lists its inputs/outputs, sha256 and the parity measured
-against PyTorch on fresh random inputs of other sizes than the export example. The TensorRT path is not written.
+Manifest format ``a2llm-speech-engines/2``; each artifact lists its inputs/outputs, sha256 and the parity measured
+against PyTorch on fresh random inputs of other sizes than the export example (ragged rows included). TensorRT
+engines are built from these graphs by ``python -m export.speech_trt`` (:mod:`export.speech_trt`).
 """
 
 from __future__ import annotations
@@ -36,10 +40,10 @@ from export.manifest import artifact_entry
 from export.onnx_export import set_metadata, versions
 
 OPSET = 18
-FORMAT = "a2llm-speech-engines/1"
-EST_INPUTS = ("x", "mu", "t", "spks", "cond", "cnn_cache", "att_cache")
+FORMAT = "a2llm-speech-engines/2"
+EST_INPUTS = ("x", "mu", "t", "spks", "cond", "cnn_cache", "att_cache", "lengths", "cache_lengths")
 EST_OUTPUTS = ("velocity", "cnn_cache_out", "att_cache_out")
-HIFT_INPUTS = ("mel", "source_stft")
+HIFT_INPUTS = ("mel", "source_stft", "lengths")
 HIFT_OUTPUTS = ("magnitude", "phase")
 
 
@@ -48,8 +52,8 @@ class EstimatorStepGraph(nn.Module):
         super().__init__()
         self.estimator = model.flow.decoder.estimator
 
-    def forward(self, x, mu, t, spks, cond, cnn_cache, att_cache):
-        return self.estimator.forward_chunk(x, mu, t, spks, cond, cnn_cache, att_cache)
+    def forward(self, x, mu, t, spks, cond, cnn_cache, att_cache, lengths, cache_lengths):
+        return self.estimator.forward_chunk(x, mu, t, spks, cond, cnn_cache, att_cache, lengths, cache_lengths)
 
 
 class HiFTDecoderGraph(nn.Module):
@@ -59,8 +63,16 @@ class HiFTDecoderGraph(nn.Module):
         super().__init__()
         self.h = model.hift
 
-    def forward(self, mel: torch.Tensor, source_stft: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.h.generate(mel, source_stft)
+    def forward(self, mel: torch.Tensor, source_stft: torch.Tensor,
+                lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.h.generate(mel, source_stft, lengths)
+
+
+def _ragged(rows: int, full: int) -> torch.Tensor:
+    """[rows] int64 lengths in 1..full, the first one full (sessions of different lengths in one batch)."""
+    n = torch.randint(1, full + 1, (rows,))
+    n[0] = full
+    return n
 
 
 def estimator_example(model: Token2Wav, rows: int = 4, t: int = 6, tc: int = 5) -> tuple[torch.Tensor, ...]:
@@ -68,13 +80,13 @@ def estimator_example(model: Token2Wav, rows: int = 4, t: int = 6, tc: int = 5) 
     return (torch.randn(rows, c.output_size, t), torch.randn(rows, c.output_size, t), torch.rand(rows),
             torch.randn(rows, c.output_size), torch.randn(rows, c.output_size, t),
             torch.randn(c.dit_depth, rows, 2 * c.dit_hidden, 2),
-            torch.randn(c.dit_depth, rows, c.dit_heads, tc, 2 * c.dit_head_dim))
+            torch.randn(c.dit_depth, rows, c.dit_heads, tc, 2 * c.dit_head_dim), _ragged(rows, t), _ragged(rows, tc))
 
 
 def hift_example(model: Token2Wav, b: int = 2, t: int = 5) -> tuple[torch.Tensor, ...]:
     h = model.hift
     frames = t * h.upsample_scale // h.hop + 1
-    return torch.randn(b, h.cfg.in_channels, t), torch.randn(b, h.n_fft + 2, frames)
+    return torch.randn(b, h.cfg.in_channels, t), torch.randn(b, h.n_fft + 2, frames), _ragged(b, t)
 
 
 def _export(module: nn.Module, args: tuple, path: Path, names_in: tuple, names_out: tuple, dyn: dict) -> None:
@@ -114,7 +126,8 @@ def export_speech(model: Token2Wav, out: str | Path, rel_tol: float = 1e-3) -> d
     tc = torch.export.Dim("tc", min=1, max=30000)
     est = EstimatorStepGraph(model).eval()
     dyn = {"x": {0: batch, 2: t}, "mu": {0: batch, 2: t}, "t": {0: batch}, "spks": {0: batch},
-           "cond": {0: batch, 2: t}, "cnn_cache": {1: batch}, "att_cache": {1: batch, 3: tc}}
+           "cond": {0: batch, 2: t}, "cnn_cache": {1: batch}, "att_cache": {1: batch, 3: tc},
+           "lengths": {0: batch}, "cache_lengths": {0: batch}}
     _export(est, estimator_example(model), out / "estimator_step.onnx", EST_INPUTS, EST_OUTPUTS, dyn)
     set_metadata(out / "estimator_step.onnx", {"graph": "estimator_step", **meta})
     hift = HiFTDecoderGraph(model).eval()
@@ -122,7 +135,7 @@ def export_speech(model: Token2Wav, out: str | Path, rel_tol: float = 1e-3) -> d
     ht = torch.export.Dim("frames", min=2, max=30000)
     hf = ht * (model.hift.upsample_scale // model.hift.hop) + 1  # the source STFT has 120 frames per mel frame + 1
     _export(hift, hift_example(model), out / "hift_decoder.onnx", HIFT_INPUTS, HIFT_OUTPUTS,
-            {"mel": {0: hb, 2: ht}, "source_stft": {0: hb, 2: hf}})
+            {"mel": {0: hb, 2: ht}, "source_stft": {0: hb, 2: hf}, "lengths": {0: hb}})
     set_metadata(out / "hift_decoder.onnx", {"graph": "hift_decoder", **meta})
     est_par = _parity(out / "estimator_step.onnx", est, [estimator_example(model, 2, 9, 3),
                                                          estimator_example(model, 6, 50, 124)], EST_INPUTS, rel_tol)
@@ -131,7 +144,7 @@ def export_speech(model: Token2Wav, out: str | Path, rel_tol: float = 1e-3) -> d
     manifest = {"format": FORMAT, **meta, "artifacts": {
         "estimator_onnx": artifact_entry(out, "estimator_step.onnx", "onnx", graph="estimator_step", parity=est_par),
         "hift_onnx": artifact_entry(out, "hift_decoder.onnx", "onnx", graph="hift_decoder", parity=hift_par)},
-        "trt": {"built": False, "reason": "TensorRT path for the speech graphs not written"}}
+        "trt": {"built": False, "reason": "not built by the ONNX export (python -m export.speech_trt)"}}
     atomic_write_json(out / "manifest.json", manifest)
     return manifest
 

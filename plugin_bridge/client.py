@@ -16,15 +16,14 @@ import argparse
 import itertools
 import sys
 import time
-import wave
 from collections import deque
 from dataclasses import dataclass, field
-from math import gcd
 from pathlib import Path
 
 import numpy as np
 import zmq
 
+from a2llm_rt.audio import INPUT_SAMPLE_RATE, read_wav, write_wav
 from a2llm_rt.errors import InputError
 from a2llm_rt.utils.fileio import atomic_write, atomic_write_json
 from plugin_bridge import protocol as P
@@ -485,54 +484,6 @@ def _assemble_2d(parts: list[tuple[int, np.ndarray]]) -> np.ndarray:
 
 
 # --- files ---------------------------------------------------------------------------------------------------------
-def read_wav(path: str | Path, target_rate: int = 16000) -> np.ndarray:
-    """``[n]`` float32 mono at ``target_rate`` from a PCM wav (8/16/24/32-bit; channels averaged)."""
-    path = Path(path)
-    try:
-        with wave.open(str(path), "rb") as w:
-            rate, ch, width, n = w.getframerate(), w.getnchannels(), w.getsampwidth(), w.getnframes()
-            raw = w.readframes(n)
-    except FileNotFoundError:
-        raise InputError("file not found", path) from None
-    except (wave.Error, EOFError) as e:
-        hint = "float wavs: convert with `sox in.wav -b 16 out.wav`"
-        raise InputError(f"not a PCM wav file ({e}); {hint}", path) from None
-    if width == 1:
-        a = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128.0) / 128.0
-    elif width == 2:
-        a = np.frombuffer(raw, "<i2").astype(np.float32) / 32768.0
-    elif width == 3:
-        b = np.frombuffer(raw, np.uint8).reshape(-1, 3)
-        lo, mid = b[:, 0].astype(np.int32), b[:, 1].astype(np.int32)
-        i32 = lo | (mid << 8) | (b[:, 2].astype(np.int8).astype(np.int32) << 16)  # sign from the high byte
-        a = i32.astype(np.float32) / 8388608.0
-    elif width == 4:
-        a = np.frombuffer(raw, "<i4").astype(np.float32) / 2147483648.0
-    else:
-        raise InputError(f"unsupported sample width {width} bytes", path)
-    if a.size % ch:
-        raise InputError("truncated wav data", path)
-    a = a.reshape(-1, ch).mean(axis=1)
-    if a.size == 0:
-        raise InputError("the wav file holds no audio", path)
-    if rate != target_rate:
-        from scipy.signal import resample_poly
-
-        g = gcd(rate, target_rate)
-        a = resample_poly(a, target_rate // g, rate // g)
-    return a.astype(np.float32)
-
-
-def write_wav(path: str | Path, audio: np.ndarray, rate: int) -> None:
-    """``audio`` ``[n]`` float32 -> 16-bit mono wav, atomically."""
-    pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).round().astype("<i2")
-    with atomic_write(path, "wb") as f, wave.open(f, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm.tobytes())
-
-
 def write_outputs(result: TurnResult, out: str | Path) -> list[Path]:
     """Write answer.wav, answer.txt, face files and latency.json into ``out``; returns the paths written."""
     from a2llm_rt.face.clip import MotionClip
@@ -563,7 +514,7 @@ def write_outputs(result: TurnResult, out: str | Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m plugin_bridge.client", description=__doc__.splitlines()[0])
     ap.add_argument("--server", default="tcp://127.0.0.1:5555")
-    ap.add_argument("--wav", required=True, type=Path, help="the spoken question (PCM wav, any rate)")
+    ap.add_argument("--wav", required=True, type=Path, help="the spoken question (any WAV: PCM or float, any rate)")
     ap.add_argument("--out", required=True, type=Path, help="output folder")
     ap.add_argument("--layouts", default=",".join(DEFAULT_LAYOUTS), help="face layouts to ask for")
     ap.add_argument("--curve-server-key", type=Path, help="the server's public certificate (server.key)")
@@ -571,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout-s", type=float, default=60.0)
     args = ap.parse_args(argv)
     try:
-        audio = read_wav(args.wav, 16000)
+        audio, _ = read_wav(args.wav, sample_rate=INPUT_SAMPLE_RATE)
         server_key = client_keys = None
         if args.curve_server_key:
             from plugin_bridge.server import load_certificate
@@ -589,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         client.connect(timeout_s=args.timeout_s)
-        result = client.run_turn(audio, 16000, timeout_s=args.timeout_s)
+        result = client.run_turn(audio, INPUT_SAMPLE_RATE, timeout_s=args.timeout_s)
     except BridgeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

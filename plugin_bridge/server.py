@@ -39,11 +39,11 @@ import numpy as np
 import scipy.signal  # noqa: F401  at start-up: the first import (~0.75 s) must not land on a turn
 import zmq
 
+from a2llm_rt.audio import INPUT_SAMPLE_RATE, resample
 from a2llm_rt.config import Config
 from a2llm_rt.errors import InputError
 from a2llm_rt.face.idle import idle_to_layout
 from a2llm_rt.face.layouts import get_layout
-from a2llm_rt.models.prompt import resample_to_16k
 from plugin_bridge import character as C
 from plugin_bridge import event_source as ev
 from plugin_bridge import protocol as P
@@ -151,7 +151,7 @@ def load_certificate(path: str | Path) -> tuple[bytes, bytes | None]:
 def _to_16k(pcm: np.ndarray, rate: int) -> np.ndarray:
     """``[n]`` int16 at ``rate`` (one of :data:`~plugin_bridge.protocol.USER_AUDIO_RATES`) -> ``[m]`` float32 at
     16 kHz (polyphase resampling). Runs on a turn worker, never on the main loop."""
-    return resample_to_16k(pcm.astype(np.float32) / 32768.0, rate)
+    return resample(pcm.astype(np.float32) / 32768.0, rate, INPUT_SAMPLE_RATE)
 
 
 def _escape(text: str, limit: int = 200) -> str:

@@ -53,15 +53,6 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def all_reduce_mean(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    """Mean of ``t`` over ranks (returns a new tensor; ``t`` itself when single-process)."""
-    if not info.distributed:
-        return t
-    t = t.detach().clone()
-    dist.all_reduce(t)
-    return t / info.world
-
-
 def cleanup(info: DistInfo) -> None:
     if info.distributed and dist.is_initialized():
         dist.destroy_process_group()

@@ -37,11 +37,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from a2llm_rt.engine.sampling import sample_codes
 from a2llm_rt.errors import InputError
 from a2llm_rt.face.layouts import ARKIT_INDEX
 from a2llm_rt.face.motion_metrics import compute_metrics, reference_free_ufd
 from a2llm_rt.face.regions import FaceRegions
-from a2llm_rt.models.connector import sample_codes
+from a2llm_rt.utils.cli import cli_main
 from a2llm_rt.utils.fileio import atomic_write_json
 from training.data.builders import collate
 from training.train_a2llm import A2LLMRecipe, load_built, load_stage_model, make_builder
@@ -80,9 +81,9 @@ def load_mesh(mesh_dir: str | None):
 
 
 def metric_mesh_for(layout: str, mesh_dir: str | None = None, flame: str | None = None):
-    """The :class:`~a2llm_rt.face.metrics.MetricMesh` of a motion layout: FLAME (``flame``), the ARKit mesh
+    """The :class:`~a2llm_rt.face_tools.metrics.MetricMesh` of a motion layout: FLAME (``flame``), the ARKit mesh
     (``mesh_dir``) or, for ARKit motion without a mesh, the proxy mesh."""
-    from a2llm_rt.face.metrics import MetricMesh, metric_mesh
+    from a2llm_rt.face_tools.metrics import MetricMesh, metric_mesh
 
     if layout == "flame58":
         return metric_mesh("flame", flame=flame)
@@ -327,6 +328,7 @@ def print_teacher_forced(res: dict) -> None:
           f"Correlation {c['temporal_corr']:.3f}")  # fmt: skip
 
 
+@cli_main
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.eval_a2llm", description=__doc__.splitlines()[0])
     ap.add_argument("--config", type=Path, required=True)
@@ -351,36 +353,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
-    try:
-        recipe = A2LLMRecipe.from_file(args.config)
-        if args.out:
-            import dataclasses
+    recipe = A2LLMRecipe.from_file(args.config)
+    if args.out:
+        import dataclasses
 
-            recipe = dataclasses.replace(recipe, out=args.out)
-        data = args.data or recipe.val_data
-        if not data:
-            raise InputError("no --data and no val_data in the recipe", args.config)
-        res: dict = {}
-        if args.protocol in ("free", "both"):
-            from a2llm_rt.engine.engine import EngineConfig
-            from training.pseudo_oracle import load_oracle
+        recipe = dataclasses.replace(recipe, out=args.out)
+    data = args.data or recipe.val_data
+    if not data:
+        raise InputError("no --data and no val_data in the recipe", args.config)
+    res: dict = {}
+    if args.protocol in ("free", "both"):
+        from a2llm_rt.engine.engine import EngineConfig
+        from training.pseudo_oracle import load_oracle
 
-            oracle = load_oracle(args.oracle, args.oracle_name) if args.oracle else None
-            lo, hi = args.min_seconds, args.max_seconds
-            if not (math.isfinite(lo) and math.isfinite(hi) and hi > 0 and 0 <= lo <= hi):
-                raise InputError(f"need 0 <= --min-seconds ({lo}) <= --max-seconds ({hi}) and --max-seconds > 0")
-            res["free_generation"] = evaluate_free(
-                recipe, args.stage, data, oracle=oracle, gen_dir=args.gen_dir, mesh_dir=args.mesh, flame=args.flame,
-                limit=args.limit, vocoder=args.vocoder, prompt_wav=args.prompt_wav, progress=True,
-                engine_config=EngineConfig(max_sessions=1, max_seconds=args.max_seconds, min_seconds=args.min_seconds),
-            )  # fmt: skip
-            print_free(res["free_generation"])
-        if args.protocol in ("teacher-forced", "both"):
-            res["teacher_forced_diagnostic"] = evaluate_teacher_forced(recipe, args.stage, data, args.mesh, args.limit)
-            print_teacher_forced(res["teacher_forced_diagnostic"])
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        oracle = load_oracle(args.oracle, args.oracle_name) if args.oracle else None
+        lo, hi = args.min_seconds, args.max_seconds
+        if not (math.isfinite(lo) and math.isfinite(hi) and hi > 0 and 0 <= lo <= hi):
+            raise InputError(f"need 0 <= --min-seconds ({lo}) <= --max-seconds ({hi}) and --max-seconds > 0")
+        res["free_generation"] = evaluate_free(
+            recipe, args.stage, data, oracle=oracle, gen_dir=args.gen_dir, mesh_dir=args.mesh, flame=args.flame,
+            limit=args.limit, vocoder=args.vocoder, prompt_wav=args.prompt_wav, progress=True,
+            engine_config=EngineConfig(max_sessions=1, max_seconds=args.max_seconds, min_seconds=args.min_seconds),
+        )  # fmt: skip
+        print_free(res["free_generation"])
+    if args.protocol in ("teacher-forced", "both"):
+        res["teacher_forced_diagnostic"] = evaluate_teacher_forced(recipe, args.stage, data, args.mesh, args.limit)
+        print_teacher_forced(res["teacher_forced_diagnostic"])
     if args.json:
         atomic_write_json(args.json, res)
     return 0

@@ -27,6 +27,7 @@ from a2llm_rt.face.layouts import FLAME58, get_layout
 from a2llm_rt.face.resample import resample
 from a2llm_rt.models.motion_tokenizer import MotionTokenizer
 from a2llm_rt.quantization.base import code_histogram
+from a2llm_rt.utils.cli import cli_main
 from a2llm_rt.utils.fileio import atomic_write_json
 from training.motion_data import expand_paths, split_tail
 from training.train_tokenizer import load_tokenizer
@@ -152,7 +153,7 @@ def evaluate(
         "vertex_metrics": vertex_metrics(model, recs, face_model) if face_model else None,
     }
     if plot is not None:
-        from a2llm_rt.face.plot import plot_curves
+        from a2llm_rt.face_tools.plot import plot_curves
 
         r = recs[0]
         fps = model.cfg.fps
@@ -196,24 +197,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli_main
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     plot = args.plot
     if plot is None and args.json is not None:
         plot = str(Path(args.json).with_suffix(".png"))
-    try:
-        rep = evaluate(
-            args.ckpt,
-            args.data,
-            holdout=args.holdout,
-            face_model=args.face_model,
-            plot=plot,
-            worst=args.worst,
-            device=args.device,
-        )
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    rep = evaluate(
+        args.ckpt,
+        args.data,
+        holdout=args.holdout,
+        face_model=args.face_model,
+        plot=plot,
+        worst=args.worst,
+        device=args.device,
+    )
     print(format_report(rep))
     if args.json:
         atomic_write_json(args.json, rep)

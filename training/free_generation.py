@@ -10,12 +10,12 @@ recipe's motion tokenizer and a vocoder), so text, speech and face are the model
 from __future__ import annotations
 
 import dataclasses
-import wave
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from a2llm_rt.audio import write_wav
 from a2llm_rt.errors import InputError
 from a2llm_rt.face.clip import MotionClip
 from a2llm_rt.utils.fileio import atomic_write
@@ -129,16 +129,6 @@ def generate_answers(
             )
         )
     return answers, notes
-
-
-def write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
-    """16-bit PCM mono wav, written atomically."""
-    pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2")
-    with atomic_write(path, "wb") as f, wave.open(f, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(int(sample_rate))
-        w.writeframes(pcm.tobytes())
 
 
 def write_answers(answers: list[GeneratedAnswer], folder: str | Path) -> Path:

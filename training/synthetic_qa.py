@@ -32,6 +32,7 @@ from a2llm_rt.face.clip import MotionClip
 from a2llm_rt.face.io import save_clip
 from a2llm_rt.face.layouts import ARKIT_INDEX
 from a2llm_rt.models.tokenizer import TINY_CORPUS
+from a2llm_rt.utils.cli import cli_main
 from training.data.format import FlameQASample, ShardWriter
 
 LAG = 2
@@ -169,6 +170,7 @@ def build(
     return {"train": n_train, "val": n_val, "affective": n_affective, "tokenizer_jaw_mae": float(np.mean(err))}
 
 
+@cli_main
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.synthetic_qa", description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)

@@ -5,8 +5,9 @@ Connector reading the tapped hidden states at the answer's audio positions. Loss
 the next-token cross-entropy over the assistant's tokens, ``L_motion`` the sum over the N_q RVQ levels of the motion
 token cross-entropy (:func:`~a2llm_rt.models.connector.connector_loss`).
 
-Stages (the paper's curriculum), each writing ``OUT/stage{N}/`` (``lora/`` through peft, ``connector.safetensors`` +
-``connector.json``, ``optimizer.safetensors``, ``trainer_state.json``):
+Stages (the paper's curriculum), each writing ``OUT/stage{N}/`` (``lora/`` through peft, ``connector/`` as a module
+folder: ``config.json`` + ``model.safetensors``; ``optimizer.safetensors``, ``trainer_state.json``; stage folders of
+earlier versions, with ``connector.json`` + ``connector.safetensors``, still load):
 
 1. connector pre-training: fresh LoRA + fresh connector, differential learning rates (LoRA 1e-4, connector 1e-5 by
    default);
@@ -29,7 +30,6 @@ import argparse
 import contextlib
 import dataclasses
 import json
-import math
 import sys
 import time
 from collections.abc import Sequence
@@ -38,8 +38,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 from torch import nn
 
 from a2llm_rt.config import Config
@@ -48,8 +46,11 @@ from a2llm_rt.models.backbone import PRESETS, StepAudio2Backbone
 from a2llm_rt.models.checkpoint import from_pretrained_dir, save_pretrained_dir
 from a2llm_rt.models.connector import ConnectorConfig, MotionConnector, connector_loss
 from a2llm_rt.models.lora import LoraSettings, apply_lora, load_lora, lora_parameters, reset_lora, save_lora
-from a2llm_rt.utils.fileio import atomic_directory, atomic_write, atomic_write_json
+from a2llm_rt.utils.cli import cli_main
+from a2llm_rt.utils.fileio import atomic_directory, atomic_write_json
+from a2llm_rt.utils.module_folder import load_module, save_module
 from training import ddp
+from training.checkpoints import load_optimizer, save_optimizer, warmup_cosine
 from training.data.audio_tokenizers import load_audio_tokenizer
 from training.data.builders import IGNORE, Batch, BuiltSample, SequenceBuilder, collate
 from training.data.format import read_samples
@@ -261,30 +262,16 @@ def load_built(path: str | Path, builder: SequenceBuilder, stage: StageConfig | 
 # ---- checkpoints -----------------------------------------------------------------------------------------------------
 
 
-def _write(path: Path, data: bytes) -> None:
-    with atomic_write(path, "wb") as f:
-        f.write(data)
-
-
 def save_stage(
     directory: Path, model: A2LLM, opt: torch.optim.Optimizer | None, step: int, done: bool, metrics: dict
 ) -> None:
     """Write a stage checkpoint into a temporary folder, then swap it in (never half-written)."""
     with atomic_directory(directory) as tmp:
         save_lora(model.peft[0], tmp / "lora")
-        state = {k: v.detach().cpu().contiguous() for k, v in model.connector.state_dict().items()}
-        _write(tmp / "connector.safetensors", st_save(state))
-        model.connector.cfg.to_file(tmp / "connector.json")
+        save_module(tmp / "connector", model.connector)
         meta = {"step": step, "done": done, "metrics": metrics}
         if opt is not None:
-            osd = opt.state_dict()
-            tensors = {
-                f"{i}.{k}": torch.as_tensor(v).detach().cpu().contiguous()
-                for i, s in osd["state"].items()
-                for k, v in s.items()
-            }
-            _write(tmp / "optimizer.safetensors", st_save(tensors))
-            meta["param_groups"] = osd["param_groups"]
+            meta["param_groups"] = save_optimizer(tmp, opt)
         atomic_write_json(tmp / "trainer_state.json", meta)
 
 
@@ -299,12 +286,13 @@ def read_stage_state(directory: Path) -> dict | None:
 
 
 def load_connector(directory: Path, d_llm: int | None = None) -> MotionConnector:
-    cfg = ConnectorConfig.from_file(directory / "connector.json")
-    if d_llm is not None and cfg.d_llm != d_llm:
-        raise InputError(f"connector expects d_llm {cfg.d_llm}, backbone has {d_llm}", directory)
-    conn = MotionConnector(cfg)
-    conn.load_state_dict(st_load((directory / "connector.safetensors").read_bytes()))
-    return conn
+    """The connector of a stage folder: ``connector/`` (a module folder), or the ``connector.json`` +
+    ``connector.safetensors`` that stage folders of earlier versions held."""
+    folder = directory / "connector" if (directory / "connector").is_dir() else directory
+    conn = load_module(folder, ConnectorConfig, MotionConnector, "connector")
+    if d_llm is not None and conn.cfg.d_llm != d_llm:
+        raise InputError(f"connector expects d_llm {conn.cfg.d_llm}, backbone has {d_llm}", directory)
+    return conn.train()
 
 
 def load_stage_model(recipe: A2LLMRecipe, out: Path, stage: int, trainable: bool = False) -> tuple[A2LLM, object]:
@@ -317,24 +305,7 @@ def load_stage_model(recipe: A2LLMRecipe, out: Path, stage: int, trainable: bool
     return A2LLM(backbone, peft_model, load_connector(ck, backbone.cfg.hidden_size)), tok
 
 
-def _load_optimizer(ck: Path, opt: torch.optim.Optimizer, meta: dict) -> None:
-    tensors = st_load((ck / "optimizer.safetensors").read_bytes())
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, v in tensors.items():
-        idx, name = key.split(".", 1)
-        state.setdefault(int(idx), {})[name] = v
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-
-
 # ---- training --------------------------------------------------------------------------------------------------------
-
-
-def lr_scale(step: int, sc: StageConfig) -> float:
-    """Linear warm-up, then cosine decay to 10%."""
-    if step < sc.warmup_steps:
-        return (step + 1) / sc.warmup_steps
-    t = (step - sc.warmup_steps) / max(1, sc.steps - sc.warmup_steps)
-    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
 def build_stage_model(recipe: A2LLMRecipe, out: Path, stage: int, info: ddp.DistInfo) -> tuple[A2LLM, object]:
@@ -404,9 +375,11 @@ def train_stage(recipe: A2LLMRecipe, stage: int, device: str = "auto", progress:
         weight_decay=sc.weight_decay,
     )
     if meta is not None and (ck / "optimizer.safetensors").is_file():
-        _load_optimizer(ck, opt, meta)
+        load_optimizer(ck, opt, meta["param_groups"])
         if info.is_main:
             print(f"resuming stage {stage} at step {start}", file=sys.stderr)
+    # linear warm-up, then cosine decay to 10 % of each group's base rate
+    sched = warmup_cosine(opt, sc.warmup_steps, sc.steps, 0.1, [sc.lr_lora, sc.lr_connector], start)
     net: nn.Module = model
     if info.distributed:
         net = nn.parallel.DistributedDataParallel(model)  # the connector always joins the graph (see A2LLM)
@@ -420,8 +393,6 @@ def train_stage(recipe: A2LLMRecipe, stage: int, device: str = "auto", progress:
     for step in range(start, sc.steps):
         rng = np.random.default_rng([recipe.seed, stage, step])
         order = rng.permutation(len(data))
-        for g in opt.param_groups:
-            g["lr"] = g["base_lr"] * lr_scale(step, sc)
         opt.zero_grad(set_to_none=True)
         logs: dict[str, float] = {}
         for micro in range(sc.grad_accum):
@@ -438,6 +409,7 @@ def train_stage(recipe: A2LLMRecipe, stage: int, device: str = "auto", progress:
         if sc.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], sc.grad_clip)
         opt.step()
+        sched.step()
         for k, v in logs.items():
             ema[k] = v if k not in ema else 0.9 * ema[k] + 0.1 * v
         done = step + 1
@@ -479,6 +451,7 @@ def evaluate_losses(model: A2LLM, recipe: A2LLMRecipe, builder: SequenceBuilder,
     return {f"val_{k}": v / len(data) for k, v in tot.items()}
 
 
+@cli_main
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.train_a2llm", description=__doc__.splitlines()[0])
     ap.add_argument("--stage", type=int, required=True, choices=(1, 2, 3))
@@ -490,25 +463,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
+    recipe = A2LLMRecipe.from_file(args.config)
+    over = {k: v for k, v in (("out", args.out), ("val_data", args.val_data)) if v is not None}
+    stage_over: dict = {}
+    if args.steps is not None:
+        stage_over["steps"] = args.steps
+    if args.train_data is not None:  # this stage's dataset (stage 3: its affective set)
+        stage_over["train_data"] = args.train_data
+    if stage_over:
+        over[f"stage{args.stage}"] = dataclasses.replace(recipe.stage(args.stage), **stage_over)
     try:
-        recipe = A2LLMRecipe.from_file(args.config)
-        over = {k: v for k, v in (("out", args.out), ("val_data", args.val_data)) if v is not None}
-        stage_over: dict = {}
-        if args.steps is not None:
-            stage_over["steps"] = args.steps
-        if args.train_data is not None:  # this stage's dataset (stage 3: its affective set)
-            stage_over["train_data"] = args.train_data
-        if stage_over:
-            over[f"stage{args.stage}"] = dataclasses.replace(recipe.stage(args.stage), **stage_over)
-        try:
-            recipe = dataclasses.replace(recipe, **over)
-        except ValueError as e:
-            raise InputError(str(e), args.config) from None
-        recipe.stage_data(args.stage)  # InputError when the stage has no dataset
-        train_stage(recipe, args.stage, args.device, progress=not args.no_progress)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        recipe = dataclasses.replace(recipe, **over)
+    except ValueError as e:
+        raise InputError(str(e), args.config) from None
+    recipe.stage_data(args.stage)  # InputError when the stage has no dataset
+    train_stage(recipe, args.stage, args.device, progress=not args.no_progress)
     return 0
 
 

@@ -18,7 +18,6 @@ import argparse
 import dataclasses
 import json
 import math
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -27,16 +26,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 from tqdm import tqdm
 
 from a2llm_rt.config import Config
 from a2llm_rt.errors import InputError
 from a2llm_rt.models.motion_losses import MotionLoss, MotionLossConfig, build_face_model
 from a2llm_rt.models.motion_tokenizer import MotionTokenizer, MotionTokenizerConfig
-from a2llm_rt.utils.fileio import atomic_directory, atomic_write, atomic_write_json
+from a2llm_rt.utils import module_folder
+from a2llm_rt.utils.cli import cli_main
+from a2llm_rt.utils.fileio import atomic_directory, atomic_write_json
+from a2llm_rt.utils.module_folder import load_module, save_module, write_latest
 from training import ddp
+from training.checkpoints import load_optimizer, rotate, save_optimizer, warmup_cosine
 from training.motion_data import MotionDataConfig, MotionDataset
 
 
@@ -111,78 +112,33 @@ def steps_for_epochs(tc: TrainConfig, num_frames: int, window: int, world: int =
     return max(1, math.ceil(tc.epochs * windows / (tc.batch_size * world)))
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate of optimizer step ``step`` (0-based): linear warm-up, then cosine to ``lr * min_lr_ratio``."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
-
-
 # --- checkpoints --------------------------------------------------------------------------------------------------
-def _write_bytes(path: Path, data: bytes) -> None:
-    with atomic_write(path, "wb") as f:
-        f.write(data)
-
-
 def save_checkpoint(
     out: Path, step: int, model: MotionTokenizer, opt: torch.optim.Optimizer, recipe: TokenizerRecipe, extra: dict
 ) -> Path:
-    """Write ``out/checkpoints/step-N`` (temp folder + rename) and point ``out/latest.json`` at it."""
+    """Write ``out/checkpoints/step-N`` (temp folder + rename), point ``out/latest.json`` at it and keep the last
+    ``keep_checkpoints``."""
     ck_root = out / "checkpoints"
     final = ck_root / f"step-{step:08d}"
     with atomic_directory(final) as tmp:
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        _write_bytes(tmp / "model.safetensors", st_save(state))
-        model.cfg.to_file(tmp / "config.json")
+        save_module(tmp, model)
         recipe.to_file(tmp / "recipe.json")
-        osd = opt.state_dict()
-        tensors = {}
-        for idx, st in osd["state"].items():
-            for k, v in st.items():
-                tensors[f"{idx}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
-        _write_bytes(tmp / "optimizer.safetensors", st_save(tensors))
-        atomic_write_json(tmp / "trainer_state.json", {"step": step, "param_groups": osd["param_groups"], **extra})
-    atomic_write_json(out / "latest.json", {"step": step, "path": str(final.relative_to(out))})
-    for old in sorted(ck_root.glob("step-*"))[: -recipe.train.keep_checkpoints]:
-        shutil.rmtree(old, ignore_errors=True)
+        groups = save_optimizer(tmp, opt)
+        atomic_write_json(tmp / "trainer_state.json", {"step": step, "param_groups": groups, **extra})
+    write_latest(out, final, step)
+    rotate(ck_root, recipe.train.keep_checkpoints)
     return final
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint folder: ``path`` when it holds ``model.safetensors``, else the one its ``latest.json`` names."""
-    path = Path(path)
-    if (path / "model.safetensors").is_file():
-        return path
-    latest = path / "latest.json"
-    if latest.is_file():
-        try:
-            ck = path / json.loads(latest.read_text())["path"]
-        except (ValueError, KeyError) as e:
-            raise InputError(f"malformed latest.json: {e}", latest) from None
-        if (ck / "model.safetensors").is_file():
-            return ck
-        raise InputError("latest.json names a checkpoint that does not exist", latest)
-    raise InputError("not a tokenizer checkpoint (no model.safetensors, no latest.json)", path)
+    return module_folder.resolve_checkpoint(path, "tokenizer checkpoint")
 
 
 def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> MotionTokenizer:
     """The tokenizer of a checkpoint folder (or a training output folder), in eval mode."""
     ck = resolve_checkpoint(path)
-    cfg = MotionTokenizerConfig.from_file(ck / "config.json")
-    model = MotionTokenizer(cfg)
-    model.load_state_dict(st_load((ck / "model.safetensors").read_bytes()))
-    return model.to(device).eval()
-
-
-def _load_optimizer(ck: Path, opt: torch.optim.Optimizer) -> None:
-    tensors = st_load((ck / "optimizer.safetensors").read_bytes())
-    meta = json.loads((ck / "trainer_state.json").read_text())
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, v in tensors.items():
-        idx, name = key.split(".", 1)
-        state.setdefault(int(idx), {})[name] = v
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    return load_module(ck, MotionTokenizerConfig, MotionTokenizer, "motion tokenizer", device)
 
 
 # --- training -----------------------------------------------------------------------------------------------------
@@ -252,13 +208,15 @@ def train(
     start = 0
     if (out / "latest.json").is_file():
         ck = resolve_checkpoint(out)
-        model.load_state_dict(st_load((ck / "model.safetensors").read_bytes()))
-        _load_optimizer(ck, opt)
-        start = int(json.loads((ck / "trainer_state.json").read_text())["step"])
+        model.load_state_dict(load_tokenizer(ck).state_dict())
+        meta = json.loads((ck / "trainer_state.json").read_text())
+        load_optimizer(ck, opt, meta["param_groups"])
+        start = int(meta["step"])
         if info.is_main:
             print(f"resuming from {ck} (step {start})", file=sys.stderr)
     elif info.is_main:
         out.mkdir(parents=True, exist_ok=True)
+    sched = warmup_cosine(opt, tc.warmup_steps, tc.steps, tc.min_lr_ratio, [tc.lr] * len(opt.param_groups), start)
     net: torch.nn.Module = model
     if info.distributed:
         # Codebook buffers are kept identical by the quantizer's own all-reduce/broadcast, so no buffer broadcast.
@@ -272,8 +230,6 @@ def train(
         torch.manual_seed(tc.seed * 1_000_003 + step * 101 + info.rank)
         rng = np.random.default_rng([tc.seed, step, info.rank])
         batch = torch.as_tensor(train_ds.sample(tc.batch_size, rng), device=info.device)
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, tc)
         res = net(batch)
         terms = loss_fn(res.recon, batch, res.quant.commit_loss)
         opt.zero_grad(set_to_none=True)
@@ -281,6 +237,7 @@ def train(
         if tc.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
         opt.step()
+        sched.step()
         done = step + 1
         if info.is_main:
             bar.update(1)
@@ -342,32 +299,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli_main
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        recipe = TokenizerRecipe.from_file(args.config)
-        if args.steps is not None or args.threads is not None or args.face_model is not None:
-            d = recipe.to_dict()
-            if args.face_model is not None:
-                d["face_model"] = str(Path(args.face_model).resolve())
-            if args.steps is not None:
-                d["train"]["steps"] = args.steps
-                d["train"]["epochs"] = None  # an explicit step count wins over the recipe's epochs
-            if args.threads is not None:
-                d["train"]["num_threads"] = args.threads
-            recipe = TokenizerRecipe.from_dict(d, source=args.config)
-        train(
-            recipe,
-            args.data,
-            Path(args.out),
-            device=args.device,
-            recipe_dir=Path(args.config).resolve().parent,
-            step_delay=args.step_delay,
-            progress=not args.no_progress,
-        )
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    recipe = TokenizerRecipe.from_file(args.config)
+    if args.steps is not None or args.threads is not None or args.face_model is not None:
+        d = recipe.to_dict()
+        if args.face_model is not None:
+            d["face_model"] = str(Path(args.face_model).resolve())
+        if args.steps is not None:
+            d["train"]["steps"] = args.steps
+            d["train"]["epochs"] = None  # an explicit step count wins over the recipe's epochs
+        if args.threads is not None:
+            d["train"]["num_threads"] = args.threads
+        recipe = TokenizerRecipe.from_dict(d, source=args.config)
+    train(
+        recipe,
+        args.data,
+        Path(args.out),
+        device=args.device,
+        recipe_dir=Path(args.config).resolve().parent,
+        step_delay=args.step_delay,
+        progress=not args.no_progress,
+    )
     return 0
 
 

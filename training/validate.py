@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from a2llm_rt.errors import InputError
+from a2llm_rt.utils.cli import cli_main
 from a2llm_rt.utils.fileio import atomic_write_json
 from training.data.format import decode_sample, iter_shard_raw, read_index, sample_problems
 
@@ -204,6 +205,7 @@ def _print_dataset(rep: ValidationReport, max_print: int, prefix: str = "") -> N
     )
 
 
+@cli_main
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.validate", description=__doc__.splitlines()[0])
     ap.add_argument("dir", type=Path, nargs="?", help="FLAME-QA dataset directory (dataset.json + shard-*.tar)")
@@ -216,11 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if (args.dir is None) == (args.recipe is None):
         ap.error("give a dataset DIR or --recipe RECIPE.yaml (one of them)")
     if args.recipe is not None:
-        try:
-            rrep = validate_recipe(args.recipe, args.group, progress=not args.no_progress)
-        except InputError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+        rrep = validate_recipe(args.recipe, args.group, progress=not args.no_progress)
         for role, r in rrep.datasets.items():
             print(f"{role} ({rrep.folders[role]}):")
             _print_dataset(r, args.max_print, "  ")
@@ -232,11 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.json is not None:
             atomic_write_json(args.json, rrep.to_dict())
         return 0 if rrep.ok else 1
-    try:
-        rep = validate_dataset(args.dir, args.group or 5, progress=not args.no_progress)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    rep = validate_dataset(args.dir, args.group or 5, progress=not args.no_progress)
     _print_dataset(rep, args.max_print)
     if args.json is not None:
         atomic_write_json(args.json, rep.to_dict())

@@ -21,7 +21,10 @@ _EXPORTS = {
     "Error": "a2llm_rt.engine.events",
     "build_tiny_stack": "a2llm_rt.engine.builders",
     "load_stack": "a2llm_rt.engine.builders",
+    "tiny_motion_models": "a2llm_rt.engine.builders",
+    "MotionBackend": "a2llm_rt.engine.motion_backend",
     "MotionBackendConfig": "a2llm_rt.engine.motion_backend",
+    "DecodedFrames": "a2llm_rt.engine.motion_backend",
     "load_motion_backend": "a2llm_rt.engine.motion_backend",
 }
 

@@ -1,8 +1,10 @@
 """Build the model stack the engine runs: backbone + tokenizer + token layout, connector, motion tokenizer, vocoder.
 
 - :func:`build_tiny_stack` (``tiny``): every model built from configs in code with seeded random weights (the
-  test backbone, a tiny connector and motion tokenizer, the :class:`~a2llm_rt.engine.vocoder.ToneVocoder` test
-  vocoder). Runs on a CPU in seconds; the answers are noise, the plumbing is real.
+  test backbone, the tiny connector and motion tokenizer of :func:`tiny_motion_models`, the
+  :class:`~a2llm_rt.engine.vocoder.ToneVocoder` test vocoder). Runs on a CPU in seconds; the answers are noise, the
+  plumbing is real. :func:`tiny_motion_models` is the one builder of tiny motion weights (``python -m
+  export.build_engines --motion tiny`` uses it too, so exported and PyTorch tiny stacks hold the same weights).
 - :func:`load_stack` from directories:
 
   - backbone dir: a Step-Audio-2-format directory (``config.json``, safetensors, tokenizer files), loaded by
@@ -27,23 +29,20 @@ No file is unpickled and no code from a model directory runs.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 
 from a2llm_rt.engine.vocoder import ToneVocoder, Vocoder
 from a2llm_rt.errors import InputError
 from a2llm_rt.face.flame_to_arkit import ArkitMap
-from a2llm_rt.models.backbone import PRESETS, BackboneConfig, StepAudio2Backbone
+from a2llm_rt.models.backbone import TINY_BACKBONE, BackboneConfig, StepAudio2Backbone
 from a2llm_rt.models.checkpoint import from_pretrained_dir
 from a2llm_rt.models.connector import ConnectorConfig, MotionConnector
 from a2llm_rt.models.motion_tokenizer import MotionTokenizer, MotionTokenizerConfig
 from a2llm_rt.models.token_layout import TokenLayout
 from a2llm_rt.models.tokenizer import build_tiny_tokenizer
-from a2llm_rt.utils.fileio import atomic_write
+from a2llm_rt.utils.module_folder import load_module, save_module
 
 
 @dataclasses.dataclass
@@ -86,11 +85,7 @@ class Stack:
             raise InputError("model stack does not fit together: " + "; ".join(problems))
 
 
-TINY_BACKBONE = PRESETS["tiny"]
-
-TINY_BACKBONE = PRESETS["tiny"]
-
-#: Tiny motion models (test-sized, FLAME58 by default).
+#: Tiny motion models (test-sized, FLAME58 by default), built by :func:`tiny_motion_models` only.
 TINY_CONNECTOR = ConnectorConfig(
     d_llm=TINY_BACKBONE.hidden_size, d_model=32, n_layers=2, n_heads=4, dropout=0.0, group=5, window=10, n_q=6,
     codebook_size=64,
@@ -101,6 +96,30 @@ TINY_MOTION = MotionTokenizerConfig(
 )  # fmt: skip
 
 
+def tiny_motion_models(
+    seed: int = 0,
+    d_llm: int = TINY_BACKBONE.hidden_size,
+    window: int = TINY_CONNECTOR.window,
+    motion_layout: str = "flame58",
+) -> tuple[MotionConnector, MotionTokenizer]:
+    """THE tiny motion stack: a seeded random connector (sized to a backbone of width ``d_llm``) and motion
+    tokenizer, in eval mode on the CPU; the same arguments give the same weights (the global RNG is left untouched).
+
+    Every ``tiny`` motion stack comes from here: :func:`build_tiny_stack`, :func:`load_stack` with ``motion="tiny"``
+    and ``python -m export.build_engines --motion tiny``, so an engines folder exported from ``tiny`` runs the
+    weights the torch backend runs."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        connector = MotionConnector(dataclasses.replace(TINY_CONNECTOR, d_llm=d_llm, window=window))
+        motion = MotionTokenizer(dataclasses.replace(TINY_MOTION, layout=motion_layout))
+        d = motion.dim
+        std = torch.full((d,), 0.3)
+        if motion_layout == "flame58":
+            std[50:] = 0.05  # jaw, global pose and eyelids move less than the expression coefficients
+        motion.set_normalization(torch.zeros(d) if motion_layout == "flame58" else torch.full((d,), 0.2), std)
+    return connector.eval(), motion.eval()
+
+
 def build_tiny_stack(
     seed: int = 0,
     motion_layout: str = "flame58",
@@ -109,17 +128,11 @@ def build_tiny_stack(
     backbone_cfg: BackboneConfig = TINY_BACKBONE,
 ) -> Stack:
     """The whole stack at test size with seeded random weights (same seed -> same weights; the global RNG is left
-    untouched)."""
+    untouched). The motion models are :func:`tiny_motion_models` ``(seed, backbone width, window, motion_layout)``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         backbone = StepAudio2Backbone(backbone_cfg)
-        connector = MotionConnector(dataclasses.replace(TINY_CONNECTOR, d_llm=backbone_cfg.hidden_size, window=window))
-        motion = MotionTokenizer(dataclasses.replace(TINY_MOTION, layout=motion_layout))
-        d = motion.dim
-        std = torch.full((d,), 0.3)
-        if motion_layout == "flame58":
-            std[50:] = 0.05  # jaw, global pose and eyelids move less than the expression coefficients
-        motion.set_normalization(torch.zeros(d) if motion_layout == "flame58" else torch.full((d,), 0.2), std)
+    connector, motion = tiny_motion_models(seed, backbone_cfg.hidden_size, window, motion_layout)
     stack = Stack(
         backbone=backbone.to(device).eval(),
         tokenizer=build_tiny_tokenizer(backbone.layout),
@@ -132,38 +145,13 @@ def build_tiny_stack(
 
 
 # ---- directories --------------------------------------------------------------------------------------------------
-def _load_module(folder: Path, cfg_cls, model_cls, what: str, device):
-    if (folder / "latest.json").is_file() and not (folder / "model.safetensors").is_file():
-        try:
-            folder = folder / json.loads((folder / "latest.json").read_text())["path"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise InputError(f"malformed latest.json: {e}", folder / "latest.json") from None
-    for f in ("config.json", "model.safetensors"):
-        if not (folder / f).is_file():
-            raise InputError(f"{what}: missing {f}", folder)
-    cfg = cfg_cls.from_file(folder / "config.json")
-    model = model_cls(cfg)
-    try:
-        state = st_load((folder / "model.safetensors").read_bytes())
-    except Exception as e:
-        raise InputError(f"{what}: unreadable safetensors: {e}", folder / "model.safetensors") from None
-    want = model.state_dict()
-    bad = [k for k in want if k not in state or tuple(state[k].shape) != tuple(want[k].shape)]
-    extra = [k for k in state if k not in want]
-    if bad or extra:
-        raise InputError(f"{what}: weights do not match its config (missing/mis-shaped {bad[:5]}, extra {extra[:5]})",
-                         folder)  # fmt: skip
-    model.load_state_dict(state)
-    return model.to(device).eval()
-
-
 def load_motion_dir(path: str | Path, device: torch.device | str = "cpu"):
     """(connector, motion tokenizer, arkit map | None) from a motion directory (see the module docstring)."""
     path = Path(path)
     if not path.is_dir():
         raise InputError("motion directory not found", path)
-    motion = _load_module(path / "tokenizer", MotionTokenizerConfig, MotionTokenizer, "motion tokenizer", device)
-    connector = _load_module(path / "connector", ConnectorConfig, MotionConnector, "connector", device)
+    motion = load_module(path / "tokenizer", MotionTokenizerConfig, MotionTokenizer, "motion tokenizer", device)
+    connector = load_module(path / "connector", ConnectorConfig, MotionConnector, "connector", device)
     amap = ArkitMap.load(path / "arkit_map.npz") if (path / "arkit_map.npz").is_file() else None
     return connector, motion, amap
 
@@ -174,11 +162,7 @@ def save_motion_dir(
     """Write a motion directory that :func:`load_motion_dir` reads (every file atomically)."""
     path = Path(path)
     for name, model in (("tokenizer", motion), ("connector", connector)):
-        (path / name).mkdir(parents=True, exist_ok=True)
-        model.cfg.to_file(path / name / "config.json")
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        with atomic_write(path / name / "model.safetensors", "wb") as f:
-            f.write(st_save(state))
+        save_module(path / name, model)
     if arkit_map is not None:
         arkit_map.save(path / "arkit_map.npz")
 
@@ -231,10 +215,7 @@ def load_stack(
     if tok is None:
         raise InputError("the backbone directory has no tokenizer files (tokenizer.json)", backbone)
     if str(motion) == "tiny":
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            connector = MotionConnector(dataclasses.replace(TINY_CONNECTOR, d_llm=bb.cfg.hidden_size))
-            mot = MotionTokenizer(TINY_MOTION)
+        connector, mot = tiny_motion_models(seed, bb.cfg.hidden_size)
         connector, mot, amap = connector.to(device).eval(), mot.to(device).eval(), None
     else:
         connector, mot, amap = load_motion_dir(motion, device)

@@ -21,16 +21,19 @@ import contextlib
 import dataclasses
 import logging
 from collections import deque
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from a2llm_rt.engine.sampling import SamplingParams
 from a2llm_rt.engine.timing import TurnClock
 from a2llm_rt.errors import InputError
 from a2llm_rt.face.flame_to_arkit import ArkitMap, flame_to_arkit, flame_to_livelink
 from a2llm_rt.models.kv_cache import KVCache
 from a2llm_rt.models.token_layout import TA4Cursor, TokenLayout
+
+if TYPE_CHECKING:
+    from a2llm_rt.engine.motion_backend import MotionBackend
 
 GRAPH_MODES = ("none", "cuda_graph", "compile", "auto")
 
@@ -133,9 +136,6 @@ class TurnState:
             "steps": self.steps,
             "new_tokens": self.new_tokens,
         }
-
-    def params_for(self, text: SamplingParams, audio: SamplingParams, text_slot: bool) -> SamplingParams:
-        return text if text_slot else audio
 
     def recent(self, text_slot: bool) -> deque:
         return self.recent_text if text_slot else self.recent_audio
@@ -317,8 +317,10 @@ def face_layouts(frames: np.ndarray, arkit_map: ArkitMap | None) -> tuple[np.nda
     raise InputError(f"motion frames must have 58 (FLAME) or 52 (ARKit) values, got {frames.shape[-1]}")
 
 
-def connector_batch(connector, windows: list[torch.Tensor], prev: list[torch.Tensor | None]) -> torch.Tensor:
-    """Connector logits for several sessions' windows of equal length.
+def connector_batch(
+    backend: MotionBackend, windows: list[torch.Tensor], prev: list[torch.Tensor | None]
+) -> torch.Tensor:
+    """Connector logits for several sessions' windows of equal length, through the engine's motion backend.
 
     windows: ``[W', d]`` each; prev: each session's previous-window codes ``[1, W/G, N_q]`` or None (first window).
     Returns ``[n, W'/G, N_q, K]``.
@@ -326,14 +328,14 @@ def connector_batch(connector, windows: list[torch.Tensor], prev: list[torch.Ten
     x = torch.stack(windows, 0)
     dev = x.device
     if all(p is None for p in prev):
-        return connector.step(x, None)
-    cfg = connector.cfg
+        return backend.connector_step(x, None)
+    cfg = backend.connector_cfg
     n = cfg.tokens_per_window
     if any(p is not None and p.shape[1] != n for p in prev):  # a short previous window: run one by one
-        return torch.cat([connector.step(x[i : i + 1], prev[i]) for i in range(len(prev))], 0)
+        return torch.cat([backend.connector_step(x[i : i + 1], prev[i]) for i in range(len(prev))], 0)
     codes = torch.stack([torch.zeros(n, cfg.n_q, dtype=torch.long, device=dev) if p is None else p[0] for p in prev])
     first = [p is None for p in prev]  # known on the host: no upload or read-back unless a row starts a turn
-    return connector.step(x, codes, torch.tensor(first, device=dev) if any(first) else None)
+    return backend.connector_step(x, codes, torch.tensor(first, device=dev) if any(first) else None)
 
 
 def split_state(state, i: int):

@@ -11,7 +11,9 @@ Each :meth:`Engine.step`:
 4. samples the next token of every generating session (logits masked to the TA4 slot's class, per-session
    sampling settings and generator), emitting text deltas and, at each group's end, vocoder audio;
 5. runs the connector over every session whose window of ``W`` audio-position hidden states is full (batched),
-   then the motion decoder, and emits face frames;
+   then the motion decoder over all of them in one call (every field of the decoder state is per session, so
+   sessions at different points of their turns share it), through the engine's
+   :class:`~a2llm_rt.engine.motion_backend.MotionBackend` (torch, onnxruntime or TensorRT), and emits face frames;
 6. finishes turns that stopped (last partial window, decoder and vocoder flush, ``TurnEnd``).
 
 Failures are per session: bad audio, a prompt too long for the cache, NaN frames -> an :class:`Error` event for that
@@ -46,7 +48,7 @@ from a2llm_rt.engine.decode import (
     text_delta,
 )
 from a2llm_rt.engine.events import AudioChunk, Error, Event, FaceFrames, TextDelta, TurnEnd
-from a2llm_rt.engine.motion_backend import MotionBackendConfig, apply_motion_backend
+from a2llm_rt.engine.motion_backend import MotionBackend, MotionBackendConfig, stack_motion_backend
 from a2llm_rt.engine.nvtx import nvtx_range
 from a2llm_rt.engine.sampling import (
     SamplingBatch,
@@ -60,6 +62,7 @@ from a2llm_rt.engine.sampling import (
 from a2llm_rt.engine.session import Session
 from a2llm_rt.engine.timing import TurnClock
 from a2llm_rt.errors import A2LLMError, InputError
+from a2llm_rt.models.motion_tokenizer import DecoderState
 from a2llm_rt.models.prompt import DEFAULT_SYSTEM_PROMPT, ChatFormat, ChatHistory, prepare_waveform
 
 log = logging.getLogger(__name__)
@@ -147,10 +150,10 @@ class Engine:
     def __init__(self, stack: Stack, config: EngineConfig | None = None):
         stack.check()
         self.cfg = config or EngineConfig()
-        # the motion backend from config: an exported one replaces the stack's connector / motion tokenizer with
-        # drop-in views (the stack passed in is not changed); InputError for a bad or tampered engines folder
-        self.stack, self.motion_backend = apply_motion_backend(stack, self.cfg.motion_backend)
-        stack = self.stack
+        self.stack = stack
+        # the motion stack's runtime from config (torch: the stack's own modules); InputError for a bad or tampered
+        # engines folder
+        self.motion_backend: MotionBackend = stack_motion_backend(stack, self.cfg.motion_backend)
         bb = stack.backbone
         self.layout = stack.layout
         self.device = stack.device
@@ -159,6 +162,7 @@ class Engine:
         self.classes = TokenClasses(self.layout, self.device)
         self.fmt = ChatFormat(stack.tokenizer, self.layout, n_mels=bb.cfg.n_mels)
         voc = stack.vocoder
+        self._voc_due: dict[int, Session] = {}  # sessions with codes for this step's one vocoder call
         self.code_rate = voc.sample_rate / voc.samples_per_code  # 25 Hz
         self.max_audio_tokens = math.ceil(self.cfg.max_seconds * self.code_rate)
         self.min_audio_tokens = math.ceil(self.cfg.min_seconds * self.code_rate)
@@ -358,9 +362,13 @@ class Engine:
                 except Exception as e:  # noqa: BLE001
                     for s in decoding:
                         self._fail(s, e, events)
+            self._voc_due = {}
             if plan.n:
                 self._sample(plan, packed, logits, events)
-            w = self.stack.connector.cfg.window
+            ending = {s.id: s for s in sessions if s.turn is not None and s.turn.finished is not None}
+            self._vocode_all([(s, False) for s in self._voc_due.values() if s.id not in ending]
+                             + [(s, True) for s in ending.values()], events)  # ONE vocoder call for all sessions
+            w = self.motion_backend.window
             ready = [s for s in sessions if s.turn is not None and len(s.turn.window) >= w]
             if ready:
                 self._motion(ready, events)
@@ -425,7 +433,7 @@ class Engine:
         t.recent_text = type(t.recent_text)(maxlen=max(1, sp.text.penalty_window))
         t.recent_audio = type(t.recent_audio)(maxlen=max(1, sp.audio.penalty_window))
         t.voc_state = self.stack.vocoder.init_state(s.voice)
-        t.dec_state = self.stack.motion.init_decode_state(1, self.device)
+        t.dec_state = self.motion_backend.init_decode_state(1, self.device)
         s.turn = t
         return out.logits[0]
 
@@ -535,32 +543,49 @@ class Engine:
         t.next_input = tok
 
     def _vocode(self, s: Session, events: list[Event], final: bool) -> None:
-        t = s.turn
-        if not t.vocoder_pending and not final:
+        """Queue the session's pending codes for the step's one vocoder call (:meth:`_vocode_all`); a turn's end
+        outside the step's call (``final``) is pushed at once."""
+        if final:
+            self._vocode_all([(s, True)], events)
+        else:
+            self._voc_due[s.id] = s
+
+    def _vocode_all(self, items: list[tuple[Session, bool]], events: list[Event]) -> None:
+        """ONE vocoder call (``push_many``) for the sessions' pending codes (final: the turn ends); a stream that
+        fails fails its own session only."""
+        todo = [(s, final) for s, final in items if s.turn is not None
+                and (s.turn.vocoder_pending or (final and not s.turn.voc_state.finished))]  # fmt: skip
+        if not todo:
             return
-        offset = t.voc_state.samples_out
+        voc = self.stack.vocoder
         with nvtx_range("vocoder"):
-            pcm, t.voc_state = self.stack.vocoder.push(t.vocoder_pending, t.voc_state, final=final)
-        t.vocoder_pending = []
-        if pcm.size:
-            t.audio_samples += int(pcm.size)
-            events.append(AudioChunk(s.id, np.asarray(pcm, np.float32), int(offset), self.stack.vocoder.sample_rate))
+            res = voc.push_many([(s.turn.vocoder_pending, s.turn.voc_state, final) for s, final in todo])
+        for (s, _), r in zip(todo, res, strict=True):
+            t = s.turn
+            t.vocoder_pending = []
+            if isinstance(r, Exception):
+                self._fail(s, r, events)
+                continue
+            offset = t.voc_state.samples_out
+            pcm, t.voc_state = r
+            if pcm.size:
+                t.audio_samples += int(pcm.size)
+                events.append(AudioChunk(s.id, np.asarray(pcm, np.float32), int(offset), voc.sample_rate))
 
     # ---- motion ----------------------------------------------------------------------------------------------------
     def _motion(self, ready: list[Session], events: list[Event]) -> None:
         """Full windows of several sessions through the connector in one batch, codes sampled on the device, then
-        the motion decoder batched over sessions at the same decoder stage (one download of frames per batch)."""
-        con = self.stack.connector
-        w = con.cfg.window
-        dtype = next(con.parameters()).dtype
+        the motion decoder in one batch (one download of frames)."""
+        mb = self.motion_backend
+        w = mb.window
         windows, prev = [], []
         for s in ready:
-            windows.append(torch.stack(s.turn.window[:w]).to(dtype))
+            windows.append(torch.stack(s.turn.window[:w]).to(mb.input_dtype))
             prev.append(s.turn.prev_codes)
             del s.turn.window[:w]
         try:
             with nvtx_range("connector"):
-                logits = connector_batch(con, windows, prev)
+                logits = connector_batch(mb, windows, prev)
             codes = self._codes(ready, logits)
         except Exception as e:  # noqa: BLE001
             for s in ready:
@@ -585,34 +610,31 @@ class Engine:
         return sample_motion_codes(logits.float(), dev[:, 0], dev[:, 1], dev[:, 2:])
 
     def _frames(self, sessions: list[Session], codes: torch.Tensor | None, positions: int, events: list[Event]) -> None:
-        """Decode ``codes`` ``[n, m, N_q]`` of the sessions (None: flush their decoders) and emit the frames that
-        have audio. Sessions whose decoder states are at the same stage run as one batch."""
-        groups: dict[tuple, list[int]] = {}
-        for i, s in enumerate(sessions):
-            st = s.turn.dec_state
-            key = (getattr(st, "skip", None),) + tuple(tuple(v.shape[1:]) for v in st.tensors().values())
-            groups.setdefault(key, []).append(i)
-        for idx in groups.values():
-            group = [sessions[i] for i in idx]
+        """Decode ``codes`` ``[n, m, N_q]`` of the sessions (None: flush their decoders) in one batch and emit the
+        frames that have audio. Every field of the decoder state is per session (the look-ahead counter too), so
+        sessions at different points of their turns share the call; each gets its own count of frames."""
+        try:
+            with nvtx_range("decoder"):
+                state = DecoderState.cat([s.turn.dec_state for s in sessions])
+                if codes is None:
+                    out, state = self.motion_backend.decode_flush(state)
+                else:
+                    out, state = self.motion_backend.decode_step(codes, state)
+                # one download per batch: each row's frame count (exact in float32) packed before its frames
+                b, m, d = out.frames.shape
+                host = torch.cat([out.lengths.view(b, 1).float(), out.frames.float().reshape(b, m * d)], 1)
+                host = host.cpu().numpy()
+                lengths, frames = host[:, 0].astype(np.int64), host[:, 1:].reshape(b, m, d)
+        except Exception as e:  # noqa: BLE001
+            for s in sessions:
+                self._fail(s, e, events)
+            return
+        for j, s in enumerate(sessions):
+            s.turn.dec_state = split_state(state, j)
             try:
-                with nvtx_range("decoder"):
-                    state = type(group[0].turn.dec_state).cat([s.turn.dec_state for s in group])
-                    if codes is None:
-                        frames, state = self.stack.motion.decode_flush(state)
-                    else:
-                        sel = codes[idx[0] : idx[-1] + 1] if idx == list(range(idx[0], idx[-1] + 1)) else codes[idx]
-                        frames, state = self.stack.motion.decode_step(sel, state)
-                    frames = frames.float().cpu().numpy()  # one download per group
+                self._emit_frames(s, frames[j, : lengths[j]], codes is not None, positions, events)
             except Exception as e:  # noqa: BLE001
-                for s in group:
-                    self._fail(s, e, events)
-                continue
-            for j, s in enumerate(group):
-                s.turn.dec_state = split_state(state, j)
-                try:
-                    self._emit_frames(s, frames[j], codes is not None, positions, events)
-                except Exception as e:  # noqa: BLE001
-                    self._fail(s, e, events)
+                self._fail(s, e, events)
 
     def _emit_frames(self, s: Session, frames: np.ndarray, stepped: bool, positions: int, events: list[Event]) -> None:
         """Emit a session's decoded frames ``[m, D]`` that have audio (``stepped``: from a step, else a flush)."""
@@ -624,7 +646,7 @@ class Engine:
             return
         with nvtx_range("face"):
             flame, arkit, livelink = face_layouts(frames, self.stack.arkit_map)
-        fps = float(self.stack.motion.cfg.fps)
+        fps = self.motion_backend.fps
         events.append(FaceFrames(s.id, t.frames_out, fps, flame, arkit, livelink))
         t.frames_out += frames.shape[0]
         t.clock.mark_face_frame()
@@ -632,22 +654,22 @@ class Engine:
     def _flush_motion(self, sessions: list[Session], events: list[Event]) -> None:
         """End the motion of turns that finish: their last, partial windows (padded to a multiple of G, trimmed
         after decoding) through the connector and decoder, then the decoders' held-back frames (lookahead), batched
-        over sessions with windows of the same length. A failure fails its sessions (``turn`` becomes None)."""
-        con = self.stack.connector
-        dtype = next(con.parameters()).dtype
+        over sessions with windows of the same length (the flush over all of them at once). A failure fails its
+        sessions (``turn`` becomes None)."""
+        mb = self.motion_backend
         by_len: dict[int, list[tuple[Session, torch.Tensor, int]]] = {}
         for s in sessions:
             t = s.turn
             t.motion_flushed = True
             if t.window:
-                x, n = pad_window(t.window, con.cfg.group)
+                x, n = pad_window(t.window, mb.group)
                 t.window = []
-                by_len.setdefault(x.shape[0], []).append((s, x.to(dtype), n))
+                by_len.setdefault(x.shape[0], []).append((s, x.to(mb.input_dtype), n))
         for w, items in by_len.items():
             group = [s for s, _, _ in items]
             try:
                 with nvtx_range("connector"):
-                    logits = connector_batch(con, [x for _, x, _ in items], [s.turn.prev_codes for s in group])
+                    logits = connector_batch(mb, [x for _, x, _ in items], [s.turn.prev_codes for s in group])
                 codes = self._codes(group, logits)
             except Exception as e:  # noqa: BLE001
                 for s in group:
@@ -670,7 +692,9 @@ class Engine:
                     self._flush_motion([s], events)
                     if s.turn is None:  # the connector or decoder failed (an Error event was emitted)
                         return
-                self._vocode(s, events, final=True)
+                self._vocode(s, events, final=True)  # a no-op when the step's vocoder call ended the stream
+                if s.turn is None:  # the vocoder failed (an Error event was emitted)
+                    return
                 delta = text_delta(self.stack.tokenizer, t.text_ids, t.text_sent, final=True)
                 if delta:
                     t.text_sent += delta

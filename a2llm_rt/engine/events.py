@@ -17,8 +17,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-OUTPUT_SAMPLE_RATE = 24000
-FACE_FPS = 25.0
+# the time base lives in a2llm_rt.audio; re-exported here for the events' users
+from a2llm_rt.audio import FACE_FPS as FACE_FPS
+from a2llm_rt.audio import INPUT_SAMPLE_RATE as INPUT_SAMPLE_RATE
+from a2llm_rt.audio import OUTPUT_SAMPLE_RATE as OUTPUT_SAMPLE_RATE
+from a2llm_rt.audio import SAMPLES_PER_FRAME as SAMPLES_PER_FRAME
 
 
 @dataclass(frozen=True)

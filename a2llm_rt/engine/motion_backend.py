@@ -1,20 +1,22 @@
 """Runtime backends of the motion stack: one interface, three implementations (torch, onnxruntime, TensorRT).
 
-The interface (:class:`MotionBackend`) is the motion path of the engine (ARCHITECTURE §1)::
+The interface (:class:`MotionBackend`, typed methods, no module views) is the motion path of the engine
+(ARCHITECTURE §1)::
 
-    window of W hidden states [B, W', d_llm] --connector_step--> logits [B, W'/G, N_q, K] --greedy/sample--> codes
-    codes [B, m, N_q] --decode_step(codes, DecoderState)--> frames [B, m*G, D] (original units) + new DecoderState
-    decode_flush(state) at the end of a stream (frames held back by ``lookahead``)
+    window of W hidden states [B, W', d_llm] (in backend.input_dtype)
+        --connector_step--> logits [B, W'/G, N_q, K] float32 --greedy/sample--> codes [B, W'/G, N_q]
+    codes [B, m, N_q] --decode_step(codes, DecoderState)--> DecodedFrames (frames [B, M, D] original units, lengths
+        [B]) + new DecoderState
+    decode_flush(state) at the end of the streams: the frames each row holds back (``lookahead``)
 
 How the engine uses it: ``EngineConfig.motion_backend`` (a :class:`MotionBackendConfig`) names the backend; the
-:class:`~a2llm_rt.engine.engine.Engine` calls :func:`apply_motion_backend`, which loads it with
-:func:`load_motion_backend` and puts ``backend.connector`` / ``backend.motion`` in the stack where the PyTorch
-modules were, so the engine calls ``connector.step(hidden, prev_codes, first)`` and ``motion.init_decode_state /
-decode_step / decode_flush`` the same way for every backend: ``backend.connector`` and ``backend.motion`` are drop-in
-views with the same signatures (and ``cfg``, ``dim``,
-``lookahead``), so engine code does not change with the backend. Inputs are torch tensors on any device; outputs are
-float32 torch tensors on the input's device (TensorRT: CUDA). Decoder states are :class:`DecoderState` of torch
-tensors, per session, so ``select``/``cat``/``reset`` work for every backend (weights shared, state per session).
+:class:`~a2llm_rt.engine.engine.Engine` holds the :class:`MotionBackend` that :func:`stack_motion_backend` gives
+(torch by default: :class:`TorchBackend` over the stack's own modules) and drives every session's motion through it,
+the same way for every backend. Inputs are torch tensors on any device; outputs are float32 torch tensors on the
+input's device (TensorRT: CUDA). Decoder states are :class:`DecoderState` of torch tensors, every field per session
+(``[B, ...]``, the look-ahead counter ``filled`` too), and the exported decoder graph takes and returns all of them,
+so sessions at different points of their streams (one just reset) decode in one call on every backend, and
+``select``/``cat``/``reset`` work for every backend (weights shared, state per session).
 
 Exported backends read only an engines folder (``manifest.json`` + artifacts written by ``python -m
 export.build_engines``); every artifact's sha256 is checked against the manifest before it is loaded, and a mismatch
@@ -75,14 +77,39 @@ class MotionBackendConfig(Config):
             raise ValueError("threads must be >= 0")
 
 
+@dataclasses.dataclass
+class DecodedFrames:
+    """Frames of one decoder call for a batch of sessions.
+
+    Attributes:
+        frames: ``[B, M, D]`` float32 (original units); row b's frames are ``frames[b, :lengths[b]]`` (left-aligned,
+            zero past them). ``M`` is the call's static size (``m G`` for ``m`` codes), not trimmed to the longest
+            row, so a backend never reads a count back to the host.
+        lengths: ``[B]`` int64 frames of each row (on ``frames``' device; rows differ while a row fills its
+            look-ahead after a reset).
+    """
+
+    frames: torch.Tensor
+    lengths: torch.Tensor
+
+    def row(self, i: int) -> torch.Tensor:
+        """Row ``i``'s frames ``[lengths[i], D]``."""
+        return self.frames[i, : int(self.lengths[i])]
+
+
 class MotionBackend(ABC):
-    """The motion stack behind one interface (see the module docstring)."""
+    """The motion stack behind one interface (see the module docstring). Weights shared, state per session."""
 
     kind: str = ""
     connector_cfg: ConnectorConfig
     tokenizer_cfg: MotionTokenizerConfig
 
     # -- connector ----------------------------------------------------------------------------------------------------
+    @property
+    def input_dtype(self) -> torch.dtype:
+        """The dtype :meth:`connector_step` takes hidden states in (the engine casts its windows to it)."""
+        return torch.float32
+
     @abstractmethod
     def connector_step(
         self, hidden: torch.Tensor, prev_codes: torch.Tensor | None = None, first: torch.Tensor | None = None
@@ -91,19 +118,26 @@ class MotionBackend(ABC):
         ``prev_codes`` ``[B, W/G, N_q]`` int64 or None (first window), ``first`` ``[B]`` bool (rows starting a turn).
         Same contract as :meth:`MotionConnector.step`."""
 
+    def greedy_codes(
+        self, hidden: torch.Tensor, prev_codes: torch.Tensor | None = None, first: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Greedy codes ``[B, W'/G, N_q]`` int64 of a window."""
+        return self.connector_step(hidden, prev_codes, first).argmax(-1)
+
     # -- decoder ------------------------------------------------------------------------------------------------------
     @abstractmethod
     def init_decode_state(self, batch_size: int, device: torch.device | str | None = None) -> DecoderState:
-        """A fresh decoder state for ``batch_size`` streams."""
+        """A fresh decoder state for ``batch_size`` streams (every field ``[B, ...]``; ``reset``/``select``/``cat``
+        regroup sessions)."""
 
     @abstractmethod
-    def decode_step(self, codes: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
-        """codes ``[B, m, N_q]`` -> frames ``[B, m' G, D]`` float32 (original units), new state (m' = m once
-        ``lookahead`` tokens are in). Same contract as :meth:`MotionTokenizer.decode_step`."""
+    def decode_step(self, codes: torch.Tensor, state: DecoderState) -> tuple[DecodedFrames, DecoderState]:
+        """codes ``[B, m, N_q]`` int64 -> each row's frames (``m G`` once its look-ahead is filled, fewer while it
+        fills) and the new state. Same contract as :meth:`MotionTokenizer.decode_step`."""
 
     @abstractmethod
-    def decode_flush(self, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
-        """The frames held back by ``lookahead`` at the end of a stream."""
+    def decode_flush(self, state: DecoderState) -> tuple[DecodedFrames, DecoderState]:
+        """The frames each row still holds back (look-ahead) at the end of its stream."""
 
     # -- derived ------------------------------------------------------------------------------------------------------
     @property
@@ -114,104 +148,76 @@ class MotionBackend(ABC):
     def frame_dim(self) -> int:
         return self.tokenizer_cfg.motion_dim
 
-    def greedy_codes(
-        self, hidden: torch.Tensor, prev_codes: torch.Tensor | None = None, first: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Greedy codes ``[B, W'/G, N_q]`` int64 of a window."""
-        return self.connector_step(hidden, prev_codes, first).argmax(-1)
+    @property
+    def window(self) -> int:
+        """W: hidden states per connector window."""
+        return self.connector_cfg.window
 
     @property
-    def connector(self) -> _ConnectorView:
-        """Drop-in for :class:`MotionConnector` at inference (``cfg``, ``step``)."""
-        return _ConnectorView(self)
+    def group(self) -> int:
+        """G: frames per motion token."""
+        return self.connector_cfg.group
 
     @property
-    def motion(self) -> _MotionView:
-        """Drop-in for :class:`MotionTokenizer` at inference (``cfg``, ``dim``, ``lookahead``, decode methods)."""
-        return _MotionView(self)
-
-
-class _ConnectorView:
-    def __init__(self, backend: MotionBackend):
-        self.backend = backend
-        self.cfg = backend.connector_cfg
-
-    def step(self, window_hidden, prev_codes=None, first=None):
-        return self.backend.connector_step(window_hidden, prev_codes, first)
-
-    def parameters(self):
-        """One float32 placeholder, for engine code that reads the connector's input dtype from its parameters."""
-        return iter([torch.zeros(0)])
-
-
-class _MotionView:
-    def __init__(self, backend: MotionBackend):
-        self.backend = backend
-        self.cfg = backend.tokenizer_cfg
-        self.dim = backend.frame_dim
-        self.group = self.cfg.group
-        self.lookahead = backend.lookahead
-
-    def init_decode_state(self, batch_size, device=None):
-        return self.backend.init_decode_state(batch_size, device)
-
-    def decode_step(self, codes, state):
-        return self.backend.decode_step(codes, state)
-
-    def decode_flush(self, state):
-        return self.backend.decode_flush(state)
+    def fps(self) -> float:
+        return float(self.tokenizer_cfg.fps)
 
 
 # ---- torch ----------------------------------------------------------------------------------------------------------
 class TorchBackend(MotionBackend):
-    """The PyTorch modules themselves (eager)."""
+    """The PyTorch modules themselves (eager); :attr:`connector` and :attr:`motion` are those modules."""
 
     kind = "torch"
 
     def __init__(self, connector: MotionConnector, motion: MotionTokenizer):
-        self._connector = connector.eval()
-        self._motion = motion.eval()
+        self.connector = connector.eval()
+        self.motion = motion.eval()
         self.connector_cfg = connector.cfg
         self.tokenizer_cfg = motion.cfg
 
+    @property
+    def input_dtype(self) -> torch.dtype:
+        return self.connector.down.weight.dtype
+
     @torch.no_grad()
     def connector_step(self, hidden, prev_codes=None, first=None):
-        return self._connector.step(hidden, prev_codes, first).float()
+        return self.connector.step(hidden, prev_codes, first).float()
 
     def init_decode_state(self, batch_size, device=None):
-        return self._motion.init_decode_state(batch_size, device)
+        return self.motion.init_decode_state(batch_size, device)
 
     def decode_step(self, codes, state):
-        return self._motion.decode_step(codes, state)
+        frames, lengths, state = self.motion.decode_step_padded(codes, state)
+        return DecodedFrames(frames.float(), lengths), state
 
     def decode_flush(self, state):
-        return self._motion.decode_flush(state)
-
-    @property
-    def connector(self):
-        return self._connector
-
-    @property
-    def motion(self):
-        return self._motion
+        frames, lengths, state = self.motion.decode_flush_padded(state)
+        return DecodedFrames(frames.float(), lengths), state
 
 
 # ---- exported graphs: shared logic ---------------------------------------------------------------------------------
 class _GraphBackend(MotionBackend):
-    """Common part of the exported backends: input checks, window padding, and the decoder's ``skip`` handling.
+    """Common part of the exported backends: input checks, window padding, state feeds.
 
-    Subclasses provide ``_run_connector(feeds) -> (logits, codes)`` and ``_run_decoder(feeds) -> (frames, *state)``
-    on torch tensors.
+    Subclasses provide ``_run_connector(feeds) -> (logits, codes)`` and ``_run_decoder(feeds) -> [frames,
+    frame_lengths, *new state]`` on torch tensors. The look-ahead hold-back is inside the decoder graph.
     """
 
     def _load_configs(self, folder: Path, manifest: dict[str, Any]) -> None:
         try:
             self.connector_cfg = ConnectorConfig.from_dict(manifest["connector"], source=folder / "manifest.json")
             self.tokenizer_cfg = MotionTokenizerConfig.from_dict(manifest["tokenizer"], source=folder / "manifest.json")
+            self.state_names = list(manifest["decoder_state"])
+            self._state_shapes = {k: tuple(manifest["decoder_state_shapes"][k]) for k in self.state_names}
+            dtypes = manifest.get("decoder_state_dtypes", {})
+            self._state_dtypes = {k: getattr(torch, dtypes.get(k, "float32")) for k in self.state_names}
         except KeyError as e:
             raise InputError(f"manifest lacks {e.args[0]!r}", folder / "manifest.json") from None
-        self.state_names = list(manifest.get("decoder_state", ["tokens", "frames"]))
-        self._state_shapes = {k: tuple(v) for k, v in manifest["decoder_state_shapes"].items()}
+        fields = [f.name for f in dataclasses.fields(DecoderState)]
+        if self.state_names != fields:
+            raise InputError(f"the decoder graph carries the state {self.state_names}, this runtime needs {fields} "
+                             "(exported by another version): re-export it with python -m export.build_engines",
+                             folder / "manifest.json")  # fmt: skip
 
     @abstractmethod
     def _run_connector(self, feeds: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]: ...
@@ -262,8 +268,10 @@ class _GraphBackend(MotionBackend):
     # decoder
     def init_decode_state(self, batch_size, device=None):
         dev = device if device is not None else self.device
-        kw = {k: torch.zeros(batch_size, *self._state_shapes[k], device=dev) for k in self.state_names}
-        return DecoderState(**kw, skip=self.lookahead)
+        return DecoderState(**{
+            k: torch.zeros(batch_size, *self._state_shapes[k], dtype=self._state_dtypes[k], device=dev)
+            for k in self.state_names
+        })  # fmt: skip
 
     def decode_step(self, codes, state):
         cfg = self.tokenizer_cfg
@@ -271,40 +279,29 @@ class _GraphBackend(MotionBackend):
             raise InputError(f"codes must be [B, m, {cfg.num_quantizers}], got {tuple(codes.shape)}")
         if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= cfg.codebook_size):
             raise InputError(f"codes must lie in 0..{cfg.codebook_size - 1}")
-        mask = torch.ones(codes.shape[:2], device=codes.device)
-        return self._decode(codes, mask, state)
+        return self._decode(codes, torch.ones(codes.shape[:2]), state)
 
     def decode_flush(self, state):
-        n = self.lookahead - state.skip
-        b = state.tokens.shape[0]
-        codes = torch.zeros(b, n, self.tokenizer_cfg.num_quantizers, dtype=torch.long, device=state.tokens.device)
-        return self._decode(codes, torch.zeros(b, n, device=state.tokens.device), state)
+        b, n = state.tokens.shape[0], self.lookahead
+        codes = torch.zeros(b, n, self.tokenizer_cfg.num_quantizers, dtype=torch.long)
+        return self._decode(codes, torch.zeros(b, n), state)
 
     def _decode(self, codes, mask, state):
-        """Exactly :meth:`MotionDecoder.step`: the first ``skip`` tokens of a stream only update the token window."""
+        """One call of the decoder graph for every row (each row's hold-back happens inside the graph)."""
         b, m = codes.shape[:2]
         out_dev = state.tokens.device
-        empty = torch.zeros(b, 0, self.frame_dim, device=out_dev)
         if m == 0:
-            return empty, state
-        s = min(state.skip, m)
-        st = [getattr(state, k) for k in self.state_names]
-        if s:
-            new = self._decoder_call(codes[:, :s], mask[:, :s], st)
-            ti = self.state_names.index("tokens")  # keep the token window; the frame path never sees these tokens
-            st[ti] = new[1 + ti].to(out_dev)
-        if s == m:
-            return empty, DecoderState(**dict(zip(self.state_names, st, strict=True)), skip=state.skip - s)
-        out = self._decoder_call(codes[:, s:], mask[:, s:], st)
-        new_state = {k: t.to(out_dev) for k, t in zip(self.state_names, out[1:], strict=True)}
-        return out[0].to(out_dev), DecoderState(**new_state, skip=state.skip - s)
-
-    def _decoder_call(self, codes, mask, st):
+            empty = torch.zeros(b, 0, self.frame_dim, device=out_dev)
+            return DecodedFrames(empty, torch.zeros(b, dtype=torch.long, device=out_dev)), state
         dev = self.device
         feeds = {"codes": codes.to(dev, torch.long).contiguous(), "code_mask": mask.to(dev, torch.float32).contiguous()}
-        for k, t in zip(self.state_names, st, strict=True):
-            feeds[f"state_{k}"] = t.to(dev, torch.float32).contiguous()
-        return self._run_decoder(feeds)
+        for k in self.state_names:
+            feeds[f"state_{k}"] = getattr(state, k).to(dev, self._state_dtypes[k]).contiguous()
+        out = self._run_decoder(feeds)
+        lengths = out[1].to(out_dev, torch.long)
+        frames = out[0].to(out_dev)
+        new = {k: t.to(out_dev, self._state_dtypes[k]) for k, t in zip(self.state_names, out[2:], strict=True)}
+        return DecodedFrames(frames, lengths), DecoderState(**new)
 
 
 # ---- onnxruntime --------------------------------------------------------------------------------------------------
@@ -383,7 +380,7 @@ class TensorRTBackend(_GraphBackend):
 
     def _run_decoder(self, feeds):
         out = self._dec(feeds)
-        return [out[k] for k in ["frames", *(f"new_state_{s}" for s in self.state_names)]]
+        return [out[k] for k in ["frames", "frame_lengths", *(f"new_state_{s}" for s in self.state_names)]]
 
 
 # ---- factory --------------------------------------------------------------------------------------------------------
@@ -404,10 +401,10 @@ def load_motion_backend(
     return TensorRTBackend(cfg.engines, device)
 
 
-def apply_motion_backend(stack: Stack, cfg: MotionBackendConfig) -> tuple[Stack, MotionBackend]:
-    """(the stack with ``cfg``'s backend in place of its connector and motion tokenizer, the backend).
+def stack_motion_backend(stack: Stack, cfg: MotionBackendConfig) -> MotionBackend:
+    """The motion backend ``cfg`` names for ``stack`` (torch: the stack's own connector and motion tokenizer).
 
-    The stack passed in is not changed (a copy with the backend's views is returned). For an exported backend the
+    The stack is not changed. For an exported backend the
     engines folder is what runs: its manifest's connector and tokenizer configs must equal the stack's (else
     :class:`InputError`: the folder was exported from another motion stack); when the weights hashes recorded at
     export differ from the stack's PyTorch weights a warning is logged (the exported weights are used).
@@ -415,7 +412,7 @@ def apply_motion_backend(stack: Stack, cfg: MotionBackendConfig) -> tuple[Stack,
     dev = stack.device
     backend = load_motion_backend(cfg, stack.connector, stack.motion, dev if dev.type == "cuda" else None)
     if cfg.kind == "torch":
-        return stack, backend
+        return backend
     manifest_path = Path(cfg.engines) / "manifest.json"
     diffs = [
         f"{what}.{f.name}: engines {getattr(b, f.name)!r} != stack {getattr(a, f.name)!r}"
@@ -439,9 +436,7 @@ def apply_motion_backend(stack: Stack, cfg: MotionBackendConfig) -> tuple[Stack,
         if recorded and floats and recorded != weights_sha256(module):
             log.warning("%s: the %s graph was exported from other weights than the loaded motion stack's; the engine "
                         "runs the exported weights", manifest_path, name.split("_")[0])  # fmt: skip
-    new = dataclasses.replace(stack, connector=backend.connector, motion=backend.motion)
-    new.check()
-    return new, backend
+    return backend
 
 
 # ---- command lines --------------------------------------------------------------------------------------------------

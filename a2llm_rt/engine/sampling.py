@@ -249,7 +249,7 @@ def sample_motion_codes(
     logits ``[B, T, N_q, K]``; temperatures / top_k ``[B]`` (float, int; top_k 0 = all), uniforms ``[B, T*N_q]``
     float64 from :func:`motion_uniforms` (on the logits' device). Rows with temperature 0 take the argmax; the
     others pick by inverse CDF from softmax(logits / T) restricted to the top-k codes (ties at the k-th value kept,
-    as :func:`~a2llm_rt.models.connector.sample_codes` does). Returns ``[B, T, N_q]`` int64.
+    as :func:`sample_codes` does). Returns ``[B, T, N_q]`` int64.
     """
     b, t, q, k = logits.shape
     x = logits.float()
@@ -268,3 +268,25 @@ def sample_motion_codes(
     drawn = pos.view(b, t, q)
     stochastic = (temperatures.to(x.device) > 0).view(b, 1, 1)
     return torch.where(stochastic, drawn, greedy)
+
+
+def sample_codes(
+    logits: torch.Tensor,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Choose codes from connector logits [..., N_q, K] -> [..., N_q] int64.
+
+    ``temperature`` 0 is greedy (argmax per level); otherwise each level samples independently from
+    softmax(logits / temperature), restricted to the ``top_k`` most likely codes when given.
+    """
+    if temperature <= 0.0:
+        return logits.argmax(-1)
+    x = logits.float() / temperature
+    if top_k is not None and top_k < x.shape[-1]:
+        kth = torch.topk(x, top_k, dim=-1).values[..., -1:]
+        x = x.masked_fill(x < kth, float("-inf"))
+    probs = torch.softmax(x, dim=-1)
+    flat = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
+    return flat.view(probs.shape[:-1])

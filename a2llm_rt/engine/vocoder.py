@@ -14,7 +14,9 @@ Streaming contract (one state per stream; a Session owns one)::
 - ``lookahead_codes``: how many codes after a code the vocoder needs before it can emit that code's audio;
 - ``chunk_codes``: the granularity at which it emits (1: every code; token2wav: 25);
 - ``state.codes_in`` / ``state.samples_out`` count what went in and came out (sample offsets for AudioChunk events);
-- ``push`` may reuse or change the state passed in: always continue with the returned one.
+- ``push`` may reuse or change the state passed in: always continue with the returned one;
+- ``push_many([(codes, state, final), ...])`` is every stream's push of one engine step in one call (the engine makes
+  one per step); each item gets ``(pcm, state)`` or the exception that failed that stream alone.
 
 :class:`ToneVocoder` is a **test vocoder**: it does not speak. It turns each code into a harmonic tone with a
 vowel-like spectral envelope, so tiny random models produce audible, code-dependent sound and the whole pipeline can
@@ -74,6 +76,19 @@ class Vocoder(ABC):
 
         With ``final=True`` everything still held back is flushed and the stream is finished.
         """
+
+    def push_many(self, items: Sequence[tuple[Codes, VocoderState, bool]]
+                  ) -> list[tuple[np.ndarray, VocoderState] | Exception]:
+        """Several streams' pushes in one call (the engine makes one per step): items (codes, state, final); per
+        item, in order, ``(pcm, new state)`` as :meth:`push` returns it, or the exception that failed that stream
+        alone (the others go on). This default pushes item by item; a vocoder that batches overrides it."""
+        out: list[tuple[np.ndarray, VocoderState] | Exception] = []
+        for codes, state, final in items:
+            try:
+                out.append(self.push(codes, state, final))
+            except Exception as e:  # noqa: BLE001 - that stream's failure only
+                out.append(e)
+        return out
 
     def init_states(self, batch_size: int) -> list[VocoderState]:
         """``batch_size`` independent fresh states."""

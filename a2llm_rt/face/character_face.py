@@ -22,11 +22,11 @@ from a2llm_rt.errors import InputError
 from a2llm_rt.face.emotion import EmotionBlender, EmotionState
 from a2llm_rt.face.idle import Crossfader, CrossfadeState, IdleConfig, IdleGenerator, IdleState
 from a2llm_rt.face.layouts import LIVELINK61_DIM
-from a2llm_rt.streaming import HostStreamingState
+from a2llm_rt.streaming import StreamingState
 
 
 @dataclasses.dataclass
-class CharacterFaceState(HostStreamingState):
+class CharacterFaceState(StreamingState):
     idle: IdleState
     fade: CrossfadeState
     emotion: EmotionState

@@ -32,7 +32,7 @@ import numpy as np
 
 from a2llm_rt.errors import InputError
 from a2llm_rt.face.layouts import ARKIT52_DIM, ARKIT_INDEX, FLAME58_DIM, LIVELINK61_DIM
-from a2llm_rt.streaming import HostStreamingState
+from a2llm_rt.streaming import StreamingState
 
 EMOTIONS_FILE = Path(__file__).with_name("emotions.json")
 MAX_OFFSET = 0.6
@@ -152,7 +152,7 @@ def default_emotions() -> EmotionTable:
 
 
 @dataclasses.dataclass
-class EmotionState(HostStreamingState):
+class EmotionState(StreamingState):
     """One session's applied emotion: the blend from ``start`` to ``target`` (offset, gain ``[52]`` each)."""
 
     start_offset: np.ndarray

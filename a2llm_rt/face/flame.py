@@ -13,7 +13,7 @@ axis-angle radians, see :mod:`a2llm_rt.face.layouts`) to vertices ``[..., V, 3]`
    by the global pose (again as SMIRK). When the ``.npz`` has no eyelid blendshapes, ``frames[..., 56:58]`` are
    ignored (:attr:`FlameModel.has_eyelids` is False).
 
-The model file is the ``.npz`` written by :mod:`a2llm_rt.face.convert_flame`; it is read with
+The model file is the ``.npz`` written by :mod:`a2llm_rt.face_tools.convert_flame`; it is read with
 ``np.load(allow_pickle=False)``. All arrays are buffers: the model computes on the device it is moved to.
 """
 
@@ -28,8 +28,13 @@ import torch
 from torch import nn
 
 from a2llm_rt.errors import InputError
-from a2llm_rt.face.convert_flame import FLAME_NUM_JOINTS, FLAME_NUM_POSE_BASIS, FLAME_NUM_SHAPE
-from a2llm_rt.face.flame_regions import FLAME2020_NUM_VERTICES, flame_regions_from_template
+from a2llm_rt.face.flame_regions import (
+    FLAME2020_NUM_VERTICES,
+    FLAME_NUM_JOINTS,
+    FLAME_NUM_POSE_BASIS,
+    FLAME_NUM_SHAPE,
+    flame_regions_from_template,
+)
 from a2llm_rt.face.layouts import FLAME58_DIM, FLAME_EXPRESSION, FLAME_EYELIDS, FLAME_GLOBAL, FLAME_JAW
 from a2llm_rt.face.regions import FaceRegions
 
@@ -157,7 +162,7 @@ class FlameModel(nn.Module):
                 arrays = {k: z[k] for k in z.files}
         except (OSError, ValueError, EOFError) as e:
             raise InputError(
-                f"not a readable FLAME .npz (convert the model with a2llm_rt.face.convert_flame): {e}", path
+                f"not a readable FLAME .npz (convert the model with a2llm_rt.face_tools.convert_flame): {e}", path
             ) from None
         except Exception as e:  # a corrupt zip member raises zipfile / zlib errors
             raise InputError(f"corrupt FLAME .npz: {type(e).__name__}: {e}", path) from None

@@ -26,6 +26,9 @@ import numpy as np
 from a2llm_rt.face.regions import FaceRegions
 
 FLAME2020_NUM_VERTICES = 5023
+FLAME_NUM_JOINTS = 5
+FLAME_NUM_POSE_BASIS = 9 * (FLAME_NUM_JOINTS - 1)  # 36: (R - I) of the 4 non-root joints
+FLAME_NUM_SHAPE = 300  # identity coefficients in shapedirs[..., :300]; expression follows
 MOUTH_UPPER_ARTALK = np.array([2851, 2849, 2865, 2866, 3546, 1751, 1750, 1734, 1736], dtype=np.int64)
 MOUTH_LOWER_ARTALK = np.array([1775, 1794, 1803, 1850, 3506, 2939, 2906, 2897, 2882], dtype=np.int64)
 INNER_LIP_UPPER = 3531

@@ -39,8 +39,8 @@ way as the head, ``R_jaw = Ry(yaw) @ Rx(pitch) @ Rz(roll)``):
   ``EYELID_SCALE = 1`` (SMIRK-style eyelid blendshape weights are 0 open .. ~1 closed).
 
 Learned curves: every other ARKit curve comes from :class:`ArkitMap`, a linear map ``clip(expr @ weight + bias, 0,
-1)`` from the 50 expression coefficients (fitted by :mod:`a2llm_rt.face.fit_arkit_map`). Without a map those curves
-are 0. Live Link's eye rotations (LIVELINK61[55:61]) are 0: FLAME58 carries no eye gaze.
+1)`` from the 50 expression coefficients (fitted by :mod:`a2llm_rt.face_tools.fit_arkit_map`). Without a map those
+curves are 0. Live Link's eye rotations (LIVELINK61[55:61]) are 0: FLAME58 carries no eye gaze.
 
 Inputs may be numpy arrays or torch tensors (``[..., 58]``); the math runs in numpy (float64) and a torch input gets a
 torch output on its device and dtype. The mapping is not differentiable.

@@ -31,8 +31,8 @@ first nor the last answer frame pops (tested: frame-to-frame jumps stay below a 
 Streaming contract (:mod:`a2llm_rt.streaming`): weights/config are shared, per-session state is a typed dataclass
 (:class:`IdleState`, :class:`CrossfadeState`); ``step(n, state)`` returns ``(frames, new_state)`` and never modifies
 ``state`` in place; the same seed gives the same frames whatever the chunking (tested). States are numpy/python, not
-torch (nothing here is a tensor network): they derive :class:`~a2llm_rt.streaming.HostStreamingState`, whose
-``reset`` is refused in favour of ``init_state``.
+torch (nothing here is a tensor network): they derive :class:`~a2llm_rt.streaming.StreamingState` as host-side
+states, which hold one stream and refuse the batch operations (``reset`` in favour of ``init_state``).
 
 Axis conventions follow :mod:`a2llm_rt.face.flame_to_arkit`: ``HeadYaw`` > 0 turns toward the subject's right,
 ``HeadPitch`` > 0 raises the chin, ``HeadRoll`` > 0 tilts toward the right shoulder; eye yaw/pitch likewise.
@@ -60,7 +60,7 @@ from a2llm_rt.face.layouts import (
     LIVELINK_RIGHT_EYE,
     get_layout,
 )
-from a2llm_rt.streaming import HostStreamingState
+from a2llm_rt.streaming import StreamingState
 
 _DEG = math.pi / 180.0
 
@@ -139,7 +139,7 @@ class IdleConfig(Config):
 
 
 @dataclasses.dataclass
-class IdleState(HostStreamingState):
+class IdleState(StreamingState):
     """One session's idle-life state (plain values; the generator's numpy PCG64 state travels with it)."""
 
     rng: dict
@@ -321,7 +321,7 @@ def blink_events(blink: np.ndarray, fps: float, threshold: float = 0.5) -> tuple
 
 # ---- transitions --------------------------------------------------------------------------------------------------
 @dataclasses.dataclass
-class CrossfadeState(HostStreamingState):
+class CrossfadeState(StreamingState):
     """Weight of the answer in the output (0 idle .. 1 answer) and the last answer frame (held while fading out)."""
 
     level: int = 0

@@ -2,7 +2,7 @@
 
 All functions take vertex sequences ``[T, V, 3]`` of one mesh, its :class:`~a2llm_rt.face.regions.FaceRegions` and
 the frame rate. The paper computes every metric "in the canonical zero-pose space (i.e. with global rotation and head
-translation removed)": the caller passes such vertices (``python -m a2llm_rt.face.metrics`` zeroes FLAME's global
+translation removed)": the caller passes such vertices (``python -m a2llm_rt.face_tools.metrics`` zeroes FLAME's global
 rotation and drops Live Link's head rotations; FLAME58 has no translation).
 
 Two signals of the mouth (App. C.2), in mm (``regions.unit_to_mm`` converts mesh units; FLAME and Apple's ARKit mesh

@@ -23,7 +23,7 @@ Design choices (stated because the paper leaves them open):
 
 Model and driver apart: :meth:`MotionConnector.forward` trains on whole sequences with teacher forcing (all windows
 of all sequences run as one batch); :meth:`MotionConnector.step` is the engine's call for one window; sampling lives in
-:func:`sample_codes`, the paper's loss in :func:`connector_loss`.
+:func:`a2llm_rt.engine.sampling.sample_codes`, the paper's loss in :func:`connector_loss`.
 """
 
 from __future__ import annotations
@@ -336,25 +336,3 @@ def connector_loss(logits: torch.Tensor, codes: torch.Tensor, ignore_index: int 
     )  # [N, N_q]
     valid = (codes.reshape(-1, n_q) != ignore_index).to(per_level.dtype)
     return ((per_level * valid).sum(0) / valid.sum(0).clamp_min(1.0)).sum()
-
-
-def sample_codes(
-    logits: torch.Tensor,
-    temperature: float = 0.0,
-    top_k: int | None = None,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Choose codes from connector logits [..., N_q, K] -> [..., N_q] int64.
-
-    ``temperature`` 0 is greedy (argmax per level); otherwise each level samples independently from
-    softmax(logits / temperature), restricted to the ``top_k`` most likely codes when given.
-    """
-    if temperature <= 0.0:
-        return logits.argmax(-1)
-    x = logits.float() / temperature
-    if top_k is not None and top_k < x.shape[-1]:
-        kth = torch.topk(x, top_k, dim=-1).values[..., -1:]
-        x = x.masked_fill(x < kth, float("-inf"))
-    probs = torch.softmax(x, dim=-1)
-    flat = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
-    return flat.view(probs.shape[:-1])

@@ -28,6 +28,7 @@ from collections import Counter
 from pathlib import Path
 
 from a2llm_rt.errors import InputError
+from a2llm_rt.utils.cli import cli_main
 
 TOKEN2WAV_FILES = ("flow.yaml", "flow.pt", "hift.pt", "campplus.onnx", "speech_tokenizer_v2_25hz.onnx")
 
@@ -202,6 +203,7 @@ def diagnose(path: str | Path) -> Report:
     return rep
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m a2llm_rt.models.doctor", description=__doc__.split("\n\n")[0])
     ap.add_argument("directory", type=Path)

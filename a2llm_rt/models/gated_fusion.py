@@ -33,7 +33,3 @@ class GatedFusionLayer(CrossAttentionLayer):
     def fuse(self, h: torch.Tensor, mem: torch.Tensor) -> torch.Tensor:
         """The cross-attention answer scaled per channel by a sigmoid gate computed from the query ``h``."""
         return torch.sigmoid(self.gate(h)) * self.cross_attn(h, mem)
-
-    def gate_values(self, x: torch.Tensor) -> torch.Tensor:
-        """The cross-attention gate for queries ``x`` [B, Tq, d] -> [B, Tq, d] in (0, 1) (for inspection)."""
-        return torch.sigmoid(self.gate(self.norm_q(x)))

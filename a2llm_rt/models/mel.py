@@ -16,9 +16,10 @@ import functools
 import numpy as np
 import torch
 
+from a2llm_rt.audio import INPUT_SAMPLE_RATE
 from a2llm_rt.errors import InputError
 
-SAMPLE_RATE = 16000
+SAMPLE_RATE = INPUT_SAMPLE_RATE
 N_FFT = 400
 HOP = 160
 PAD_SAMPLES = 479

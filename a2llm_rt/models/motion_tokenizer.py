@@ -9,7 +9,11 @@ Optional linear skip   : frames -> latent (conv k=G, s=G) and latent -> frames (
 
 Every conv is causal, so both halves stream with explicit per-layer caches (typed states below): decoding token by
 token gives exactly the frames of a whole-sequence decode, and frame j of token i depends on tokens ``<= i +
-lookahead`` only. Frames are normalised by per-curve mean/std buffers set from the training data.
+lookahead`` only. Every field of both states is per session (``[B, ...]``: the encoder's phase in its token and the
+decoder's look-ahead counter too), so one row can be reset (``StreamingState.reset``) while the others go on, and
+rows at different points of their streams step together; ``output_lengths`` says how many outputs each row gets
+from a step, and the decoder's ``step_padded`` is the static-shape form the exported graph runs. Frames are
+normalised by per-curve mean/std buffers set from the training data.
 
 Eq. 4 of the paper and our EMA codebooks. The paper's objective is
 ``L_VQVAE = L_rec + ||sg[z] - q||^2 + gamma ||z - sg[q]||^2`` (weighted by ``lambda_vq`` = 1 in App. B). We train the
@@ -123,6 +127,21 @@ class MotionTokenizerConfig(Config):
             raise ValueError("clamp_output needs layout arkit52 (values in [0, 1])")
 
 
+def _shift_left(x: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
+    """``x [B, C, n]`` with row b shifted left by ``drop[b]`` steps (0..n), zero-filled at the end."""
+    n = x.shape[-1]
+    j = torch.arange(n, device=x.device).view(1, 1, n)
+    src = j + drop.view(-1, 1, 1)
+    out = torch.gather(x, 2, src.clamp(max=n - 1).expand(x.shape[0], x.shape[1], n))
+    return out * (src < n).to(x.dtype)
+
+
+def _context_at(inp: torch.Tensor, end: torch.Tensor, size: int) -> torch.Tensor:
+    """The ``size`` steps of ``inp [B, C, L]`` that end at ``end[b]`` (exclusive) in each row -> ``[B, C, size]``."""
+    idx = end.view(-1, 1, 1) - size + torch.arange(size, device=inp.device).view(1, 1, size)
+    return torch.gather(inp, 2, idx.expand(inp.shape[0], inp.shape[1], size))
+
+
 # --- building blocks ----------------------------------------------------------------------------------------------
 class CausalConv1d(nn.Conv1d):
     """Conv1d padded on the left only; ``step`` carries the last ``context`` inputs ``[B, C_in, context]``."""
@@ -134,10 +153,17 @@ class CausalConv1d(nn.Conv1d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, T] -> [B, C', T]
         return super().forward(F.pad(x, (self.context, 0)))
 
-    def step(self, x: torch.Tensor, ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(
+        self, x: torch.Tensor, ctx: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x [B, C_in, n]`` after the context ``ctx`` -> (outputs ``[B, C_out, n]``, new context). ``valid``
+        (``[B]`` int64, optional): only each row's first ``valid[b]`` steps are real (the rest is padding, which a
+        causal conv's real outputs never see), so its new context ends there."""
         inp = torch.cat([ctx, x], -1)
         y = super().forward(inp)
-        return y, inp[..., inp.shape[-1] - self.context :]
+        if valid is None:
+            return y, inp[..., inp.shape[-1] - self.context :]
+        return y, _context_at(inp, valid + self.context, self.context)
 
 
 class ResBlock(nn.Module):
@@ -153,8 +179,10 @@ class ResBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, W, T]
         return x + self.drop(self.proj(F.elu(self.conv(F.elu(x)))))
 
-    def step(self, x: torch.Tensor, ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h, ctx = self.conv.step(F.elu(x), ctx)
+    def step(
+        self, x: torch.Tensor, ctx: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        h, ctx = self.conv.step(F.elu(x), ctx, valid)
         return x + self.drop(self.proj(F.elu(h))), ctx
 
 
@@ -165,21 +193,22 @@ def _split(t: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
 # --- encoder ------------------------------------------------------------------------------------------------------
 @dataclass
 class EncoderState(StreamingState):
-    """Streaming state of :class:`MotionEncoder`.
+    """Streaming state of :class:`MotionEncoder`, every field per session (batch on dim 0; all zeros when fresh).
 
     Attributes:
         frames_in: ``[B, D, k-1]`` last input frames (the first conv's context).
         frames: ``[B, W, sum of residual contexts]`` the residual blocks' contexts, packed.
-        group: ``[B, W, G-1]`` features of the frames of the token being filled (first ``phase`` are valid).
+        group: ``[B, W, G-1]`` features of the frames of the token being filled, right-aligned (the last ``phase``
+            columns are valid, the others zero).
         group_in: ``[B, D, G-1]`` those frames' inputs, for the linear skip (``[B, D, 0]`` without it).
-        phase: frames already in the current token (0..G-1), shared by the batch.
+        phase: ``[B]`` int64, frames already in each row's current token (0..G-1).
     """
 
     frames_in: torch.Tensor
     frames: torch.Tensor
     group: torch.Tensor
     group_in: torch.Tensor
-    phase: int = 0
+    phase: torch.Tensor
 
 
 class MotionEncoder(StreamingModule[EncoderState]):
@@ -222,60 +251,82 @@ class MotionEncoder(StreamingModule[EncoderState]):
             group_in=torch.zeros(
                 batch_size, self.inp.in_channels, self.group - 1 if self.skip is not None else 0, device=device
             ),
-            phase=0,
+            phase=torch.zeros(batch_size, dtype=torch.long, device=device),
         )
 
+    def output_lengths(self, n: int, state: EncoderState) -> torch.Tensor:
+        """``[B]`` int64: tokens each row completes with ``n`` more frames."""
+        return (state.phase + n) // self.group
+
+    def flush_lengths(self, state: EncoderState) -> torch.Tensor:
+        return torch.zeros_like(state.phase)
+
+    def flush(self, state: EncoderState) -> tuple[torch.Tensor, EncoderState]:
+        """Nothing: a partial last token is not encoded (``forward`` takes whole tokens only)."""
+        return state.group.new_zeros(state.group.shape[0], 0, self.out.out_channels), state
+
     def step(self, x: torch.Tensor, state: EncoderState) -> tuple[torch.Tensor, EncoderState]:
-        """Frames ``[B, n, D]`` (any n) -> latents of the tokens completed by them ``[B, (phase+n)//G, latent]``."""
+        """Frames ``[B, n, D]`` (any n) -> latents of the tokens completed by them ``[B, m, latent]``, ``m`` the most
+        any row completes (rows left-aligned, zero-padded; :meth:`output_lengths` gives each row's count)."""
         if x.shape[1] == 0:
             return x.new_zeros(x.shape[0], 0, self.out.out_channels), state
-        h, frames_in = self.inp.step(x.transpose(1, 2), state.frames_in)
+        g, n = self.group, x.shape[1]
+        xt = x.transpose(1, 2)
+        h, frames_in = self.inp.step(xt, state.frames_in)
         ctxs = []
         for b, c in zip(self.blocks, _split(state.frames, self._ctx), strict=True):
             h, c = b.step(h, c)
             ctxs.append(c)
-        h = torch.cat([state.group[..., : state.phase], F.elu(h)], -1)
-        n_tok = h.shape[-1] // self.group
-        used = n_tok * self.group
-        xin = torch.cat([state.group_in[..., : state.phase], x.transpose(1, 2)], -1) if self.skip is not None else None
-        if used:
-            y = self.out(F.elu(self.down(h[..., :used])))
-            if self.skip is not None and xin is not None:
-                y = y + self.skip(xin[..., :used])
-            y = y.transpose(1, 2)
+        # each row's current token starts (G-1-phase) columns into [group | new frames]
+        start = g - 1 - state.phase
+        count = self.output_lengths(n, state)
+        seq = _shift_left(torch.cat([state.group, F.elu(h)], -1), start)
+        m = int(count.max())
+        seq_in = torch.cat([state.group_in, xt], -1) if self.skip is not None else None
+        if m:
+            y = self.out(F.elu(self.down(seq[..., : m * g])))
+            if self.skip is not None and seq_in is not None:
+                y = y + self.skip(_shift_left(seq_in, start)[..., : m * g])
+            y = y * (torch.arange(m, device=y.device).view(1, 1, m) < count.view(-1, 1, 1)).to(y.dtype)
         else:
-            y = h.new_zeros(h.shape[0], 0, self.out.out_channels)
-        rest = h[..., used:]
-        group = torch.cat([rest, state.group[..., rest.shape[-1] :]], -1)
+            y = h.new_zeros(h.shape[0], self.out.out_channels, 0)
+        # the frames of each row's new partial token are the last (phase + n) % G columns, kept right-aligned
+        phase = (state.phase + n) % g
+        keep = (torch.arange(g - 1, device=x.device).view(1, 1, -1) >= (g - 1 - phase).view(-1, 1, 1)).to(h.dtype)
+        full = torch.cat([state.group, F.elu(h)], -1)
+        group = full[..., full.shape[-1] - (g - 1) :] * keep
         group_in = state.group_in
-        if xin is not None:
-            rest_in = xin[..., used:]
-            group_in = torch.cat([rest_in, state.group_in[..., rest_in.shape[-1] :]], -1)
+        if seq_in is not None:
+            group_in = seq_in[..., seq_in.shape[-1] - (g - 1) :] * keep
         frames = torch.cat(ctxs, -1) if ctxs else state.frames
-        return y, EncoderState(frames_in, frames, group, group_in, rest.shape[-1])
+        return y.transpose(1, 2), EncoderState(frames_in, frames, group, group_in, phase)
 
 
 # --- decoder ------------------------------------------------------------------------------------------------------
 @dataclass
 class DecoderState(StreamingState):
-    """Streaming state of :class:`MotionDecoder`.
+    """Streaming state of :class:`MotionDecoder`, every field per session (batch on dim 0; all zeros when fresh).
 
     Attributes:
         tokens: ``[B, latent, context + lookahead]`` last latents (the first conv's window).
         frames: ``[B, W, sum of frame-rate contexts]`` residual blocks' and output conv's contexts, packed.
-        skip: tokens whose frames are still to be held back (starts at ``lookahead``), shared by the batch.
+        filled: ``[B]`` int64, look-ahead tokens received so far (0..lookahead): a row's frames come out once its
+            look-ahead is filled, so rows reset at different times hold back their own first tokens.
     """
 
     tokens: torch.Tensor
     frames: torch.Tensor
-    skip: int = 0
+    filled: torch.Tensor
 
 
 class MotionDecoder(StreamingModule[DecoderState]):
     """Latents ``[B, T', latent]`` -> normalised frames ``[B, T'G, D]``; frames of token i see tokens <= i + lookahead.
 
     In streaming, the frames of token i come out of the ``step`` that receives token ``i + lookahead``; ``flush``
-    returns the held-back frames at the end of a stream (as ``forward`` does by padding with zero latents).
+    returns the held-back frames at the end of a stream (as ``forward`` does by padding with zero latents). The
+    hold-back is counted per row (``DecoderState.filled``), so after a per-row ``reset`` the rows of one batch emit
+    different numbers of frames: ``step`` returns them left-aligned, zero-padded to the longest row, and
+    :meth:`output_lengths` says how many each row got.
     """
 
     def __init__(self, dim: int, cfg: MotionTokenizerConfig):
@@ -293,23 +344,12 @@ class MotionDecoder(StreamingModule[DecoderState]):
         self.skip = nn.ConvTranspose1d(cfg.latent_dim, dim, g, stride=g) if cfg.linear_skip else None
         self._ctx = [b.context for b in self.blocks] + [self.out.context]
 
-    def _frames(self, h: torch.Tensor, ctxs: list[torch.Tensor] | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        h = self.up(F.elu(h))
-        new = []
-        for i, b in enumerate(self.blocks):
-            if ctxs is None:
-                h = b(h)
-            else:
-                h, c = b.step(h, ctxs[i])
-                new.append(c)
-        if ctxs is None:
-            return self.out(F.elu(h)), new
-        y, c = self.out.step(F.elu(h), ctxs[-1])
-        return y, [*new, c]
-
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         zt = z.transpose(1, 2)
-        y = self._frames(self.inp(F.pad(zt, (self.token_context, self.lookahead))), None)[0]
+        h = self.up(F.elu(self.inp(F.pad(zt, (self.token_context, self.lookahead)))))
+        for b in self.blocks:
+            h = b(h)
+        y = self.out(F.elu(h))
         if self.skip is not None:
             y = y + self.skip(zt)
         return y.transpose(1, 2)
@@ -318,35 +358,61 @@ class MotionDecoder(StreamingModule[DecoderState]):
         return DecoderState(
             tokens=torch.zeros(batch_size, self.inp.in_channels, self.token_context + self.lookahead, device=device),
             frames=torch.zeros(batch_size, self.up.out_channels, sum(self._ctx), device=device),
-            skip=self.lookahead,
+            filled=torch.zeros(batch_size, dtype=torch.long, device=device),
         )
 
-    def step(self, z: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
-        """Latents ``[B, n, latent]`` -> frames ``[B, m*G, D]`` with ``m = n`` once ``lookahead`` tokens are in."""
-        if z.shape[1] == 0:
-            return z.new_zeros(z.shape[0], 0, self.out.out_channels), state
-        inp = torch.cat([state.tokens, z.transpose(1, 2)], -1)
+    def held_tokens(self, n: int, state: DecoderState) -> torch.Tensor:
+        """``[B]`` int64: of ``n`` tokens stepped from ``state``, how many each row holds back (its look-ahead)."""
+        return (self.lookahead - state.filled).clamp(0, n)
+
+    def output_lengths(self, n: int, state: DecoderState) -> torch.Tensor:
+        """``[B]`` int64: frames each row gets from a ``step`` of ``n`` tokens from ``state`` (``(n - held) * G``)."""
+        return (n - self.held_tokens(n, state)) * self.group
+
+    def step_padded(self, z: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor, DecoderState]:
+        """Latents ``[B, n, latent]`` (n >= 1) -> (frames ``[B, n G, D]`` left-aligned per row, zeros past a row's
+        length; lengths ``[B]`` int64; new state). Static shapes: this is what the exported decoder graph runs."""
+        n, g = z.shape[1], self.group
+        inp = torch.cat([state.tokens, z.transpose(1, 2)], -1)  # [B, latent, ctx + la + n]
         keep = state.tokens.shape[-1]
         tokens = inp[..., inp.shape[-1] - keep :]
-        h = self.inp(inp)  # one output per new token: the output of token (new index - lookahead)
-        drop = min(state.skip, h.shape[-1])
-        h = h[..., drop:]
-        if h.shape[-1] == 0:
-            return z.new_zeros(z.shape[0], 0, self.out.out_channels), DecoderState(
-                tokens, state.frames, state.skip - drop
-            )
-        y, ctxs = self._frames(h, _split(state.frames, self._ctx))
+        drop = self.held_tokens(n, state)  # outputs of a row's first `lookahead` tokens belong to no frame
+        valid = n - drop
+        # one conv output per new token (the output of token new index - lookahead), shifted left past the held ones
+        h = self.up(F.elu(_shift_left(self.inp(inp), drop)))  # [B, W, n G]
+        end = valid * g  # each causal conv's context ends at the row's last valid frame
+        ctxs = []
+        old = _split(state.frames, self._ctx)
+        for b, c in zip(self.blocks, old[:-1], strict=True):
+            h, c = b.step(h, c, end)
+            ctxs.append(c)
+        y, c = self.out.step(F.elu(h), old[-1], end)
+        ctxs.append(c)
         if self.skip is not None:
             # the token whose frames come out is the window's centre position (token_context) of each output
             c = self.token_context
-            y = y + self.skip(inp[..., c + drop : c + z.shape[1]])
-        return y.transpose(1, 2), DecoderState(tokens, torch.cat(ctxs, -1), state.skip - drop)
+            y = y + self.skip(_shift_left(inp[..., c : c + n], drop))
+        mask = (torch.arange(n * g, device=y.device).view(1, 1, -1) < end.view(-1, 1, 1)).to(y.dtype)
+        return (y * mask).transpose(1, 2), end, DecoderState(tokens, torch.cat(ctxs, -1), state.filled + drop)
+
+    def step(self, z: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
+        """Latents ``[B, n, latent]`` -> frames ``[B, m G, D]``: ``m = n`` once a row's look-ahead is filled; rows are
+        left-aligned and zero-padded to the longest (:meth:`output_lengths` gives each row's frames)."""
+        if z.shape[1] == 0:
+            return z.new_zeros(z.shape[0], 0, self.out.out_channels), state
+        y, lengths, new = self.step_padded(z, state)
+        return y[:, : int(lengths.max())], new
 
     def flush(self, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
-        """Frames of the last ``lookahead`` tokens, decoded as if zero latents followed (as ``forward`` pads)."""
-        n = self.lookahead - state.skip
-        z = state.tokens.new_zeros(state.tokens.shape[0], n, state.tokens.shape[1])
+        """Frames of each row's held-back tokens (up to ``lookahead``), decoded as if zero latents followed (as
+        ``forward`` pads); a row that received k < lookahead tokens gets k tokens' frames. The rows' lengths are
+        :meth:`flush_lengths`."""
+        z = state.tokens.new_zeros(state.tokens.shape[0], self.lookahead, state.tokens.shape[1])
         return self.step(z, state)
+
+    def flush_lengths(self, state: DecoderState) -> torch.Tensor:
+        """``[B]`` int64: frames each row gets from :meth:`flush` of ``state``."""
+        return self.output_lengths(self.lookahead, state)
 
 
 # --- the tokenizer ------------------------------------------------------------------------------------------------
@@ -486,23 +552,62 @@ class MotionTokenizer(nn.Module):
 
     @torch.no_grad()
     def encode_step(self, motion: torch.Tensor, state: EncoderState) -> tuple[torch.Tensor, EncoderState]:
-        """Frames ``[B, n, D]`` (any n) -> codes of the tokens they complete ``[B, m, N_q]``."""
+        """Frames ``[B, n, D]`` (any n) -> codes of the tokens they complete ``[B, m, N_q]`` (rows at different
+        phases complete different numbers: :meth:`encode_lengths` gives each row's count, codes past it are
+        padding)."""
         self.check_motion(motion, whole_tokens=False)
         z, state = self.encoder.step(self.normalize(motion), state)
         return self.quantizer.encode(z), state
+
+    def encode_lengths(self, n: int, state: EncoderState) -> torch.Tensor:
+        """``[B]`` int64: tokens each row completes in :meth:`encode_step` of ``n`` frames from ``state``."""
+        return self.encoder.output_lengths(n, state)
 
     def init_decode_state(self, batch_size: int, device: torch.device | str | None = None) -> DecoderState:
         return self.decoder.init_state(batch_size, device)
 
     @torch.no_grad()
     def decode_step(self, codes: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
-        """codes ``[B, n, N_q]`` -> frames ``[B, n G, D]`` (held back by ``lookahead`` tokens at the start)."""
+        """codes ``[B, n, N_q]`` -> frames ``[B, m G, D]`` (held back by ``lookahead`` tokens at the start of each
+        row's stream; rows left-aligned and zero-padded, :meth:`decode_lengths` gives each row's count)."""
         y, state = self.decoder.step(self.quantizer.decode(codes), state)
         return self.to_frames(y), state
 
     @torch.no_grad()
+    def decode_step_padded(
+        self, codes: torch.Tensor, state: DecoderState
+    ) -> tuple[torch.Tensor, torch.Tensor, DecoderState]:
+        """codes ``[B, n, N_q]`` (n >= 1) -> (frames ``[B, n G, D]``, each row's left-aligned and zero past its
+        count; counts ``[B]`` int64; new state): :meth:`decode_step` with static shapes and no host read (what the
+        exported graph and a CUDA graph capture run)."""
+        if codes.shape[1] == 0:
+            return self._no_frames(state)
+        return self._padded(*self.decoder.step_padded(self.quantizer.decode(codes), state))
+
+    @torch.no_grad()
+    def decode_flush_padded(self, state: DecoderState) -> tuple[torch.Tensor, torch.Tensor, DecoderState]:
+        """:meth:`decode_flush` with static shapes (``[B, lookahead G, D]``, counts ``[B]``, new state)."""
+        if self.lookahead == 0:
+            return self._no_frames(state)
+        t = state.tokens
+        return self._padded(*self.decoder.step_padded(t.new_zeros(t.shape[0], self.lookahead, t.shape[1]), state))
+
+    def _padded(self, y: torch.Tensor, lengths: torch.Tensor, state: DecoderState):
+        keep = torch.arange(y.shape[1], device=y.device).view(1, -1, 1) < lengths.view(-1, 1, 1)
+        return self.to_frames(y) * keep.to(y.dtype), lengths, state
+
+    def _no_frames(self, state: DecoderState):
+        b, dev = state.tokens.shape[0], state.tokens.device
+        return state.tokens.new_zeros(b, 0, self.dim), torch.zeros(b, dtype=torch.long, device=dev), state
+
+    def decode_lengths(self, n: int, state: DecoderState) -> torch.Tensor:
+        """``[B]`` int64: frames each row gets from :meth:`decode_step` of ``n`` tokens from ``state``."""
+        return self.decoder.output_lengths(n, state)
+
+    @torch.no_grad()
     def decode_flush(self, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
-        """The held-back frames at the end of a stream (empty when ``lookahead`` is 0)."""
+        """The held-back frames at the end of a stream (empty when ``lookahead`` is 0); each row's count is
+        ``decode_lengths(lookahead, state)``."""
         y, state = self.decoder.flush(state)
         return self.to_frames(y), state
 

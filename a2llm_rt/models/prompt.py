@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from a2llm_rt.audio import resample
 from a2llm_rt.errors import InputError
 from a2llm_rt.models.audio_encoder import audio_placeholder_count
 from a2llm_rt.models.mel import CHUNK_SECONDS, SAMPLE_RATE, chunked_log_mel
@@ -77,21 +78,8 @@ def prepare_waveform(
     if w.numel() / sample_rate > max_seconds:
         raise InputError(f"audio of {w.numel() / sample_rate:.1f} s exceeds the limit of {max_seconds:.0f} s")
     if sample_rate != SAMPLE_RATE:
-        w = torch.from_numpy(resample_to_16k(w.numpy(), sample_rate))
+        w = torch.from_numpy(resample(w.numpy(), sample_rate, SAMPLE_RATE))
     return w
-
-
-def resample_to_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
-    """``[n]`` float audio at ``sample_rate`` -> ``[m]`` float32 at 16 kHz (polyphase filter; a copy when the rate is
-    already 16 kHz). Callers bound the rate: the filter grows with ``sample_rate / gcd(sample_rate, 16000)``."""
-    if sample_rate == SAMPLE_RATE:
-        return np.array(samples, np.float32)
-    from math import gcd
-
-    from scipy.signal import resample_poly
-
-    g = gcd(SAMPLE_RATE, sample_rate)
-    return resample_poly(samples, SAMPLE_RATE // g, sample_rate // g).astype(np.float32)
 
 
 class ChatFormat:

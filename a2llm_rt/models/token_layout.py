@@ -173,11 +173,6 @@ class TokenLayout(Config):
             )
         return v
 
-    @property
-    def stop_ids(self) -> tuple[int, ...]:
-        """Ids that end an assistant turn."""
-        return (self.special("eot"),)
-
     def is_text(self, token_id: int) -> bool:
         return 0 <= token_id < self.text_end
 

@@ -11,10 +11,22 @@ self-attention, pre-norm blocks without conv module or macaron FFN). Two modes:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from a2llm_rt.speech.dit import window_before as _window_before
+
+
+def _chunk_mask(cache_lens: Sequence[int], cache_width: int, new_lens: Sequence[int], new_width: int,
+                device: torch.device) -> torch.Tensor:
+    """[B, 1, cache_width + new_width] bool: valid keys of left-padded caches followed by right-padded chunks."""
+    j = torch.arange(cache_width + new_width, device=device)[None]
+    c = torch.tensor(list(cache_lens), device=device)[:, None]
+    n = torch.tensor(list(new_lens), device=device)[:, None]
+    return ((j >= cache_width - c) & (j < cache_width + n))[:, None, :]
 
 
 def pad_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
@@ -168,14 +180,17 @@ class PreLookaheadLayer(nn.Module):
         y = self.conv2(F.pad(y, (2, 0)))
         return y.transpose(1, 2) + x
 
-    def forward_chunk(self, x: torch.Tensor, cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x [B, T, C] whose last ``pre_lookahead_len`` steps are look-ahead; cache [B, C, 2].
+    def forward_chunk(self, x: torch.Tensor, cache: torch.Tensor,
+                      lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [B, T, C] whose last ``pre_lookahead_len`` steps are look-ahead; cache [B, C, 2]; ``lengths`` [B] int64
+        or None: each row's valid output steps (right padding after them; the new cache ends at each row's end).
 
         Returns ([B, T - lookahead, C], new cache [B, C, 2]).
         """
         y = F.leaky_relu(self.conv1(x.transpose(1, 2)))
-        new_cache = y[..., -2:]
-        y = self.conv2(torch.cat([cache, y], dim=2)).transpose(1, 2)
+        y = torch.cat([cache, y], dim=2)
+        new_cache = y[..., -2:] if lengths is None else _window_before(y, lengths + 2, 2)
+        y = self.conv2(y).transpose(1, 2)
         return y + x[:, : -self.pre_lookahead_len], new_cache
 
 
@@ -192,10 +207,13 @@ class Upsample1D(nn.Module):
         y = F.interpolate(x, scale_factor=float(self.stride), mode="nearest")
         return self.conv(F.pad(y, (self.stride * 2, 0)))
 
-    def forward_chunk(self, x: torch.Tensor, cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x [B, C, T], cache [B, C, 2*stride] -> ([B, C, stride*T], new cache)."""
+    def forward_chunk(self, x: torch.Tensor, cache: torch.Tensor,
+                      lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [B, C, T], cache [B, C, 2*stride] -> ([B, C, stride*T], new cache); ``lengths`` [B] int64 or None: each
+        row's valid input steps (the new cache ends at each row's end)."""
         y = torch.cat([cache, F.interpolate(x, scale_factor=float(self.stride), mode="nearest")], dim=2)
-        return self.conv(y), y[..., -self.stride * 2:]
+        k = 2 * self.stride
+        return self.conv(y), y[..., -k:] if lengths is None else _window_before(y, k + self.stride * lengths, k)
 
 
 class UpsampleConformerEncoder(nn.Module):
@@ -238,31 +256,80 @@ class UpsampleConformerEncoder(nn.Module):
                           2 * self.size // self.heads, device=device, dtype=dtype)
         return cnn, att
 
-    def forward_chunk(self, xs: torch.Tensor, last_chunk: bool, cnn_cache: torch.Tensor,
-                      att_cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward_chunk(self, xs: torch.Tensor, last_chunk: bool | Sequence[bool], cnn_cache: torch.Tensor,
+                      att_cache: torch.Tensor, lengths: Sequence[int] | None = None,
+                      cache_lengths: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One chunk of token embeddings [B, T, D] including ``pre_lookahead_len`` look-ahead steps.
 
         att_cache [L1+L2, B, H, 2*t1, 2*d_k] (the first L1 layers use the first t1 steps, the layout upstream uses),
         cnn_cache [B, D, 2 + 2*stride]. Returns (h [B, stride*(T - lookahead), D] or stride*T on the last chunk,
         new cnn cache, new att cache).
+
+        Sessions of different lengths in one batch: ``lengths`` [B] codes of each row (right-padded to T; look-ahead
+        included except on a last chunk), ``last_chunk`` one flag per row, ``cache_lengths`` [B] the t1 of each row's
+        cache, left-padded to t1 (:meth:`pad_caches`). Padded keys are masked out and relative positions are those
+        of each row alone, so row b gets what it gets alone: its first stride*(lengths[b] - lookahead) output steps
+        (stride*lengths[b] on its last chunk) and its new cache by :meth:`split_cache`.
         """
+        b, t = xs.shape[:2]
+        look = self.pre_lookahead_layer.pre_lookahead_len
+        stride = self.up_layer.stride
+        lasts = [bool(last_chunk)] * b if isinstance(last_chunk, bool) else [bool(v) for v in last_chunk]
+        lens = [t] * b if lengths is None else [int(n) for n in lengths]
         n1 = len(self.encoders)
         offset1 = att_cache.size(3) // 2
+        cache_lens = [offset1] * b if cache_lengths is None else [int(n) for n in cache_lengths]
+        ins = [n + (look if last else 0) for n, last in zip(lens, lasts, strict=True)]  # steps incl. look-ahead
+        width = max(ins)
         xs, _ = self.embed(xs)
-        if last_chunk:
-            xs = F.pad(xs, (0, 0, 0, self.pre_lookahead_layer.pre_lookahead_len))
-        xs, new_cnn1 = self.pre_lookahead_layer.forward_chunk(xs, cnn_cache[:, :, :2])
+        if width > t:
+            xs = F.pad(xs, (0, 0, 0, width - t))
+        if min(lens) < width:  # zeros after each row's codes: a last chunk's look-ahead, and the batch padding
+            keep = torch.arange(width, device=xs.device)[None] < torch.tensor(lens, device=xs.device)[:, None]
+            xs = xs * keep[..., None].to(xs.dtype)
+        outs = [e - look for e in ins]
+        ragged = min(ins) < width or min(cache_lens) < offset1
+        out_lens = torch.tensor(outs, device=xs.device) if ragged else None
+        xs, new_cnn1 = self.pre_lookahead_layer.forward_chunk(xs, cnn_cache[:, :, :2], out_lens)
         pos = self.embed.pos_enc.position_encoding(offset1 + xs.size(1), xs)
+        mask = _chunk_mask(cache_lens, offset1, outs, xs.size(1), xs.device) if ragged else None
         new_att1 = []
         for i, layer in enumerate(self.encoders):
-            xs, c = layer(xs, None, pos, att_cache[i, :, :, :offset1])
+            xs, c = layer(xs, mask, pos, att_cache[i, :, :, :offset1])
             new_att1.append(c)
-        xs, new_cnn2 = self.up_layer.forward_chunk(xs.transpose(1, 2), cnn_cache[:, :, 2:])
+        xs, new_cnn2 = self.up_layer.forward_chunk(xs.transpose(1, 2), cnn_cache[:, :, 2:], out_lens)
         xs, _ = self.up_embed(xs.transpose(1, 2))
-        pos = self.embed.pos_enc.position_encoding(offset1 * self.up_layer.stride + xs.size(1), xs)
+        pos = self.embed.pos_enc.position_encoding(offset1 * stride + xs.size(1), xs)
+        mask = _chunk_mask([stride * n for n in cache_lens], stride * offset1, [stride * n for n in outs], xs.size(1),
+                           xs.device) if ragged else None
         new_att2 = []
         for i, layer in enumerate(self.up_encoders):
-            xs, c = layer(xs, None, pos, att_cache[n1 + i])
+            xs, c = layer(xs, mask, pos, att_cache[n1 + i])
             new_att2.append(c)
         new_att = torch.cat([torch.stack(new_att1).repeat(1, 1, 1, 2, 1), torch.stack(new_att2)], dim=0)
         return self.after_norm(xs), torch.cat([new_cnn1, new_cnn2], dim=2), new_att
+
+    def pad_caches(self, caches: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[int]]:
+        """One-session caches [1, L1+L2, H, 2*t1_b, 2*d_k] (batch first) -> the batch's [L1+L2, B, H, 2*t1, 2*d_k]
+        (t1 = max t1_b; each layer's steps left-padded with zeros) and the t1_b, for :meth:`forward_chunk`."""
+        n1, stride = len(self.encoders), self.up_layer.stride
+        t1 = [c.size(3) // 2 for c in caches]
+        w = max(t1)
+        if min(t1) == w:
+            return torch.cat(list(caches), dim=0).transpose(0, 1), t1
+        first = caches[0]
+        out = first.new_zeros(first.size(1), len(caches), first.size(2), 2 * w, first.size(4))
+        for b, (c, n) in enumerate(zip(caches, t1, strict=True)):
+            out[:n1, b, :, w - n: w] = c[0, :n1, :, :n]
+            out[n1:, b, :, stride * (w - n): stride * w] = c[0, n1:, :, : stride * n]
+        return out, t1
+
+    def split_cache(self, att: torch.Tensor, row: int, cache_width: int, cache_length: int,
+                    new_length: int) -> torch.Tensor:
+        """Row ``row`` of a new cache from :meth:`forward_chunk` on caches padded by :meth:`pad_caches` (to
+        ``cache_width`` t1 steps) as a one-session cache [1, L1+L2, H, 2*(t1_b + n_b), 2*d_k]; ``cache_length`` t1_b,
+        ``new_length`` n_b: the row's 25 Hz output steps of the chunk."""
+        n1, stride = len(self.encoders), self.up_layer.stride
+        lo, hi = cache_width - cache_length, cache_width + new_length
+        first = att[:n1, row, :, lo:hi]
+        return torch.cat([torch.cat([first, first], dim=2), att[n1:, row, :, stride * lo: stride * hi]], dim=0)[None]

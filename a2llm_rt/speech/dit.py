@@ -74,13 +74,31 @@ class Attention(nn.Module):
         q, k, v = self._qkv(x)
         return self._out(q, k, v, mask.unsqueeze(1))
 
-    def forward_chunk(self, x: torch.Tensor, att_cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x [B, T, C]; att_cache [B, H, Tc, 2*head_dim] -> (y, new cache [B, H, T + Tc, 2*head_dim])."""
+    def forward_chunk(self, x: torch.Tensor, att_cache: torch.Tensor,
+                      key_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [B, T, C]; att_cache [B, H, Tc, 2*head_dim]; key_mask [B, 1, 1, T + Tc] bool (valid keys: the chunk's,
+        then the cache's; None: all) -> (y, new cache [B, H, T + Tc, 2*head_dim], the chunk's keys first)."""
         q, k, v = self._qkv(x)
         k_c, v_c = att_cache.chunk(2, dim=3)
         k = torch.cat([k, k_c], dim=2)
         v = torch.cat([v, v_c], dim=2)
-        return self._out(q, k, v, None), torch.cat([k, v], dim=3)
+        return self._out(q, k, v, key_mask), torch.cat([k, v], dim=3)
+
+
+def window_before(x: torch.Tensor, ends: torch.Tensor, size: int) -> torch.Tensor:
+    """x [B, C, T] -> [B, C, size]: row b's ``size`` steps ending (exclusive) at ``ends[b]`` ([B] int64)."""
+    idx = ends[:, None] - size + torch.arange(size, device=x.device)[None]
+    return x.gather(2, idx[:, None, :].expand(-1, x.size(1), -1))
+
+
+def chunk_key_mask(lengths: torch.Tensor | None, cache_lengths: torch.Tensor | None, t: int, tc: int, b: int,
+                   device: torch.device) -> torch.Tensor:
+    """[B, 1, 1, t + tc] bool: the chunk's first ``lengths[b]`` keys, then the cache's first ``cache_lengths[b]``."""
+    def valid(n: torch.Tensor | None, size: int) -> torch.Tensor:
+        r = torch.arange(size, device=device)[None]
+        return r.expand(b, -1) >= 0 if n is None else r < n[:, None]
+
+    return torch.cat([valid(lengths, t), valid(cache_lengths, tc)], dim=1)[:, None, None, :]
 
 
 class CausalConv1d(nn.Conv1d):
@@ -93,10 +111,13 @@ class CausalConv1d(nn.Conv1d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(F.pad(x, (self.left, 0)))
 
-    def forward_chunk(self, x: torch.Tensor, cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x [B, C, T], cache [B, C, kernel-1] -> (y, new cache)."""
+    def forward_chunk(self, x: torch.Tensor, cache: torch.Tensor,
+                      lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [B, C, T], cache [B, C, kernel-1] -> (y, new cache). ``lengths`` [B] int64: valid steps of each row
+        (right padding after them); the new cache is the ``kernel-1`` steps before each row's end."""
         x = torch.cat([cache, x], dim=2)
-        return super().forward(x), x[..., -self.left:]
+        return super().forward(x), x[..., -self.left:] if lengths is None else window_before(x, lengths + self.left,
+                                                                                            self.left)
 
 
 class _Transpose(nn.Module):
@@ -117,12 +138,13 @@ class CausalConvBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.block(x)
 
-    def forward_chunk(self, x: torch.Tensor, cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x [B, T, C], cache [B, 2C, kernel-1] -> (y, new cache)."""
+    def forward_chunk(self, x: torch.Tensor, cache: torch.Tensor,
+                      lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [B, T, C], cache [B, 2C, kernel-1], lengths [B] or None (see :meth:`CausalConv1d.forward_chunk`)."""
         c1, c2 = cache.split((self.channels, self.channels), dim=1)
-        x, n1 = self.block[1].forward_chunk(x.transpose(1, 2), c1)
+        x, n1 = self.block[1].forward_chunk(x.transpose(1, 2), c1, lengths)
         x = self.block[4](self.block[3](x.transpose(1, 2)))
-        x, n2 = self.block[6].forward_chunk(x.transpose(1, 2), c2)
+        x, n2 = self.block[6].forward_chunk(x.transpose(1, 2), c2, lengths)
         return x.transpose(1, 2), torch.cat([n1, n2], dim=1)
 
 
@@ -151,18 +173,19 @@ class DiTBlock(nn.Module):
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 9 * hidden))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, mask: torch.Tensor | None = None,
-                cnn_cache: torch.Tensor | None = None,
-                att_cache: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """x [B, T, C], c [B, 1, C]. Whole mode: mask [B, 1, T], no caches. Chunk mode: both caches, no mask."""
+                cnn_cache: torch.Tensor | None = None, att_cache: torch.Tensor | None = None,
+                lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """x [B, T, C], c [B, 1, C]. Whole mode: mask [B, 1, T], no caches. Chunk mode: both caches, and ``mask``
+        None or the keys' [B, 1, 1, T + Tc] with ``lengths`` [B] (rows of different lengths, right-padded)."""
         sa, ca, ga, sm, cm, gm, sc, cc, gc = self.adaLN_modulation(c).chunk(9, dim=-1)
         chunk = att_cache is not None
         if chunk:
-            a, new_att = self.attn.forward_chunk(modulate(self.norm1(x), sa, ca), att_cache)
+            a, new_att = self.attn.forward_chunk(modulate(self.norm1(x), sa, ca), att_cache, mask)
         else:
             a, new_att = self.attn(modulate(self.norm1(x), sa, ca), mask), None
         x = x + ga * a
         if chunk:
-            y, new_cnn = self.conv.forward_chunk(modulate(self.norm3(x), sc, cc), cnn_cache)
+            y, new_cnn = self.conv.forward_chunk(modulate(self.norm3(x), sc, cc), cnn_cache, lengths)
         else:
             y, new_cnn = self.conv(modulate(self.norm3(x), sc, cc)), None
         x = x + gc * y
@@ -196,8 +219,9 @@ class DiT(nn.Module):
         self.in_proj = nn.Linear(in_channels, hidden_size)
         self.blocks = nn.ModuleList([DiTBlock(hidden_size, num_heads, head_dim, mlp_ratio) for _ in range(depth)])
         self.final_layer = FinalLayer(hidden_size, out_channels)
-        self.onnx_step = None
-        """Set by :func:`a2llm_rt.speech.onnx_runtime.use_onnx`: runs :meth:`forward_chunk` in onnxruntime."""
+        self.graph_step = None
+        """Set by :func:`a2llm_rt.speech.onnx_runtime.use_onnx` / :func:`a2llm_rt.speech.trt_runtime.use_tensorrt`: runs
+        :meth:`forward_chunk` through the exported graph (same arguments, lengths included)."""
 
     @staticmethod
     def _stack(x: torch.Tensor, mu: torch.Tensor, spks: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
@@ -214,19 +238,39 @@ class DiT(nn.Module):
         return self.final_layer(h, c).transpose(1, 2)
 
     def forward_chunk(self, x: torch.Tensor, mu: torch.Tensor, t: torch.Tensor, spks: torch.Tensor,
-                      cond: torch.Tensor, cnn_cache: torch.Tensor,
-                      att_cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                      cond: torch.Tensor, cnn_cache: torch.Tensor, att_cache: torch.Tensor,
+                      lengths: torch.Tensor | None = None,
+                      cache_lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One chunk. cnn_cache [depth, B, 2*hidden, 2]; att_cache [depth, B, H, Tc, 2*head_dim].
 
-        Returns (velocity [B, mel, T], new cnn cache, new att cache [depth, B, H, T + Tc, 2*head_dim]).
+        Rows of different lengths (several sessions in one batch): ``lengths`` [B] int64 valid frames of x/mu/cond
+        (right-padded to T) and ``cache_lengths`` [B] valid cache entries (right-padded to Tc); padded keys are
+        masked out and each row's conv cache ends at its own last frame, so every row computes what it computes
+        alone. Both None: every row is full.
+
+        Returns (velocity [B, mel, T], new cnn cache, new att cache [depth, B, H, T + Tc, 2*head_dim]: row b's valid
+        entries are [0, lengths[b]) and [T, T + cache_lengths[b])).
         """
-        if self.onnx_step is not None:
-            return self.onnx_step(x, mu, t, spks, cond, cnn_cache, att_cache)
+        if self.graph_step is not None:
+            return self.graph_step(x, mu, t, spks, cond, cnn_cache, att_cache, lengths, cache_lengths)
+        return self.forward_chunk_torch(x, mu, t, spks, cond, cnn_cache, att_cache, lengths, cache_lengths)
+
+    def forward_chunk_torch(self, x: torch.Tensor, mu: torch.Tensor, t: torch.Tensor, spks: torch.Tensor,
+                            cond: torch.Tensor, cnn_cache: torch.Tensor, att_cache: torch.Tensor,
+                            lengths: torch.Tensor | None = None,
+                            cache_lengths: torch.Tensor | None = None
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`forward_chunk` in torch whatever :attr:`graph_step` is (what the exported graph computes)."""
+        mask = None
+        if lengths is not None or cache_lengths is not None:
+            mask = chunk_key_mask(lengths, cache_lengths, x.size(2), att_cache.size(3), x.size(0), x.device)
+            if lengths is None:
+                lengths = torch.full((x.size(0),), x.size(2), dtype=torch.int64, device=x.device)
         c = self.t_embedder(t).unsqueeze(1)
         h = self.in_proj(self._stack(x, mu, spks, cond).transpose(1, 2))
         cnn, att = [], []
         for i, block in enumerate(self.blocks):
-            h, nc, na = block(h, c, None, cnn_cache[i], att_cache[i])
+            h, nc, na = block(h, c, mask, cnn_cache[i], att_cache[i], lengths)
             cnn.append(nc)
             att.append(na)
         return self.final_layer(h, c).transpose(1, 2), torch.stack(cnn), torch.stack(att)

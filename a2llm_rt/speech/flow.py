@@ -38,11 +38,14 @@ class ConditionalCFM(nn.Module):
         self.register_buffer("rand_noise", torch.randn(1, estimator.out_channels, noise_frames, generator=g),
                              persistent=False)
 
-    def noise(self, offsets: list[int], length: int) -> torch.Tensor:
-        """[B, mel, length] noise frames [o, o + length) for each offset o."""
-        if max(offsets) + length > self.rand_noise.size(2):
+    def noise(self, offsets: list[int], length: int | list[int]) -> torch.Tensor:
+        """[B, mel, max length] noise frames [o, o + length) for each offset o (and each length: zeros after it)."""
+        lengths = [length] * len(offsets) if isinstance(length, int) else list(length)
+        if max(o + n for o, n in zip(offsets, lengths, strict=True)) > self.rand_noise.size(2):
             raise ValueError(f"answer too long for the noise table ({self.rand_noise.size(2)} mel frames)")
-        return torch.cat([self.rand_noise[:, :, o: o + length] for o in offsets], dim=0)
+        width = max(lengths)
+        return torch.cat([F.pad(self.rand_noise[:, :, o: o + n], (0, width - n))
+                          for o, n in zip(offsets, lengths, strict=True)], dim=0)
 
     def _guided(self, v: torch.Tensor) -> torch.Tensor:
         v_c, v_u = v.chunk(2, dim=0)
@@ -68,12 +71,20 @@ class ConditionalCFM(nn.Module):
         return x
 
     def forward_chunk(self, mu: torch.Tensor, spks: torch.Tensor, cond: torch.Tensor, n_timesteps: int,
-                      cnn_cache: torch.Tensor, att_cache: torch.Tensor,
-                      noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                      cnn_cache: torch.Tensor, att_cache: torch.Tensor, noise: torch.Tensor,
+                      lengths: torch.Tensor | None = None, cache_lengths: torch.Tensor | None = None,
+                      stack: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | list[torch.Tensor]]:
         """One chunk for B streams. mu, cond, noise [B, mel, T]; spks [B, mel];
         cnn_cache [n_t, depth, 2B, 2*hidden, 2]; att_cache [n_t, depth, 2B, H, Tc, 2*head_dim] (rows: B guided
-        streams, then the same B unguided). Returns (mel [B, mel, T], new cnn cache, new att cache (Tc + T))."""
+        streams, then the same B unguided); ``lengths`` / ``cache_lengths`` [B] int64 or None: streams of different
+        lengths, right-padded (see :meth:`DiT.forward_chunk`). Returns (mel [B, mel, T], new cnn cache, new att cache
+        (T + Tc, the chunk's entries first; ``stack=False``: the list of the n_t steps' caches, not copied into one
+        tensor))."""
         b = mu.size(0)
+        if lengths is not None:
+            lengths = torch.cat([lengths, lengths])
+        if cache_lengths is not None:
+            cache_lengths = torch.cat([cache_lengths, cache_lengths])
         t_span = cosine_t_span(n_timesteps, mu)
         mu_in = torch.cat([mu, torch.zeros_like(mu)])
         spks_in = torch.cat([spks, torch.zeros_like(spks)])
@@ -83,14 +94,14 @@ class ConditionalCFM(nn.Module):
         cnn, att = [], []
         for step in range(1, len(t_span)):
             v, nc, na = self.estimator.forward_chunk(torch.cat([x, x]), mu_in, t.expand(2 * b), spks_in, cond_in,
-                                                     cnn_cache[step - 1], att_cache[step - 1])
+                                                     cnn_cache[step - 1], att_cache[step - 1], lengths, cache_lengths)
             x = x + dt * self._guided(v)
             t = t + dt
             if step < len(t_span) - 1:
                 dt = t_span[step + 1] - t
             cnn.append(nc)
             att.append(na)
-        return x, torch.stack(cnn), torch.stack(att)
+        return x, torch.stack(cnn), torch.stack(att) if stack else att
 
 
 class FlowModel(nn.Module):

@@ -24,6 +24,17 @@ def _padding(kernel: int, dilation: int = 1) -> int:
     return (kernel * dilation - dilation) // 2
 
 
+def mask_steps(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """x [B, C, T] with the steps at and after ``lengths[b]`` ([B] int64) set to zero; x itself when None.
+
+    Zero padding after a row's end is what a convolution's own padding puts there, so re-zeroing after every
+    convolution makes each row of a right-padded batch compute exactly what it computes alone."""
+    if lengths is None:
+        return x
+    keep = torch.arange(x.size(-1), device=x.device)[None] < lengths[:, None]
+    return x * keep[:, None, :].to(x.dtype)
+
+
 class Snake(nn.Module):
     """x + 1/alpha * sin^2(alpha x), one alpha per channel."""
 
@@ -48,9 +59,10 @@ class ResBlock(nn.Module):
         self.activations1 = nn.ModuleList([Snake(channels) for _ in dilations])
         self.activations2 = nn.ModuleList([Snake(channels) for _ in dilations])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, C, T]; ``lengths`` [B] or None: rows right-padded with zeros after their lengths (kept zero)."""
         for c1, c2, a1, a2 in zip(self.convs1, self.convs2, self.activations1, self.activations2, strict=True):
-            x = c2(a2(c1(a1(x)))) + x
+            x = mask_steps(c2(a2(mask_steps(c1(a1(x)), lengths))), lengths) + x
         return x
 
 
@@ -65,8 +77,11 @@ class ConvRNNF0Predictor(nn.Module):
         self.condnet = nn.Sequential(*layers)
         self.classifier = nn.Linear(cond_channels, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.abs(self.classifier(self.condnet(x).transpose(1, 2)).squeeze(-1))
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """``lengths`` [B] or None: rows right-padded with zeros (the first ``lengths[b]`` outputs are row b's)."""
+        for layer in self.condnet:
+            x = mask_steps(layer(x), lengths) if isinstance(layer, nn.Conv1d) else layer(x)
+        return torch.abs(self.classifier(x.transpose(1, 2)).squeeze(-1))
 
 
 class SineGen(nn.Module):
@@ -159,37 +174,62 @@ class HiFTGenerator(nn.Module):
         self.conv_post = nn.Conv1d(ch, self.n_fft + 2, 7, 1, padding=3)
         self.f0_predictor = ConvRNNF0Predictor(cfg.in_channels, cfg.f0_cond_channels)
         self.register_buffer("stft_window", torch.hann_window(self.n_fft, periodic=True), persistent=False)
-        self.onnx_decoder = None
-        """Set by :func:`a2llm_rt.speech.onnx_runtime.use_onnx`: (mel, source STFT) -> (magnitude, phase)."""
+        self.graph_decoder = None
+        """Set by :func:`a2llm_rt.speech.onnx_runtime.use_onnx` / :func:`a2llm_rt.speech.trt_runtime.use_tensorrt`:
+        (mel, source STFT, lengths or None) -> (magnitude, phase) through the exported graph."""
 
     def source(self, mel: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """mel [B, mel, T] -> source excitation [B, 1, T*480]."""
-        f0 = self.f0_predictor(mel)
+        return self.source_from_f0(self.f0_predictor(mel), generator)
+
+    def source_from_f0(self, f0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """F0 [B, T] (Hz, 50 Hz frames) -> source excitation [B, 1, T*480] (random draws from ``generator``)."""
         s = F.interpolate(f0[:, None], scale_factor=float(self.upsample_scale), mode="nearest").transpose(1, 2)
         return self.m_source(s, generator).transpose(1, 2)
 
-    def decode(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        """mel [B, mel, T], source [B, 1, L] -> waveform [B, L] clamped to +-audio_limit."""
+    def source_stft(self, s: torch.Tensor) -> torch.Tensor:
+        """source [B, 1, L] -> real|imaginary STFT [B, n_fft + 2, L/hop + 1]."""
         spec = torch.view_as_real(torch.stft(s.squeeze(1), self.n_fft, self.hop, self.n_fft, window=self.stft_window,
                                              return_complex=True))
-        s_stft = torch.cat([spec[..., 0], spec[..., 1]], dim=1)
-        gen = self.onnx_decoder if self.onnx_decoder is not None else self.generate
-        magnitude, phase = gen(x, s_stft)
+        return torch.cat([spec[..., 0], spec[..., 1]], dim=1)
+
+    def istft(self, magnitude: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+        """[B, n_fft/2 + 1, F] magnitude and phase -> waveform [B, (F - 1) * hop] clamped to +-audio_limit."""
         spec = torch.complex(magnitude * torch.cos(phase), magnitude * torch.sin(phase))
         wav = torch.istft(spec, self.n_fft, self.hop, self.n_fft, window=self.stft_window)
         return torch.clamp(wav, -self.cfg.audio_limit, self.cfg.audio_limit)
 
-    def generate(self, x: torch.Tensor, s_stft: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """mel [B, mel, T], source STFT [B, n_fft + 2, 120T + 1] -> iSTFT magnitude and phase [B, n_fft/2 + 1, F]."""
-        x = self.conv_pre(x)
+    def _generate(self, x: torch.Tensor, s_stft: torch.Tensor,
+                  lengths: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.graph_decoder is not None:
+            return self.graph_decoder(x, s_stft, lengths)
+        return self.generate(x, s_stft, lengths)
+
+    def decode(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """mel [B, mel, T], source [B, 1, L] -> waveform [B, L] clamped to +-audio_limit."""
+        return self.istft(*self._generate(x, self.source_stft(s), None))
+
+    def generate(self, x: torch.Tensor, s_stft: torch.Tensor,
+                 lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """mel [B, mel, T], source STFT [B, n_fft + 2, 120T + 1] -> iSTFT magnitude and phase [B, n_fft/2 + 1, F].
+
+        ``lengths`` [B] int64 or None: rows of different lengths right-padded with zeros (row b: ``lengths[b]`` mel
+        frames and 120 ``lengths[b]`` + 1 STFT frames); every convolution's output is re-zeroed after each row's end
+        (:func:`mask_steps`), so row b's first 120 ``lengths[b]`` + 1 output frames are what it gets alone.
+        """
+        x = mask_steps(self.conv_pre(x), lengths)
+        n = lengths
         for i in range(self.num_upsamples):
             x = self.ups[i](F.leaky_relu(x, self.cfg.lrelu_slope))
+            n = None if n is None else n * self.cfg.upsample_rates[i]
             if i == self.num_upsamples - 1:
                 x = F.pad(x, (1, 0), mode="reflect")
-            x = x + self.source_resblocks[i](self.source_downs[i](s_stft))
-            xs = self.resblocks[i * self.num_kernels](x)
+                n = None if n is None else n + 1
+            x = mask_steps(x, n)
+            x = x + self.source_resblocks[i](mask_steps(self.source_downs[i](s_stft), n), n)
+            xs = self.resblocks[i * self.num_kernels](x, n)
             for j in range(1, self.num_kernels):
-                xs = xs + self.resblocks[i * self.num_kernels + j](x)
+                xs = xs + self.resblocks[i * self.num_kernels + j](x, n)
             x = xs / self.num_kernels
         x = self.conv_post(F.leaky_relu(x))
         half = self.n_fft // 2 + 1
@@ -204,3 +244,30 @@ class HiFTGenerator(nn.Module):
             s = s.clone()
             s[:, :, : cache_source.size(2)] = cache_source
         return self.decode(speech_feat, s), s
+
+    @torch.inference_mode()
+    def forward_many(self, mels: list[torch.Tensor], cache_sources: list[torch.Tensor | None],
+                     generators: list[torch.Generator | None]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Several sessions of different lengths in one batch: mels [mel, T_b], cache_sources [1, n_b] or None,
+        one generator each (drawn in session order) -> (waveforms [T_b*480], sources [1, T_b*480]), each what
+        :meth:`forward` gives for that session alone (to float rounding; the F0 predictor and the generator run
+        batched, right-padded and masked; the source, STFT and iSTFT per session)."""
+        frames = [int(m.size(-1)) for m in mels]
+        w = max(frames)
+        x = torch.stack([F.pad(m, (0, w - f)) for m, f in zip(mels, frames, strict=True)])
+        lengths = torch.tensor(frames, device=x.device) if min(frames) < w else None
+        f0 = self.f0_predictor(x, lengths)
+        sources, stfts = [], []
+        for i, (f, cache, g) in enumerate(zip(frames, cache_sources, generators, strict=True)):
+            s = self.source_from_f0(f0[i: i + 1, :f], g)
+            if cache is not None and cache.size(-1) > 0:
+                s = s.clone()
+                s[:, :, : cache.size(-1)] = cache
+            sources.append(s[0])
+            stfts.append(self.source_stft(s))
+        width = max(st.size(2) for st in stfts)
+        s_stft = torch.cat([F.pad(st, (0, width - st.size(2))) for st in stfts])
+        mag, phase = self._generate(x, s_stft, lengths)
+        wavs = [self.istft(mag[i: i + 1, :, : st.size(2)], phase[i: i + 1, :, : st.size(2)])[0]
+                for i, st in enumerate(stfts)]
+        return wavs, sources

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import argparse
 import math
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from a2llm_rt.audio import INPUT_SAMPLE_RATE, OUTPUT_SAMPLE_RATE, read_wav, resample
 from a2llm_rt.errors import InputError
 from a2llm_rt.models.mel import log_mel_spectrogram, slaney_mel_filterbank
 from a2llm_rt.speech.voice import MIN_PROMPT_CODES, Voice
@@ -33,16 +33,6 @@ MIN_SECONDS = 1.0
 MAX_SECONDS = 30.0
 SILENCE_RMS = 1e-3
 """A prompt quieter than this (RMS of [-1, 1] samples, about -60 dBFS) is refused as silent."""
-
-
-def resample(x: np.ndarray, sr: int, target: int) -> np.ndarray:
-    """Polyphase resampling of a mono signal."""
-    if sr == target:
-        return x.astype(np.float32)
-    from scipy.signal import resample_poly
-
-    f = Fraction(target, sr).limit_denominator(1000)
-    return resample_poly(x, f.numerator, f.denominator).astype(np.float32)
 
 
 def kaldi_fbank(wav16k: torch.Tensor, num_mel_bins: int = 80) -> torch.Tensor:
@@ -123,7 +113,7 @@ class VoiceMaker:
         rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
         if rms < SILENCE_RMS:
             raise InputError(f"voice {name}: prompt is silent (RMS {rms:.2e})")
-        a16 = torch.from_numpy(resample(x, sample_rate, 16000))
+        a16 = torch.from_numpy(resample(x, sample_rate, INPUT_SAMPLE_RATE))
         feats = log_mel_spectrogram(a16, 128, padding=0)[None]
         ins = self.tokenizer.get_inputs()
         tokens = self.tokenizer.run(None, {ins[0].name: feats.numpy(),
@@ -135,14 +125,12 @@ class VoiceMaker:
         fb = fb - fb.mean(dim=0, keepdim=True)
         emb = self.campplus.run(None, {self.campplus.get_inputs()[0].name: fb[None].numpy()})[0]
         emb = torch.from_numpy(np.asarray(emb, dtype=np.float32)).flatten()
-        mel = prompt_mel_24k(torch.from_numpy(resample(x, sample_rate, 24000)))
+        mel = prompt_mel_24k(torch.from_numpy(resample(x, sample_rate, OUTPUT_SAMPLE_RATE)))
         if not math.isfinite(float(emb.sum())):
             raise InputError(f"voice {name}: the speaker model returned non-finite values")
         return Voice.from_prompt(tokens, mel, emb, name)
 
     def from_wav(self, path: str | Path, name: str | None = None) -> Voice:
-        from a2llm_rt.chat import read_wav
-
         samples, sr = read_wav(path)
         return self(samples, sr, name or Path(path).stem)
 

@@ -21,7 +21,7 @@ from a2llm_rt.engine.artifacts import file_sha256
 from a2llm_rt.errors import InputError
 from a2llm_rt.speech.token2wav import Token2Wav
 
-FORMAT = "a2llm-speech-engines/1"
+FORMAT = "a2llm-speech-engines/2"
 
 
 def _session(path: Path, threads: int | None):
@@ -34,7 +34,9 @@ def _session(path: Path, threads: int | None):
     return ort.InferenceSession(str(path), opt, providers=providers)
 
 
-def _read(folder: Path) -> dict[str, Any]:
+def read_manifest(folder: str | Path) -> dict[str, Any]:
+    """The folder's speech ``manifest.json``, its format and every listed artifact's sha256 checked."""
+    folder = Path(folder)
     path = folder / "manifest.json"
     try:
         m = json.loads(path.read_text())
@@ -49,14 +51,24 @@ def _read(folder: Path) -> dict[str, Any]:
     return m
 
 
+def _lengths(n: torch.Tensor | None, rows: int, full: int) -> np.ndarray:
+    """[rows] int64 valid lengths for a graph (None: every row full)."""
+    if n is None:
+        return np.full(rows, full, dtype=np.int64)
+    return n.detach().to("cpu", torch.int64).numpy()
+
+
 class _OrtEstimatorStep:
     def __init__(self, session):
         self.session = session
 
-    def __call__(self, x, mu, t, spks, cond, cnn_cache, att_cache):
-        feeds = {"x": x, "mu": mu, "t": t, "spks": spks, "cond": cond, "cnn_cache": cnn_cache, "att_cache": att_cache}
-        out = self.session.run(None, {k: np.ascontiguousarray(v.detach().float().cpu().numpy())
-                                      for k, v in feeds.items()})
+    def __call__(self, x, mu, t, spks, cond, cnn_cache, att_cache, lengths=None, cache_lengths=None):
+        feeds = {k: np.ascontiguousarray(v.detach().float().cpu().numpy()) for k, v in
+                 {"x": x, "mu": mu, "t": t, "spks": spks, "cond": cond, "cnn_cache": cnn_cache,
+                  "att_cache": att_cache}.items()}
+        feeds["lengths"] = _lengths(lengths, x.size(0), x.size(2))
+        feeds["cache_lengths"] = _lengths(cache_lengths, x.size(0), att_cache.size(3))
+        out = self.session.run(None, feeds)
         return tuple(torch.from_numpy(o).to(x.device, x.dtype) for o in out)
 
 
@@ -64,21 +76,28 @@ class _OrtHiFTDecoder:
     def __init__(self, session):
         self.session = session
 
-    def __call__(self, mel: torch.Tensor, source_stft: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, mel: torch.Tensor, source_stft: torch.Tensor,
+                 lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         mag, phase = self.session.run(None, {"mel": mel.float().cpu().numpy(),
-                                             "source_stft": source_stft.float().cpu().numpy()})
+                                             "source_stft": source_stft.float().cpu().numpy(),
+                                             "lengths": _lengths(lengths, mel.size(0), mel.size(2))})
         return torch.from_numpy(mag).to(mel.device), torch.from_numpy(phase).to(mel.device)
+
+
+def check_configs(model: Token2Wav, manifest: dict[str, Any], folder: Path) -> None:
+    """:class:`InputError` unless the graphs were exported for ``model``'s hyperparameters."""
+    if manifest.get("flow") != json.loads(json.dumps(dataclasses.asdict(model.flow_cfg))) or manifest.get(
+            "hift") != json.loads(json.dumps(dataclasses.asdict(model.hift.cfg))):
+        raise InputError("the exported graphs were made for other token2wav hyperparameters", folder / "manifest.json")
 
 
 def use_onnx(model: Token2Wav, folder: str | Path, threads: int | None = None) -> Token2Wav:
     """Route ``model``'s streaming estimator and HiFT decoder through the ONNX graphs in ``folder`` (in place)."""
     folder = Path(folder)
-    m = _read(folder)
-    if m.get("flow") != json.loads(json.dumps(dataclasses.asdict(model.flow_cfg))) or m.get("hift") != json.loads(
-            json.dumps(dataclasses.asdict(model.hift.cfg))):
-        raise InputError("the exported graphs were made for other token2wav hyperparameters", folder / "manifest.json")
+    m = read_manifest(folder)
+    check_configs(model, m, folder)
     arts = m["artifacts"]
-    model.flow.decoder.estimator.onnx_step = _OrtEstimatorStep(_session(folder / arts["estimator_onnx"]["file"],
+    model.flow.decoder.estimator.graph_step = _OrtEstimatorStep(_session(folder / arts["estimator_onnx"]["file"],
                                                                         threads))
-    model.hift.onnx_decoder = _OrtHiFTDecoder(_session(folder / arts["hift_onnx"]["file"], threads))
+    model.hift.graph_decoder = _OrtHiFTDecoder(_session(folder / arts["hift_onnx"]["file"], threads))
     return model

@@ -14,9 +14,9 @@ Streaming follows Step-Audio-2's streaming ``Token2wav`` (``set_stream_cache`` /
 
 So the first audio comes after the first 28 codes; a chunk returns 20160 samples (0.84 s) for 25 codes.
 
-:class:`Token2WavState` holds one or more sessions (batch on dim 0). :meth:`Token2Wav.step` runs one chunk for all of
-them in one call; sessions can be batched when their caches have the same lengths (same voice length and chunk count;
-:func:`batch_key`), otherwise run them in separate calls. The module is shared and never changes.
+:class:`Token2WavState` holds one or more sessions (batch on dim 0). :meth:`Token2Wav.step_many` runs one chunk for
+several sessions in one batch whatever their voices, progress and chunk lengths (padding + attention masks; each gets
+what it gets alone); :meth:`Token2Wav.step` is the same for one session. The module is shared and never changes.
 """
 
 from __future__ import annotations
@@ -71,12 +71,6 @@ class Token2WavState(StreamingState):
     """True after the last chunk."""
 
 
-def batch_key(state: Token2WavState) -> tuple[int, ...]:
-    """Sessions whose states have equal keys can share one :meth:`Token2Wav.step` call."""
-    return (state.prompt_frames, state.enc_att.size(3), state.est_att.size(5), state.hift_mel.size(2),
-            int(state.finished))
-
-
 def _to_upstream(x: torch.Tensor) -> torch.Tensor:
     """[B, 2, n, depth, ...] -> [n, depth, 2B, ...] (rows: B guided, then B unguided)."""
     b = x.size(0)
@@ -88,6 +82,50 @@ def _from_upstream(x: torch.Tensor, b: int) -> torch.Tensor:
     """Inverse of :func:`_to_upstream`."""
     y = x.reshape(x.size(0), x.size(1), 2, b, *x.shape[3:])
     return y.permute(3, 2, 0, 1, *range(4, y.dim())).contiguous()
+
+
+def _estimator_cache_in(states: list[Token2WavState], width: int) -> torch.Tensor:
+    """The sessions' estimator caches [1, 2, n, depth, H, Tc_b, 2*hd] as the solver's batch [n, depth, 2B, H, width,
+    2*hd] (rows: B guided, then B unguided; each right-padded with zeros): one copy, no permute of the big tensor."""
+    first = states[0].est_att
+    n, depth, heads, hd2 = first.size(2), first.size(3), first.size(4), first.size(6)
+    b = len(states)
+    out = first.new_empty(n, depth, 2 * b, heads, width, hd2)
+    for i, s in enumerate(states):
+        tc = s.est_att.size(5)
+        for g in range(2):
+            out[:, :, g * b + i, :, :tc].copy_(s.est_att[0, g])
+            if tc < width:
+                out[:, :, g * b + i, :, tc:].zero_()
+    return out
+
+
+def _estimator_cache_out(steps: list[torch.Tensor], i: int, b: int, frames: int, width: int, cache: int,
+                         prompt_frames: int) -> torch.Tensor:
+    """Session i's new estimator cache [1, 2, n, depth, H, Te, 2*hd] from the solver's per-step outputs [depth, 2B, H,
+    width + Tc, 2*hd] (its valid entries: the chunk's first ``frames``, then ``cache`` old ones from ``width`` on),
+    trimmed as upstream trims it (the first ``prompt_frames`` entries and the newest 100 once it grows past their
+    sum), in one copy."""
+    total = frames + cache
+    keep = [(0, total)]
+    if total > prompt_frames + ESTIMATOR_KEEP_RECENT:
+        keep = [(0, prompt_frames), (total - ESTIMATOR_KEEP_RECENT, total)]
+    src = []  # (start, end) in the padded layout, in order
+    for lo, hi in keep:
+        if lo < frames:
+            src.append((lo, min(hi, frames)))
+        if hi > frames:
+            src.append((width + max(lo, frames) - frames, width + hi - frames))
+    size = sum(e - s for s, e in src)
+    x = steps[0]
+    out = x.new_empty(1, 2, len(steps), x.size(0), x.size(2), size, x.size(4))
+    for k, step in enumerate(steps):
+        for g in range(2):
+            pos = 0
+            for lo, hi in src:
+                out[0, g, k, :, :, pos: pos + hi - lo].copy_(step[:, g * b + i, :, lo:hi])
+                pos += hi - lo
+    return out
 
 
 class Token2Wav(nn.Module):
@@ -179,61 +217,142 @@ class Token2Wav(nn.Module):
                           dtype=dtype)
         return cnn, att
 
+    def check_chunk(self, state: Token2WavState, codes: torch.Tensor | list[int], last_chunk: bool) -> torch.Tensor:
+        """One session's next chunk, checked: its codes as an int64 tensor [n]; :class:`InputError` otherwise."""
+        if state.finished:
+            raise InputError("this speech stream has already ended")
+        if state.spk.size(0) != 1:
+            raise InputError(f"one session per state here, got a state of {state.spk.size(0)}")
+        c = self.check_codes(codes)
+        if c.dim() == 2 and c.size(0) == 1:
+            c = c[0]
+        if c.dim() != 1:
+            raise InputError(f"a session's chunk must be [n] codes, got {list(c.shape)}")
+        if not last_chunk and c.numel() <= self.lookahead:
+            raise InputError(f"a chunk that is not the last needs more than {self.lookahead} codes")
+        return c
+
     @torch.inference_mode()
     def step(self, codes: torch.Tensor, state: Token2WavState, last_chunk: bool,
              generator: torch.Generator | None = None) -> tuple[torch.Tensor, Token2WavState]:
-        """One chunk for the B sessions of ``state``: codes [B, n] (25 + look-ahead, or what is left on the last
-        chunk) -> (waveform [B, samples], new state). ``state`` is not modified."""
-        if state.finished:
-            raise InputError("this speech stream has already ended")
+        """One chunk for the B sessions of ``state`` (equal chunk lengths): codes [B, n] (25 + look-ahead, or what
+        is left on the last chunk) -> (waveform [B, samples], new state). ``state`` is not modified. Sessions of
+        different lengths or progress: :meth:`step_many`."""
         codes = self.check_codes(codes)
         if codes.dim() != 2 or codes.size(0) != state.spk.size(0):
             raise InputError(f"codes must be [{state.spk.size(0)}, n], got {list(codes.shape)}")
-        if not last_chunk and codes.size(1) <= self.lookahead:
-            raise InputError(f"a chunk that is not the last needs more than {self.lookahead} codes")
-        flow, b = self.flow, codes.size(0)
+        b = codes.size(0)
+        states = [state] if b == 1 else [state.select([i]) for i in range(b)]
+        res = self.step_many([(st, codes[i], last_chunk, generator) for i, st in enumerate(states)])
+        for r in res:
+            if isinstance(r, Exception):
+                raise r
+        wavs, news = zip(*res, strict=True)  # type: ignore[misc]
+        new = news[0] if b == 1 else Token2WavState.cat(list(news))
+        return torch.stack(list(wavs)), new  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def step_many(self, items: list[tuple[Token2WavState, torch.Tensor | list[int], bool, torch.Generator | None]]
+                  ) -> list[tuple[torch.Tensor, Token2WavState] | InputError]:
+        """One chunk for each of several sessions in one batch, whatever their voices (prompt lengths), progress
+        (cache lengths) or chunk lengths: items (one-session state, codes [n], last_chunk, generator).
+
+        Caches and chunks are padded (the encoder's caches on the left, the estimator's and the chunks on the
+        right) and the padded keys masked out; each session's relative positions, convolution caches and noise
+        offsets are its own, and HiFT runs right-padded with every convolution re-zeroed past each session's end,
+        so each session gets what :meth:`step` gives it alone (to float rounding). HiFT's random draws come from
+        each item's generator (None: torch's global one, in item order).
+
+        Returns per item (waveform [samples], new state), or the :class:`InputError` that refused that item (a bad
+        chunk fails its own session only). States are not modified.
+        """
+        out: list = [None] * len(items)
+        good = []
+        for i, (state, codes, last, gen) in enumerate(items):
+            try:
+                good.append((i, state, self.check_chunk(state, codes, last), bool(last), gen))
+            except InputError as e:
+                out[i] = e
+        if good:
+            res = self._run_chunks([g[1] for g in good], [g[2] for g in good], [g[3] for g in good],
+                                   [g[4] for g in good])
+            for g, r in zip(good, res, strict=True):
+                out[g[0]] = r
+        return out
+
+    def _run_chunks(self, states: list[Token2WavState], codes: list[torch.Tensor], lasts: list[bool],
+                    gens: list[torch.Generator | None]) -> list[tuple[torch.Tensor, Token2WavState]]:
+        flow, b, look = self.flow, len(states), self.lookahead
         dev = flow.input_embedding.weight.device
-        h, enc_cnn, enc_att = flow.encoder.forward_chunk(flow.input_embedding(codes.to(dev)), last_chunk,
-                                                         state.enc_cnn, state.enc_att.transpose(0, 1))
+        stride = self.flow_cfg.up_stride
+        m = [int(c.numel()) for c in codes]
+        tok = torch.zeros(b, max(m), dtype=torch.int64)
+        for i, c in enumerate(codes):
+            tok[i, : m[i]] = c
+        # encoder: caches left-padded, chunks right-padded
+        enc_att, t1 = flow.encoder.pad_caches([s.enc_att for s in states])
+        enc_cnn = torch.cat([s.enc_cnn for s in states])
+        h, enc_cnn, enc_att = flow.encoder.forward_chunk(flow.input_embedding(tok.to(dev)), lasts, enc_cnn, enc_att,
+                                                         m, t1)
+        n = [mi if last else mi - look for mi, last in zip(m, lasts, strict=True)]  # 25 Hz steps out
+        frames = [stride * k for k in n]  # mel frames of each session's chunk
         mu = flow.encoder_proj(h).transpose(1, 2).contiguous()
-        est_att_in = _to_upstream(state.est_att)
-        noise = flow.decoder.noise([est_att_in.size(4)] * b, mu.size(2)).to(mu)
-        mel, est_cnn, est_att = flow.decoder.forward_chunk(mu, state.spk, torch.zeros_like(mu),
-                                                           self.flow_cfg.n_timesteps, _to_upstream(state.est_cnn),
-                                                           est_att_in, noise)
-        if est_att.size(4) > state.prompt_frames + ESTIMATOR_KEEP_RECENT:
-            est_att = torch.cat([est_att[:, :, :, :, : state.prompt_frames],
-                                 est_att[:, :, :, :, -ESTIMATOR_KEEP_RECENT:]], dim=4)
-        mel = torch.cat([state.hift_mel, mel], dim=2)
-        speech, source = self.hift(mel, state.hift_source, generator=generator)
-        n = self.source_cache
-        if state.hift_speech.size(-1) > 0:
-            w = self.speech_window
-            faded = speech[:, :n] * w[:n] + state.hift_speech[:, -n:] * w[n:]
-            speech = torch.cat([faded.to(speech.dtype), speech[:, n:]], dim=1)
-        new = Token2WavState(
-            spk=state.spk, enc_cnn=enc_cnn, enc_att=enc_att.transpose(0, 1).contiguous(),
-            est_cnn=_from_upstream(est_cnn, b), est_att=_from_upstream(est_att, b),
-            hift_mel=mel[..., -MEL_CACHE_FRAMES:].clone(), hift_source=source[:, :, -n:].clone(),
-            hift_speech=speech[:, -n:].clone(), prompt_frames=state.prompt_frames, chunks=state.chunks + 1,
-            finished=last_chunk)
-        if not last_chunk:
-            speech = speech[:, :-n]
-        return speech, new
+        # estimator: caches and chunks right-padded
+        tc = [s.est_att.size(5) for s in states]
+        wc, wt = max(tc), mu.size(2)
+        est_cnn = torch.cat([s.est_cnn for s in states])
+        ragged = min(tc) < wc or min(frames) < wt
+        lengths = torch.tensor(frames, device=dev) if ragged else None
+        cache_lengths = torch.tensor(tc, device=dev) if ragged else None
+        noise = flow.decoder.noise(tc, frames).to(mu)
+        spk = torch.cat([s.spk for s in states])
+        mel, est_cnn, est_att = flow.decoder.forward_chunk(mu, spk, torch.zeros_like(mu), self.flow_cfg.n_timesteps,
+                                                           _to_upstream(est_cnn), _estimator_cache_in(states, wc),
+                                                           noise, lengths, cache_lengths, stack=False)
+        est_cnn = _from_upstream(est_cnn, b)
+        # HiFT: right-padded, masked; random draws per session
+        mels = [torch.cat([s.hift_mel[0], mel[i, :, : frames[i]]], dim=1) for i, s in enumerate(states)]
+        speech, sources = self.hift.forward_many(mels, [s.hift_source[0] for s in states], gens)
+        k = self.source_cache
+        w = self.speech_window
+        out = []
+        for i, s in enumerate(states):
+            att = _estimator_cache_out(est_att, i, b, frames[i], wt, tc[i], s.prompt_frames)
+            wav = speech[i]
+            if s.hift_speech.size(-1) > 0:
+                faded = wav[:k] * w[:k] + s.hift_speech[0, -k:] * w[k:]
+                wav = torch.cat([faded.to(wav.dtype), wav[k:]])
+            new = Token2WavState(
+                spk=s.spk, enc_cnn=enc_cnn[i: i + 1],
+                enc_att=flow.encoder.split_cache(enc_att, i, max(t1), t1[i], n[i]),
+                est_cnn=est_cnn[i: i + 1], est_att=att,
+                hift_mel=mels[i][None, :, -MEL_CACHE_FRAMES:].clone(),
+                hift_source=sources[i][None, :, -k:].clone(), hift_speech=wav[None, -k:].clone(),
+                prompt_frames=s.prompt_frames, chunks=s.chunks + 1, finished=lasts[i])
+            out.append((wav if lasts[i] else wav[:-k], new))
+        return out
 
 
 class SpeechStream:
     """One session's code buffer on top of :class:`Token2WavState` (the example driver's 25 + 3 chunking).
 
-    ``push(codes)`` buffers codes and returns the chunks now ready; :meth:`Token2Wav.step` (alone or batched with other
-    sessions via :func:`step_batched`) turns each into audio.
+    ``push(codes)`` buffers codes and returns the chunks now ready; :meth:`Token2Wav.step` (alone) or
+    :func:`step_batched` (with other sessions) turns each into audio. ``seed``: HiFT's random draws of this session
+    come from its own generator seeded so (the same codes give the same audio, alone or batched); None: torch's
+    global generator.
     """
 
-    def __init__(self, model: Token2Wav, voice: Voice):
+    def __init__(self, model: Token2Wav, voice: Voice, seed: int | None = None,
+                 state: Token2WavState | None = None):
+        """``state``: ``model.init_state(voice)`` computed beforehand (the voice's set-up is the same every turn:
+        reuse it); None computes it."""
         self.model = model
-        self.state = model.init_state(voice)
+        self.state = model.init_state(voice) if state is None else state
         self.buffer: list[int] = []
         self.codes_in = 0
+        self.generator: torch.Generator | None = None
+        if seed is not None:
+            self.generator = torch.Generator(model.speech_window.device).manual_seed(seed)
 
     def push(self, codes: list[int] | torch.Tensor, final: bool = False) -> list[tuple[list[int], bool]]:
         """Add codes; return the ready chunks as (codes, last_chunk)."""
@@ -258,28 +377,26 @@ class SpeechStream:
         """Synthesise ready chunks one after the other for this session alone -> waveform [samples]."""
         pieces = []
         for c, last in chunks:
-            wav, self.state = self.model.step(torch.tensor([c]), self.state, last, generator)
+            wav, self.state = self.model.step(torch.tensor([c]), self.state, last, generator or self.generator)
             pieces.append(wav[0])
         return torch.cat(pieces) if pieces else torch.zeros(0)
 
 
 def step_batched(model: Token2Wav, items: list[tuple[SpeechStream, list[int], bool]],
-                 generator: torch.Generator | None = None) -> list[torch.Tensor]:
-    """One chunk for each of several sessions: sessions with the same :func:`batch_key` and chunk length go through
-    one :meth:`Token2Wav.step` call together. Returns each session's waveform, in the order given."""
-    groups: dict[tuple, list[int]] = {}
-    for i, (s, c, last) in enumerate(items):
-        groups.setdefault((*batch_key(s.state), len(c), last), []).append(i)
-    out: list[torch.Tensor | None] = [None] * len(items)
-    for idx in groups.values():
-        states = [items[i][0].state for i in idx]
-        state = Token2WavState.cat(states) if len(states) > 1 else states[0]
-        codes = torch.tensor([items[i][1] for i in idx])
-        wav, new = model.step(codes, state, items[idx[0]][2], generator)
-        for j, i in enumerate(idx):
-            items[i][0].state = new.select([j]) if len(idx) > 1 else new
-            out[i] = wav[j]
-    return out  # type: ignore[return-value]
+                 generator: torch.Generator | None = None) -> list[torch.Tensor | InputError]:
+    """One chunk for each of several sessions (any voices, progress and chunk lengths) in one
+    :meth:`Token2Wav.step_many` call; each stream's state advances. Returns each session's waveform, or the
+    :class:`InputError` that refused its chunk (that stream is left as it was), in the order given. HiFT draws from
+    each stream's generator, else ``generator``."""
+    res = model.step_many([(s.state, c, last, s.generator or generator) for s, c, last in items])
+    out: list[torch.Tensor | InputError] = []
+    for (s, _, _), r in zip(items, res, strict=True):
+        if isinstance(r, Exception):
+            out.append(r)
+        else:
+            out.append(r[0])
+            s.state = r[1]
+    return out
 
 
 def load_token2wav(folder: str | Path, device: torch.device | str = "cpu") -> Token2Wav:

@@ -8,6 +8,7 @@ chunk by chunk: the first 28 codes of a turn give the first 0.84 s, then every 2
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,14 @@ import torch
 
 from a2llm_rt.engine.vocoder import Codes, Vocoder, VocoderState
 from a2llm_rt.errors import InputError
-from a2llm_rt.speech.token2wav import CHUNK_CODES, SpeechStream, Token2Wav, load_token2wav
+from a2llm_rt.speech.token2wav import (
+    CHUNK_CODES,
+    SpeechStream,
+    Token2Wav,
+    Token2WavState,
+    load_token2wav,
+    step_batched,
+)
 from a2llm_rt.speech.voice import Voice
 
 
@@ -32,16 +40,22 @@ class NativeToken2WavVocoder(Vocoder):
 
     chunk_codes = CHUNK_CODES
 
-    def __init__(self, model: Token2Wav, voices: dict[str, Voice], default_voice: str | None = None):
+    def __init__(self, model: Token2Wav, voices: dict[str, Voice], default_voice: str | None = None,
+                 seed: int | None = 0):
         if not voices:
             raise InputError("the token2wav vocoder needs at least one voice")
         self.model = model
+        self.seed = seed
+        """Seed of each stream's HiFT generator (its random phases and noise): the same codes and voice give the
+        same audio whichever sessions share the batch. None: torch's global generator."""
         self.voices = dict(voices)
         self.default_voice = default_voice or next(iter(voices))
         if self.default_voice not in self.voices:
             raise InputError(f"unknown default voice {self.default_voice!r} (have {sorted(self.voices)})")
-        for v in self.voices.values():
-            model.init_state(v)  # validates the voice against the model once, at start-up
+        self.voice_states: dict[str, Token2WavState] = {name: model.init_state(v) for name, v in self.voices.items()}
+        """Each voice's set-up (its prompt through the encoder and the 20 estimator passes), computed once at start-up
+        (which also validates the voice): it is the same for every turn, and every stream starts from it (states are
+        never modified in place, so streams share it)."""
         self.n_codes = model.flow_cfg.vocab_size
         self.lookahead_codes = model.lookahead
         self.sample_rate = model.sample_rate
@@ -49,10 +63,15 @@ class NativeToken2WavVocoder(Vocoder):
 
     @classmethod
     def from_directory(cls, folder: str | Path, voices: dict[str, str | Path], default_voice: str | None = None,
-                       device: torch.device | str = "cpu") -> NativeToken2WavVocoder:
+                       device: torch.device | str = "cpu", engines: str | Path | None = None,
+                       backend: str = "auto") -> NativeToken2WavVocoder:
         """``voices``: name -> a voice file (``.safetensors``) or a prompt WAV (made into a voice with the folder's
-        ONNX models)."""
+        ONNX models). ``engines``: a speech engines folder (``python -m export.speech_export``, + ``export.speech_trt``)
+        run by ``backend`` (:func:`a2llm_rt.speech.backend.use_backend`: auto, torch, onnxruntime, tensorrt)."""
+        from a2llm_rt.speech.backend import use_backend
+
         model = load_token2wav(folder, device)
+        use_backend(model, engines, backend)
         loaded: dict[str, Voice] = {}
         maker = None
         for name, path in voices.items():
@@ -69,17 +88,65 @@ class NativeToken2WavVocoder(Vocoder):
         name = voice or self.default_voice
         if name not in self.voices:
             raise InputError(f"unknown voice {name!r} (have {sorted(self.voices)})")
-        return NativeToken2WavState(stream=SpeechStream(self.model, self.voices[name]), voice=name)
+        stream = SpeechStream(self.model, self.voices[name], seed=self.seed, state=self.voice_states[name])
+        return NativeToken2WavState(stream=stream, voice=name)
 
     def push(self, codes: Codes, state: NativeToken2WavState,
              final: bool = False) -> tuple[np.ndarray, NativeToken2WavState]:
-        if state.finished or state.stream is None:
-            raise InputError("this vocoder stream is finished (final=True was pushed); start a new state")
-        arr = self.check_codes(codes)
-        if final and state.codes_in + arr.size == 0:
-            # an answer without speech: nothing to say, end the stream quietly
-            return np.zeros(0, np.float32), dataclasses.replace(state, finished=True)
-        ready = state.stream.push(arr.tolist(), final=final)
-        pcm = state.stream.run(ready).cpu().numpy().astype(np.float32)
-        return pcm, dataclasses.replace(state, codes_in=state.codes_in + int(arr.size),
-                                        samples_out=state.samples_out + int(pcm.size), finished=final)
+        (r,) = self.push_many([(codes, state, final)])
+        if isinstance(r, Exception):
+            raise r
+        return r
+
+    def push_many(self, items: Sequence[tuple[Codes, VocoderState, bool]]
+                  ) -> list[tuple[np.ndarray, VocoderState] | Exception]:
+        """All streams' pushes of one engine step: the chunks they make ready go through the model together, the
+        k-th ready chunk of every stream in one :meth:`Token2Wav.step_many` batch (usually k = 0 only). A bad push
+        (finished stream, code out of range) fails its own stream; a batch that fails inside the model is retried
+        stream by stream, so only the stream that breaks it fails."""
+        out: list = [None] * len(items)
+        ready: dict[int, list[tuple[list[int], bool]]] = {}
+        counts: dict[int, int] = {}
+        for i, (codes, state, final) in enumerate(items):
+            try:
+                if not isinstance(state, NativeToken2WavState) or state.finished or state.stream is None:
+                    raise InputError("this vocoder stream is finished (final=True was pushed); start a new state")
+                arr = self.check_codes(codes)
+                if final and state.codes_in + arr.size == 0:
+                    # an answer without speech: nothing to say, end the stream quietly
+                    out[i] = (np.zeros(0, np.float32), dataclasses.replace(state, finished=True))
+                    continue
+                ready[i] = state.stream.push(arr.tolist(), final=final)
+                counts[i] = int(arr.size)
+            except Exception as e:  # noqa: BLE001 - this stream's failure only
+                out[i] = e
+        pieces: dict[int, list[torch.Tensor]] = {i: [] for i in ready}
+        for k in range(max((len(r) for r in ready.values()), default=0)):
+            batch = [i for i, r in ready.items() if len(r) > k and out[i] is None]
+            for i, r in zip(batch, self._run([(items[i][1].stream, *ready[i][k]) for i in batch]), strict=True):
+                if isinstance(r, Exception):
+                    out[i] = r
+                else:
+                    pieces[i].append(r)
+        for i, (_, state, final) in enumerate(items):
+            if out[i] is not None:
+                continue
+            p = pieces[i]
+            pcm = (torch.cat(p) if p else torch.zeros(0)).cpu().numpy().astype(np.float32)
+            out[i] = (pcm, dataclasses.replace(state, codes_in=state.codes_in + counts[i],
+                                               samples_out=state.samples_out + int(pcm.size), finished=final))
+        return out
+
+    def _run(self, items: list[tuple[SpeechStream, list[int], bool]]) -> list[torch.Tensor | Exception]:
+        try:
+            return list(step_batched(self.model, items))
+        except Exception:  # noqa: BLE001 - find the stream that breaks the batch; the others go on
+            if len(items) == 1:
+                raise
+        out: list[torch.Tensor | Exception] = []
+        for it in items:
+            try:
+                out.extend(step_batched(self.model, [it]))
+            except Exception as e:  # noqa: BLE001
+                out.append(e)
+        return out

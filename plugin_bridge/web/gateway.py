@@ -43,6 +43,7 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from a2llm_rt.errors import InputError
+from a2llm_rt.utils.cli import cli_main
 from plugin_bridge import protocol as P
 from plugin_bridge.web.host_policy import HostPolicy, check_bind, is_loopback
 
@@ -272,13 +273,14 @@ def load_head(mesh: Path | None, head: Path | None) -> bytes | None:
             raise InputError("not a GLB (binary glTF) file", head)
         return data
     if mesh is not None:
-        from a2llm_rt.face.arkit_gltf import build_glb
         from a2llm_rt.face.arkit_mesh import ArkitMesh
+        from a2llm_rt.face_tools.arkit_gltf import build_glb
 
         return build_glb(ArkitMesh.load(mesh))
     return None
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m plugin_bridge.web", description=__doc__.splitlines()[0])
     ap.add_argument("--server", default="tcp://127.0.0.1:5555", help="bridge server endpoint")
@@ -316,23 +318,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if logging.getLogger().level > logging.DEBUG:
         logging.getLogger("plugin_bridge.web.websockets").setLevel(logging.WARNING)  # one line per request otherwise
-    try:
-        if args.mesh is not None and args.head is not None:
-            raise InputError("give either --mesh or --head, not both")
-        cfg = GatewayConfig(
-            server=args.server,
-            host=args.host,
-            port=args.port,
-            dist=args.dist,
-            allow_origins=tuple(args.allow_origin),
-            allow_hosts=tuple(args.allow_host),
-            expose_without_auth=args.expose_without_auth,
-        )
-        gw = Gateway(cfg)  # refuses a bind off loopback without --expose-without-auth
-        gw.config.head = load_head(args.mesh, args.head)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.mesh is not None and args.head is not None:
+        raise InputError("give either --mesh or --head, not both")
+    cfg = GatewayConfig(
+        server=args.server,
+        host=args.host,
+        port=args.port,
+        dist=args.dist,
+        allow_origins=tuple(args.allow_origin),
+        allow_hosts=tuple(args.allow_host),
+        expose_without_auth=args.expose_without_auth,
+    )
+    gw = Gateway(cfg)  # refuses a bind off loopback without --expose-without-auth
+    gw.config.head = load_head(args.mesh, args.head)
     if not (args.dist / "index.html").is_file():
         print(f"warning: the page is not built ({args.dist}): cd plugin_bridge/web/page && npm ci && npm run build")
     if not is_loopback(args.host):
@@ -358,11 +356,6 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             await gw.stop()
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is the normal way to stop the viewer
         asyncio.run(run())
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        pass
     return 0

@@ -124,13 +124,24 @@ def test_odd_but_valid_input_is_answered(case):
     assert not of(ev, Error) and of(ev, TurnEnd)[0].counts["audio_tokens"] >= 10
 
 
-def test_resampling_matches_16k_input():
+@pytest.mark.parametrize("rate", [32000, 44100])
+def test_resampled_input_is_answered_as_its_16k_resampling(rate):
+    """A question at another rate gets the answer (ids, text, PCM, face frames) of the same question resampled to
+    16 kHz by :func:`a2llm_rt.audio.resample`, and that resampling is the 16 kHz signal up to the filter's error."""
+    from a2llm_rt.audio import resample
+
+    x = tone(0.5, sr=rate)
+    x16 = resample(x, rate, 16000)
+    want = tone(0.5, sr=16000)
+    assert x16.shape == want.shape
+    np.testing.assert_allclose(x16[320:-320], want[320:-320], atol=1e-3)  # 20 ms of filter start-up at each end
     eng = greedy_engine(max_sessions=2, max_seconds=0.4, min_seconds=0.4)
-    a, b = eng.new_session(session_id=0), eng.new_session(session_id=0 + 1)
-    b.sampling, b.generator = a.sampling, a.generator
-    ea = summary(eng.run_turn(a, tone(0.5, sr=16000)), a.id)
-    eb = summary(eng.run_turn(b, tone(0.5, sr=32000), 32000), b.id)
-    assert ea["end"].counts == eb["end"].counts  # same model input up to resampling error -> same answer length
+    a, b = eng.new_session(session_id=0), eng.new_session(session_id=1)
+    ea = summary(eng.run_turn(a, x, rate), a.id)
+    eb = summary(eng.run_turn(b, x16, 16000), b.id)
+    assert answer_ids(a) == answer_ids(b) and eng.layout.audio_start in answer_ids(a)
+    same(ea, eb)
+    assert ea["pcm"].size > 0 and ea["face"].shape[0] > 0
 
 
 def test_cancel_mid_turn_leaves_the_session_usable():

@@ -56,15 +56,17 @@ def make_engine(kind: str, folder=None, int8: bool = False, layout: str = "flame
 def run_turns(engine: Engine) -> dict:
     """Two sessions, the second joining 12 steps after the first (so that one connector batch holds session 0's
     second window and session 1's first: ``first`` = [False, True]), then a second turn on session 0. Returns
-    per-session FLAME58 / ARKit52 frames, the motion codes fed to the decoder (in order), the connector's ``first``
-    masks, and the end reasons."""
+    per-session FLAME58 / ARKit52 frames, the motion codes fed to the decoder (in order) with each call's per-row
+    look-ahead counters, the connector's ``first`` masks, and the end reasons."""
     codes: list[np.ndarray] = []
     firsts: list[list[bool]] = []
-    motion, connector = engine.stack.motion, engine.stack.connector
-    decode_step, connector_step = motion.decode_step, connector.step
+    filled: list[list[int]] = []
+    backend = engine.motion_backend
+    decode_step, connector_step = backend.decode_step, backend.connector_step
 
     def spy_decode(c, state):
         codes.append(c.cpu().numpy().copy())
+        filled.append(state.filled.tolist())
         return decode_step(c, state)
 
     def spy_connector(x, prev=None, first=None):
@@ -72,7 +74,7 @@ def run_turns(engine: Engine) -> dict:
             firsts.append(first.tolist())
         return connector_step(x, prev, first)
 
-    motion.decode_step, connector.step = spy_decode, spy_connector
+    backend.decode_step, backend.connector_step = spy_decode, spy_connector
     s0, s1 = engine.new_session(session_id=0), engine.new_session(session_id=1)
     events = []
     engine.submit(s0, tone(0.5, 220.0))
@@ -82,7 +84,8 @@ def run_turns(engine: Engine) -> dict:
     events += engine.run_until_idle()
     events += engine.run_turn(s0, tone(0.3, 440.0))
     assert not of(events, Error), of(events, Error)
-    out = {"codes": codes, "firsts": firsts, "ends": [(e.session_id, e.reason, e.counts) for e in of(events, TurnEnd)]}
+    ends = [(e.session_id, e.reason, e.counts) for e in of(events, TurnEnd)]
+    out = {"codes": codes, "firsts": firsts, "filled": filled, "ends": ends}
     for sid in (0, 1):
         ff = of(events, FaceFrames, sid)
         out[f"flame58_{sid}"] = np.concatenate([f.flame58 for f in ff])
@@ -102,8 +105,7 @@ def torch_run():
 
 def test_torch_and_onnxruntime_engines_yield_the_same_face_frames(engines, torch_run):
     engine = make_engine("onnxruntime", engines)
-    assert isinstance(engine.motion_backend, OnnxRuntimeBackend)
-    assert not isinstance(engine.stack.motion, torch.nn.Module)  # the engine runs the exported graphs
+    assert isinstance(engine.motion_backend, OnnxRuntimeBackend)  # the engine runs the exported graphs
     ort_run = run_turns(engine)
     assert ort_run["ends"] == torch_run["ends"]
     assert torch_run["firsts"] == ort_run["firsts"] == [[False, True]]  # the mixed batch was exercised
@@ -122,7 +124,8 @@ def test_default_backend_is_torch():
     engine = make_engine("torch")
     assert EngineConfig().motion_backend.kind == "torch"
     assert isinstance(engine.motion_backend, TorchBackend)
-    assert engine.stack.motion is engine.motion_backend.motion  # the PyTorch modules themselves
+    assert engine.motion_backend.motion is engine.stack.motion  # the PyTorch modules themselves
+    assert engine.motion_backend.connector is engine.stack.connector
 
 
 def test_int8_option_constructs_and_runs(engines, torch_run):
@@ -163,7 +166,7 @@ def test_bad_engines_folder_and_other_motion_stack_are_refused(engines, tmp_path
 
 
 def test_chat_cli_takes_the_backend_options(engines, tmp_path, capsys):
-    from a2llm_rt.chat import main
+    from apps.chat import main
 
     wav = tmp_path / "q.wav"
     wavfile.write(wav, 16000, (tone(0.5, 220.0) * 32767).astype(np.int16))
@@ -180,3 +183,50 @@ def test_chat_cli_takes_the_backend_options(engines, tmp_path, capsys):
     assert "engines folder" in capsys.readouterr().err
     assert main([*common, "--out", str(tmp_path / "p"), "--int8"]) == 2  # int8 is an onnxruntime option
     assert not (tmp_path / "p").exists()
+
+
+def test_readme_recipe_runs_the_torch_backends_weights(caplog):
+    """The README's recipe: ``python -m export.build_engines --motion tiny --out engines/``, then serve ``--backbone
+    tiny --motion tiny --motion-backend onnxruntime --engines engines/``. The exported graphs hold the very weights
+    of the torch backend's tiny stack (one builder, :func:`~a2llm_rt.engine.builders.tiny_motion_models`), so the
+    two backends give the same frames."""
+    import logging
+
+    from a2llm_rt.engine.artifacts import read_manifest, weights_sha256
+    from a2llm_rt.engine.builders import load_stack
+    from tests.export.helpers import tiny_engines
+
+    built = tiny_engines()  # through the CLI: main(["--motion", "tiny", "--out", ...])
+    assert built.rc == 0, built.stderr
+    stack = load_stack("tiny", "tiny")  # what serve / chat load for --backbone tiny --motion tiny
+    arts = read_manifest(built.folder)["artifacts"]
+    assert arts["connector_onnx"]["weights_sha256"] == weights_sha256(stack.connector)
+    assert arts["decoder_onnx"]["weights_sha256"] == weights_sha256(stack.motion)
+    runs = []
+    for kind in ("torch", "onnxruntime"):
+        backend = MotionBackendConfig(kind=kind, engines=str(built.folder) if kind != "torch" else None,
+                                      threads=1 if kind == "onnxruntime" else 0)  # fmt: skip
+        cfg = EngineConfig(max_sessions=1, max_seconds=1.2, min_seconds=1.0, max_len=1024,
+                           sampling=SamplingConfig.greedy(), motion_backend=backend)  # fmt: skip
+        with caplog.at_level(logging.WARNING, logger="a2llm_rt.engine.motion_backend"):
+            engine = Engine(load_stack("tiny", "tiny"), cfg)
+        s = engine.new_session()
+        events = engine.run_turn(s, tone(0.5, 220.0))
+        assert not of(events, Error)
+        runs.append(np.concatenate([f.flame58 for f in of(events, FaceFrames)]))
+    assert "other weights" not in caplog.text
+    assert runs[0].shape == runs[1].shape and runs[0].shape[0] >= 25
+    np.testing.assert_allclose(runs[1], runs[0], atol=ATOL, rtol=0)
+    assert np.abs(runs[0]).max() > 1e-2
+
+
+def test_engine_decodes_sessions_at_different_stages_in_one_call(torch_run):
+    """Session 1's first window and session 0's second go through ONE decoder call although their look-ahead
+    counters differ (0 and 1: the state is per session), and session 1's frames equal those of the same turn alone."""
+    assert any(len(f) == 2 and f[0] != f[1] for f in torch_run["filled"]), torch_run["filled"]
+    engine = make_engine("torch")
+    s = engine.new_session(session_id=1)
+    events = engine.run_turn(s, tone(0.8, 330.0))
+    alone = np.concatenate([f.flame58 for f in of(events, FaceFrames)])
+    assert alone.shape == torch_run["flame58_1"].shape
+    np.testing.assert_allclose(torch_run["flame58_1"], alone, atol=1e-5, rtol=0)

@@ -10,6 +10,7 @@ from a2llm_rt.engine.sampling import (
     SamplingParams,
     apply_repetition_penalty,
     make_generator,
+    sample_codes,
     sample_tokens,
 )
 from a2llm_rt.errors import InputError
@@ -96,3 +97,15 @@ def test_config_validation_and_round_trip(tmp_path):
     with pytest.raises(InputError):
         SamplingConfig.from_dict({"txt": {}})
     assert SamplingConfig.greedy().text.greedy and SamplingConfig.greedy().audio.greedy
+
+
+def test_sample_codes_greedy_and_sampled():
+    logits = torch.full((2, 3, 4, 8), -10.0)
+    logits[..., 5] = 10.0
+    assert torch.equal(sample_codes(logits), torch.full((2, 3, 4), 5))
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(sample_codes(logits, temperature=1.0, generator=g), torch.full((2, 3, 4), 5))
+    flat = torch.zeros(1, 1, 1, 8)
+    flat[..., :2] = 1.0
+    draws = torch.stack([sample_codes(flat, temperature=1.0, top_k=2, generator=g) for _ in range(50)])
+    assert set(draws.flatten().tolist()) == {0, 1}

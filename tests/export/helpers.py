@@ -28,7 +28,8 @@ class Built:
 @functools.cache
 def tiny_engines() -> Built:
     """``python -m export.build_engines --motion tiny --out <tmp> --int8`` run once; the same seeded models."""
-    from export.build_engines import main, tiny_motion_models
+    from a2llm_rt.engine.builders import tiny_motion_models
+    from export.build_engines import main
 
     folder = Path(tempfile.mkdtemp(prefix="a2llm-engines-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)

@@ -30,28 +30,35 @@ def drive(backend, hidden: torch.Tensor, restart_at: int | None = None) -> tuple
     """The engine's motion path for a batch of sessions: hidden [B, T, d_llm] in windows of W (the last one short,
     padded to a multiple of G by repeating its last state, as the engine's ``pad_window``) -> connector -> greedy codes
     -> streaming decoder -> frames, then flush. ``restart_at``: window index at which session 1 starts a new turn
-    (a mixed batch: ``first`` = [False, True]). Returns (codes [B, T/G, N_q], frames [B, T', D])."""
-    conn, motion = backend.connector, backend.motion
-    w, g = conn.cfg.window, conn.cfg.group
+    (a mixed batch: ``first`` = [False, True]; its decoder row is flushed, then reset, as the engine ends a turn and
+    starts the next; session 0 goes on in the same batch). Returns
+    (codes [B, T/G, N_q], frames: one [T_b, D] array per session)."""
+    cfg = backend.connector_cfg
+    w, g = cfg.window, cfg.group
     b, t, _ = hidden.shape
-    state = motion.init_decode_state(b)
+    state = backend.init_decode_state(b, hidden.device)
     prev = None
-    codes_all, frames_all = [], []
+    codes_all, frames_all = [], [[] for _ in range(b)]
     for i, start in enumerate(range(0, t, w)):
         x = hidden[:, start : start + w]
         if x.shape[1] % g:
             x = torch.cat([x, x[:, -1:].expand(-1, g - x.shape[1] % g, -1)], 1)
         first = None
         if restart_at is not None and i == restart_at and prev is not None:
-            first = torch.tensor([False, True])
-        codes = conn.step(x, prev, first).argmax(-1)
-        y, state = motion.decode_step(codes, state)
+            first = torch.tensor([False, True], device=hidden.device)
+            end, _ = backend.decode_flush(state.select([1]))  # session 1's turn ends: its held-back frames
+            frames_all[1].append(end.row(0))
+            state.reset(first)  # and its next turn starts from a fresh row while session 0 goes on
+        codes = backend.connector_step(x, prev, first).argmax(-1)
+        out, state = backend.decode_step(codes, state)
         codes_all.append(codes)
-        frames_all.append(y)
+        for r in range(b):
+            frames_all[r].append(out.row(r))
         prev = codes
-    y, state = motion.decode_flush(state)
-    frames_all.append(y)
-    return torch.cat(codes_all, 1).cpu().numpy(), torch.cat(frames_all, 1).cpu().numpy()
+    out, state = backend.decode_flush(state)
+    for r in range(b):
+        frames_all[r].append(out.row(r))
+    return torch.cat(codes_all, 1).cpu().numpy(), [torch.cat(f, 0).cpu().numpy() for f in frames_all]
 
 
 @pytest.mark.parametrize("restart_at", [None, 2])
@@ -64,9 +71,10 @@ def test_torch_and_onnxruntime_yield_the_same_frames(backends, built, restart_at
     assert codes_t.shape == codes_o.shape == (2, 3 * cfg.tokens_per_window + 1, cfg.n_q)
     np.testing.assert_array_equal(codes_o, codes_t)
     n_frames = codes_t.shape[1] * cfg.group  # lookahead frames come out of the flush
-    assert frames_t.shape == frames_o.shape == (2, n_frames, built.motion.dim)
-    np.testing.assert_allclose(frames_o, frames_t, atol=1e-4, rtol=1e-4)
-    assert np.abs(frames_t).max() > 1e-3  # not trivially zero
+    for r in range(2):
+        assert frames_t[r].shape == frames_o[r].shape == (n_frames, built.motion.dim)
+        np.testing.assert_allclose(frames_o[r], frames_t[r], atol=1e-4, rtol=1e-4)
+    assert np.abs(frames_t[0]).max() > 1e-3  # not trivially zero
 
 
 def test_same_face_frames_through_the_engine_motion_helpers(backends, built):
@@ -79,18 +87,18 @@ def test_same_face_frames_through_the_engine_motion_helpers(backends, built):
     sessions = [torch.randn(2 * cfg.window + 2, cfg.d_llm) for _ in range(2)]
     results = []
     for backend in backends:
-        state = backend.motion.init_decode_state(2)
+        state = backend.init_decode_state(2)
         prev: list = [None, None]
-        out = []
+        out: list[list[torch.Tensor]] = [[], []]
         for start in range(0, sessions[0].shape[0], cfg.window):
             wins = [decode.pad_window(list(s[start : start + cfg.window]), cfg.group)[0] for s in sessions]
-            codes = decode.connector_batch(backend.connector, wins, prev).argmax(-1)
-            y, state = backend.motion.decode_step(codes, state)
-            out.append(y)
+            codes = decode.connector_batch(backend, wins, prev).argmax(-1)
+            y, state = backend.decode_step(codes, state)
+            for i in range(2):
+                out[i].append(y.row(i))
             prev = [codes[i : i + 1] for i in range(2)]
-        out.append(backend.motion.decode_flush(state)[0])
-        frames = torch.cat(out, 1).numpy()
-        results.append([decode.face_layouts(frames[i], None) for i in range(2)])
+        y = backend.decode_flush(state)[0]
+        results.append([decode.face_layouts(torch.cat([*out[i], y.row(i)]).numpy(), None) for i in range(2)])
     for (f_t, a_t, l_t), (f_o, a_o, l_o) in zip(results[0], results[1], strict=True):
         np.testing.assert_allclose(f_o, f_t, atol=1e-4)
         np.testing.assert_allclose(a_o, a_t, atol=1e-4)
@@ -116,7 +124,7 @@ def test_decoder_state_is_per_session(backends, built):
     codes = torch.randint(0, cfg.codebook_size, (2, 3, cfg.n_q))
     y_all, st_all = ort_b.decode_step(codes, ort_b.init_decode_state(2))
     y_one, _ = ort_b.decode_step(codes[1:], ort_b.init_decode_state(1))
-    np.testing.assert_allclose(y_all[1:].numpy(), y_one.numpy(), atol=1e-5)
+    np.testing.assert_allclose(y_all.frames[1:].numpy(), y_one.frames.numpy(), atol=1e-5)
     assert type(st_all.select([1])).__name__ == "DecoderState"
 
 

@@ -44,7 +44,11 @@ def test_manifest_lists_files_hashes_shapes_and_errors(built):
     outs = {o["name"]: o["shape"] for o in arts["connector_onnx"]["outputs"]}
     assert outs["logits"] == ["batch", cfg.tokens_per_window, cfg.n_q, cfg.codebook_size]
     dec_in = [i["name"] for i in arts["decoder_onnx"]["inputs"]]
-    assert dec_in == ["codes", "code_mask", "state_tokens", "state_frames"]
+    assert dec_in == ["codes", "code_mask", "state_tokens", "state_frames", "state_filled"]
+    dec_out = {o["name"]: o for o in arts["decoder_onnx"]["outputs"]}
+    assert list(dec_out) == ["frames", "frame_lengths", "new_state_tokens", "new_state_frames", "new_state_filled"]
+    assert dec_out["frame_lengths"]["dtype"] == dec_out["new_state_filled"]["dtype"] == "int64"
+    assert m["decoder_state_dtypes"] == {"tokens": "float32", "frames": "float32", "filled": "int64"}
     assert arts["decoder_onnx"]["inputs"][0]["shape"] == ["batch", "n", built.motion.cfg.num_quantizers]
     for name in ("connector_onnx", "decoder_onnx"):
         par = arts[name]["parity"]
@@ -83,7 +87,7 @@ def test_parity_from_the_runtime_on_fresh_inputs(built, seed):
 
 def test_parity_catches_a_wrong_graph(built):
     """The check can fail: the decoder graph compared with a differently seeded tokenizer must not pass."""
-    from export.build_engines import tiny_motion_models
+    from a2llm_rt.engine.builders import tiny_motion_models
 
     _, other = tiny_motion_models(seed=1)
     dec = decoder_parity(other, ort_runner(ort_session(built.folder / "decoder_step.onnx")), "fp32")
@@ -132,7 +136,8 @@ def test_cli_bad_input_exits_2_without_traceback(tmp_path, capsys):
 def test_motion_directory_is_read(tmp_path):
     from safetensors.torch import save_file
 
-    from export.build_engines import load_models, tiny_motion_models
+    from a2llm_rt.engine.builders import tiny_motion_models
+    from export.build_engines import load_models
 
     conn, tok = tiny_motion_models(seed=2)
     for name, model in (("connector", conn), ("tokenizer", tok)):
@@ -144,3 +149,21 @@ def test_motion_directory_is_read(tmp_path):
     assert weights_sha256(c2) == weights_sha256(conn) and weights_sha256(t2) == weights_sha256(tok)
     with pytest.raises(Exception, match="window"):
         load_models(str(tmp_path), conn.cfg.window + conn.cfg.group)
+
+
+def test_tiny_models_are_the_engines_tiny_motion_stack(tmp_path, capsys):
+    """``--motion tiny`` builds with the engine's one tiny builder: same seed, same weights as ``build_tiny_stack``;
+    ``--d-llm`` sizes the connector for another backbone; both options are refused with a motion directory."""
+    from a2llm_rt.engine.builders import build_tiny_stack, tiny_motion_models
+    from export.build_engines import load_models, main
+
+    conn, tok = load_models("tiny", None)
+    stack = build_tiny_stack(0)
+    assert weights_sha256(conn) == weights_sha256(stack.connector)
+    assert weights_sha256(tok) == weights_sha256(stack.motion)
+    wide, _ = load_models("tiny", None, d_llm=96, seed=3)
+    assert wide.cfg.d_llm == 96 and weights_sha256(wide) == weights_sha256(tiny_motion_models(3, 96)[0])
+    assert weights_sha256(load_models("tiny", None, seed=1)[0]) != weights_sha256(conn)
+    for extra in (["--d-llm", "96"], ["--seed", "1"]):
+        assert main(["--motion", str(tmp_path), "--out", str(tmp_path / "e"), *extra]) == 2
+        assert "tiny" in capsys.readouterr().err

@@ -8,8 +8,8 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from a2llm_rt.engine.builders import TINY_MOTION
 from a2llm_rt.models.motion_tokenizer import MotionTokenizer
-from export.build_engines import TINY_MOTION
 from export.onnx_export import export_decoder
 from export.parity import decoder_inputs, decoder_parity, ort_runner
 

@@ -334,7 +334,7 @@ def _cleanup() -> None:
 @functools.lru_cache(maxsize=8)
 def _converted(seed: int, with_masks: bool, with_eyelids: bool) -> Path:
     global _CACHE_DIR
-    from a2llm_rt.face.convert_flame import convert_flame
+    from a2llm_rt.face_tools.convert_flame import convert_flame
 
     if _CACHE_DIR is None:
         _CACHE_DIR = Path(tempfile.mkdtemp(prefix="a2llm_synthetic_flame_"))

@@ -16,7 +16,6 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from a2llm_rt.errors import InputError
-from a2llm_rt.face.convert_flame import convert_flame, load_pickle, main
 from a2llm_rt.face.flame import FlameModel, rodrigues
 from a2llm_rt.face.flame_regions import (
     LIP_CORNERS,
@@ -28,6 +27,7 @@ from a2llm_rt.face.flame_regions import (
     flame_regions_from_template,
 )
 from a2llm_rt.face.layouts import FLAME_EXPRESSION, FLAME_EYELIDS, FLAME_GLOBAL, FLAME_JAW
+from a2llm_rt.face_tools.convert_flame import convert_flame, load_pickle, main
 from tests.face.synthetic_flame import (
     synthetic_flame_npz,
     synthetic_masks,
@@ -192,7 +192,7 @@ def test_cli_end_to_end(tmp_path, capsys):
     # bad input through the real entry point: exit code 2, a clear message, no traceback
     write_synthetic_flame_pickle(tmp_path / "evil.pkl", num_vertices=60, forbidden_global=True)
     r = subprocess.run(
-        [sys.executable, "-m", "a2llm_rt.face.convert_flame", "--model", str(tmp_path / "evil.pkl"), "--out",
+        [sys.executable, "-m", "a2llm_rt.face_tools.convert_flame", "--model", str(tmp_path / "evil.pkl"), "--out",
          str(tmp_path / "evil.npz")],
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )  # fmt: skip

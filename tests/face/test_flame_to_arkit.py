@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from a2llm_rt.errors import InputError
-from a2llm_rt.face import fit_arkit_map as fam
 from a2llm_rt.face.flame_to_arkit import (
     JAW_OPEN_MAX_RAD,
     LEARNED_CURVES,
@@ -24,6 +23,7 @@ from a2llm_rt.face.flame_to_arkit import (
     ypr_to_matrix,
 )
 from a2llm_rt.face.layouts import ARKIT_INDEX, LIVELINK_INDEX
+from a2llm_rt.face_tools import fit_arkit_map as fam
 
 
 def _frame(**parts) -> np.ndarray:

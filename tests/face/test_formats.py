@@ -12,13 +12,13 @@ import pytest
 
 from a2llm_rt.errors import InputError
 from a2llm_rt.face.clip import MotionClip
-from a2llm_rt.face.convert import main as convert_main
 from a2llm_rt.face.formats.gesichter import read_gesichter_packets, write_gesichter_packets
 from a2llm_rt.face.formats.livelink_csv import LIVELINK_CSV_HEADER, format_timecode, parse_timecode
 from a2llm_rt.face.io import convert_layout, load_clip, save_clip
 from a2llm_rt.face.layouts import ARKIT52_NAMES, LIVELINK61_NAMES
 from a2llm_rt.face.livelink_packet import LiveLinkPacket
 from a2llm_rt.face.resample import resample
+from a2llm_rt.face_tools.convert import main as convert_main
 
 
 def rand_clip(layout: str = "livelink61", frames: int = 20, fps: float = 30.0, seed: int = 0) -> MotionClip:

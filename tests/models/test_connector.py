@@ -7,7 +7,7 @@ import torch
 
 from a2llm_rt.config import Config
 from a2llm_rt.errors import InputError
-from a2llm_rt.models.connector import ConnectorConfig, MotionConnector, connector_loss, sample_codes
+from a2llm_rt.models.connector import ConnectorConfig, MotionConnector, connector_loss
 from a2llm_rt.models.gated_fusion import GatedFusionLayer
 
 FUSIONS = ["cross_attention", "gated"]
@@ -168,18 +168,6 @@ def test_loss_is_sum_over_levels_and_training_reduces_it():
         opt.step()
     assert loss.item() < 0.7 * first
     assert model.code_embed.tables[2].weight.grad is not None and model.start.grad is not None
-
-
-def test_sample_codes_greedy_and_sampled():
-    logits = torch.full((2, 3, 4, 8), -10.0)
-    logits[..., 5] = 10.0
-    assert torch.equal(sample_codes(logits), torch.full((2, 3, 4), 5))
-    g = torch.Generator().manual_seed(0)
-    assert torch.equal(sample_codes(logits, temperature=1.0, generator=g), torch.full((2, 3, 4), 5))
-    flat = torch.zeros(1, 1, 1, 8)
-    flat[..., :2] = 1.0
-    draws = torch.stack([sample_codes(flat, temperature=1.0, top_k=2, generator=g) for _ in range(50)])
-    assert set(draws.flatten().tolist()) == {0, 1}
 
 
 @pytest.mark.parametrize("fusion", FUSIONS)

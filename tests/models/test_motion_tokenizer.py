@@ -120,7 +120,7 @@ def test_decode_state_is_per_session():
     codes = m.encode(torch.rand(2, 30, 52))
     state = m.init_decode_state(2)
     _, state = m.decode_step(codes[:, :3], state)
-    assert isinstance(state, DecoderState) and set(state.tensors()) == {"tokens", "frames"}
+    assert isinstance(state, DecoderState) and set(state.tensors()) == {"tokens", "frames", "filled"}
     # session 1 restarts: its output equals a fresh stream's, session 0 goes on undisturbed
     state.reset(torch.tensor([False, True]))
     y, _ = m.decode_step(codes[:, 3:6], state)
@@ -207,3 +207,21 @@ def test_clamp_output_and_codebook_init_from_windows():
     z = m2.encoder(m2.normalize(windows)).detach()
     err = (m2.quantizer.decode(m2.quantizer.encode(z)) - z).pow(2).mean()
     assert err < 0.5 * z.pow(2).mean()
+
+
+def test_reset_one_row_with_lookahead_emits_what_a_fresh_stream_emits():
+    """Issue 16's bug: with look-ahead 1, resetting row 1 of 2 made it emit 15 frames for 3 tokens (the batch's
+    shared hold-back counter was already spent) where a fresh stream emits 10 (token 0's frames wait for token 1)."""
+    m = _tiny(1)
+    codes = m.encode(torch.rand(2, 30, 52))
+    state = m.init_decode_state(2)
+    _, state = m.decode_step(codes[:, :3], state)
+    state.reset(torch.tensor([False, True]))
+    lengths = m.decode_lengths(3, state)
+    y, state = m.decode_step(codes[:, 3:6], state)
+    fresh, _ = m.decode_step(codes[1:, 3:6], m.init_decode_state(1))
+    assert fresh.shape[1] == 10
+    assert lengths.tolist() == [15, 10] and y.shape[1] == 15
+    assert torch.all(y[1:, 10:] == 0)  # padding past row 1's frames
+    torch.testing.assert_close(y[1:, :10], fresh)
+    torch.testing.assert_close(y[:1], m.decode(codes[:1, :6])[:, 10:25])

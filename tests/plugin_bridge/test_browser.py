@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from a2llm_rt.face.arkit_gltf import write_glb
-from plugin_bridge.client import write_wav
+from a2llm_rt.audio import write_wav
+from a2llm_rt.face_tools.arkit_gltf import write_glb
 from tests.conftest import shared_path
 from tests.plugin_bridge.helpers import free_port
 

@@ -71,7 +71,7 @@ def _speechy(seconds=2.0, sr=22050):
 
 def test_voice_from_wav_and_file_round_trip(folder, tmp_path):
     x, sr = _speechy()
-    from a2llm_rt.chat import write_wav
+    from a2llm_rt.audio import write_wav
 
     write_wav(tmp_path / "p.wav", x, sr)
     assert main([str(tmp_path / "p.wav"), str(tmp_path / "p.voice.safetensors"), "--token2wav", str(folder)]) == 0

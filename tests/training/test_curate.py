@@ -11,9 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
+from a2llm_rt.audio import write_wav
 from a2llm_rt.face.layouts import ARKIT_INDEX
 from training.curate.__main__ import main
-from training.curate.media import write_wav
 from training.curate.stages import import_mediapipe, parse_question
 from training.data.format import read_samples
 from training.validate import validate_dataset

@@ -11,11 +11,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from a2llm_rt.errors import InputError
+from a2llm_rt.utils.cli import cli_main
 from training.curate.pipeline import CurateConfig, curate
 from training.data.format import TASKS
 
 
+@cli_main
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.curate", description=__doc__.splitlines()[0])
     ap.add_argument("--clips", type=Path, required=True, help="folder of {stem}.wav clips + their face files")
@@ -36,34 +37,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--tasks", default=",".join(TASKS), help=f"comma list of {', '.join(TASKS)}")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
-    try:
-        cfg = CurateConfig.from_dict(
-            dict(
-                asr=args.asr,
-                asr_model=args.asr_model,
-                face_fps=args.face_fps,
-                emotion=args.emotion,
-                llm_url=args.llm_url,
-                llm_model=args.llm_model,
-                llm_key_env=args.llm_key_env,
-                prompt=args.prompt,
-                tts=args.tts,
-                tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()),
-            )
+    cfg = CurateConfig.from_dict(
+        dict(
+            asr=args.asr,
+            asr_model=args.asr_model,
+            face_fps=args.face_fps,
+            emotion=args.emotion,
+            llm_url=args.llm_url,
+            llm_model=args.llm_model,
+            llm_key_env=args.llm_key_env,
+            prompt=args.prompt,
+            tts=args.tts,
+            tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()),
         )
-        man = curate(
-            args.clips,
-            args.out,
-            cfg,
-            workers=args.workers,
-            use_ray=args.ray,
-            ray_address=args.ray_address,
-            ray_local_mode=args.ray_local_mode,
-            progress=not args.no_progress,
-        )
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    )
+    man = curate(
+        args.clips,
+        args.out,
+        cfg,
+        workers=args.workers,
+        use_ray=args.ray,
+        ray_address=args.ray_address,
+        ray_local_mode=args.ray_local_mode,
+        progress=not args.no_progress,
+    )
     problems = 0
     for stem, rec in sorted(man["clips"].items()):
         for stage, s in rec["stages"].items():

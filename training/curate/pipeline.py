@@ -29,13 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
+from a2llm_rt.audio import read_wav, write_wav
+from a2llm_rt.audio import resample as resample_wave
 from a2llm_rt.config import Config
 from a2llm_rt.errors import InputError
 from a2llm_rt.face.clip import MotionClip
 from a2llm_rt.face.resample import resample
 from a2llm_rt.utils.fileio import atomic_save_npz, atomic_write_json
 from training.curate import stages as st
-from training.curate.media import read_wav, resample_audio, write_wav
 from training.data.format import ANSWER_SR, MOTION_FPS, QUESTION_SR, TASKS, FlameQASample, ShardWriter, expected_frames
 
 STAGES = ("asr", "face", "emotion", "qa", "tts")
@@ -197,7 +198,7 @@ def process_clip(wav: str, out: str, cfg_dict: dict) -> dict[str, str]:
             tmp = work / f".tts_{task}.raw.wav"
             b.tts.synthesize(text, tmp)
             a, sr = read_wav(tmp)
-            write_wav(work / f"question_{task}.wav", resample_audio(a, sr, QUESTION_SR), QUESTION_SR)
+            write_wav(work / f"question_{task}.wav", resample_wave(a, sr, QUESTION_SR), QUESTION_SR)
             tmp.unlink(missing_ok=True)
 
         run(f"tts_{task}", work / f"question_{task}.wav", _fingerprint(cfg.tts, text), tts)
@@ -225,7 +226,7 @@ def clip_samples(wav: Path, out: Path, cfg: CurateConfig) -> tuple[list[FlameQAS
     audio, sr = read_wav(wav)
     emotion = (_read_json(work / "emotion.json") or {}).get("label")
     meta = {"source": str(wav)}
-    q16 = resample_audio(audio, sr, QUESTION_SR)
+    q16 = resample_wave(audio, sr, QUESTION_SR)
     samples: list[FlameQASample] = []
     if "asr" in cfg.tasks:
         samples.append(
@@ -235,7 +236,7 @@ def clip_samples(wav: Path, out: Path, cfg: CurateConfig) -> tuple[list[FlameQAS
         return samples, [*notes, "no face parameters: only ASR"]
     z = np.load(work / "face.npz", allow_pickle=False)
     clip = MotionClip(np.asarray(z["values"], np.float32), float(z["fps"]), str(z["layout"]))
-    a24 = resample_audio(audio, sr, ANSWER_SR)
+    a24 = resample_wave(audio, sr, ANSWER_SR)
     motion = _fit_motion(clip.values, expected_frames(len(a24)), cfg.max_pad_frames)
     if motion is None:
         return samples, [*notes, f"motion ({len(clip.values)} frames) much shorter than the audio"]

@@ -28,7 +28,9 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
+from a2llm_rt.audio import resample
 from a2llm_rt.errors import InputError
+from a2llm_rt.utils.cli import cli_main
 
 if TYPE_CHECKING:
     from training.data.format import FlameQASample
@@ -150,12 +152,7 @@ class CosyVoice2SpeechTokenizer:
         if not np.isfinite(w).all():
             raise InputError("answer audio holds NaN or inf samples")
         if sample_rate != self.sample_rate:
-            from math import gcd
-
-            from scipy.signal import resample_poly
-
-            g = gcd(self.sample_rate, int(sample_rate))
-            w = resample_poly(w, self.sample_rate // g, int(sample_rate) // g).astype(np.float32)
+            w = resample(w, int(sample_rate), self.sample_rate)
         hop = int(self.sample_rate / TOKEN_RATE)  # 640 samples per code
         step = max(hop, int(self.max_seconds * self.sample_rate) // hop * hop)
         out = []
@@ -241,6 +238,7 @@ def add_answer_codes(src: str | Path, dst: str | Path, tokenizer: AudioTokenizer
     return counts
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     import argparse
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from a2llm_rt.audio import FACE_FPS, INPUT_SAMPLE_RATE, OUTPUT_SAMPLE_RATE, SAMPLES_PER_FRAME
 from a2llm_rt.errors import InputError
 from a2llm_rt.face.layouts import get_layout
 from a2llm_rt.utils.fileio import atomic_write, atomic_write_json
@@ -40,10 +41,9 @@ INDEX_FILE = "dataset.json"
 TASKS = ("aqaa", "repeat", "tts", "asr")
 """AQAA: spoken question -> spoken answer + motion; Repeat: spoken question -> the same words spoken back + motion;
 TTS: text -> speech + motion; ASR: spoken question -> its transcript (text only, no motion)."""
-QUESTION_SR = 16000
-ANSWER_SR = 24000
-MOTION_FPS = 25.0
-SAMPLES_PER_FRAME = ANSWER_SR // 25  # 960
+QUESTION_SR = INPUT_SAMPLE_RATE  # the time base lives in a2llm_rt.audio
+ANSWER_SR = OUTPUT_SAMPLE_RATE
+MOTION_FPS = FACE_FPS
 ARRAY_FIELDS = ("question_audio", "answer_audio", "answer_codes", "motion", "motion_codes")
 MOTION_LAYOUTS = ("flame58", "arkit52")
 

@@ -396,7 +396,7 @@ def _jaw_clip(t: int, fps: float, delay_s: float = 0.0, layout: str = "arkit52")
 
 def test_cli_json_on_npz_files(tmp_path, arkit_mesh_dir, capsys):
     io = _io()
-    from a2llm_rt.face.metrics import main
+    from a2llm_rt.face_tools.metrics import main
 
     io.save_clip(_jaw_clip(75, 25.0), tmp_path / "ref.npz")
     io.save_clip(_jaw_clip(75, 25.0, delay_s=0.08), tmp_path / "pred.npz")  # 2 frames late
@@ -428,7 +428,7 @@ def test_cli_json_on_npz_files(tmp_path, arkit_mesh_dir, capsys):
 def test_cli_bad_input_exits_2(tmp_path, capsys):
     io = _io()
     from a2llm_rt.face.clip import MotionClip
-    from a2llm_rt.face.metrics import main
+    from a2llm_rt.face_tools.metrics import main
 
     io.save_clip(_jaw_clip(30, 25.0), tmp_path / "ref.npz")
     assert main(["--pred", str(tmp_path / "missing.npz"), "--ref", str(tmp_path / "ref.npz")]) == 2
@@ -451,7 +451,7 @@ def test_cli_module_entry_point(tmp_path, arkit_mesh_dir):
     io = _io()
     repo = Path(__file__).resolve().parents[2]
     io.save_clip(_jaw_clip(40, 25.0), tmp_path / "ref.npz")
-    cmd = [sys.executable, "-m", "a2llm_rt.face.metrics", "--ref", str(tmp_path / "ref.npz"), "--json"]
+    cmd = [sys.executable, "-m", "a2llm_rt.face_tools.metrics", "--ref", str(tmp_path / "ref.npz"), "--json"]
     ok = subprocess.run([*cmd, "--pred", str(tmp_path / "ref.npz"), "--mesh", str(arkit_mesh_dir)],
                         capture_output=True, text=True, timeout=120, cwd=repo)  # fmt: skip
     assert ok.returncode == 0, ok.stderr
@@ -466,7 +466,7 @@ def test_cli_flame_clips(tmp_path):
     io = _io()
     pytest.importorskip("a2llm_rt.face.flame", reason="a2llm_rt.face.flame (the FLAME layer) is not in this checkout")
     from a2llm_rt.face.clip import MotionClip
-    from a2llm_rt.face.metrics import evaluate_files
+    from a2llm_rt.face_tools.metrics import evaluate_files
     from tests.face.synthetic_flame import synthetic_flame_npz
 
     flame = synthetic_flame_npz(tmp_path)  # synthetic FLAME-format model: no licensed FLAME data
@@ -491,7 +491,7 @@ def test_cli_flame_clips(tmp_path):
 def test_cli_reference_free_ufd(tmp_path, arkit_mesh_dir, capsys):
     io = _io()
     from a2llm_rt.face.clip import MotionClip
-    from a2llm_rt.face.metrics import main
+    from a2llm_rt.face_tools.metrics import main
 
     io.save_clip(_jaw_clip(50, 25.0), tmp_path / "pred.npz")  # browInnerUp moves
     rc = main(["--pred", str(tmp_path / "pred.npz"), "--json", "--mesh", str(arkit_mesh_dir)])

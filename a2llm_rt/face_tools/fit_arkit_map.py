@@ -12,7 +12,7 @@ Methods (X = the 50 expression coefficients per frame, Y = the target curves, N 
   on the frames whose error is not already zero after clipping (target 0 predicted <= 0, or target 1 predicted >= 1),
   repeated until that set stops changing.
 
-``python -m a2llm_rt.face.fit_arkit_map --pairs DIR --out map.npz [--method ridge|bounded] [--alpha 1e-3]``
+``python -m a2llm_rt.face_tools.fit_arkit_map --pairs DIR --out map.npz [--method ridge|bounded] [--alpha 1e-3]``
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from tqdm import tqdm
 from a2llm_rt.errors import InputError
 from a2llm_rt.face.flame_to_arkit import LEARNED_CURVES, ArkitMap
 from a2llm_rt.face.layouts import ARKIT52_DIM, ARKIT_INDEX, FLAME_EXPRESSION, get_layout, layout_for_dim
+from a2llm_rt.utils.cli import cli_main
 
 FLAME_SUFFIX = ".flame.npz"
 ARKIT_SUFFIX = ".arkit.npz"
@@ -186,19 +187,18 @@ def fit_arkit_map(
     return ArkitMap(weight.astype(np.float32), bias.astype(np.float32), tuple(curves), provenance)
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m a2llm_rt.face.fit_arkit_map", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m a2llm_rt.face_tools.fit_arkit_map", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--pairs", required=True, help=f"folder of <name>{FLAME_SUFFIX} + <name>{ARKIT_SUFFIX} pairs")
     p.add_argument("--out", required=True, help="output .npz for the ArkitMap")
     p.add_argument("--method", choices=("ridge", "bounded"), default="ridge")
     p.add_argument("--alpha", type=float, default=1e-3, help="ridge penalty on the weights (default 1e-3)")
     args = p.parse_args(argv)
-    try:
-        amap = fit_arkit_map(args.pairs, args.method, args.alpha)
-        amap.save(args.out)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    amap = fit_arkit_map(args.pairs, args.method, args.alpha)
+    amap.save(args.out)
     prov = amap.provenance
     print(
         f"fitted {len(amap.curves)} curves from {prov['pairs']} pairs ({prov['frames']} frames), "

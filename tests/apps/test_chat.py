@@ -11,8 +11,8 @@ import pytest
 import torch
 from scipy.io import wavfile
 
-from a2llm_rt.chat import main
 from a2llm_rt.face.io import load_clip
+from apps.chat import main
 
 
 @pytest.fixture

@@ -7,11 +7,11 @@ import pytest
 from PIL import Image
 
 from a2llm_rt.errors import InputError
-from a2llm_rt.face import plot, render
 from a2llm_rt.face.clip import MotionClip
 from a2llm_rt.face.io import save_clip
 from a2llm_rt.face.layouts import ARKIT_INDEX
-from a2llm_rt.face.render import BACKGROUND, INTERIOR, render_mesh
+from a2llm_rt.face_tools import plot, render
+from a2llm_rt.face_tools.render import BACKGROUND, INTERIOR, render_mesh
 
 
 def _arkit_clip(t: int = 100, fps: float = 25.0, phase: float = 0.0) -> MotionClip:

@@ -1,6 +1,6 @@
 """ARKit face mesh -> GLB (binary glTF 2.0) with one morph target per ARKit curve, written by hand (struct + json).
 
-``python -m a2llm_rt.face.arkit_gltf --mesh ../shared/data/arkit_mesh --out head.glb`` reads a folder of ARKit OBJ
+``python -m a2llm_rt.face_tools.arkit_gltf --mesh ../shared/data/arkit_mesh --out head.glb`` reads a folder of ARKit OBJ
 shapes (``Neutral.obj`` + ``<arkitName>.obj``, see :mod:`a2llm_rt.face.arkit_mesh`) and writes one mesh whose morph
 targets are named by ARKit curve in ``mesh.extras.targetNames`` (the convention three.js, Blender and Babylon read),
 so any glTF viewer that drives ARKit-named morph targets (the browser viewer in ``plugin_bridge/web``) can animate it.
@@ -26,6 +26,7 @@ import numpy as np
 from a2llm_rt.errors import InputError
 from a2llm_rt.face.arkit_mesh import ArkitMesh
 from a2llm_rt.face.layouts import ARKIT52_NAMES
+from a2llm_rt.utils.cli import cli_main
 from a2llm_rt.utils.fileio import atomic_write
 
 GLB_MAGIC = 0x46546C67  # b"glTF"
@@ -244,7 +245,7 @@ def build_glb(
         b.data.append(0)
     root = {"name": f"{name}_root", "children": list(range(len(nodes)))}
     gltf = {
-        "asset": {"version": "2.0", "generator": "a2llm_rt.face.arkit_gltf"},
+        "asset": {"version": "2.0", "generator": "a2llm_rt.face_tools.arkit_gltf"},
         "scene": 0,
         "scenes": [{"name": name, "nodes": [len(nodes)]}],
         "nodes": [*nodes, root],
@@ -317,17 +318,14 @@ def write_glb(mesh_dir: str | Path, out: str | Path, *, include_missing: bool = 
     return mesh.num_vertices, 52 if include_missing else 52 - len(mesh.missing)
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m a2llm_rt.face.arkit_gltf", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m a2llm_rt.face_tools.arkit_gltf", description=__doc__.splitlines()[0])
     ap.add_argument("--mesh", required=True, type=Path, help="folder with Neutral.obj and <arkitName>.obj shapes")
     ap.add_argument("--out", required=True, type=Path, help="output .glb file")
     ap.add_argument("--all-52", action="store_true", help="also write zero targets for curves without a shape file")
     args = ap.parse_args(argv)
-    try:
-        n_v, n_t = write_glb(args.mesh, args.out, include_missing=args.all_52)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    n_v, n_t = write_glb(args.mesh, args.out, include_missing=args.all_52)
     print(f"wrote {args.out}: {n_v} vertices, {n_t} ARKit morph targets")
     return 0
 

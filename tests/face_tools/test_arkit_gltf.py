@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from a2llm_rt.errors import InputError
-from a2llm_rt.face.arkit_gltf import (
+from a2llm_rt.face.arkit_mesh import ArkitMesh
+from a2llm_rt.face.layouts import ARKIT52_NAMES
+from a2llm_rt.face_tools.arkit_gltf import (
     GLB_MAGIC,
     accessor_array,
     build_glb,
@@ -19,8 +21,6 @@ from a2llm_rt.face.arkit_gltf import (
     vertex_normals,
     write_glb,
 )
-from a2llm_rt.face.arkit_mesh import ArkitMesh
-from a2llm_rt.face.layouts import ARKIT52_NAMES
 
 
 def tiny_mesh(missing: tuple[str, ...] = ("tongueOut",)) -> ArkitMesh:

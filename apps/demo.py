@@ -1,6 +1,6 @@
 """The demo (``make demo``): a spoken question through the bridge server and the session engine, end to end.
 
-``python -m a2llm_rt.demo --out demo_out [--backbone DIR|tiny --motion DIR|tiny] [--question TEXT]``
+``python -m apps.demo --out demo_out [--backbone DIR|tiny --motion DIR|tiny] [--question TEXT]``
 
 1. starts the bridge server (``python -m plugin_bridge.serve``, the tiny seeded random models by default) on a free
    loopback port and waits until it answers;
@@ -34,13 +34,15 @@ from pathlib import Path
 
 import numpy as np
 
+from a2llm_rt.audio import FACE_FPS
 from a2llm_rt.errors import InputError
-from a2llm_rt.face.plot import resolve_curve
+from a2llm_rt.face_tools.plot import resolve_curve
+from a2llm_rt.utils.cli import cli_main
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CURVES = ("jawOpen", "eyeBlinkLeft", "mouthSmileLeft", "browInnerUp")
 DEFAULT_QUESTION = "Hello! Can you tell me what the weather will be like tomorrow?"
-FPS = 25.0
+FPS = FACE_FPS
 DELAY_FRAMES = 2
 
 
@@ -56,7 +58,7 @@ def make_question(path: Path, text: str) -> str:
 
     Returns how the question was made (``espeak-ng`` or ``tone``).
     """
-    from a2llm_rt.utils.fileio import atomic_write
+    from a2llm_rt.audio import INPUT_SAMPLE_RATE, write_wav
 
     exe = shutil.which("espeak-ng")
     if exe is not None:
@@ -69,23 +71,12 @@ def make_question(path: Path, text: str) -> str:
         print(f"note: espeak-ng failed ({r.stderr.strip() or r.returncode}); using a synthetic tone as the question")
     else:
         print("note: espeak-ng is not installed (apt-get install espeak-ng); using a synthetic tone as the question")
-    import io
-    import wave
-
-    rate = 16000
+    rate = INPUT_SAMPLE_RATE
     t = np.arange(2 * rate) / rate
     f0 = 140 + 30 * np.sin(2 * np.pi * 0.7 * t)  # a gliding "voice" with a few harmonics and syllable-rate bursts
     phase = 2 * np.pi * np.cumsum(f0) / rate
     x = sum(np.sin(k * phase) / k for k in (1, 2, 3, 4)) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t) ** 2)
-    pcm = (0.3 * x / np.abs(x).max() * 32767).astype("<i2")
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm.tobytes())
-    with atomic_write(path, "wb") as f:
-        f.write(buf.getvalue())
+    write_wav(path, 0.3 * x / np.abs(x).max(), rate)
     return "tone"
 
 
@@ -254,7 +245,7 @@ def pick_frames(clip, start: int, stop: int, at_least: int = 0) -> list[tuple[in
 def face_pictures(clip, out: Path, prefix: str, title: str, mesh_dir: Path | None, start: int = 0,
                   stop: int | None = None) -> tuple[Path, Path | None]:  # fmt: skip
     """``<prefix>curves.png`` of ``clip`` frames ``[start, stop)`` and, with a mesh, ``<prefix>sheet.png``."""
-    from a2llm_rt.face.plot import plot_curves
+    from a2llm_rt.face_tools.plot import plot_curves
 
     stop = clip.num_frames if stop is None else stop
     t0, t1 = start / clip.fps, max(stop - 1, start + 1) / clip.fps
@@ -263,7 +254,7 @@ def face_pictures(clip, out: Path, prefix: str, title: str, mesh_dir: Path | Non
     if mesh_dir is None:
         return curves, None
     from a2llm_rt.face.arkit_mesh import ArkitMesh
-    from a2llm_rt.face.render import contact_sheet, render_frames
+    from a2llm_rt.face_tools.render import contact_sheet, render_frames
 
     mesh = ArkitMesh.load(mesh_dir)
     chosen = pick_frames(clip, start, stop, at_least=6)
@@ -326,14 +317,15 @@ def print_summary(out: Path, written: dict[str, Path | None], ctx: DemoContext, 
             "face pipeline on real data."
         )
         print(
-            "To run real weights: python -m a2llm_rt.demo --backbone DIR --motion DIR [--device cuda]  (backbone: a "
+            "To run real weights: python -m apps.demo --backbone DIR --motion DIR [--device cuda]  (backbone: a "
             "Step-Audio-2-mini folder; motion: tokenizer/ + connector/ as written by training; see README)."
         )
 
 
 def run(args: argparse.Namespace) -> int:
+    from a2llm_rt.audio import INPUT_SAMPLE_RATE, read_wav
     from a2llm_rt.face.clip import MotionClip
-    from plugin_bridge.client import BridgeClient, read_wav, write_outputs
+    from plugin_bridge.client import BridgeClient, write_outputs
 
     out = Path(args.out)
     tiny = args.backbone == "tiny" and args.motion == "tiny"
@@ -358,9 +350,9 @@ def run(args: argparse.Namespace) -> int:
         written["server log"] = ctx.server_log
         start_extra_services(ctx)
 
-        audio = read_wav(out / "question.wav", 16000)
+        audio, rate = read_wav(out / "question.wav", sample_rate=INPUT_SAMPLE_RATE)
         with BridgeClient(ctx.endpoint, ("arkit52", "livelink61", "flame58")) as client:
-            result = client.run_turn(audio, 16000, timeout_s=args.timeout_s)
+            result = client.run_turn(audio, rate, timeout_s=args.timeout_s)
         for p in write_outputs(result, out):
             written[p.name] = p
         rep = result.latency_report()
@@ -401,7 +393,7 @@ def run(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     data = shared_data_dir()
-    p = argparse.ArgumentParser(prog="python -m a2llm_rt.demo", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m apps.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
     p.add_argument("--backbone", default="tiny", help="Step-Audio-2-format backbone folder, or 'tiny' (default)")
     p.add_argument("--motion", default="tiny", help="motion folder (tokenizer/ + connector/), or 'tiny' (default)")
@@ -423,19 +415,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli_main(failures=(OSError, RuntimeError))
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not (args.seconds > 1.0):
-        print(f"error: --seconds must be more than 1, got {args.seconds}", file=sys.stderr)
-        return 2
-    try:
-        return run(args)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (RuntimeError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        raise InputError(f"--seconds must be more than 1, got {args.seconds}")
+    return run(args)
 
 
 if __name__ == "__main__":

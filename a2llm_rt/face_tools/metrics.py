@@ -2,9 +2,9 @@
 
 Usage::
 
-    python -m a2llm_rt.face.metrics --pred pred.npz --ref ref.csv [--fps 25] [--json] [--out metrics.json] \\
+    python -m a2llm_rt.face_tools.metrics --pred pred.npz --ref ref.csv [--fps 25] [--json] [--out metrics.json] \\
         [--flame flame.npz] [--mesh ../shared/data/arkit_mesh] [--max-lag-s 0.5]
-    python -m a2llm_rt.face.metrics --pred pred.npz [--flame flame.npz | --mesh DIR]   # reference-free: UFD only
+    python -m a2llm_rt.face_tools.metrics --pred pred.npz [--flame flame.npz | --mesh DIR]   # reference-free: UFD only
 
 Files are read with :func:`a2llm_rt.face.io.load_clip` (our ``.npz``, Live Link Face ``.csv``, Audio2Face ``.json``,
 ``.gesichter``). Both clips go to the frame rate ``--fps`` (default: the reference's) by linear resampling, then to
@@ -13,8 +13,9 @@ vertices:
 - ``arkit52`` / ``livelink61`` clips through the ARKit face mesh (``--mesh``; default ``../shared/data/arkit_mesh``
   beside the repository, or ``$A2LLM_SHARED_DATA/arkit_mesh``); Live Link's head/eye rotations are dropped, so head
   motion does not count; regions from :mod:`a2llm_rt.face.arkit_regions`, UFD template = the neutral mesh;
-- ``flame58`` clips through the user's FLAME model (``--flame flame.npz``, made by ``a2llm_rt.face.convert_flame``)
-  with the global (head) rotation set to 0, like the ARKit path; UFD template = FLAME with all 58 parameters 0.
+- ``flame58`` clips through the user's FLAME model (``--flame flame.npz``, made by
+  ``a2llm_rt.face_tools.convert_flame``) with the global (head) rotation set to 0, like the ARKit path; UFD template =
+  FLAME with all 58 parameters 0.
 
 Both files must be on the same mesh (map FLAME to ARKit first with ``a2llm_rt.face.flame_to_arkit``). The metric
 definitions are in :mod:`a2llm_rt.face.motion_metrics`. Without ``--ref`` only the reference-free UFD (eq. 12) is
@@ -39,6 +40,7 @@ from a2llm_rt.errors import InputError
 from a2llm_rt.face.layouts import FLAME_GLOBAL
 from a2llm_rt.face.motion_metrics import MotionMetrics, compute_metrics, format_table, reference_free_ufd
 from a2llm_rt.face.regions import FaceRegions
+from a2llm_rt.utils.cli import cli_main
 from a2llm_rt.utils.fileio import atomic_write_json
 
 REPO = Path(__file__).resolve().parents[2]
@@ -200,7 +202,7 @@ def evaluate_file_reference_free(
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m a2llm_rt.face.metrics",
+        prog="python -m a2llm_rt.face_tools.metrics",
         description="The A2-LLM paper's motion metrics (MOD, UFD, correlations, Liveliness Ratio, Peak Align; "
         "eq. 11-17) and our extras (LVE, cross-correlation lag) of a predicted face-motion file against a "
         "reference; without --ref, the reference-free UFD only.",
@@ -221,28 +223,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if args.fps is not None and not (np.isfinite(args.fps) and args.fps > 0):
-            raise InputError(f"--fps must be a positive number, got {args.fps}")
-        if args.ref is None:
-            res = evaluate_file_reference_free(args.pred, fps=args.fps, flame=args.flame, mesh=args.mesh)
-            if args.out is not None:
-                atomic_write_json(args.out, res)
-                print(f"wrote {args.out}", file=sys.stderr)
-            if args.json and args.out is None:
-                print(json.dumps(res, indent=2, allow_nan=False))
-            elif not args.json:
-                print(f"pred: {res['pred']} ({res['pred_layout']}, {res['num_frames']} frames at {res['fps']:g} fps)")
-                print(f"UFD (eq. 12, reference-free): {res['ufd']:.4f} (x1e5 m, higher = livelier upper face)")
-            return 0
-        metrics, info = evaluate_files(
-            args.pred, args.ref, fps=args.fps, flame=args.flame, mesh=args.mesh, max_lag_s=args.max_lag_s
-        )
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.fps is not None and not (np.isfinite(args.fps) and args.fps > 0):
+        raise InputError(f"--fps must be a positive number, got {args.fps}")
+    if args.ref is None:
+        res = evaluate_file_reference_free(args.pred, fps=args.fps, flame=args.flame, mesh=args.mesh)
+        if args.out is not None:
+            atomic_write_json(args.out, res)
+            print(f"wrote {args.out}", file=sys.stderr)
+        if args.json and args.out is None:
+            print(json.dumps(res, indent=2, allow_nan=False))
+        elif not args.json:
+            print(f"pred: {res['pred']} ({res['pred_layout']}, {res['num_frames']} frames at {res['fps']:g} fps)")
+            print(f"UFD (eq. 12, reference-free): {res['ufd']:.4f} (x1e5 m, higher = livelier upper face)")
+        return 0
+    metrics, info = evaluate_files(
+        args.pred, args.ref, fps=args.fps, flame=args.flame, mesh=args.mesh, max_lag_s=args.max_lag_s
+    )
     result = {**info, **metrics.to_dict()}
     if args.out is not None:
         atomic_write_json(args.out, result)

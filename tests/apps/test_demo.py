@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from a2llm_rt import demo
+from apps import demo
 
 
 def _png(path, min_w: int, min_h: int) -> None:
@@ -133,7 +133,7 @@ def test_demo_keeps_the_browser_viewer_up_until_stopped(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "a2llm_rt.demo", "--out", str(tmp_path), "--capture", "", "--mesh", "",
+    cmd = [sys.executable, "-m", "apps.demo", "--out", str(tmp_path), "--capture", "", "--mesh", "",
            "--viewer", "yes", "--viewer-port", str(port)]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=demo.REPO)
     try:

@@ -1,6 +1,7 @@
 """CPU software renderer of the ARKit face mesh, and contact sheets of chosen clip frames.
 
-``python -m a2llm_rt.face.render IN [--mesh ../shared/data/arkit_mesh] --frames 0,30,60 --out sheet.png [--map M]``
+``python -m a2llm_rt.face_tools.render IN [--mesh ../shared/data/arkit_mesh] --frames 0,30,60 --out sheet.png
+[--map M]``
 
 Front view, orthographic: the mesh's x (the subject's left) goes to the image's right, y (up) to the image's top, and
 the camera looks down -z (the face looks along +z). Triangles are rasterised in numpy with a z-buffer (every
@@ -32,6 +33,7 @@ from a2llm_rt.face.arkit_mesh import ArkitMesh  # noqa: E402
 from a2llm_rt.face.clip import MotionClip  # noqa: E402
 from a2llm_rt.face.flame_to_arkit import ArkitMap, flame_to_arkit  # noqa: E402
 from a2llm_rt.face.layouts import ARKIT52_DIM  # noqa: E402
+from a2llm_rt.utils.cli import cli_main
 from a2llm_rt.utils.fileio import atomic_write  # noqa: E402
 
 SKIN = np.array([0.87, 0.68, 0.58])
@@ -212,10 +214,13 @@ def _parse_frames(text: str) -> list[int]:
     return frames
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
-    from a2llm_rt.face.metrics import default_mesh_dir
+    from a2llm_rt.face_tools.metrics import default_mesh_dir
 
-    p = argparse.ArgumentParser(prog="python -m a2llm_rt.face.render", description="Render clip frames on a mesh.")
+    p = argparse.ArgumentParser(
+        prog="python -m a2llm_rt.face_tools.render", description="Render clip frames on a mesh."
+    )
     p.add_argument("input", metavar="IN", help="clip file (.npz, .csv, .json, .gesichter)")
     p.add_argument("--mesh", default=str(default_mesh_dir()), help="ARKit mesh folder (default: %(default)s)")
     p.add_argument("--frames", default="0", help="comma-separated frame indices (default 0)")
@@ -223,23 +228,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--map", default=None, help="ArkitMap .npz for FLAME58 clips (default: analytic curves only)")
     p.add_argument("--size", default="300x400", help="frame size WxH in pixels (default 300x400)")
     args = p.parse_args(argv)
-    try:
-        from a2llm_rt.face.io import load_clip
+    from a2llm_rt.face.io import load_clip
 
-        try:
-            width, height = (int(s) for s in args.size.lower().split("x"))
-        except ValueError:
-            raise InputError(f"--size must look like 300x400, got {args.size!r}") from None
-        if not (16 <= width <= 4096 and 16 <= height <= 4096):
-            raise InputError(f"--size out of range: {args.size}")
-        frames = _parse_frames(args.frames)
-        clip = load_clip(args.input)
-        mesh = ArkitMesh.load(args.mesh)
-        amap = ArkitMap.load(args.map) if args.map else None
-        out = render_sheet(clip, mesh, frames, args.out, amap, width=width, height=height)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    try:
+        width, height = (int(s) for s in args.size.lower().split("x"))
+    except ValueError:
+        raise InputError(f"--size must look like 300x400, got {args.size!r}") from None
+    if not (16 <= width <= 4096 and 16 <= height <= 4096):
+        raise InputError(f"--size out of range: {args.size}")
+    frames = _parse_frames(args.frames)
+    clip = load_clip(args.input)
+    mesh = ArkitMesh.load(args.mesh)
+    amap = ArkitMap.load(args.map) if args.map else None
+    out = render_sheet(clip, mesh, frames, args.out, amap, width=width, height=height)
     print(f"wrote {out}")
     return 0
 

@@ -1,8 +1,8 @@
 """Convert face-motion clips between file formats, layouts and frame rates.
 
-    python -m a2llm_rt.face.convert take.csv take.npz --fps 25
-    python -m a2llm_rt.face.convert take.npz take.json --layout arkit52
-    python -m a2llm_rt.face.convert rec.gesichter rec.csv
+    python -m a2llm_rt.face_tools.convert take.csv take.npz --fps 25
+    python -m a2llm_rt.face_tools.convert take.npz take.json --layout arkit52
+    python -m a2llm_rt.face_tools.convert rec.gesichter rec.csv
 
 Formats are chosen by suffix (``.npz``, ``.csv`` Live Link Face, ``.json`` Audio2Face-style, ``.gesichter`` LLV);
 see :mod:`a2llm_rt.face.io`. Output is written atomically. Bad input prints one line and exits with status 2.
@@ -20,6 +20,7 @@ from a2llm_rt.face.clip import MotionClip
 from a2llm_rt.face.io import FORMATS, convert_layout, load_clip, save_clip
 from a2llm_rt.face.layouts import LAYOUTS
 from a2llm_rt.face.resample import resample
+from a2llm_rt.utils.cli import cli_main
 
 
 def convert(
@@ -41,7 +42,7 @@ def convert(
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m a2llm_rt.face.convert",
+        prog="python -m a2llm_rt.face_tools.convert",
         description=f"Convert face-motion clips; formats by suffix: {', '.join(FORMATS)}.",
     )
     p.add_argument("input", help="input clip")
@@ -52,17 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli_main
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    for name in ("fps", "input_fps"):
+        v = getattr(args, name)
+        if v is not None and not v > 0:
+            raise InputError(f"--{name.replace('_', '-')} must be a positive number, got {v}")
     try:
-        for name in ("fps", "input_fps"):
-            v = getattr(args, name)
-            if v is not None and not v > 0:
-                raise InputError(f"--{name.replace('_', '-')} must be a positive number, got {v}")
         clip = convert(args.input, args.output, fps=args.fps, layout=args.layout, input_fps=args.input_fps)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except OSError as e:  # the output folder is not writable, the disk is full, ...
         print(f"error: cannot write {args.output}: {e}", file=sys.stderr)
         return 1

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m a2llm_rt.face.convert_flame --model generic_model.pkl [--masks FLAME_masks.pkl] \\
+    python -m a2llm_rt.face_tools.convert_flame --model generic_model.pkl [--masks FLAME_masks.pkl] \\
         [--eyelids l_eyelid.npy r_eyelid.npy] --out flame.npz
 
 The official ``generic_model.pkl`` (FLAME 2020/2023) was written by Python 2 and holds ``chumpy.ch.Ch`` objects and a
@@ -33,11 +33,10 @@ from typing import Any
 import numpy as np
 
 from a2llm_rt.errors import InputError
+from a2llm_rt.face.flame_regions import FLAME_NUM_JOINTS, FLAME_NUM_POSE_BASIS, FLAME_NUM_SHAPE
+from a2llm_rt.utils.cli import cli_main
 from a2llm_rt.utils.fileio import atomic_save_npz
 
-FLAME_NUM_JOINTS = 5
-FLAME_NUM_POSE_BASIS = 9 * (FLAME_NUM_JOINTS - 1)  # 36: (R - I) of the 4 non-root joints
-FLAME_NUM_SHAPE = 300  # identity coefficients in shapedirs[..., :300]; expression follows
 NPZ_FORMAT_VERSION = 1
 
 # Arrays every converted file holds (``parents`` is kintree_table[0] with parents[0] = -1).
@@ -362,9 +361,10 @@ def convert_flame(
     return arrays
 
 
+@cli_main
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m a2llm_rt.face.convert_flame",
+        prog="python -m a2llm_rt.face_tools.convert_flame",
         description="Convert a licensed FLAME pickle (generic_model.pkl) into a plain .npz for a2llm.",
     )
     parser.add_argument("--model", required=True, help="FLAME generic_model.pkl (FLAME 2020 or 2023)")
@@ -374,11 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--out", required=True, help="output .npz")
     args = parser.parse_args(argv)
-    try:
-        arrays = convert_flame(args.model, args.out, masks=args.masks, eyelids=args.eyelids)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    arrays = convert_flame(args.model, args.out, masks=args.masks, eyelids=args.eyelids)
     masks = sorted(k[5:] for k in arrays if k.startswith("mask_"))
     print(
         f"wrote {args.out}: {arrays['v_template'].shape[0]} vertices, {arrays['f'].shape[0]} faces, "

@@ -1,6 +1,6 @@
 """Answer one spoken question from the command line: text, speech and face motion, with TTFT/TTFA/RTF.
 
-    python -m a2llm_rt.chat --backbone DIR|tiny --motion DIR|tiny --wav question.wav --out OUT/
+    python -m apps.chat --backbone DIR|tiny --motion DIR|tiny --wav question.wav --out OUT/
         [--motion-backend torch|onnxruntime|tensorrt --engines ENGINES/ [--int8]]
 
 Writes into ``OUT/``: ``answer.wav`` (24 kHz mono 16-bit), ``face.npz`` (FLAME58, or ARKIT52 for an ARKit motion
@@ -16,49 +16,18 @@ manifest.
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from a2llm_rt.audio import read_wav, write_wav
 from a2llm_rt.engine.events import AudioChunk, Error, FaceFrames, TextDelta, TurnEnd
 from a2llm_rt.engine.motion_backend import add_motion_backend_args, motion_backend_from_args
 from a2llm_rt.errors import InputError
+from a2llm_rt.utils.cli import cli_main
 from a2llm_rt.utils.fileio import atomic_write, atomic_write_json
-
-
-def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
-    """(samples ``[n]`` or ``[channels, n]`` float32 in [-1, 1], sample rate) of a WAV file."""
-    from scipy.io import wavfile
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("file not found", path)
-    try:
-        sr, data = wavfile.read(str(path))
-    except (ValueError, OSError) as e:
-        raise InputError(f"not a readable WAV file: {e}", path) from None
-    if data.dtype == np.int16:
-        x = data.astype(np.float32) / 32768.0
-    elif data.dtype == np.int32:
-        x = data.astype(np.float32) / 2147483648.0
-    elif data.dtype == np.uint8:
-        x = (data.astype(np.float32) - 128.0) / 128.0
-    else:
-        x = data.astype(np.float32)
-    return (x.T if x.ndim == 2 else x), int(sr)
-
-
-def write_wav(path: str | Path, pcm: np.ndarray, sample_rate: int) -> None:
-    """16-bit PCM mono WAV, atomically."""
-    from scipy.io import wavfile
-
-    buf = io.BytesIO()
-    wavfile.write(buf, sample_rate, (np.clip(pcm, -1.0, 1.0) * 32767.0).astype(np.int16))
-    with atomic_write(path, "wb") as f:
-        f.write(buf.getvalue())
 
 
 def collect(events: list) -> dict:
@@ -90,8 +59,9 @@ def collect(events: list) -> dict:
     return {"text": "".join(text), "pcm": pcm, "frames": frames, "end": end, "error": error}
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m a2llm_rt.chat", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m apps.chat", description=__doc__.split("\n\n")[0])
     ap.add_argument("--backbone", required=True, help="Step-Audio-2-format directory, or 'tiny'")
     ap.add_argument("--motion", required=True, help="motion directory (tokenizer/ + connector/), or 'tiny'")
     ap.add_argument("--wav", required=True, help="the question (any sample rate; resampled to 16 kHz)")
@@ -108,11 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="CPU threads for torch and onnxruntime (tiny on the CPU: 1)")  # fmt: skip
     add_motion_backend_args(ap)
     args = ap.parse_args(argv)
-    try:
-        return _run(args)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return _run(args)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -130,7 +96,7 @@ def _run(args: argparse.Namespace) -> int:
     if threads is not None and args.device == "cpu":
         torch.set_num_threads(max(1, threads))  # tiny models: thread start-up costs more than it saves
     out = Path(args.out)
-    audio, sr = read_wav(args.wav)
+    audio, sr = read_wav(args.wav, mono=False)  # the engine mixes channels after its full-scale check
     tiny = args.backbone == "tiny"
     sampling = SamplingConfig.greedy(args.seed) if args.greedy else SamplingConfig(seed=args.seed)
     max_s = args.max_seconds if args.max_seconds is not None else (3.0 if tiny else 30.0)
@@ -159,7 +125,7 @@ def _run(args: argparse.Namespace) -> int:
     fps = float(stack.motion.cfg.fps)
     if frames:
         main_layout = "flame58" if "flame58" in frames else "arkit52"
-        save_clip(MotionClip(frames[main_layout], fps, main_layout, {"source": "a2llm_rt.chat"}), out / "face.npz")
+        save_clip(MotionClip(frames[main_layout], fps, main_layout, {"source": "apps.chat"}), out / "face.npz")
         save_clip(MotionClip(frames["arkit52"], fps, "arkit52", {}), out / "face_arkit.npz")
         save_clip(MotionClip(frames["livelink61"], fps, "livelink61", {}), out / "face.csv")
         save_clip(MotionClip(frames["arkit52"], fps, "arkit52", {}), out / "face.json")

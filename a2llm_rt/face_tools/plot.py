@@ -1,6 +1,6 @@
 """Plot face-motion curves against time (matplotlib, Agg backend): one panel per curve, one line per clip.
 
-``python -m a2llm_rt.face.plot IN --curves jawOpen,eyeBlinkLeft --out curves.png [--start S --end S]``
+``python -m a2llm_rt.face_tools.plot IN --curves jawOpen,eyeBlinkLeft --out curves.png [--start S --end S]``
 
 ``IN`` is any clip file :func:`a2llm_rt.face.io.load_clip` reads (.npz, Live Link .csv, .json, .gesichter). Curve
 names may be ARKit camelCase (``jawOpen``) or Live Link PascalCase (``JawOpen``) for ARKit / Live Link clips, and the
@@ -31,6 +31,7 @@ from a2llm_rt.face.layouts import (  # noqa: E402
     arkit_to_livelink_name,
     livelink_to_arkit_name,
 )
+from a2llm_rt.utils.cli import cli_main
 from a2llm_rt.utils.fileio import atomic_write  # noqa: E402
 
 DEFAULT_CURVES = {"arkit52": "jawOpen,eyeBlinkLeft", "livelink61": "jawOpen,eyeBlinkLeft", "flame58": "jaw_x,exp00"}
@@ -150,8 +151,9 @@ def plot_curves(
     return out
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m a2llm_rt.face.plot", description="Plot face curves against time.")
+    p = argparse.ArgumentParser(prog="python -m a2llm_rt.face_tools.plot", description="Plot face curves against time.")
     p.add_argument("input", metavar="IN", help="clip file (.npz, .csv, .json, .gesichter)")
     p.add_argument("--curves", default=None, help="comma-separated curve names (default jawOpen,eyeBlinkLeft)")
     p.add_argument("--out", required=True, help="output PNG")
@@ -159,15 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--end", type=float, default=None, help="last second to show")
     p.add_argument("--title", default=None, help="figure title (default: the file name)")
     args = p.parse_args(argv)
-    try:
-        from a2llm_rt.face.io import load_clip
+    from a2llm_rt.face.io import load_clip
 
-        clip = load_clip(args.input)
-        curves = (args.curves or DEFAULT_CURVES[clip.layout]).split(",")
-        out = plot_curves([clip], curves, args.out, labels=[""], title=args.title, start=args.start, end=args.end)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    clip = load_clip(args.input)
+    curves = (args.curves or DEFAULT_CURVES[clip.layout]).split(",")
+    out = plot_curves([clip], curves, args.out, labels=[""], title=args.title, start=args.start, end=args.end)
     print(f"wrote {out}")
     return 0
 
