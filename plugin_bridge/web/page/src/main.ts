@@ -451,6 +451,9 @@ function drawLegend(): void {
 }
 
 function onWelcome(w: P.Welcome): void {
+  // version 1 server: no characters, typed turns or hands-free (push-to-talk and wav still work)
+  $("v2-note").textContent = w.version >= P.VERSION_2 ? "" : "(needs a protocol version 2 server)";
+  for (const id of ["apply-character", "send-text", "hands-free"]) ($(id) as HTMLButtonElement).disabled = w.version < P.VERSION_2;
   outputRate = w.output_sample_rate;
   fps = w.fps;
   player.rate = outputRate;
