@@ -168,6 +168,7 @@ def test_live_turn_against_python_server(native_build: Path, live_server: str) -
         "one_turn_complete_in_order_and_in_sync",
         "cancel_mid_answer",
         "character_and_typed_turn_against_the_server",  # protocol version 2 through the C ABI
+        "two_characters_talk_at_once",
         "api_misuse_fails_cleanly",
     ):
         assert f"ok   {name}" in out, out[-4000:]

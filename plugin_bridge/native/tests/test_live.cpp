@@ -288,6 +288,60 @@ TEST(character_and_typed_turn_against_the_server) {
     a2llm_client_destroy(c);
 }
 
+TEST(two_characters_talk_at_once) {
+    // two connections = two characters with different personas and emotions, typed turns running at the same time
+    int32_t layouts[] = {A2LLM_LAYOUT_ARKIT52};
+    a2llm_client* c[2] = {connect(layouts, 1), connect(layouts, 1)};
+    const char* personas[2] = {"You are Brokk, the gruff dwarven smith.", "You are Lyra, a cheerful elven bard."};
+    auto t0 = Clock::now();
+    int32_t turns[2] = {0, 0};
+    for (int i = 0; i < 2; ++i) {
+        CHECK_EQ(a2llm_client_wait_ready(c[i], 60000), int32_t(A2LLM_OK));
+        a2llm_server_info info{};
+        while (a2llm_client_server_info(c[i], &info) != 1 && seconds_since(t0) < 120.0) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
+        a2llm_character ch;
+        a2llm_character_init(&ch);
+        ch.persona = personas[i];
+        ch.emotion = a2llm_client_emotion_name(c[i], i == 0 ? 3 : 1);  // angry / happy in the default table
+        ch.voice = info.n_voices > static_cast<uint32_t>(i) ? a2llm_client_voice_name(c[i], i) : "";
+        ch.intensity = 0.7f;
+        CHECK_EQ(a2llm_client_set_character(c[i], &ch), int32_t(A2LLM_OK));
+    }
+    for (int i = 0; i < 2; ++i) turns[i] = a2llm_client_send_text(c[i], i == 0 ? "Fix my sword." : "Sing me a song.");
+    bool ended[2] = {false, false};
+    int status[2] = {-1, -1};
+    uint64_t samples[2] = {0, 0};
+    std::vector<float> buf(240);
+    while (!(ended[0] && ended[1]) && seconds_since(t0) < 300.0) {
+        for (int i = 0; i < 2; ++i) {
+            a2llm_event ev;
+            while (a2llm_client_poll(c[i], &ev) == 1) {
+                if (ev.type == A2LLM_EVENT_ERROR) th::fail(__FILE__, __LINE__, std::string("server error: ") + ev.text);
+                if (ev.type == A2LLM_EVENT_TURN_END && ev.turn_id == uint32_t(turns[i])) {
+                    ended[i] = true;
+                    status[i] = ev.status;
+                    samples[i] = ev.audio_samples;
+                }
+            }
+            a2llm_client_read_audio(c[i], buf.data(), 240);
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    for (int i = 0; i < 2; ++i) {
+        CHECK(ended[i]);
+        CHECK_EQ(status[i], int(A2LLM_TURN_COMPLETED));
+        CHECK(samples[i] > 0);
+    }
+    a2llm_stats s0{}, s1{};
+    a2llm_client_stats(c[0], &s0);
+    a2llm_client_stats(c[1], &s1);
+    CHECK(s0.session_id != s1.session_id);
+    a2llm_client_destroy(c[0]);
+    a2llm_client_destroy(c[1]);
+}
+
 TEST(api_misuse_fails_cleanly) {
     CHECK(a2llm_client_create(nullptr, nullptr) == nullptr);
     CHECK(std::strlen(a2llm_last_error()) > 0);
