@@ -67,7 +67,7 @@ def test_page_unit_tests():
     )
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-4000:]
-    assert "protocol.test.ts" in out and "turns.test.ts" in out and "failed" not in out.lower().replace("0 failed", "")
+    assert "protocol.test.ts" in out and "turns.test.ts" in out and "session.test.ts" in out and "failed" not in out.lower().replace("0 failed", "")
 
 
 def _question_wav(path: Path) -> None:
