@@ -189,6 +189,50 @@ namespace A2LLMTests
             check(wrong == 0 && rejected >= 20, "C# rejects " + rejected + " malformed fixtures with their ErrorCode");
         }
 
+        /// <summary>Decoder parity with protocol.py: A2LLM_PARITY_FILE holds u32 count, then per case u32 length, u16 the
+        /// code protocol.py gives (0 = accepted), the bytes (tests/plugin_bridge/test_unity.py writes it from mutated
+        /// fixtures). Every case must get the same code, and every accepted one must re-encode to the same bytes.</summary>
+        public static void Parity(Action<bool, string> check)
+        {
+            string path = Environment.GetEnvironmentVariable("A2LLM_PARITY_FILE");
+            if (string.IsNullOrEmpty(path)) return;
+            byte[] blob = File.ReadAllBytes(path);
+            int pos = 0;
+            Func<int, uint> u32 = at => (uint)(blob[at] | (blob[at + 1] << 8) | (blob[at + 2] << 16) | (blob[at + 3] << 24));
+            uint count = u32(pos);
+            pos += 4;
+            int bad = 0, accepted = 0;
+            var firstBad = new List<string>();
+            for (uint i = 0; i < count; i++)
+            {
+                int len = (int)u32(pos);
+                int want = blob[pos + 4] | (blob[pos + 5] << 8);
+                var msg = new byte[len];
+                Array.Copy(blob, pos + 6, msg, 0, len);
+                pos += 6 + len;
+                int got = 0;
+                string why = "";
+                try
+                {
+                    A2LLMMessage m = A2LLMProtocol.Decode(msg);
+                    if (!A2LLMProtocol.Encode(m).SequenceEqual(msg)) why = "re-encoding differs";
+                }
+                catch (A2LLMProtocolException e)
+                {
+                    got = e.Code;
+                    why = e.Message;
+                }
+                if (got == 0) accepted++;
+                if (got != want || (got == 0 && why.Length > 0))
+                {
+                    bad++;
+                    if (firstBad.Count < 5) firstBad.Add("case " + i + ": C# " + got + " (" + why + "), protocol.py " + want);
+                }
+            }
+            check(bad == 0 && accepted > 0, "C# decoder parity with protocol.py: " + count + " cases, " + accepted + " accepted, " +
+                bad + " differ" + (firstBad.Count > 0 ? ": " + string.Join("; ", firstBad.ToArray()) : ""));
+        }
+
         private static string Eq(double got, Json want)
         {
             return got == want.Num ? null : "got " + got.ToString("R", CultureInfo.InvariantCulture) + ", want " + want.Num;

@@ -31,6 +31,7 @@ namespace A2LLMTests
             {
                 UnitTests.Run(Check);
                 FixtureTests.Run(Check);
+                FixtureTests.Parity(Check);
                 bool native = args.Length == 0 || args[0] != "--unit-only";
                 if (native) AbiTests.Run(Check);
                 if (args.Length > 0 && args[0].StartsWith("tcp://")) LiveTest.Run(args[0], Check);
