@@ -104,7 +104,7 @@ namespace A2LLM
         public A2LLMSpeechEvent onSpeechEnded = new A2LLMSpeechEvent();
         public A2LLMSpeechEvent onBargeIn = new A2LLMSpeechEvent();
         /// <summary>(acked kind: 12 character, 15 context, 17 emotion; true when a new persona reset the conversation)</summary>
-        public UnityEvent<int, bool> onConfigApplied = new A2LLMConfigEvent();
+        public A2LLMConfigEvent onConfigApplied = new A2LLMConfigEvent();
 
         /// <summary>C# events (main thread), beside the UnityEvents.</summary>
         public event Action Connected;
