@@ -367,8 +367,10 @@ A2LLM_API int32_t a2llm_client_set_emotion(a2llm_client* client, const char* nam
 A2LLM_API int32_t a2llm_client_send_text(a2llm_client* client, const char* text);
 /* Hands-free: the next piece of the continuous microphone stream (mono, at a rate from a2llm_server_info.mic_rates).
  * The first call (and the first after end_of_stream != 0, a rate change or a reconnect) starts a new stream at
- * sample 0. Returns A2LLM_OK or NOT_CONNECTED / UNSUPPORTED / INVALID_ARGUMENT (rate not accepted, non-finite or
- * out-of-range float samples). Large buffers are split into several messages. */
+ * sample 0. To end the stream (an utterance in progress ends) call with n = 0 and end_of_stream != 0: the stream's own
+ * rate is used (sample_rate is ignored; nothing is sent when no stream runs). Returns A2LLM_OK or NOT_CONNECTED /
+ * UNSUPPORTED / INVALID_ARGUMENT (rate not accepted, non-finite or out-of-range float samples). Large buffers are
+ * split into several messages. */
 A2LLM_API int32_t a2llm_client_send_mic_pcm16(a2llm_client* client, const int16_t* samples, uint32_t n,
                                               uint32_t sample_rate, int32_t end_of_stream);
 A2LLM_API int32_t a2llm_client_send_mic_f32(a2llm_client* client, const float* samples, uint32_t n,

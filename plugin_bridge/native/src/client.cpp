@@ -353,6 +353,11 @@ uint32_t Client::send_text(const char* text) {
 
 void Client::send_mic(const int16_t* pcm16, const float* f32, uint32_t n, uint32_t rate, bool end_of_stream) {
     if (n > 0 && pcm16 == nullptr && f32 == nullptr) throw ApiError(A2LLM_ERR_INVALID_ARGUMENT, "samples is NULL");
+    if (n == 0 && end_of_stream) {  // only ending the stream: at the stream's own rate, whatever was passed
+        std::lock_guard<std::mutex> tx(tx_mu_);
+        if (!mic_active_) return;  // no stream to end
+        rate = mic_rate_;
+    }
     if (f32) {
         for (uint32_t i = 0; i < n; ++i) {
             if (!std::isfinite(f32[i]) || f32[i] < -1.0f || f32[i] > 1.0f) {

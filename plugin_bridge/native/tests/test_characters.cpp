@@ -466,13 +466,17 @@ TEST(hands_free_speech_events_and_barge_in) {
         CHECK_EQ(mic[i].turn_id, 0u);
         CHECK_EQ(int(mic[i].header_version), 2);
     }
-    // end of stream, then a new stream restarts at 0
-    CHECK_EQ(a2llm_client_send_mic_pcm16(c, pcm.data(), 100, 48000, 1), int32_t(A2LLM_OK));
+    // end of stream (only the flag: the stream's own rate is used, not the one passed), then a new stream at 0
+    CHECK_EQ(a2llm_client_send_mic_pcm16(c, pcm.data(), 100, 48000, 0), int32_t(A2LLM_OK));
+    CHECK_EQ(a2llm_client_send_mic_pcm16(c, nullptr, 0, 16000, 1), int32_t(A2LLM_OK));
+    CHECK_EQ(a2llm_client_send_mic_pcm16(c, nullptr, 0, 16000, 1), int32_t(A2LLM_OK));  // no stream: nothing sent
     CHECK_EQ(a2llm_client_send_mic_pcm16(c, pcm.data(), 100, 16000, 0), int32_t(A2LLM_OK));
-    CHECK(wait_until([&] { return server.received(proto::Kind::MicAudio).size() == 6; }));
+    CHECK(wait_until([&] { return server.received(proto::Kind::MicAudio).size() == 7; }));
     mic = server.received(proto::Kind::MicAudio);
-    CHECK(mic[4].end_of_stream && mic[4].sample_offset == 19200);
-    CHECK(!mic[5].end_of_stream && mic[5].sample_offset == 0 && mic[5].sample_rate == 16000);
+    CHECK(!mic[4].end_of_stream && mic[4].sample_offset == 19200);
+    CHECK(mic[5].end_of_stream && mic[5].sample_offset == 19300 && mic[5].sample_rate == 48000 && mic[5].n_samples() == 0);
+    CHECK(!mic[6].end_of_stream && mic[6].sample_offset == 0 && mic[6].sample_rate == 16000);
+    CHECK_EQ(mic.size(), size_t(7));
     a2llm_client_destroy(c);
 }
 
