@@ -99,3 +99,79 @@ def _is_tuple(hint: Any) -> bool:
     return typing.get_origin(hint) is tuple or (
         isinstance(hint, types.UnionType) and any(typing.get_origin(a) is tuple for a in typing.get_args(hint))
     )
+
+
+# --- command lines from config dataclasses --------------------------------------------------------------------------
+def field_docs(cls: type) -> dict[str, str]:
+    """Field name -> the first sentence of the docstring under it (or of its trailing comment), over ``cls``'s MRO."""
+    import ast
+    import inspect
+    import textwrap
+
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if klass is object or not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            source = textwrap.dedent(inspect.getsource(klass))
+        except (OSError, TypeError):
+            continue
+        body = ast.parse(source).body[0].body  # type: ignore[attr-defined]
+        lines = source.splitlines()
+        for node, nxt in zip(body, [*body[1:], None], strict=True):
+            if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+                continue
+            text = ""
+            if isinstance(nxt, ast.Expr) and isinstance(getattr(nxt, "value", None), ast.Constant):
+                text = str(nxt.value.value)
+            elif "#" in lines[node.lineno - 1]:
+                text = lines[node.lineno - 1].split("#", 1)[1]
+            text = " ".join(text.split())
+            docs[node.target.id] = text.split(". ")[0].rstrip(".").replace("%", "%%")
+    return docs
+
+
+def add_config_args(
+    parser: Any,
+    cls: type[Config],
+    *,
+    only: tuple[str, ...] | None = None,
+    skip: tuple[str, ...] = (),
+    flags: dict[str, str] | None = None,
+    defaults: dict[str, Any] | None = None,
+    helps: dict[str, str] | None = None,
+    prefix: str = "",
+) -> None:
+    """One ``--field-name`` option per scalar field of ``cls`` (str, int, float, bool and their ``| None``), typed and
+    documented from the dataclass: its default (or ``defaults[name]``), its docstring (or ``helps[name]``), its flag
+    (or ``flags[name]``). Bools become ``--x / --no-x``. The destination is ``prefix`` + the field name, so
+    :func:`config_from_args` can build the config back (a prefix keeps two configs' same-named fields apart)."""
+    import argparse
+
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    flags, defaults, helps = flags or {}, defaults or {}, helps or {}
+    for f in dataclasses.fields(cls):
+        if not f.init or f.name in skip or (only is not None and f.name not in only):
+            continue
+        base = [t for t in (typing.get_args(hints[f.name]) or (hints[f.name],)) if t is not type(None)]
+        if len(base) != 1 or base[0] not in (str, int, float, bool):
+            continue  # nested configs, tuples: not command-line fields
+        default = defaults.get(f.name, f.default if f.default is not dataclasses.MISSING else None)
+        doc = helps.get(f.name, docs.get(f.name, ""))
+        kw: dict[str, Any] = {"dest": prefix + f.name, "default": default, "help": doc}
+        if base[0] is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        else:
+            kw["type"] = base[0]
+            kw["metavar"] = {str: "STR", int: "N", float: "X"}[base[0]]
+        parser.add_argument(flags.get(f.name, "--" + f.name.replace("_", "-")), **kw)
+
+
+def config_from_args(cls: type[C], args: Any, prefix: str = "", **overrides: Any) -> C:
+    """``cls`` from the options :func:`add_config_args` added (attributes ``prefix`` + field name of ``args``; missing
+    ones and ``None`` values keep the dataclass default), then ``overrides``."""
+    kw = {f.name: getattr(args, prefix + f.name) for f in dataclasses.fields(cls)
+          if f.init and getattr(args, prefix + f.name, None) is not None}  # fmt: skip
+    kw.update(overrides)
+    return cls(**kw)

@@ -87,23 +87,21 @@ def _run(args: argparse.Namespace) -> int:
     import torch
 
     from a2llm_rt.engine.builders import load_stack
-    from a2llm_rt.engine.engine import Engine, EngineConfig
+    from a2llm_rt.engine.engine import Engine
+    from a2llm_rt.engine.presets import engine_config, preset
     from a2llm_rt.engine.sampling import SamplingConfig
     from a2llm_rt.face.clip import MotionClip
     from a2llm_rt.face.io import save_clip
 
-    threads = args.threads if args.threads is not None else (1 if args.backbone == "tiny" else None)
+    threads = args.threads if args.threads is not None else preset(args.backbone).threads
     if threads is not None and args.device == "cpu":
         torch.set_num_threads(max(1, threads))  # tiny models: thread start-up costs more than it saves
     out = Path(args.out)
     audio, sr = read_wav(args.wav, mono=False)  # the engine mixes channels after its full-scale check
-    tiny = args.backbone == "tiny"
     sampling = SamplingConfig.greedy(args.seed) if args.greedy else SamplingConfig(seed=args.seed)
-    max_s = args.max_seconds if args.max_seconds is not None else (3.0 if tiny else 30.0)
-    min_s = args.min_seconds if args.min_seconds is not None else (min(2.0, max_s) if tiny else 0.0)
     backend = motion_backend_from_args(args, threads=threads or 0)
-    cfg = EngineConfig(max_sessions=1, max_seconds=max_s, min_seconds=min_s, sampling=sampling,
-                       system_prompt=args.system, max_len=2048 if tiny else 8192, motion_backend=backend)  # fmt: skip
+    cfg = engine_config(args.backbone, max_seconds=args.max_seconds, min_seconds=args.min_seconds, max_sessions=1,
+                        sampling=sampling, system_prompt=args.system, motion_backend=backend)  # fmt: skip
     t0 = time.perf_counter()
     stack = load_stack(args.backbone, args.motion, device=args.device, vocoder=args.vocoder,
                        prompt_wav=args.prompt_wav, seed=args.seed)  # fmt: skip

@@ -33,7 +33,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from plugin_bridge.event_source import OUTPUT_SAMPLE_RATE, AudioChunk, EngineOptions, TurnEnd  # noqa: E402
+from a2llm_rt.engine.presets import engine_config  # noqa: E402
+from plugin_bridge.engine_source import StackOptions  # noqa: E402
+from plugin_bridge.turn_source import OUTPUT_SAMPLE_RATE, AudioChunk, TurnEnd  # noqa: E402
 
 
 def question(i: int, seconds: float = 1.0) -> np.ndarray:
@@ -142,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = max(session_counts)
     spec = ReplicaSpec(
         args.backbone, args.motion,
-        EngineOptions(device=args.device, sessions=rows, max_seconds=args.seconds, min_seconds=args.seconds),
+        StackOptions(device=args.device),
+        engine_config(args.backbone, max_sessions=rows, max_seconds=args.seconds, min_seconds=args.seconds),
         pace=0.0, threads=args.threads, max_new_tokens=args.max_new_tokens,
     )  # fmt: skip
     rows_out = []

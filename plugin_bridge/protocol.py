@@ -31,7 +31,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from a2llm_rt.face.layouts import LAYOUTS_BY_ID
+from a2llm_rt.engine import events as _ev
+from a2llm_rt.face.layouts import LAYOUTS, LAYOUTS_BY_ID
 
 MAGIC = b"A2LM"
 VERSION = 1  # header version of the version 1 kinds when encoded on their own (Hello always)
@@ -856,6 +857,84 @@ def set_header_fields(
 def error_reply(e: ProtocolError, turn_id: int = 0) -> Error:
     """The Error message a peer sends back for a malformed message."""
     return Error.from_exception(e, turn_id)
+
+
+# --- encoding the engine's events (the server's hot path) -----------------------------------------------------------
+# The events are a2llm_rt.engine.events' (the one event vocabulary); these functions write their payloads byte for byte
+# as the message classes above do, without building a message object, with one copy of the samples, and with the same
+# checks (finite values, layout dims, field ranges). The header is packed separately, at the moment of sending, when
+# the session's ``seq`` and the send time are known (:func:`pack_header`).
+_FACE_HEAD = struct.Struct("<QfBBHI")  # first_frame, fps, layout_id, reserved, dims, n_frames: 20 bytes
+_TEXT_HEAD = struct.Struct("<II")  # byte_offset, n_bytes
+_F32 = np.dtype("<f4")
+
+
+def pack_header(
+    kind: int, turn_id: int, payload_length: int, seq: int = 0, send_time_us: int = 0, version: int = VERSION
+) -> bytes:
+    """The 32-byte header of a message whose payload is ``payload_length`` bytes (``version``: the session's)."""
+    return HEADER.pack(MAGIC, version, kind, turn_id, payload_length, seq, send_time_us)
+
+
+def _f32_payload(head: bytes, values: np.ndarray) -> bytes | bytearray:
+    """``head`` followed by ``values`` as little-endian float32 (one copy, converting on the way)."""
+    if values.dtype == _F32 and values.flags.c_contiguous:
+        return b"".join((head, values.data))
+    buf = bytearray(len(head) + values.size * 4)
+    buf[: len(head)] = head
+    np.frombuffer(buf, "<f4", offset=len(head)).reshape(values.shape)[...] = values
+    return buf
+
+
+def event_payload(event: object, *, layout: str | None = None, byte_offset: int = 0) -> tuple[Kind, bytes | bytearray]:
+    """``(kind, payload)`` of an engine event: ``TextDelta`` (at ``byte_offset`` of the turn's UTF-8 text),
+    ``AudioChunk`` (F32) or ``FaceFrames`` in ``layout`` (``flame58``, ``arkit52`` or ``livelink61``).
+    :class:`ProtocolError` for values the wire cannot carry (NaN, wrong dims, a layout the event lacks)."""
+    if isinstance(event, _ev.TextDelta):
+        raw = _utf8_bytes(event.text, MAX_PAYLOAD - 8, "text")
+        return Kind.TEXT_DELTA, _TEXT_HEAD.pack(_uint(byte_offset, 32, "byte_offset"), len(raw)) + raw
+    if isinstance(event, _ev.AudioChunk):
+        pcm = np.asarray(event.pcm)
+        _check(pcm.ndim == 1 and pcm.dtype.kind == "f", ErrorCode.BAD_VALUE, "AudioChunk pcm must be [n] float")
+        _finite_array(pcm, "audio samples")
+        rate = _uint(event.sample_rate, 32, "sample_rate")
+        _check(MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE, ErrorCode.BAD_VALUE, f"sample_rate={rate} out of range")
+        head = _AUDIO_HEAD.pack(int(AudioFormat.F32), 0, 1, rate, _uint(event.sample_offset, 64, "sample_offset"),
+                                _uint(pcm.shape[0], 32, "n_samples"))  # fmt: skip
+        return Kind.AUDIO_CHUNK, _f32_payload(head, pcm)
+    if isinstance(event, _ev.FaceFrames):
+        values = getattr(event, layout) if layout in LAYOUTS else None  # the event's fields are named by layout
+        _check(values is not None, ErrorCode.BAD_VALUE, f"FaceFrames has no {layout} frames")
+        return Kind.FACE_FRAMES, face_payload(event.first_frame, event.fps, layout, values)  # type: ignore[arg-type]
+    raise ProtocolError(ErrorCode.BAD_VALUE, f"{type(event).__name__} has no wire encoding")
+
+
+def face_payload(first_frame: int, fps: float, layout: str, values: np.ndarray) -> bytes | bytearray:
+    """The FaceFrames payload of ``[n, D]`` frames in ``layout`` from ``first_frame`` (as :class:`FaceFrames` writes
+    it); :class:`ProtocolError` for an unknown layout, wrong dims, non-float or non-finite values."""
+    lay = LAYOUTS.get(layout)
+    _check(lay is not None, ErrorCode.BAD_VALUE, f"unknown face layout {layout!r}")
+    v = np.asarray(values)
+    _check(
+        v.ndim == 2 and v.shape[1] == lay.dim and v.shape[0] >= 1 and v.dtype.kind == "f",
+        ErrorCode.BAD_VALUE,
+        f"{lay.name} values must be float [n >= 1, {lay.dim}], got {v.dtype} {list(v.shape)}",
+    )
+    _finite_array(v, "face values")
+    f = _finite(fps, "fps")
+    _check(f > 0, ErrorCode.BAD_VALUE, f"fps={f} must be > 0")
+    head = _FACE_HEAD.pack(_uint(first_frame, 64, "first_frame"), f, lay.layout_id, 0, lay.dim,
+                           _uint(v.shape[0], 32, "n_frames"))  # fmt: skip
+    return _f32_payload(head, v)
+
+
+def encode_event(
+    event: object, turn_id: int = 0, *, layout: str | None = None, byte_offset: int = 0, seq: int = 0,
+    send_time_us: int = 0,
+) -> list[bytes | bytearray]:  # fmt: skip
+    """``[header, payload]`` of an engine event (see :func:`event_payload`); decodes to the matching message."""
+    kind, payload = event_payload(event, layout=layout, byte_offset=byte_offset)
+    return [pack_header(kind, _uint(turn_id, 32, "turn_id"), len(payload), seq, send_time_us), payload]
 
 
 # === version 2: game characters (PROTOCOL.md §10) ===================================================================

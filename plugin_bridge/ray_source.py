@@ -1,11 +1,13 @@
-"""Many engines behind one bridge: :class:`RaySource`, a :class:`~plugin_bridge.event_source.TurnSource` whose
+"""Many engines behind one bridge: :class:`RaySource`, a :class:`~plugin_bridge.turn_source.TurnSource` whose
 engines are Ray actors (``python -m plugin_bridge.serve --ray [ADDRESS] --replicas N``).
 
 The bridge server stays the ZeroMQ front door and knows nothing of Ray. Each *replica* is a Ray actor
 (:class:`EngineReplica`: ``num_gpus=1`` where the cluster has GPUs, a CPU actor otherwise) holding one
-:class:`~plugin_bridge.event_source.EngineSource`, i.e. one engine with its batched sessions (cache rows). A turn is
-one call of the actor's streaming generator (``num_returns="streaming"``): the bridge's events come back through Ray's
-object store (each object a list of the events ready at that moment); there is no transport of our own.
+:class:`~plugin_bridge.engine_source.EngineSource`, i.e. one engine with its batched sessions (cache rows). A turn is
+one call of the actor's streaming generator (``num_returns="streaming"``): the engine's events, as the replica's
+``EngineSource`` yields them (the same event path as an engine in the bridge's process), come back through Ray's
+object store (each object a list of the events ready at that moment); there is no transport of our own. Replicas do
+not pace: the bridge server paces a ``RaySource`` turn (:attr:`ReplicaSpec.pace`) as it paces any other source's.
 
 Placement: a new session goes to the least-loaded live replica (sessions / rows) that has a free row, and stays there;
 ``SERVER_BUSY`` (:class:`SourceBusyError`) only when every live replica is full. The session is opened on the replica
@@ -39,18 +41,16 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from a2llm_rt.errors import InputError
-from plugin_bridge.event_source import (
-    EngineOptions,
-    EngineSource,
-    Event,
-    SourceBusyError,
-    TurnEnd,
-    TurnError,
-)
+from plugin_bridge.engine_source import EngineSource, StackOptions
+from plugin_bridge.turn_source import Event, SourceBusyError, TurnEnd, TurnError
+
+if TYPE_CHECKING:
+    from a2llm_rt.engine.engine import EngineConfig
 
 log = logging.getLogger("plugin_bridge.ray_source")
 
@@ -59,13 +59,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 @dataclasses.dataclass
 class ReplicaSpec:
-    """What each replica loads: the same arguments as :meth:`EngineSource.load` (``engine.device`` is set to
+    """What each replica loads: the same arguments as :meth:`EngineSource.load` (``stack.device`` is set to
     ``cuda`` on GPU replicas), plus torch CPU threads and greedy sampling (parity tests)."""
 
     backbone: str = "tiny"
     motion: str = "tiny"
-    engine: EngineOptions = dataclasses.field(default_factory=EngineOptions)
+    stack: StackOptions = dataclasses.field(default_factory=StackOptions)
+    engine: EngineConfig | None = None
+    """Each replica's engine (None: :func:`a2llm_rt.engine.presets.engine_config` for ``backbone``, 8 rows)."""
     pace: float = 0.0
+    """The bridge's release pace of these replicas' answers (1 = real time; the replicas themselves never wait)."""
     align: bool = True
     threads: int | None = None
     """torch CPU threads in the replica's process (None: 1 for tiny models, torch's default otherwise)."""
@@ -75,19 +78,28 @@ class ReplicaSpec:
     """Tokens per answer (None: the engine's default; tiny random models speak mostly text tokens, so tests and
     benches bound their turns with this)."""
 
+    def engine_config(self) -> EngineConfig:
+        from a2llm_rt.engine.presets import engine_config
+
+        return self.engine if self.engine is not None else engine_config(self.backbone, max_sessions=8)
+
 
 def build_engine_source(spec: ReplicaSpec) -> EngineSource:
-    """The :class:`EngineSource` a replica holds (also used in-process by tests and benches as the reference)."""
+    """The :class:`EngineSource` a replica holds (also used in-process by tests and benches as the reference); it
+    does not pace (``pace`` 0): the bridge paces."""
     import torch
 
-    threads = spec.threads if spec.threads is not None else (1 if spec.backbone == "tiny" else None)
-    if threads is not None and spec.engine.device == "cpu":
+    from a2llm_rt.engine.presets import preset
+
+    threads = spec.threads if spec.threads is not None else preset(spec.backbone).threads
+    if threads is not None and spec.stack.device == "cpu":
         torch.set_num_threads(max(1, threads))
-    src = EngineSource.load(spec.backbone, spec.motion, spec.engine, pace=spec.pace, align=spec.align)
+    cfg = dataclasses.replace(spec.engine_config())
+    src = EngineSource.load(spec.backbone, spec.motion, spec.stack, cfg, pace=0.0, align=spec.align)
     if spec.greedy:
         from a2llm_rt.engine.sampling import SamplingConfig
 
-        src.engine.cfg.sampling = SamplingConfig.greedy(spec.engine.seed)  # type: ignore[attr-defined]
+        src.engine.cfg.sampling = SamplingConfig.greedy(cfg.sampling.seed)  # type: ignore[attr-defined]
     if spec.max_new_tokens is not None:
         src.engine.cfg.max_new_tokens = int(spec.max_new_tokens)  # type: ignore[attr-defined]
     return src
@@ -338,7 +350,7 @@ def _import_ray():
 
 
 class RaySource:
-    """:class:`~plugin_bridge.event_source.TurnSource` over ``replicas`` :class:`EngineReplica` actors (see the
+    """:class:`~plugin_bridge.turn_source.TurnSource` over ``replicas`` :class:`EngineReplica` actors (see the
     module docstring). ``address``: None starts a local Ray (unless this process already joined one), ``auto`` joins
     the cluster of ``ray start --head`` on this machine, ``ray://host:10001`` goes through Ray Client, any other value
     is passed to ``ray.init``. ``gpus``: per replica (None: 1 when the cluster has GPUs, else 0). Raises
@@ -373,13 +385,14 @@ class RaySource:
             self._started_ray = True
         if gpus is None:
             gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-        if gpus > 0 and spec.engine.device == "cpu":
-            spec = dataclasses.replace(spec, engine=dataclasses.replace(spec.engine, device="cuda"))
+        if gpus > 0 and spec.stack.device == "cpu":
+            spec = dataclasses.replace(spec, stack=dataclasses.replace(spec.stack, device="cuda"))
         self.spec = spec
+        self.pace = float(spec.pace)  # the bridge server paces this source's turns
         self.gpus = gpus
         self.cpus = cpus
         self.health_s = health_s
-        rows = spec.engine.sessions
+        rows = spec.engine_config().max_sessions
         actor_cls = ray.remote(EngineReplica)
         opts = {
             "num_gpus": gpus,

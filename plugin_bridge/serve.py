@@ -35,15 +35,26 @@ import signal
 import sys
 from pathlib import Path
 
+from a2llm_rt.config import add_config_args, config_from_args
 from a2llm_rt.engine.motion_backend import add_motion_backend_args, motion_backend_from_args
+from a2llm_rt.engine.presets import preset
 from a2llm_rt.errors import InputError
-from plugin_bridge.event_source import EngineOptions, make_source
+from plugin_bridge.engine_source import EngineSource, StackOptions
+from plugin_bridge.scripted_source import ScriptedSource
 from plugin_bridge.server import BridgeServer, ServerConfig, make_curve_keys
 
 log = logging.getLogger("plugin_bridge.serve")
 
+# EngineConfig fields on the command line (destinations engine_<field>). They are spelled out below rather than derived
+# from EngineConfig like the server's options: EngineConfig lives in a2llm_rt.engine.engine, which imports torch and
+# transformers (~10 s), and the scripted server must start without them. They restate no default: None = the preset.
+_ENGINE_FIELDS = ("max_sessions", "max_seconds", "min_seconds", "max_len", "max_new_tokens")
+
 
 def build_parser() -> argparse.ArgumentParser:
+    """The options: ``ServerConfig`` and ``StackOptions`` fields derived from the dataclasses
+    (:func:`~a2llm_rt.config.add_config_args`), the engine's limits (None = :mod:`a2llm_rt.engine.presets`), sources,
+    Ray and keys."""
     ap = argparse.ArgumentParser(
         prog="python -m plugin_bridge.serve",
         description=__doc__.splitlines()[0],
@@ -51,33 +62,50 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--backbone", default="tiny", help="Step-Audio-2-format backbone folder, or 'tiny'")
     ap.add_argument("--motion", default="tiny", help="motion folder (tokenizer/ + connector/), or 'tiny'")
-    ap.add_argument("--bind", default="tcp://127.0.0.1:5555", help="ZeroMQ endpoint")
-    ap.add_argument("--livelink", metavar="HOST:PORT", help="also send Live Link Face UDP packets there")
-    ap.add_argument("--curve-keys", metavar="DIR", help="folder with server.key_secret (required off loopback)")
     ap.add_argument("--make-curve-keys", metavar="DIR", help="write server and client CURVE keys into DIR and exit")
-    ap.add_argument("--heartbeat-s", type=float, default=1.0)
-    ap.add_argument("--session-timeout-s", type=float, default=10.0)
-    ap.add_argument("--max-sessions", type=int, default=256, help="bridge sessions (with the engine: at most its rows)")
-    ap.add_argument("--max-turn-workers", type=int, default=64)
-    ap.add_argument("--max-pending", type=int, default=256, help="messages held per slow client before cancelling")
+    add_config_args(ap, ServerConfig, helps={"max_sessions": "bridge sessions (with the engine: at most its rows)"})
     ap.add_argument("--pace", type=float, default=None,
                     help="1 = release audio/face no faster than real time, 0 = as generated (default: 1 for tiny "
                     "models and the scripted source, 0 for real weights)")  # fmt: skip
     g = ap.add_argument_group("engine")
-    g.add_argument(
-        "--device",
-        default=None,
-        help="torch device (cpu, cuda, cuda:1; default cpu, or cuda on Ray replicas where the cluster has GPUs)",
-    )
-    g.add_argument("--vocoder", default="tone", help="'tone' (test vocoder) or a Step-Audio-2 token2wav folder")
-    g.add_argument("--prompt-wav", default=None, help="reference voice for token2wav")
+    add_config_args(g, StackOptions, skip=("voices",), defaults={"device": None}, helps={
+        "device": "torch device (cpu, cuda, cuda:1; default cpu, or cuda on Ray replicas where the cluster has GPUs)",
+        "seed": "tiny weights seed; session n samples with seed + n",
+    })  # fmt: skip
     g.add_argument("--voice", action="append", default=[], metavar="NAME=PATH",
                    help="a token2wav voice: prompt wav or voice file (python -m a2llm_rt.speech.make_voice); "
                    "repeatable, the first is the default")  # fmt: skip
-    g.add_argument("--seed", type=int, default=0, help="tiny weights seed; session n samples with seed + n")
-    g.add_argument("--engine-sessions", type=int, default=8, help="engine cache rows = sessions at once")
-    g.add_argument("--max-seconds", type=float, default=None, help="answer length limit (default: tiny 3, real 30)")
-    g.add_argument("--min-seconds", type=float, default=None, help="answer length before a stop (tiny 2, real 0)")
+    tiny, real = preset("tiny"), preset("real")
+    g.add_argument("--engine-sessions", dest="engine_max_sessions", type=int, default=8,
+                   help="engine cache rows = sessions at once")  # fmt: skip
+    g.add_argument(
+        "--max-seconds",
+        dest="engine_max_seconds",
+        type=float,
+        default=None,
+        help=f"answer length limit (default: tiny {tiny.max_seconds:g}, real {real.max_seconds:g})",
+    )
+    g.add_argument(
+        "--min-seconds",
+        dest="engine_min_seconds",
+        type=float,
+        default=None,
+        help=f"answer length before a stop (tiny {tiny.min_seconds:g}, real {real.min_seconds:g})",
+    )
+    g.add_argument(
+        "--max-len",
+        dest="engine_max_len",
+        type=int,
+        default=None,
+        help=f"tokens per cache row (tiny {tiny.max_len}, real {real.max_len})",
+    )
+    g.add_argument(
+        "--max-new-tokens",
+        dest="engine_max_new_tokens",
+        type=int,
+        default=None,
+        help="tokens per answer (default: the engine's)",
+    )
     g.add_argument("--no-align", action="store_true", help="send audio as soon as it is made, ahead of its face")
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 for tiny on the CPU)")
     add_motion_backend_args(g)
@@ -117,48 +145,48 @@ def _source(args: argparse.Namespace):
     scripted = args.scripted or implied
     if implied and not args.scripted:
         log.info("--script-* options given: serving the scripted source")
-    tiny = args.backbone == "tiny" and args.motion == "tiny"
+    p = preset(args.backbone)
     pace = args.pace if args.pace is not None else args.script_pace
     if pace is None:
-        pace = 1.0 if (scripted or tiny) else 0.0
+        pace = 1.0 if scripted else p.pace
     if pace < 0:
         raise InputError(f"--pace must be >= 0, got {pace}")
     if scripted:
-        return make_source(args.backbone, args.motion, scripted=True, pace=pace,
-                           **{k: v for k, v in script_opts.items() if v is not None})  # fmt: skip
+        return ScriptedSource(pace=pace, **{k: v for k, v in script_opts.items() if v is not None})
     import torch
 
+    from a2llm_rt.engine.presets import engine_config
+    from a2llm_rt.engine.sampling import SamplingConfig
+
     device = args.device or "cpu"
-    threads = args.threads if args.threads is not None else (1 if args.backbone == "tiny" else None)
+    threads = args.threads if args.threads is not None else p.threads
     if threads is not None and device == "cpu":
         torch.set_num_threads(max(1, threads))  # tiny models: thread start-up costs more than it saves
-    options = EngineOptions(
-        device=device, vocoder=args.vocoder, prompt_wav=args.prompt_wav, seed=args.seed,
-        voices=parse_voices(args.voice),
-        sessions=args.engine_sessions, max_seconds=args.max_seconds, min_seconds=args.min_seconds,
-        motion_backend=motion_backend_from_args(args, threads or 0),
-    )  # fmt: skip
+    stack = config_from_args(StackOptions, args, device=device, voices=parse_voices(args.voice))
+    fields = {f: getattr(args, "engine_" + f) for f in _ENGINE_FIELDS if getattr(args, "engine_" + f) is not None}
+    config = engine_config(args.backbone, **fields, sampling=SamplingConfig(seed=args.seed),
+                           motion_backend=motion_backend_from_args(args, threads or 0))  # fmt: skip
     if args.ray is not None:
-        return _ray_source(args, options, pace, threads)
-    source = make_source(args.backbone, args.motion, engine=options, pace=pace, align=not args.no_align)
+        return _ray_source(args, stack, config, pace, threads)
+    source = EngineSource.load(args.backbone, args.motion, stack, config, pace=pace, align=not args.no_align)
     log.info("engine: backbone %s, motion %s on %s, %d sessions, pace %g", args.backbone, args.motion, device,
              source.max_sessions, pace)  # fmt: skip
     return source
 
 
-def _ray_source(args: argparse.Namespace, options: EngineOptions, pace: float, threads: int | None):
+def _ray_source(args: argparse.Namespace, stack: StackOptions, config, pace: float, threads: int | None):
     from plugin_bridge.ray_source import RaySource, ReplicaSpec
 
     gpus = args.replica_gpus
     if gpus is None and args.device == "cpu":
         gpus = 0.0  # an explicit --device cpu keeps the replicas off the GPUs
-    spec = ReplicaSpec(args.backbone, args.motion, options, pace=pace, align=not args.no_align, threads=threads)
+    spec = ReplicaSpec(args.backbone, args.motion, stack, config, pace=pace, align=not args.no_align, threads=threads)
     source = RaySource(
         spec, replicas=args.replicas, address=None if args.ray == "local" else args.ray, gpus=gpus,
         cpus=args.replica_cpus, max_restarts=args.replica_restarts,
     )  # fmt: skip
     log.info("engines on Ray: %d replicas x %d sessions (%g GPU each), backbone %s, motion %s, pace %g",
-             args.replicas, args.engine_sessions, source.gpus, args.backbone, args.motion, pace)  # fmt: skip
+             args.replicas, config.max_sessions, source.gpus, args.backbone, args.motion, pace)  # fmt: skip
     return source
 
 
@@ -178,17 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         max_sessions = args.max_sessions
         if hasattr(source, "max_sessions"):
             max_sessions = min(max_sessions, source.max_sessions)
-        config = ServerConfig(
-            bind=args.bind,
-            curve_keys=args.curve_keys,
-            heartbeat_s=args.heartbeat_s,
-            session_timeout_s=args.session_timeout_s,
-            max_sessions=max_sessions,
-            max_turn_workers=args.max_turn_workers,
-            max_pending=args.max_pending,
-            livelink=args.livelink,
-        )
-        config.validate()
+        config = config_from_args(ServerConfig, args, max_sessions=max_sessions)
         server = BridgeServer(source, config)
     except (InputError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

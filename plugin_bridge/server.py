@@ -7,25 +7,45 @@ Threads:
   client whose ZeroMQ pipe is full gets its messages held in its own bounded queue (``max_pending``); past that its
   turn is cancelled with ``Error(CLIENT_TOO_SLOW)`` + ``TurnEnd(CANCELLED)``, so nothing is ever dropped silently and
   other clients never wait;
-- **turn workers** (a thread pool, ``max_turn_workers``): each runs ``source.run_turn(...)`` for one turn, encodes
-  the events into protocol messages (stamping ``send_time_us``) and appends them to the main loop's outbox (a deque
-  plus a socket-pair doorbell; one worker per turn, so a turn's messages stay in order);
+- **turn workers** (a thread pool, ``max_turn_workers``): a worker runs ``source.run_turn(...)`` for one turn,
+  encodes the events into protocol payloads (:func:`~plugin_bridge.protocol.event_payload`), gives each its *due time*
+  and appends them to the main loop's outbox (a deque plus a socket-pair doorbell; one worker at a time per turn, so a
+  turn's messages stay in order). Nothing sleeps per message or per turn: a paced turn prepared far enough ahead of its
+  due times *parks* (gives its thread back; the loop hands it to a worker again when about half of that is left, or at
+  once when it is cancelled): 0.1 s ahead at first, doubling at each park up to ``pace_lookahead_s``, resumed at a
+  random share of it (so that turns that start together do not all work at once), on one of ``PACE_WORKERS`` pace
+  threads (on the turn pool once the source was seen blocking in ``next()``). Encoding and posting run in one
+  production slot (a lock; the source's own ``next()`` outside it, as it may block), so turn threads wait on a lock
+  rather than all fighting over the GIL with each other and with the loop that sends;
 - optionally a :class:`~plugin_bridge.livelink_out.LiveLinkSender` thread pacing Live Link Face UDP packets;
 - protocol version 2 (game characters, PROTOCOL.md §10): configuration and idle face frames on the main loop, the
   hands-free microphone's voice-activity detection on the pool (one job at a time per session), its events handed
   back to the main loop (``_control``); per-session state in :mod:`plugin_bridge.character`.
 
-Sequence numbers (header ``seq``) are stamped per session at the moment of sending, so a client always sees
-``0, 1, 2, ...`` with no gap.
+**Pacing** (the source's ``pace`` > 0: release audio and face at most ``pace`` x real time) is one scheduler on the
+main loop for every turn of every session: a heap of each session's next due time; the loop sleeps in its poll until
+the earliest one (or a client message), then releases every message due by then (``PACE_SLACK_S`` early at most), for
+all sessions, in one pass. A message's due time is ``t0 + position / 24000 / pace`` (``t0``: when the turn's first
+audio or face was made; position: its first answer sample); text goes out with the audio or face that follows it
+while the turn runs ahead of its schedule (as the source yielded it), at once otherwise; nothing overtakes an earlier
+message of its turn. Unpaced turns are released as soon as the loop sees them.
+
+Sequence numbers (header ``seq``) and ``send_time_us`` are stamped per session at the moment of sending (the header is
+packed then), so a client always sees ``0, 1, 2, ...`` with no gap.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import gc
+import heapq
 import ipaddress
+import itertools
 import logging
+import math
+import random
 import socket
 import struct
 import threading
@@ -45,13 +65,18 @@ from a2llm_rt.errors import InputError
 from a2llm_rt.face.idle import idle_to_layout
 from a2llm_rt.face.layouts import get_layout
 from plugin_bridge import character as C
-from plugin_bridge import event_source as ev
 from plugin_bridge import protocol as P
+from plugin_bridge import turn_source as ev
 from plugin_bridge.livelink_out import LiveLinkSender
 
 log = logging.getLogger("plugin_bridge.server")
 
 SERVER_NAME = "a2llm-bridge/0.2"
+PACE_SLACK_S = 0.002  # a paced message may leave this much before its due time (so one wake-up serves many turns)
+PACE_FIRST_AHEAD_S = 0.1  # a paced turn's first look-ahead (it doubles up to ServerConfig.pace_lookahead_s)
+PACE_WORKERS = 2  # threads that resume parked turns of sources that do not block
+PACE_BLOCKING_S = 0.005  # a next() that took longer marks the turn's source as blocking
+_RESUME = -1  # outbox kind: a parked turn (payload: its _Run) to hand to a worker again at the due time
 
 
 @dataclass
@@ -68,11 +93,13 @@ class ServerConfig(Config):
     session_timeout_s: float = 10.0
     """A session with no message from its client for this long is closed (its turn cancelled)."""
     max_sessions: int = 256
+    """Sessions open at once; a Hello beyond them gets ``Error(SERVER_BUSY)``."""
     max_turn_workers: int = 64
     """Turns that run at once (threads); further turns wait for a free worker."""
     max_pending: int = 256
     """Messages held for one client once its ZeroMQ pipe (``sndhwm``) is full; beyond that its turn is cancelled."""
     sndhwm: int = 1000
+    """ZeroMQ send high-water mark per client (messages its pipe holds before the server queues them itself)."""
     max_utterance_s: float = 60.0
     """Longest utterance a session may send; longer ones end with ``Error(AUDIO_TOO_LONG)`` + ``TurnEnd(FAILED)``."""
     max_input_mb: float = 512.0
@@ -80,6 +107,9 @@ class ServerConfig(Config):
     that would exceed it ends with ``Error(SERVER_BUSY)`` + ``TurnEnd(FAILED)``."""
     livelink: str | None = None
     """``HOST:PORT``: also send the face stream as Live Link Face UDP packets (one subject per session)."""
+    pace_lookahead_s: float = 1.0
+    """Paced sources: how far ahead of its release time a turn's events are prepared at most (a long turn's worker
+    wakes once per half of this; more = fewer wake-ups, more memory per turn)."""
 
     def validate(self) -> None:
         if self.heartbeat_s <= 0 or self.session_timeout_s <= self.heartbeat_s:
@@ -89,6 +119,8 @@ class ServerConfig(Config):
                 raise ValueError(f"{name} must be >= 1")
         if self.max_utterance_s <= 0 or self.max_input_mb <= 0:
             raise ValueError("max_utterance_s and max_input_mb must be > 0")
+        if self.pace_lookahead_s <= 0:
+            raise ValueError("pace_lookahead_s must be > 0")
 
 
 def is_loopback_endpoint(endpoint: str) -> bool:
@@ -181,7 +213,10 @@ class _Session:
     last_hb_tx: float = 0.0
     peer_time_us: int = 0
     tx_seq: int = 0
-    pending: deque = field(default_factory=deque)  # (turn_id, [header, payload])
+    pending: deque = field(default_factory=deque)  # (turn_id or 0 for control messages, kind, header turn_id, payload)
+    timed: deque = field(default_factory=deque)  # paced messages not yet due: (due, turn_id, kind, payload)
+    heap_due: float | None = None  # due time of this session's entry in the server's heap (None: no entry)
+    parked: object | None = None  # its turn's _Run while parked (prepared ahead, no thread)
     turn: _Turn | None = None
     last_turn_id: int = 0
     rx_turn_id: int = 0  # turn whose utterance is being received (0 = none)
@@ -241,7 +276,12 @@ class BridgeServer:
         # worker -> main loop: an outbox deque (append/popleft are atomic) and a doorbell socket pair rung only when
         # the main loop may be asleep. No socket call per message on either side: with dozens of turn threads, each
         # GIL release (every zmq frame send/recv) let the main loop queue behind the workers for a switch interval.
-        self._outbox: deque[tuple[int, int, bytes, bytes]] = deque()  # (session id, turn id, header, payload)
+        self._outbox: deque[tuple[int, int, float, int, bytes]] = deque()  # (session, turn, due, kind, payload)
+        self._heap: list[tuple[float, int, int]] = []  # (due, order, session id): each session's next paced message
+        self._heap_order = itertools.count()
+        self._stamp_us = 0  # send_time_us of the messages sent in this pass of the loop
+        self._backlog: set[int] = set()  # sessions whose pipe was full with messages still queued
+        self._resume: list[tuple[float, int, _Run]] = []  # (when, order, run): parked turns to hand to a worker
         self._bell_armed = True
         self._bell_rx, self._bell_tx = socket.socketpair()
         self._bell_rx.setblocking(False)
@@ -250,6 +290,10 @@ class BridgeServer:
         self._router: zmq.Socket | None = None
         self._auth = None
         self._pool = ThreadPoolExecutor(self.config.max_turn_workers, thread_name_prefix="bridge-turn")
+        self._producer = threading.Lock()  # the production slot of turns that prepare ahead of their schedule
+        # resumed (parked) turns of sources that do not block run on a few threads of their own, so that hundreds of
+        # paced turns never make hundreds of runnable threads
+        self._pace_pool = ThreadPoolExecutor(PACE_WORKERS, thread_name_prefix="bridge-pace")
         # protocol v2 (game characters): the shared face pipeline, the VAD (loaded on the first MicAudio), and
         # main-loop callbacks posted by the mic jobs (run by _drain_outbox)
         self._face, self._emotions = C.make_face(ev.FPS)
@@ -344,6 +388,7 @@ class BridgeServer:
         for s in list(self._sessions.values()):
             self._close_session(s, P.ErrorCode.SHUTTING_DOWN, "server shutting down")
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pace_pool.shutdown(wait=True, cancel_futures=True)
         if self._livelink is not None:
             self._livelink.close()
         self._close_sockets()
@@ -356,12 +401,24 @@ class BridgeServer:
         poller.register(self._router, zmq.POLLIN)
         poller.register(self._bell_rx, zmq.POLLIN)
         next_tick = next_idle = 0.0
+        heap = self._heap
         while not self._stop.is_set():
-            waiting = any(s.pending for s in self._sessions.values())
+            waiting = bool(self._backlog)
             timeout = 2 if waiting else 50
+            if heap:  # wake for the earliest paced message (whole ms, never after its slack runs out)
+                timeout = min(timeout, max(0, math.ceil((heap[0][0] - PACE_SLACK_S - time.monotonic()) * 1000)))
+            if self._resume:
+                timeout = min(timeout, max(0, math.ceil((self._resume[0][0] - time.monotonic()) * 1000)))
             events = dict(poller.poll(timeout))
+            now = time.monotonic()
+            self._stamp_us = int(now * 1e6)  # time.monotonic() is the clock of _now_us too
             if events or self._outbox:
-                self._drain_outbox()
+                self._drain_outbox(now)
+            if heap and heap[0][0] <= now + PACE_SLACK_S:
+                self._release_due(now)
+            resume = self._resume
+            while resume and resume[0][0] <= now:
+                self._wake(heapq.heappop(resume)[2])
             if self._router in events:
                 for _ in range(1000):
                     try:
@@ -370,10 +427,12 @@ class BridgeServer:
                         break
                     self._from_client(frames)
             if waiting:
-                for s in list(self._sessions.values()):
-                    if s.pending:
+                for sid in list(self._backlog):
+                    s = self._by_sid.get(sid)
+                    if s is None:
+                        self._backlog.discard(sid)
+                    else:
                         self._flush(s)
-            now = time.monotonic()
             if now >= next_idle:
                 next_idle = now + 0.02
                 self._idle_tick(now)
@@ -392,31 +451,45 @@ class BridgeServer:
 
     # --- sending -------------------------------------------------------------------------------------------------
     def _send(self, s: _Session, msg: P.Message, turn_id: int = 0) -> None:
-        self._enqueue(s, msg.encode_frames(), turn_id)
-
-    def _enqueue(self, s: _Session, frames: list[bytes], turn_id: int = 0) -> None:
-        s.pending.append((turn_id, frames))
+        """Queue a control message (``turn_id``: the turn whose cancel drops it, 0 = none) and send what the pipe
+        takes."""
+        self._enqueue(s, turn_id, msg.KIND, msg.turn_id, msg.encode_frames()[1])
         self._flush(s)
-        if len(s.pending) > self.config.max_pending and s.sid in self._by_sid:
-            self._too_slow(s)
+
+    def _enqueue(self, s: _Session, turn_id: int, kind: int, header_turn: int, payload: bytes) -> None:
+        """Queue one message for ``s`` (the caller flushes: one pass sends a whole batch); past ``max_pending`` queued
+        the pipe is tried first, then the client is too slow."""
+        s.pending.append((turn_id, kind, header_turn, payload))
+        if len(s.pending) > self.config.max_pending:
+            self._flush(s)
+            if len(s.pending) > self.config.max_pending and s.sid in self._by_sid:
+                self._too_slow(s)
 
     def _flush(self, s: _Session) -> None:
-        while s.pending:
-            turn_id, (header, payload) = s.pending[0]
-            header = P.set_header_fields(header, seq=s.tx_seq, version=s.version if s.version > 1 else None)
-            try:
-                self._router.send_multipart([s.identity, header, payload], zmq.NOBLOCK, copy=False)
+        """Send ``s``'s queued messages until its pipe is full (it then stays in the backlog the loop retries)."""
+        pending = s.pending
+        stamp = self._stamp_us or _now_us()
+        send, pack = self._router.send, P.pack_header
+        more, last = zmq.SNDMORE | zmq.NOBLOCK, zmq.NOBLOCK
+        while pending:
+            turn_id, kind, header_turn, payload = pending[0]
+            try:  # ROUTER_MANDATORY decides on the identity frame; the rest of a message is then always taken
+                send(s.identity, more)
             except zmq.Again:
+                self._backlog.add(s.sid)
                 return
             except zmq.ZMQError as e:  # EHOSTUNREACH: the client's connection is gone
                 log.info("session %d: client unreachable (%s)", s.sid, e)
-                s.pending.clear()
+                pending.clear()
                 self._close_session(s, None, "")
                 return
-            s.pending.popleft()
+            send(pack(kind, header_turn, len(payload), s.tx_seq, stamp, s.version), more)
+            send(payload, last)
+            pending.popleft()
             s.tx_seq += 1
             if turn_id and turn_id == s.sent_turn:
-                self._count_sent(s, header[6], payload)
+                self._count_sent(s, kind, payload)
+        self._backlog.discard(s.sid)
 
     @staticmethod
     def _count_sent(s: _Session, kind: int, payload: bytes) -> None:
@@ -442,20 +515,21 @@ class BridgeServer:
         tid = t.turn_id if t is not None else 0
         log.warning("session %d: client too slow, %d messages pending; cancelling turn %d", s.sid, len(s.pending), tid)
         s.pending = deque(x for x in s.pending if tid == 0 or x[0] != tid)
+        s.timed.clear()  # only the cancelled turn's messages wait there
         while len(s.pending) > self.config.max_pending // 2:  # heartbeats/errors only
             s.pending.popleft()
         if t is not None:
             t.cancel.set()
+            self._wake(s.parked)  # type: ignore[arg-type]
             s.turn = None
             s.last_turn_id = max(s.last_turn_id, tid)
             if self._livelink is not None:
                 self._livelink.clear(_subject(s.sid))
         msg = f"client too slow: more than {self.config.max_pending} messages waiting; turn {tid} cancelled"
-        s.pending.append((0, P.Error(P.ErrorCode.CLIENT_TOO_SLOW, msg, turn_id=tid).encode_frames()))
-        if t is not None:
-            s.pending.append((0, self._cancelled_end(s, t).encode_frames()))
-            if s.v2 is not None:
-                self._v2_turn_over(s)
+        for m in (P.Error(P.ErrorCode.CLIENT_TOO_SLOW, msg, turn_id=tid), *([self._cancelled_end(s, t)] if t else [])):
+            s.pending.append((0, m.KIND, m.turn_id, m.encode_frames()[1]))
+        if t is not None and s.v2 is not None:
+            self._v2_turn_over(s)
         self._flush(s)
 
     @staticmethod
@@ -471,37 +545,103 @@ class BridgeServer:
         )  # fmt: skip
 
     # --- from workers --------------------------------------------------------------------------------------------
-    def _post(self, sid: int, tid: int, frames: list[bytes]) -> None:
-        """Worker side: hand one encoded message (``[header, payload]``) to the main loop."""
-        self._outbox.append((sid, tid, frames[0], frames[1]))
+    def _post(self, sid: int, tid: int, due: float, kind: int, payload: bytes) -> None:
+        """Worker side: hand one message (its kind and payload) to the main loop, to be sent at ``due`` (monotonic s;
+        a turn's due times never decrease)."""
+        self._outbox.append((sid, tid, due, kind, payload))
+        self._ring()
+
+    def _ring(self) -> None:
+        """Wake the loop if it may be asleep (workers only)."""
         if self._bell_armed:
             self._bell_armed = False
             with contextlib.suppress(OSError):  # full (already rung) or closed (shutting down)
                 self._bell_tx.send(b"\0")
 
-    def _drain_outbox(self) -> None:
+    def _drain_outbox(self, now: float) -> None:
+        """Take the workers' messages: due ones (and not behind a paced one of their session) go to the session's
+        send queue, the others wait in its ``timed`` queue under a heap entry."""
         with contextlib.suppress(OSError):
             while self._bell_rx.recv(4096):
                 pass
         self._bell_armed = True  # before draining: a message appended after this rings again
         box = self._outbox
+        by_sid = self._by_sid
+        touched: dict[int, _Session] = {}
+        horizon = now + PACE_SLACK_S
         while box:
-            self._from_worker(*box.popleft())
+            sid, tid, due, kind, payload = box.popleft()
+            s = by_sid.get(sid)
+            live = not (s is None or s.turn is None or s.turn.turn_id != tid or s.turn.cancel.is_set())
+            if kind == _RESUME:  # a turn parks until `due`; one cancelled meanwhile finishes at once
+                run: _Run = payload  # type: ignore[assignment]
+                run.parked = True
+                if live:
+                    s.parked = run  # type: ignore[union-attr]
+                    heapq.heappush(self._resume, (due, next(self._heap_order), run))
+                else:
+                    self._wake(run)
+                continue
+            if not live:
+                continue  # a cancelled or finished turn's late message
+            if s.timed or due > horizon:
+                if not s.timed:
+                    self._schedule(s, due)
+                s.timed.append((due, tid, kind, payload))
+            else:
+                self._release(s, tid, kind, payload)
+                touched[sid] = s
+        for s in touched.values():
+            self._flush(s)
         while self._control:
             self._control.popleft()()
 
-    def _from_worker(self, sid: int, tid: int, header: bytes, payload: bytes) -> None:
-        s = self._by_sid.get(sid)
-        if s is None or s.turn is None or s.turn.turn_id != tid or s.turn.cancel.is_set():
-            return  # a cancelled or finished turn's late message
-        if header[6] == P.Kind.TURN_END:
+    def _wake(self, run: _Run | None) -> None:
+        """Hand a parked turn to a worker (its resume time came, or it was cancelled); once."""
+        if run is None or not run.parked:
+            return
+        run.parked = False
+        s = self._by_sid.get(run.sid)
+        if s is not None and s.parked is run:
+            s.parked = None
+        with contextlib.suppress(RuntimeError):  # shutting down: no more workers
+            (self._pool if run.blocks or run.turn.cancel.is_set() else self._pace_pool).submit(self._produce, run)
+
+    def _schedule(self, s: _Session, due: float) -> None:
+        """``s.timed``'s first message is due at ``due``: make sure the heap wakes the loop by then."""
+        if s.heap_due is None or due < s.heap_due:
+            s.heap_due = due
+            heapq.heappush(self._heap, (due, next(self._heap_order), s.sid))
+
+    def _release_due(self, now: float) -> None:
+        """Send every paced message due by ``now + PACE_SLACK_S``, all sessions in one pass."""
+        heap, horizon = self._heap, now + PACE_SLACK_S
+        while heap and heap[0][0] <= horizon:
+            due, _, sid = heapq.heappop(heap)
+            s = self._by_sid.get(sid)
+            if s is None or s.heap_due != due:
+                continue  # the session is gone, or an earlier entry replaced this one
+            s.heap_due = None
+            timed = s.timed
+            while timed and timed[0][0] <= horizon:
+                _, tid, kind, payload = timed.popleft()
+                self._release(s, tid, kind, payload)
+            if timed:
+                self._schedule(s, timed[0][0])
+            self._flush(s)
+
+    def _release(self, s: _Session, tid: int, kind: int, payload: bytes) -> None:
+        """One message of turn ``tid`` goes to the send queue (unless the turn was cancelled meanwhile); its TurnEnd
+        ends the turn."""
+        t = s.turn
+        if t is None or t.turn_id != tid or t.cancel.is_set():
+            return
+        if kind == P.Kind.TURN_END:
             s.last_turn_id = max(s.last_turn_id, tid)
             s.turn = None
-            self._enqueue(s, [header, payload], tid)
-            if s.v2 is not None:
-                self._v2_turn_over(s)
-            return
-        self._enqueue(s, [header, payload], tid)
+        self._enqueue(s, tid, kind, tid, payload)
+        if kind == P.Kind.TURN_END and s.v2 is not None:
+            self._v2_turn_over(s)
 
     # --- from clients --------------------------------------------------------------------------------------------
     def _from_client(self, frames: list[bytes]) -> None:
@@ -695,10 +835,13 @@ class BridgeServer:
         t = s.turn
         if t is not None and turn_id in (0, t.turn_id):
             t.cancel.set()
+            self._wake(s.parked)  # type: ignore[arg-type]
             s.turn = None
             s.last_turn_id = max(s.last_turn_id, t.turn_id)
-            dropped = [x for x in s.pending if x[0] == t.turn_id]
+            dropped = [(x[1], x[3]) for x in s.pending if x[0] == t.turn_id]  # (kind, payload), in order
+            dropped += [(x[2], x[3]) for x in s.timed]
             s.pending = deque(x for x in s.pending if x[0] != t.turn_id)
+            s.timed.clear()
             if self._livelink is not None:
                 self._livelink.clear(_subject(s.sid))
             end = self._cancelled_end(s, t)
@@ -719,8 +862,10 @@ class BridgeServer:
 
     def _close_session(self, s: _Session, code: P.ErrorCode | None, message: str) -> None:
         self._drop_rx(s)
+        s.timed.clear()
         if s.turn is not None:
             s.turn.cancel.set()
+            self._wake(s.parked)  # type: ignore[arg-type]
             s.turn = None
             if self._livelink is not None:  # a finished turn's queued Live Link frames still play out
                 self._livelink.clear(_subject(s.sid))
@@ -728,6 +873,7 @@ class BridgeServer:
             with contextlib.suppress(zmq.ZMQError):
                 self._router.send_multipart([s.identity, *P.Error(code, message).encode_frames()], zmq.NOBLOCK)
         self._sessions.pop(s.identity, None)
+        self._backlog.discard(s.sid)
         if self._by_sid.pop(s.sid, None) is not None:
             try:
                 self.source.close_session(s.sid)
@@ -903,13 +1049,13 @@ class BridgeServer:
         if not s.capabilities & P.Capability.AUDIO or s.sent_turn != t.turn_id or s.sent["ac"] == 0:
             return end
         nxt = None
-        for _, (header, payload) in dropped:
-            if header[6] == P.Kind.AUDIO_CHUNK:
-                nxt = P.decode_frames([header, payload]).samples
+        for kind, payload in dropped:  # the next audio the client would have got (queued or scheduled)
+            if kind == P.Kind.AUDIO_CHUNK:
+                nxt = P.decode_frames([P.pack_header(kind, t.turn_id, len(payload)), payload]).samples
                 break
         pcm = C.fade_out(nxt, s.v2.last_sample)
         chunk = P.AudioChunk(pcm, ev.OUTPUT_SAMPLE_RATE, s.sent["as"], turn_id=t.turn_id, send_time_us=_now_us())
-        self._enqueue(s, chunk.encode_frames(), 0)  # counted here, not by _count_sent
+        self._enqueue(s, 0, chunk.KIND, t.turn_id, chunk.encode_frames()[1])  # counted here, not by _count_sent
         return dataclasses.replace(
             end, audio_samples=end.audio_samples + pcm.size, audio_chunks=end.audio_chunks + 1, send_time_us=_now_us()
         )
@@ -954,10 +1100,7 @@ class BridgeServer:
 
     def _post_control(self, fn) -> None:
         self._control.append(fn)
-        if self._bell_armed:
-            self._bell_armed = False
-            with contextlib.suppress(OSError):
-                self._bell_tx.send(b"\0")
+        self._ring()
 
     def _mic_events(self, sid: int, events: list[C.MicEvent]) -> None:
         """Main loop: SpeechStarted / SpeechEnded (+ the utterance's turn) / BargeIn (§10.8)."""
@@ -998,85 +1141,205 @@ class BridgeServer:
         self._cancel(s, t.turn_id)
 
     # --- turn worker (runs on the pool) --------------------------------------------------------------------------
+    def _encode(self, e: ev.Event, run: _Run) -> list[tuple[int, bytes]]:
+        """The (kind, payload) messages of one event for the turn's session (its capabilities and face layouts; a
+        version 2 session's face goes through its character: idle crossfade and emotion), its Live Link frames
+        pushed."""
+        caps = run.caps
+        if isinstance(e, ev.TextDelta):
+            return [P.event_payload(e, byte_offset=run.text_offset)] if caps & P.Capability.TEXT else []
+        if isinstance(e, ev.AudioChunk):
+            return [P.event_payload(e)] if caps & P.Capability.AUDIO else []
+        if isinstance(e, ev.FaceFrames):
+            if self._livelink is not None:
+                self._livelink.push(_subject(run.sid), e.first_frame, e.livelink61, e.fps)
+            if not caps & P.Capability.FACE:
+                return []
+            if run.v2 is None:
+                return [P.event_payload(e, layout=name) for name in run.names]
+            faces = run.v2.turn_face(run.turn.turn_id, e.frames, run.names, run.turn.cancel)
+            return [(P.Kind.FACE_FRAMES, P.face_payload(e.first_frame, e.fps, n, v)) for n, v in faces]
+        return []
+
     def _run_turn(self, sid: int, t: _Turn, pcm: np.ndarray, rate: int, layouts: tuple[int, ...], caps: int) -> None:
-        """Worker: resample the utterance (``[n]`` int16 at ``rate``), run the turn, post its messages."""
-        cancel = t.cancel
-        tid = t.turn_id
-        names = [get_layout(lid).name for lid in layouts if lid]
-        counts = dict.fromkeys(("tb", "td", "as", "ac", "ff"), 0)
-        first_audio = -1.0  # s from the turn's start to the first AudioChunk released for sending
-        timings = ev.TurnEnd()
-
-        def out(msg: P.Message) -> None:
-            if not cancel.is_set():
-                self._post(sid, tid, msg.encode_frames())
-
+        """Worker: resample the utterance (``[n]`` int16 at ``rate``), start the turn, then produce it
+        (:meth:`_produce`)."""
+        run = _Run(sid, t, caps, [get_layout(lid).name for lid in layouts if lid],
+                   _TurnClock(max(0.0, float(getattr(self.source, "pace", 0.0) or 0.0))),
+                   min(PACE_FIRST_AHEAD_S, self.config.pace_lookahead_s),
+                   functools.partial(random.Random(sid * 1_000_003 + t.turn_id).uniform, 0.25, 0.75))  # fmt: skip
         try:
             audio = pcm if isinstance(pcm, str) else _to_16k(pcm, rate)  # str: a typed turn (protocol v2)
             del pcm
-            v2 = self._v2_prepare(sid)
-            lag = time.monotonic() - t.started  # the source's clock starts now: its timings are shifted by this
-            text_offset = 0
-            for e in self.source.run_turn(sid, audio, cancel):
-                if cancel.is_set():
-                    break
-                if isinstance(e, ev.TextDelta):
-                    raw = len(e.text.encode("utf-8"))
-                    if caps & P.Capability.TEXT:
-                        out(P.TextDelta(text_offset, e.text, turn_id=tid, send_time_us=_now_us()))
-                    text_offset += raw
-                    counts["tb"] += raw
-                    counts["td"] += 1
-                elif isinstance(e, ev.AudioChunk):
-                    if first_audio < 0:
-                        first_audio = time.monotonic() - t.started
-                    if caps & P.Capability.AUDIO:
-                        out(
-                            P.AudioChunk(
-                                e.pcm, ev.OUTPUT_SAMPLE_RATE, e.sample_offset, turn_id=tid, send_time_us=_now_us()
-                            )
-                        )
-                    counts["as"] += int(e.pcm.shape[0])
-                    counts["ac"] += 1
-                elif isinstance(e, ev.FaceFrames):
-                    if caps & P.Capability.FACE:
-                        faces = (
-                            v2.turn_face(tid, e.frames, names, cancel)
-                            if v2 is not None
-                            else [(n, ev.convert_face(e.frames, n)) for n in names]
-                        )
-                        for name, v in faces:
-                            if v is not None:
-                                lid = get_layout(name).layout_id
-                                out(P.FaceFrames(e.first_frame, e.fps, lid, v, turn_id=tid, send_time_us=_now_us()))
-                    if self._livelink is not None:
-                        ll = ev.convert_face(e.frames, "livelink61")
-                        if ll is not None:
-                            self._livelink.push(_subject(sid), e.first_frame, ll, e.fps)
-                    counts["ff"] += e.num_frames
-                elif isinstance(e, ev.TurnEnd):
-                    timings = e
-            if cancel.is_set():
-                return
-            total = time.monotonic() - t.started
-            status = P.TurnStatus.CANCELLED if timings.cancelled else P.TurnStatus.COMPLETED
-            ttft, ttfa = (lag + x if x >= 0 else -1.0 for x in (timings.ttft_s, timings.ttfa_s))
-            out(
-                P.TurnEnd(
-                    status, ttft, ttfa, first_audio, timings.rtf, total, counts["tb"], counts["td"], counts["as"],
-                    counts["ac"], counts["ff"], turn_id=tid, send_time_us=_now_us(),
-                )
-            )  # fmt: skip
+            run.v2 = self._v2_prepare(sid)
+            run.lag = time.monotonic() - t.started  # the source's clock starts now: its timings are shifted by this
+            run.gen = self.source.run_turn(sid, audio, t.cancel)
+            run.it = iter(run.gen)
         except Exception as exc:
-            if isinstance(exc, ev.TurnError):  # reported by the source (e.g. refused input): no traceback
-                log.warning("session %d turn %d failed: %s", sid, tid, exc)
-            else:
-                log.exception("session %d turn %d failed", sid, tid)
-            out(P.Error(P.ErrorCode.TURN_FAILED, f"turn failed: {type(exc).__name__}: {exc}"[:1000], turn_id=tid))
-            out(P.TurnEnd(P.TurnStatus.FAILED, total_s=time.monotonic() - t.started, turn_id=tid))
+            self._finish(run, exc)
+            return
+        self._produce(run)
+
+    def _produce(self, run: _Run) -> None:
+        """Worker: make the turn's messages and post them with their due times (see the module docstring), until
+        the turn ends, or until it is prepared ``run.lookahead`` ahead of its schedule: it then *parks* (gives its
+        thread back) and the loop hands it to a worker again when about half of that is left, or at once when the
+        turn is cancelled. Never waits per message."""
+        t, clock, cancel = run.turn, run.clock, run.turn.cancel
+        try:
+            while not cancel.is_set():
+                t_next = time.monotonic()
+                e = next(run.it, None)  # outside the slot: a source may block here (the engine generating)
+                if not run.blocks and time.monotonic() - t_next > PACE_BLOCKING_S:
+                    run.blocks = True  # its later resumes go to the turn pool, never to the few pace threads
+                if e is None or cancel.is_set():
+                    break
+                if isinstance(e, ev.TurnEnd):
+                    run.timings = e
+                    continue
+                # encoding and posting happen in the production slot: turn threads then wait on one lock instead
+                # of all fighting over the GIL (with each other and with the loop that sends). A turn ahead of its
+                # schedule waits for the slot while it has slack; one on or behind its schedule 2 ms at most.
+                slack = clock.last - time.monotonic() - PACE_FIRST_AHEAD_S / 2
+                slot = self._producer.acquire(timeout=max(slack, 0.002))
+                try:
+                    items = self._encode(e, run)
+                    if isinstance(e, ev.TextDelta):
+                        run.text_offset += len(e.text.encode("utf-8"))
+                    _count(run.counts, e)
+                    now = time.monotonic()
+                    due = clock.due(ev.event_position(e), now)
+                    if due is None:  # text while the turn runs ahead of its schedule: it goes with what follows it
+                        run.held.extend(items)
+                        continue
+                    if isinstance(e, ev.AudioChunk) and run.first_audio < 0:
+                        run.first_audio = max(due, now) - t.started
+                    self._post_all(run, due, run.held + items if run.held else items)
+                    run.held.clear()
+                finally:
+                    if slot:
+                        self._producer.release()
+                if clock.last - now > run.lookahead:  # prepared far enough ahead: park until about half is left
+                    # (a random share, so that turns that started together do not all wake and work at once)
+                    at = clock.last - run.lookahead * run.rest_share()
+                    run.lookahead = min(2 * run.lookahead, self.config.pace_lookahead_s)
+                    self._outbox.append((run.sid, t.turn_id, at, _RESUME, run))  # type: ignore[arg-type]
+                    self._ring()
+                    return
+        except Exception as exc:
+            self._finish(run, exc)
+            return
+        self._finish(run, None)
+
+    def _post_all(self, run: _Run, due: float, items: list[tuple[int, bytes]]) -> None:
+        for kind, payload in items:
+            self._post(run.sid, run.turn.turn_id, due, kind, payload)
+
+    def _finish(self, run: _Run, exc: BaseException | None) -> None:
+        """Worker: the turn's last messages (TurnEnd, or Error + TurnEnd(FAILED) for ``exc``), the source's
+        generator closed (a source stopped early ends its turn now), Live Link rests."""
+        t, sid, tid = run.turn, run.sid, run.turn.turn_id
+        try:
+            if exc is None and not t.cancel.is_set():
+                end = run.clock.end(time.monotonic())
+                tm = run.timings if run.timings is not None else ev.TurnEnd(sid, -1.0, -1.0, -1.0)
+                status = P.TurnStatus.CANCELLED if tm.cancelled else P.TurnStatus.COMPLETED
+                ttft, ttfa = (run.lag + x if x >= 0 else -1.0 for x in (tm.ttft_s, tm.ttfa_s))
+                c = run.counts
+                msg = P.TurnEnd(
+                    status, ttft, ttfa, run.first_audio, tm.rtf, end - t.started, c["tb"], c["td"], c["as"],
+                    c["ac"], c["ff"], turn_id=tid,
+                )  # fmt: skip
+                self._post_all(run, end, [*run.held, (msg.KIND, msg.encode_frames()[1])])
+            elif exc is not None:
+                if isinstance(exc, ev.TurnError):  # reported by the source (e.g. refused input): no traceback
+                    log.warning("session %d turn %d failed: %s", sid, tid, exc)
+                else:
+                    log.error("session %d turn %d failed", sid, tid, exc_info=exc)
+                end = run.clock.end(time.monotonic())  # after what was already scheduled, as it would have been sent
+                err = P.Error(P.ErrorCode.TURN_FAILED, f"turn failed: {type(exc).__name__}: {exc}"[:1000],
+                              turn_id=tid)  # fmt: skip
+                fail = P.TurnEnd(P.TurnStatus.FAILED, total_s=end - t.started, turn_id=tid)
+                if not t.cancel.is_set():
+                    self._post_all(run, end, [*run.held, *((m.KIND, m.encode_frames()[1]) for m in (err, fail))])
         finally:
+            close = getattr(run.gen, "close", None)
+            if close is not None:
+                close()
             if self._livelink is not None:
                 self._livelink.rest(_subject(sid))
+
+
+@dataclass(eq=False)
+class _Run:
+    """A turn being produced (it moves between worker threads when it parks)."""
+
+    sid: int
+    turn: _Turn
+    caps: int
+    names: list[str]  # face layouts the session gets
+    clock: _TurnClock
+    lookahead: float  # how far ahead it prepares before parking (doubles up to pace_lookahead_s)
+    rest_share: object  # () -> the share of the look-ahead left when it resumes
+    gen: object | None = None
+    it: object | None = None
+    lag: float = 0.0
+    text_offset: int = 0
+    first_audio: float = -1.0  # s from the turn's start to the first AudioChunk's release
+    timings: ev.TurnEnd | None = None
+    held: list = field(default_factory=list)  # text waiting for the audio / face that follows it
+    counts: dict = field(default_factory=lambda: dict.fromkeys(("tb", "td", "as", "ac", "ff"), 0))
+    parked: bool = False  # waiting in the loop's resume heap
+    blocks: bool = False  # the source was seen blocking in next() (an engine generating): resumes on the turn pool
+    v2: C.CharacterSession | None = None  # a version 2 session's character (its face and emotion)
+
+
+def _count(counts: dict[str, int], e: ev.Event) -> None:
+    """Add an event to a turn's counts (text bytes/deltas, audio samples/chunks, face frames)."""
+    if isinstance(e, ev.TextDelta):
+        counts["tb"] += len(e.text.encode("utf-8"))
+        counts["td"] += 1
+    elif isinstance(e, ev.AudioChunk):
+        counts["as"] += int(e.pcm.shape[0])
+        counts["ac"] += 1
+    elif isinstance(e, ev.FaceFrames):
+        counts["ff"] += e.num_frames
+
+
+class _TurnClock:
+    """Due times (monotonic s) of one turn's messages under ``pace``.
+
+    The message of answer sample ``position`` is due at ``t0 + position / 24000 / pace``, ``t0`` chosen so that the
+    turn's first audio or face is due when it is made; nothing is due before an earlier message of the turn (``last``).
+    Unpaced (``pace`` 0), everything is due when made.
+    """
+
+    def __init__(self, pace: float):
+        self.pace = pace
+        self.t0: float | None = None
+        self.last = 0.0  # due time of the latest message given one
+
+    def due(self, position: int | None, now: float) -> float | None:
+        """Due time of a message at answer sample ``position``; for one without a position (text): ``now`` while the
+        schedule has caught up, None while it runs ahead (the message then goes with the next one that has a due)."""
+        if self.pace <= 0:
+            self.last = max(self.last, now)
+            return self.last
+        if position is None:
+            if self.last > now:
+                return None
+            self.last = now
+            return now
+        at = position / ev.OUTPUT_SAMPLE_RATE / self.pace
+        if self.t0 is None:
+            self.t0 = now - at
+        self.last = max(self.t0 + at, self.last)
+        return self.last
+
+    def end(self, now: float) -> float:
+        """Due time of the turn's last messages: after everything before them, and not before ``now``."""
+        self.last = max(self.last, now)
+        return self.last
 
 
 def _subject(sid: int) -> str:

@@ -11,6 +11,9 @@ an input and the module's declared ``lookahead``. The three checks:
 - :func:`check_reset_one_row`: after ``reset`` of one row of a batch, that row's outputs (counts and values) equal a
   fresh stream's on the same inputs, while the other row goes on as if nothing happened.
 
+Host-side streaming modules (one stream per state, batched at step time; the vocoders) run the same checks through
+:func:`host_case` (a batch is a list of states) or :func:`vocoder_case`.
+
 Outputs are compared per row with the lengths the case reports with each output (a module's ``output_lengths`` /
 ``flush_lengths``, a backend's ``DecodedFrames.lengths``), so rows at different points of their streams are checked
 as the engine reads them.
@@ -53,6 +56,10 @@ class StreamCase:
     """Input length used by the checks (whole tokens for a module that needs them)."""
     atol: float = 1e-5
     rtol: float = 1e-5
+    reset: Callable[[State, torch.Tensor], State] | None = None
+    """``(state, mask [B] bool) -> state`` with the masked rows fresh; None: ``state.reset(mask)`` in place (batched
+    tensor states). Host-side states (one stream each, refusing ``reset``) give a batch as a list of states and a
+    ``reset`` that puts fresh ones in the masked rows."""
 
 
 def _rows(chunks: list[tuple[torch.Tensor, torch.Tensor]], batch: int) -> list[torch.Tensor]:
@@ -100,7 +107,12 @@ def check_chunked_equals_whole(case: StreamCase, seed: int = 0) -> None:
             _close(case, rows[b], whole[b], f"chunks cut at {cuts}, row {b}")
 
 
-def check_causality(case: StreamCase, points: Sequence[int] | None = None, tight: bool = True, seed: int = 1) -> None:
+def check_causality(
+    case: StreamCase, points: Sequence[int] | None = None, tight: bool = True, seed: int = 1, uniform: bool = True
+) -> None:
+    """``uniform``: every output waits exactly ``lookahead`` input steps, so a step emits none past
+    ``floor((i - lookahead) * rate)`` (checked); False for a chunked module whose look-ahead varies within a chunk
+    (the declared one is its largest: an output early in a chunk may come out sooner)."""
     g = torch.Generator().manual_seed(seed)
     x = case.make_input(1, case.steps, g)
     ref = case.whole(x)
@@ -117,7 +129,9 @@ def check_causality(case: StreamCase, points: Sequence[int] | None = None, tight
         # streamed: what has come out after the first i input steps is fixed before the changed input arrives
         y, n, _ = case.step(x2[:, :i], case.init(1))
         _close(case, y[0, : int(n[0])], ref[0, : int(n[0])], f"streamed output before input {i}")
-        assert int(n[0]) <= max(first, 0), f"{case.name}: {int(n[0])} outputs came out before their look-ahead"
+        assert not uniform or int(n[0]) <= max(first, 0), (
+            f"{case.name}: {int(n[0])} outputs came out before their look-ahead"
+        )
 
 
 def check_reset_one_row(case: StreamCase, before: int | None = None, seed: int = 2) -> None:
@@ -130,7 +144,11 @@ def check_reset_one_row(case: StreamCase, before: int | None = None, seed: int =
     x_new = case.make_input(2, t, g)
     y, n, state = case.step(x_old, case.init(2))
     head = (y, n)
-    state.reset(torch.tensor([False, True]))
+    mask = torch.tensor([False, True])
+    if case.reset is None:
+        state.reset(mask)
+    else:
+        state = case.reset(state, mask)
     cuts = [1, 2, max(3, t // 2)]
     cuts = sorted({c for c in cuts if 0 < c < t})
     rows, _ = run_stream(case, x_new, cuts, state)
@@ -173,3 +191,84 @@ def add_from(x: torch.Tensor, i: int) -> torch.Tensor:
     x = x.clone()
     x[:, i:] += 1.0
     return x
+
+
+def _pad_rows(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row outputs -> (zero-padded ``[B, max, ...]``, lengths ``[B]``)."""
+    n = torch.tensor([r.shape[0] for r in rows], dtype=torch.int64)
+    y = torch.zeros(len(rows), int(n.max()) if len(rows) else 0, *rows[0].shape[1:], dtype=rows[0].dtype)
+    for b, r in enumerate(rows):
+        y[b, : r.shape[0]] = r
+    return y, n
+
+
+def host_case(
+    name: str,
+    init_one: Callable[[], State],
+    step_many: Callable[[list[torch.Tensor], list[State]], list[tuple[torch.Tensor, State]]],
+    flush_one: Callable[[State], tuple[torch.Tensor, State]],
+    whole_one: Callable[[torch.Tensor], torch.Tensor],
+    make_input,
+    perturb,
+    lookahead: int,
+    rate: float,
+    steps: int,
+    **kw,
+) -> StreamCase:
+    """A host-side streaming module: per-row states in a list, one batched ``step_many`` per step (each row's
+    input ``[n, ...]`` and state -> its output ``[m, ...]`` and new state), per-row ``flush_one`` and ``whole_one``;
+    ``reset`` puts ``init_one()`` states in the masked rows."""
+
+    def step(x, states):
+        res = step_many([x[b] for b in range(x.shape[0])], states)
+        y, n = _pad_rows([r[0] for r in res])
+        return y, n, [r[1] for r in res]
+
+    def flush(states):
+        res = [flush_one(s) for s in states]
+        y, n = _pad_rows([r[0] for r in res])
+        return y, n, [r[1] for r in res]
+
+    def whole(x):
+        return torch.stack([whole_one(x[b]) for b in range(x.shape[0])])
+
+    def reset(states, mask):
+        return [init_one() if bool(m) else s for s, m in zip(states, mask.tolist(), strict=True)]
+
+    return StreamCase(
+        name=name, init=lambda b: [init_one() for _ in range(b)], step=step, flush=flush, whole=whole,
+        make_input=make_input, perturb=perturb, lookahead=lookahead, rate=rate, steps=steps, reset=reset, **kw,
+    )  # fmt: skip
+
+
+def vocoder_case(
+    name: str, vocoder, steps: int, lookahead: int | None = None, voice: str | None = None, **kw
+) -> StreamCase:
+    """A :class:`~a2llm_rt.engine.vocoder.Vocoder` (codes ``[B, T]`` int64 -> PCM ``[B, samples]``): ``push_many``
+    is the step (one call for the batch), ``flush`` the flush, one final push of all codes the whole
+    (``synthesize`` in ``voice``). ``lookahead``: the codes
+    after a code that its audio may depend on, hold-back included (None: ``vocoder.lookahead_codes``)."""
+    import numpy as np
+
+    def step_many(xs, states):
+        res = vocoder.push_many([(x.numpy(), s, False) for x, s in zip(xs, states, strict=True)])
+        for r in res:
+            if isinstance(r, Exception):
+                raise r
+        return [(torch.from_numpy(np.asarray(r[0], np.float32)), r[1]) for r in res]
+
+    def flush_one(state):
+        pcm, state = vocoder.flush(state)
+        return torch.from_numpy(np.asarray(pcm, np.float32)), state
+
+    def perturb(x, i):
+        x = x.clone()
+        x[:, i:] = (x[:, i:] + 1) % vocoder.n_codes
+        return x
+
+    return host_case(
+        name, lambda: vocoder.init_state(voice), step_many, flush_one,
+        lambda x: torch.from_numpy(np.asarray(vocoder.push(x.numpy(), vocoder.init_state(voice), True)[0], np.float32)),
+        lambda b, t, g: torch.randint(0, vocoder.n_codes, (b, t), generator=g), perturb,
+        vocoder.lookahead_codes if lookahead is None else lookahead, float(vocoder.samples_per_code), steps, **kw,
+    )  # fmt: skip

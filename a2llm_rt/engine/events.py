@@ -8,7 +8,10 @@ One turn of one session yields, interleaved as they become available:
   ``[k*960, (k+1)*960)``), in FLAME58 (when the motion tokenizer works in FLAME) and ARKIT52 / LIVELINK61,
 
 and finally exactly one of :class:`TurnEnd` (timings and counts; also after a cancel) or :class:`Error`
-(the turn failed; the session stays usable). They map 1:1 onto ``plugin_bridge.event_source``'s events.
+(the turn failed; the session stays usable).
+
+These are the project's one event vocabulary: the bridge's sources (``plugin_bridge.turn_source``) yield them too, and
+the wire protocol (``plugin_bridge.protocol.encode_event``) encodes them; nothing redefines them.
 """
 
 from __future__ import annotations
@@ -77,6 +80,11 @@ class TurnEnd:
     counts: dict[str, int] = field(default_factory=dict)
     reason: str = "eot"
     text: str = ""  # the whole answer text
+
+    @property
+    def cancelled(self) -> bool:
+        """The turn was stopped early (``reason == "cancelled"``)."""
+        return self.reason == "cancelled"
 
 
 @dataclass(frozen=True)

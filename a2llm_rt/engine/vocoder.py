@@ -3,18 +3,26 @@
 Audio codes arrive at 25 Hz; each code stands for ``samples_per_code`` = 960 samples of 24 kHz mono float32 PCM, so
 code k covers output samples ``[k*960, (k+1)*960)`` (the motion frames use the same clock).
 
-Streaming contract (one state per stream; a Session owns one)::
+Streaming contract (:mod:`a2llm_rt.streaming`, host-side: one state per stream; a Session owns one)::
 
-    state = vocoder.init_state()
+    state = vocoder.init_state(voice)
     pcm, state = vocoder.push(codes_a, state)              # may return fewer samples than codes_a cover
     pcm, state = vocoder.push(codes_b, state)              # ... the rest comes with later pushes
-    pcm, state = vocoder.push([], state, final=True)       # flush: all audio of all codes is out
+    pcm, state = vocoder.flush(state)                      # all audio of all codes is out; the stream is finished
     # concatenated pushes == vocoder.synthesize(codes_a + codes_b)
+
+``push`` is the contract's ``step``, ``flush`` its ``flush`` (``push(codes, state, final=True)`` is a push and the
+flush in one call); the PCM's length is the stream's output length. :class:`VocoderState` derives
+:class:`~a2llm_rt.streaming.StreamingState` as a host-side state: a vocoder's state is per stream and ragged (a
+numpy tail of any length, a code buffer, or token2wav's caches whose lengths depend on the voice and the progress),
+so states hold one stream each and refuse the batch operations (``reset``: start a new stream with ``init_state``);
+sessions are batched at step time by ``push_many``.
 
 - ``lookahead_codes``: how many codes after a code the vocoder needs before it can emit that code's audio;
 - ``chunk_codes``: the granularity at which it emits (1: every code; token2wav: 25);
 - ``state.codes_in`` / ``state.samples_out`` count what went in and came out (sample offsets for AudioChunk events);
-- ``push`` may reuse or change the state passed in: always continue with the returned one;
+- ``push`` / ``flush`` never modify the state passed in: continue with the returned one (a failed push leaves the
+  stream as it was);
 - ``push_many([(codes, state, final), ...])`` is every stream's push of one engine step in one call (the engine makes
   one per step); each item gets ``(pcm, state)`` or the exception that failed that stream alone.
 
@@ -34,6 +42,7 @@ import numpy as np
 import torch
 
 from a2llm_rt.errors import InputError
+from a2llm_rt.streaming import StreamingState
 
 SAMPLE_RATE = 24_000
 CODE_RATE = 25
@@ -43,8 +52,9 @@ Codes = Sequence[int] | np.ndarray | torch.Tensor
 
 
 @dataclasses.dataclass
-class VocoderState:
-    """Per-stream vocoder state. Subclasses add their own fields."""
+class VocoderState(StreamingState):
+    """Per-stream vocoder state (host-side: one stream, no batch operations; see the module docstring). Subclasses
+    add their own fields."""
 
     codes_in: int = 0
     """Codes pushed so far."""
@@ -76,6 +86,10 @@ class Vocoder(ABC):
 
         With ``final=True`` everything still held back is flushed and the stream is finished.
         """
+
+    def flush(self, state: VocoderState) -> tuple[np.ndarray, VocoderState]:
+        """The streaming contract's flush: everything still held back (PCM float32 [m]) and the finished state."""
+        return self.push(np.zeros(0, np.int64), state, final=True)
 
     def push_many(self, items: Sequence[tuple[Codes, VocoderState, bool]]
                   ) -> list[tuple[np.ndarray, VocoderState] | Exception]:

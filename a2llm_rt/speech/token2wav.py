@@ -14,9 +14,11 @@ Streaming follows Step-Audio-2's streaming ``Token2wav`` (``set_stream_cache`` /
 
 So the first audio comes after the first 28 codes; a chunk returns 20160 samples (0.84 s) for 25 codes.
 
-:class:`Token2WavState` holds one or more sessions (batch on dim 0). :meth:`Token2Wav.step_many` runs one chunk for
-several sessions in one batch whatever their voices, progress and chunk lengths (padding + attention masks; each gets
-what it gets alone); :meth:`Token2Wav.step` is the same for one session. The module is shared and never changes.
+:class:`Token2WavState` is one session's state (the streaming contract of :mod:`a2llm_rt.streaming`, as a ragged
+per-session state: see its docstring). :meth:`Token2Wav.step_many` runs one chunk for several sessions in one batch
+whatever their voices, progress and chunk lengths (padding + attention masks; each gets what it gets alone);
+:meth:`Token2Wav.step` is the same for one session (or for sessions in lock-step: one voice, same progress). The
+module is shared and never changes; :class:`SpeechStream` buffers a session's codes into upstream's chunks.
 """
 
 from __future__ import annotations
@@ -45,7 +47,18 @@ ESTIMATOR_KEEP_RECENT = 100
 
 @dataclasses.dataclass
 class Token2WavState(StreamingState):
-    """Streaming state of B sessions (batch first). Layout notes in brackets."""
+    """Streaming state of one session (or of B sessions in lock-step), batch first. Layout notes in brackets.
+
+    A ragged per-session state, not a batch of ``[B]`` rows: its caches have each session's own lengths (the encoder's
+    and the estimator's attention caches grow with the voice's prompt and the chunks done, and the estimator's is
+    trimmed at a point that depends on the prompt), and a fresh session is its voice's set-up
+    (:meth:`Token2Wav.init_state`), not zeros. So sessions are batched at step time, not in the state:
+    :meth:`Token2Wav.step_many` pads and masks their caches and splits them again. Of the batch operations,
+    :meth:`reset` is refused (start the session again from ``init_state(voice)``, or a voice's cached set-up:
+    states are never modified in place, so streams may share it), and :meth:`cat` / :meth:`select` stack and split
+    sessions in lock-step only (same voice, same progress: every cache the same size, the plain values the same),
+    as :meth:`Token2Wav.step` with ``[B, n]`` codes takes them; anything else is refused with a clear error.
+    """
 
     spk: torch.Tensor
     """[B, mel] projected speaker embedding."""
@@ -69,6 +82,27 @@ class Token2WavState(StreamingState):
     """Chunks done."""
     finished: bool = False
     """True after the last chunk."""
+
+    def reset(self, mask: torch.Tensor | None = None) -> None:
+        """Refused: a fresh token2wav session is its voice's set-up (``Token2Wav.init_state(voice)``), not zeros."""
+        raise TypeError("a token2wav state is not reset in place: a fresh session starts from Token2Wav.init_state"
+                        "(voice) (or the voice's cached set-up); the other sessions' states are separate objects")
+
+    @classmethod
+    def cat(cls, states: list[StreamingState]) -> Token2WavState:
+        """Stack sessions in lock-step (same voice and progress) for :meth:`Token2Wav.step` with ``[B, n]`` codes;
+        sessions with different caches go through :meth:`Token2Wav.step_many` instead."""
+        first = states[0]
+        for s in states[1:]:
+            if not isinstance(s, Token2WavState):
+                raise TypeError(f"cannot stack a {type(s).__name__} with token2wav states")
+            for f in dataclasses.fields(first):
+                a, b = getattr(first, f.name), getattr(s, f.name)
+                same = a.shape[1:] == b.shape[1:] if torch.is_tensor(a) else a == b
+                if not same:
+                    raise InputError(f"token2wav sessions differ in {f.name} (voices or progress differ): they are "
+                                     "stacked in lock-step only; batch them with Token2Wav.step_many")
+        return super().cat(states)  # type: ignore[return-value]
 
 
 def _to_upstream(x: torch.Tensor) -> torch.Tensor:
@@ -353,6 +387,17 @@ class SpeechStream:
         self.generator: torch.Generator | None = None
         if seed is not None:
             self.generator = torch.Generator(model.speech_window.device).manual_seed(seed)
+
+    def copy(self) -> SpeechStream:
+        """An independent copy: the code buffer and the generator's state copied, the model state shared (it is
+        never modified in place). Pushing to the copy leaves this stream as it was."""
+        new = SpeechStream.__new__(SpeechStream)
+        new.model, new.state, new.buffer, new.codes_in = self.model, self.state, list(self.buffer), self.codes_in
+        new.generator = None
+        if self.generator is not None:
+            new.generator = torch.Generator(self.generator.device)
+            new.generator.set_state(self.generator.get_state())
+        return new
 
     def push(self, codes: list[int] | torch.Tensor, final: bool = False) -> list[tuple[list[int], bool]]:
         """Add codes; return the ready chunks as (codes, last_chunk)."""

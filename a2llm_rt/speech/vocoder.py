@@ -2,7 +2,13 @@
 
 One :class:`NativeToken2WavVocoder` holds the shared model and the voices (name -> :class:`Voice`); each stream
 (one turn of one session) gets a :class:`NativeToken2WavState` with its own :class:`SpeechStream`. Audio is emitted
-chunk by chunk: the first 28 codes of a turn give the first 0.84 s, then every 25 codes give 1 s.
+chunk by chunk: the first 28 codes of a turn give the first 0.84 s, then every 25 codes give 1 s; ``flush`` (the
+streaming contract's) synthesises the last chunk with what is left.
+
+The state follows the vocoder's host-side streaming contract (:class:`~a2llm_rt.engine.vocoder.VocoderState`): one
+stream per state, never modified in place (a push works on a copy of the stream's code buffer and generator; the
+token2wav state is immutable), sessions batched at step time by :meth:`NativeToken2WavVocoder.push_many` (see
+:class:`~a2llm_rt.speech.token2wav.Token2WavState` for why the caches are ragged, per-session state).
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ from a2llm_rt.speech.voice import Voice
 
 @dataclasses.dataclass
 class NativeToken2WavState(VocoderState):
-    """Per-stream state: the session's speech stream (code buffer + flow/HiFT caches)."""
+    """Per-stream state: the session's speech stream (code buffer + flow/HiFT caches + HiFT generator); a push
+    returns a new state with a new stream and leaves this one as it was."""
 
     stream: SpeechStream | None = None
     voice: str = ""
@@ -103,9 +110,11 @@ class NativeToken2WavVocoder(Vocoder):
         """All streams' pushes of one engine step: the chunks they make ready go through the model together, the
         k-th ready chunk of every stream in one :meth:`Token2Wav.step_many` batch (usually k = 0 only). A bad push
         (finished stream, code out of range) fails its own stream; a batch that fails inside the model is retried
-        stream by stream, so only the stream that breaks it fails."""
+        stream by stream, so only the stream that breaks it fails. The states passed in are not modified (each push
+        works on a copy of its stream), so a failed push leaves its stream as it was."""
         out: list = [None] * len(items)
         ready: dict[int, list[tuple[list[int], bool]]] = {}
+        streams: dict[int, SpeechStream] = {}
         counts: dict[int, int] = {}
         for i, (codes, state, final) in enumerate(items):
             try:
@@ -116,14 +125,15 @@ class NativeToken2WavVocoder(Vocoder):
                     # an answer without speech: nothing to say, end the stream quietly
                     out[i] = (np.zeros(0, np.float32), dataclasses.replace(state, finished=True))
                     continue
-                ready[i] = state.stream.push(arr.tolist(), final=final)
+                streams[i] = state.stream.copy()
+                ready[i] = streams[i].push(arr.tolist(), final=final)
                 counts[i] = int(arr.size)
             except Exception as e:  # noqa: BLE001 - this stream's failure only
                 out[i] = e
         pieces: dict[int, list[torch.Tensor]] = {i: [] for i in ready}
         for k in range(max((len(r) for r in ready.values()), default=0)):
             batch = [i for i, r in ready.items() if len(r) > k and out[i] is None]
-            for i, r in zip(batch, self._run([(items[i][1].stream, *ready[i][k]) for i in batch]), strict=True):
+            for i, r in zip(batch, self._run([(streams[i], *ready[i][k]) for i in batch]), strict=True):
                 if isinstance(r, Exception):
                     out[i] = r
                 else:
@@ -133,16 +143,16 @@ class NativeToken2WavVocoder(Vocoder):
                 continue
             p = pieces[i]
             pcm = (torch.cat(p) if p else torch.zeros(0)).cpu().numpy().astype(np.float32)
-            out[i] = (pcm, dataclasses.replace(state, codes_in=state.codes_in + counts[i],
+            out[i] = (pcm, dataclasses.replace(state, stream=streams[i], codes_in=state.codes_in + counts[i],
                                                samples_out=state.samples_out + int(pcm.size), finished=final))
         return out
 
     def _run(self, items: list[tuple[SpeechStream, list[int], bool]]) -> list[torch.Tensor | Exception]:
         try:
             return list(step_batched(self.model, items))
-        except Exception:  # noqa: BLE001 - find the stream that breaks the batch; the others go on
+        except Exception as e:  # noqa: BLE001 - find the stream that breaks the batch; the others go on
             if len(items) == 1:
-                raise
+                return [e]  # that stream's failure, as push_many promises (not raised out of the engine's step)
         out: list[torch.Tensor | Exception] = []
         for it in items:
             try:

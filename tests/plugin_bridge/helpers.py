@@ -8,7 +8,7 @@ import time
 import zmq
 
 from plugin_bridge import protocol as P
-from plugin_bridge.event_source import ScriptedSource
+from plugin_bridge.scripted_source import ScriptedSource
 from plugin_bridge.server import BridgeServer, ServerConfig
 
 

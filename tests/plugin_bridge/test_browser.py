@@ -230,7 +230,7 @@ def test_turn_with_tiny_engine(browser_runs: dict):
 @pytest.mark.slow
 def test_mouth_follows_face_frames(browser_runs: dict):
     """Scripted source: known frames; the page shows exactly them at their audio instants, and the mouth moves."""
-    from plugin_bridge.event_source import ScriptedSource
+    from plugin_bridge.scripted_source import ScriptedSource
 
     res = browser_runs["scripted"]
     turn = _check_turn(res)

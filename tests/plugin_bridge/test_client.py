@@ -10,7 +10,7 @@ import numpy as np
 from a2llm_rt.audio import read_wav, write_wav
 from a2llm_rt.face.io import load_clip
 from plugin_bridge import client
-from plugin_bridge.event_source import ScriptedSource
+from plugin_bridge.scripted_source import ScriptedSource
 from tests.plugin_bridge.helpers import start_server
 
 

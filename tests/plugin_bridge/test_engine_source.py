@@ -17,19 +17,10 @@ import torch
 
 from plugin_bridge import protocol as P
 from plugin_bridge.client import BridgeClient, BridgeError
-from plugin_bridge.event_source import (
-    SAMPLES_PER_FRAME,
-    AudioChunk,
-    EngineOptions,
-    EngineSource,
-    FaceFrames,
-    ScriptedSource,
-    SourceBusyError,
-    TurnEnd,
-    TurnError,
-    clean_text,
-)
+from plugin_bridge.engine_source import MAX_FACE_LEAD_S, EngineSource, clean_text
+from plugin_bridge.scripted_source import ScriptedSource
 from plugin_bridge.server import BridgeServer, ServerConfig
+from plugin_bridge.turn_source import SAMPLES_PER_FRAME, AudioChunk, FaceFrames, SourceBusyError, TurnEnd, TurnError
 
 QUESTION = (0.2 * np.sin(2 * np.pi * 180.0 * np.arange(8000) / 16000)).astype(np.float32)  # 0.5 s at 16 kHz
 
@@ -260,17 +251,14 @@ def test_serve_cli_source_choice():
     s = source("--backbone", "tiny", "--motion", "tiny", "--engine-sessions", "2")
     try:
         assert isinstance(s, EngineSource) and s.pace == 1.0 and s.max_sessions == 2
-        assert s.engine.cfg.max_seconds == 3.0 and s.engine.cfg.min_seconds == 2.0
+        assert s.engine.cfg.max_seconds == 3.0 and s.engine.cfg.min_seconds == 2.0 and s.engine.cfg.max_len == 2048
     finally:
         s.close()
-    assert EngineOptions().sessions == 8
 
 
 def test_face_leads_audio_by_at_most_the_documented_bound():
     """PROTOCOL.md 4.5: an engine turn never sends audio before the face frames covering it, and never sends a face
     frame more than MAX_FACE_LEAD_S (or one audio chunk, when chunks are longer) ahead of the audio already sent."""
-    from plugin_bridge.event_source import MAX_FACE_LEAD_S
-
     with Served(tiny_source(max_seconds=2.0, min_seconds=2.0)) as s, BridgeClient(s.endpoint) as c:
         res, msgs = record_turn(c)
         assert_complete(res, msgs)
@@ -286,3 +274,34 @@ def test_face_leads_audio_by_at_most_the_documented_bound():
                 end = m.sample_offset + m.samples.shape[0]
                 assert end <= face_end or face_end == last_face * SAMPLES_PER_FRAME  # only the tail runs past the face
                 audio_end = end
+
+
+def test_presets_come_from_one_function_and_explicit_values_win():
+    from a2llm_rt.engine.presets import REAL, TINY, engine_config, preset
+
+    assert preset("tiny") is TINY and preset("models/step-audio-2-mini") is REAL
+    c = engine_config("tiny")
+    assert (c.max_seconds, c.min_seconds, c.max_len) == (TINY.max_seconds, TINY.min_seconds, TINY.max_len)
+    c = engine_config("tiny", max_seconds=1.5)
+    assert (c.max_seconds, c.min_seconds) == (1.5, 1.5)  # the preset's minimum never exceeds an explicit maximum
+    c = engine_config("models/x", max_sessions=2, max_len=4096)
+    assert (c.max_seconds, c.min_seconds, c.max_len, c.max_sessions) == (REAL.max_seconds, REAL.min_seconds, 4096, 2)
+    with pytest.raises(ValueError):
+        engine_config("tiny", max_seconds=1.0, min_seconds=2.0)
+
+
+def test_serve_cli_options_come_from_server_config():
+    """Every ServerConfig field is a serve option whose default is the dataclass's (nothing restated by hand)."""
+    import dataclasses
+
+    from a2llm_rt.config import config_from_args
+    from plugin_bridge.serve import build_parser
+
+    args = build_parser().parse_args([])
+    assert all(hasattr(args, f.name) for f in dataclasses.fields(ServerConfig))
+    assert config_from_args(ServerConfig, args) == ServerConfig()
+    args = build_parser().parse_args(["--sndhwm", "7", "--pace-lookahead-s", "0.3", "--max-sessions", "5"])
+    cfg = config_from_args(ServerConfig, args)
+    assert (cfg.sndhwm, cfg.pace_lookahead_s, cfg.max_sessions) == (7, 0.3, 5)
+    with pytest.raises(ValueError, match="pace_lookahead_s"):
+        config_from_args(ServerConfig, build_parser().parse_args(["--pace-lookahead-s", "0"]))

@@ -18,7 +18,7 @@ import pytest
 
 from plugin_bridge import protocol as P
 from plugin_bridge.client import BridgeClient
-from plugin_bridge.event_source import ScriptedSource
+from plugin_bridge.scripted_source import ScriptedSource
 from plugin_bridge.server import make_curve_keys
 from tests.plugin_bridge.helpers import raw_dealer, recv_msg, start_server, wait_until
 

@@ -10,8 +10,8 @@ import numpy as np
 
 from a2llm_rt.face.livelink_packet import LiveLinkPacket
 from plugin_bridge.client import BridgeClient
-from plugin_bridge.event_source import ScriptedSource
 from plugin_bridge.livelink_out import LiveLinkSender, fps_fraction
+from plugin_bridge.scripted_source import ScriptedSource
 from tests.plugin_bridge.helpers import start_server
 
 

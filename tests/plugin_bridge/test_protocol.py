@@ -113,3 +113,57 @@ def test_set_header_fields_stamps_seq_and_time():
     h, p = P.Heartbeat(1, 2).encode_frames()
     msg = P.decode_frames([P.set_header_fields(h, seq=77, send_time_us=123), p])
     assert (msg.seq, msg.send_time_us, msg.time_us) == (77, 123, 1)
+
+
+def _face_event(first: int = 7, n: int = 3, flame: bool = True, dtype=np.float32):
+    from a2llm_rt.engine.events import FaceFrames
+
+    rng = np.random.default_rng(first)
+    fl = rng.normal(size=(n, 58)).astype(dtype) if flame else None
+    ar = rng.uniform(size=(n, 52)).astype(dtype)
+    ll = np.concatenate([ar, rng.normal(size=(n, 9)).astype(dtype)], axis=1)
+    return FaceFrames(3, first, 25.0, fl, ar, ll)
+
+
+def test_engine_events_encode_as_the_message_classes_do():
+    """The server's encoder of the engine's events writes the bytes the message classes write (and decode back)."""
+    from a2llm_rt.engine.events import AudioChunk, TextDelta
+
+    text = TextDelta(3, "héllo, wörld")
+    assert (
+        P.encode_event(text, 9, byte_offset=12, seq=4, send_time_us=77)
+        == P.TextDelta(12, "héllo, wörld", turn_id=9, seq=4, send_time_us=77).encode_frames()
+    )
+    for dtype in (np.float32, np.float64):  # float64 PCM is converted to the wire's float32 on the way
+        pcm = np.sin(np.arange(960) / 7.0).astype(dtype)
+        frames = P.encode_event(AudioChunk(3, pcm, 4800), 9)
+        assert frames == P.AudioChunk(pcm.astype(np.float32), 24000, 4800, turn_id=9).encode_frames()
+        assert P.decode_frames([bytes(f) for f in frames]) == P.AudioChunk(pcm.astype(np.float32), 24000, 4800,
+                                                                            turn_id=9)  # fmt: skip
+    face = _face_event()
+    for name, lid in (("flame58", 1), ("arkit52", 2), ("livelink61", 3)):
+        frames = P.encode_event(face, 9, layout=name)
+        assert frames == P.FaceFrames(7, 25.0, lid, face.frames[name], turn_id=9).encode_frames()
+
+
+def test_engine_event_encoding_refuses_what_the_wire_cannot_carry():
+    from a2llm_rt.engine.events import AudioChunk, TurnEnd
+
+    pcm = np.zeros(960, np.float32)
+    pcm[5] = np.nan
+    with pytest.raises(P.ProtocolError) as e:
+        P.event_payload(AudioChunk(1, pcm, 0))
+    assert e.value.code == P.ErrorCode.NON_FINITE
+    bad = _face_event()
+    bad.arkit52[1, 2] = np.inf
+    with pytest.raises(P.ProtocolError) as e:
+        P.event_payload(bad, layout="arkit52")
+    assert e.value.code == P.ErrorCode.NON_FINITE
+    for layout in ("flame58", "nope", None):  # no flame58 frames in this event; unknown layouts
+        with pytest.raises(P.ProtocolError) as e:
+            P.event_payload(_face_event(flame=False), layout=layout)
+        assert e.value.code == P.ErrorCode.BAD_VALUE
+    with pytest.raises(P.ProtocolError):
+        P.event_payload(AudioChunk(1, np.zeros((2, 960), np.float32), 0))  # not mono
+    with pytest.raises(P.ProtocolError):
+        P.event_payload(TurnEnd(1, 0.1, 0.2, 0.3))  # the server builds TurnEnd messages itself (counts, status)

@@ -22,11 +22,12 @@ import numpy as np
 import pytest
 import torch
 
+from a2llm_rt.engine.engine import EngineConfig
 from plugin_bridge import protocol as P
 from plugin_bridge.client import BridgeClient, BridgeError
-from plugin_bridge.event_source import AudioChunk, EngineOptions, FaceFrames, TextDelta, TurnEnd
 from plugin_bridge.ray_source import RaySource, ReplicaSpec, build_engine_source
 from plugin_bridge.server import BridgeServer, ServerConfig
+from plugin_bridge.turn_source import AudioChunk, FaceFrames, TextDelta, TurnEnd
 from tests.plugin_bridge.helpers import wait_until
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'ray>=2.40', the dev extra)")
@@ -35,7 +36,7 @@ pytestmark = pytest.mark.ray
 
 ROWS = 6  # per replica: the 3 sessions of a dead replica fit on the other one
 SPEC = ReplicaSpec(
-    engine=EngineOptions(sessions=ROWS, max_seconds=1.2, min_seconds=1.2, max_len=2048),
+    engine=EngineConfig(max_sessions=ROWS, max_seconds=1.2, min_seconds=1.2, max_len=2048),
     pace=1.0,  # answers leave in real time: a kill on the first audio lands mid-answer
     greedy=True,
     max_new_tokens=400,

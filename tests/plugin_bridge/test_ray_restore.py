@@ -10,11 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from plugin_bridge.event_source import AudioChunk, EngineOptions, FaceFrames, TextDelta, TurnEnd
+from a2llm_rt.engine.engine import EngineConfig
 from plugin_bridge.ray_source import ReplicaSpec, build_engine_source, mirror_exchanges
+from plugin_bridge.turn_source import AudioChunk, FaceFrames, TextDelta, TurnEnd
 
 SPEC = ReplicaSpec(
-    engine=EngineOptions(sessions=2, max_seconds=1.2, min_seconds=0.8, max_len=2048), greedy=True, max_new_tokens=160
+    engine=EngineConfig(max_sessions=2, max_seconds=1.2, min_seconds=0.8, max_len=2048),
+    greedy=True,
+    max_new_tokens=160,
 )
 
 

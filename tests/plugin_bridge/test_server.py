@@ -16,8 +16,9 @@ import pytest
 from a2llm_rt.errors import InputError
 from plugin_bridge import protocol as P
 from plugin_bridge.client import BridgeClient, BridgeError
-from plugin_bridge.event_source import SAMPLES_PER_FRAME, ScriptedSource
+from plugin_bridge.scripted_source import ScriptedSource
 from plugin_bridge.server import BridgeServer, ServerConfig, is_loopback_endpoint, make_curve_keys
+from plugin_bridge.turn_source import SAMPLES_PER_FRAME
 from tests.plugin_bridge.helpers import free_port, raw_dealer, recv_msg, start_server, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -272,3 +273,91 @@ def test_serve_cli_shuts_down_gracefully_on_sigterm():
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def _turn_order(source: ScriptedSource, **config) -> list[tuple]:
+    """(kind, position) of every message of one turn, in arrival order."""
+    server = start_server(source, **config)
+    order: list[tuple] = []
+
+    def record(msg, _res):
+        if isinstance(msg, P.TextDelta):
+            order.append(("text", msg.byte_offset, msg.text))
+        elif isinstance(msg, P.AudioChunk):
+            order.append(("audio", msg.sample_offset, msg.samples.shape[0]))
+        elif isinstance(msg, P.FaceFrames):
+            order.append(("face", msg.layout_id, msg.first_frame, msg.values.shape[0]))
+        elif isinstance(msg, P.TurnEnd):
+            order.append(("end", int(msg.status), msg.audio_samples, msg.face_frames, msg.text_bytes))
+
+    try:
+        with BridgeClient(server.endpoint, ("arkit52", "livelink61", "flame58")) as c:
+            res = c.run_turn(QUESTION, 16000, on_message=record, timeout_s=30)
+        assert res.completed and res.seq_gaps == 0
+        _check_complete(res, source)
+    finally:
+        server.stop()
+    return order
+
+
+@pytest.mark.parametrize(("seconds", "frames_per_event"), [(3.0, 2), (0.2, 5)])
+def test_the_pacing_scheduler_keeps_the_order_the_source_made(seconds, frames_per_event):
+    """Paced through the server's one scheduler (with a short look-ahead, so that the turn's worker rests and text
+    waits for its window), a turn arrives in exactly the order of the same turn unpaced: each text delta before its
+    window's audio and face, the text that outlasts the audio just before the TurnEnd."""
+    fast = _turn_order(ScriptedSource(seconds=seconds, frames_per_event=frames_per_event, pace=0.0))
+    paced = _turn_order(ScriptedSource(seconds=seconds, frames_per_event=frames_per_event, pace=3.0),
+                        pace_lookahead_s=0.2)  # fmt: skip
+    assert paced == fast
+    assert fast[0][0] == "text" and fast[-1][0] == "end"
+
+
+def test_turn_clock_due_times():
+    """Due time = t0 + position / 24000 / pace with t0 set by the first positioned message; never earlier than a
+    message before it; text is due at once when the schedule has caught up and waits (None) while it runs ahead."""
+    from plugin_bridge.server import _TurnClock
+
+    c = _TurnClock(pace=2.0)
+    assert c.due(None, 100.0) == 100.0  # text before any audio: at once
+    assert c.due(0, 100.5) == 100.5  # the first audio anchors t0
+    assert c.due(24000, 100.6) == 101.0  # one second of answer at 2x real time
+    assert c.due(None, 100.7) is None  # text while the turn runs ahead: goes with the next message
+    assert c.due(12000, 100.8) == 101.0  # never before an earlier message (face that starts before that audio)
+    assert c.due(None, 101.2) == 101.2  # caught up: at once
+    assert c.end(101.1) == 101.2 and c.end(103.0) == 103.0
+    unpaced = _TurnClock(pace=0.0)
+    assert unpaced.due(480000, 5.0) == 5.0 and unpaced.due(None, 4.0) == 5.0
+
+
+def test_a_parked_turn_is_ended_at_once_when_cancelled(monkeypatch):
+    """A paced turn prepared far ahead parks without a thread until about half of its look-ahead is left (here 5 to
+    15 s); a Cancel hands it back to a worker at once, so the source's turn is closed (the engine stops) right away,
+    not when the turn would have resumed."""
+    import plugin_bridge.server as server_mod
+
+    monkeypatch.setattr(server_mod, "PACE_FIRST_AHEAD_S", 20.0)
+    closed = threading.Event()
+
+    class Recording(ScriptedSource):
+        def run_turn(self, session_id, audio, cancel):
+            try:
+                yield from super().run_turn(session_id, audio, cancel)
+            finally:
+                closed.set()
+
+    source = Recording(seconds=60.0, pace=1.0)
+    server = start_server(source, pace_lookahead_s=20.0)
+    try:
+        with BridgeClient(server.endpoint) as c:
+
+            def cancel_after_a_second(msg, res):  # the turn made its first 20 s at once and parked long before
+                if isinstance(msg, P.AudioChunk) and msg.sample_offset == 24000:
+                    c.cancel(msg.turn_id)
+
+            res = c.run_turn(QUESTION, 16000, on_message=cancel_after_a_second)
+            assert res.turn_end.status == P.TurnStatus.CANCELLED
+            assert closed.wait(3.0), "the parked turn was not ended on Cancel"
+            source.seconds, source.pace = 0.4, 0.0
+            _check_complete(c.run_turn(QUESTION, 16000), source)
+    finally:
+        server.stop()

@@ -24,7 +24,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from a2llm_rt.errors import InputError
 from plugin_bridge import protocol as P
-from plugin_bridge.event_source import ScriptedSource
+from plugin_bridge.scripted_source import ScriptedSource
 from plugin_bridge.web.gateway import Gateway, GatewayConfig
 from tests.plugin_bridge.helpers import start_server
 

@@ -93,7 +93,7 @@ def test_turn_through_the_bridge_streams_speech_chunk_by_chunk():
     AudioChunks before the TurnEnd, contiguous, with the face covering it."""
     from plugin_bridge import protocol as P
     from plugin_bridge.client import BridgeClient
-    from plugin_bridge.event_source import EngineSource
+    from plugin_bridge.engine_source import EngineSource
     from tests.plugin_bridge.test_engine_source import Served, assert_complete, record_turn
 
     eng = greedy_engine(max_sessions=1, max_seconds=4.0, min_seconds=3.0)
