@@ -984,7 +984,7 @@ class BridgeServer:
                 s, tid, P.ErrorCode.TURN_IN_PROGRESS, f"turn {s.turn.turn_id} runs: Cancel it first; text dropped"
             )
             return
-        if not hasattr(self.source, "check_text"):  # e.g. the Ray source: audio turns only
+        if not hasattr(self.source, "check_text"):  # a source without an engine: audio turns only
             self._refuse_utterance(s, tid, P.ErrorCode.BAD_VALUE, "this server's source takes no typed turns")
             return
         lim, _ = self._v2_limits()
