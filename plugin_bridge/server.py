@@ -856,8 +856,8 @@ class BridgeServer:
             dropped += [(x[2], x[3]) for x in s.timed]
             s.pending = deque(x for x in s.pending if x[0] != t.turn_id)
             s.timed.clear()
-            if self._livelink is not None:
-                self._livelink.clear(_subject(s.sid))
+            if self._livelink is not None:  # a character's idle face takes over from where it was (no neutral pop)
+                self._livelink.clear(_subject(s.sid), rest=s.v2 is None or not s.v2.idle)
             end = self._cancelled_end(s, t)
             if s.v2 is not None:
                 end = self._v2_fade(s, t, dropped, end)
@@ -1168,6 +1168,10 @@ class BridgeServer:
             if due is None:
                 continue
             first, frames = due
+            if self._livelink is not None:  # idle life (with the character's emotion) on Live Link too, unless a
+                with cs.face_lock:  # turn took the face since (its frames went to Live Link first: none after them)
+                    if cs.face_turn == 0:
+                        self._livelink.push(_subject(s.sid), first, frames, ev.FPS)
             for lid in cs.layouts:
                 v = idle_to_layout(frames, lid)
                 self._send(s, P.FaceFrames(first, ev.FPS, lid, v, turn_id=0, send_time_us=_now_us()))
@@ -1252,14 +1256,24 @@ class BridgeServer:
         if isinstance(e, ev.AudioChunk):
             return [P.event_payload(e)] if caps & P.Capability.AUDIO else []
         if isinstance(e, ev.FaceFrames):
-            if self._livelink is not None:
-                self._livelink.push(_subject(run.sid), e.first_frame, e.livelink61, e.fps)
-            if not caps & P.Capability.FACE:
-                return []
+            live = self._livelink is not None
             if run.v2 is None:
-                return [P.event_payload(e, layout=name) for name in run.names]
-            faces = run.v2.turn_face(run.turn.turn_id, e.frames, run.names, run.turn.cancel)
-            return [(P.Kind.FACE_FRAMES, P.face_payload(e.first_frame, e.fps, n, v)) for n, v in faces]
+                if live:
+                    self._livelink.push(_subject(run.sid), e.first_frame, e.livelink61, e.fps)
+                return [P.event_payload(e, layout=name) for name in run.names] if caps & P.Capability.FACE else []
+            # a version 2 session: one pass through the character's face (idle crossfade + emotion) for the client's
+            # layouts and Live Link alike
+            names = run.names if caps & P.Capability.FACE else []
+            want = [*names, "livelink61"] if live and "livelink61" not in names else names
+            if not want:
+                return []
+            out = []
+            for n, v in run.v2.turn_face(run.turn.turn_id, e.frames, want, run.turn.cancel):
+                if live and n == "livelink61":
+                    self._livelink.push(_subject(run.sid), e.first_frame, v, e.fps)
+                if n in names:
+                    out.append((P.Kind.FACE_FRAMES, P.face_payload(e.first_frame, e.fps, n, v)))
+            return out
         return []
 
     def _run_turn(self, sid: int, t: _Turn, pcm: np.ndarray, rate: int, layouts: tuple[int, ...], caps: int) -> None:
@@ -1367,7 +1381,7 @@ class BridgeServer:
             close = getattr(run.gen, "close", None)
             if close is not None:
                 close()
-            if self._livelink is not None:
+            if self._livelink is not None and (run.v2 is None or not run.v2.idle):  # idle frames take over else
                 self._livelink.rest(_subject(sid))
 
 
