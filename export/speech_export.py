@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from a2llm_rt.speech.token2wav import Token2Wav
+from a2llm_rt.utils.cli import cli_main
 from a2llm_rt.utils.fileio import atomic_write_json
 from export.manifest import artifact_entry
 from export.onnx_export import set_metadata, versions
@@ -149,6 +150,7 @@ def export_speech(model: Token2Wav, out: str | Path, rel_tol: float = 1e-3) -> d
     return manifest
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Export the token2wav estimator step and HiFT decoder to ONNX.")
     src = ap.add_mutually_exclusive_group(required=True)

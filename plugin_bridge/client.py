@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from a2llm_rt.audio import INPUT_SAMPLE_RATE, read_wav, write_wav
+from a2llm_rt.audio import FACE_FPS, INPUT_SAMPLE_RATE, OUTPUT_SAMPLE_RATE, read_wav, write_wav
 from a2llm_rt.errors import InputError
+from a2llm_rt.utils.cli import cli_main
 from a2llm_rt.utils.fileio import atomic_write, atomic_write_json
 from plugin_bridge import protocol as P
 
@@ -51,9 +52,9 @@ class TurnResult:
     turn_id: int
     text: str = ""
     audio: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # [n] float32 at sample_rate
-    sample_rate: int = 24000
+    sample_rate: int = OUTPUT_SAMPLE_RATE
     face: dict[str, np.ndarray] = field(default_factory=dict)
-    fps: float = 25.0
+    fps: float = FACE_FPS
     turn_end: P.TurnEnd | None = None
     errors: list[P.Error] = field(default_factory=list)
     messages: list[dict] = field(default_factory=list)  # per message: kind, seq, recv_s, latency_ms
@@ -511,7 +512,9 @@ def write_outputs(result: TurnResult, out: str | Path) -> list[Path]:
     return written
 
 
+@cli_main(failures=(BridgeError,))
 def main(argv: list[str] | None = None) -> int:
+    """Exit 0: the turn completed; 1: it did not, or the bridge failed (:class:`BridgeError`); 2: bad input."""
     ap = argparse.ArgumentParser(prog="python -m plugin_bridge.client", description=__doc__.splitlines()[0])
     ap.add_argument("--server", default="tcp://127.0.0.1:5555")
     ap.add_argument("--wav", required=True, type=Path, help="the spoken question (any WAV: PCM or float, any rate)")
@@ -521,29 +524,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--curve-client-keys", type=Path, help="this client's secret certificate (client.key_secret)")
     ap.add_argument("--timeout-s", type=float, default=60.0)
     args = ap.parse_args(argv)
-    try:
-        audio, _ = read_wav(args.wav, sample_rate=INPUT_SAMPLE_RATE)
-        server_key = client_keys = None
-        if args.curve_server_key:
-            from plugin_bridge.server import load_certificate
+    audio, _ = read_wav(args.wav, sample_rate=INPUT_SAMPLE_RATE)
+    server_key = client_keys = None
+    if args.curve_server_key:
+        from plugin_bridge.server import load_certificate
 
-            server_key = load_certificate(args.curve_server_key)[0]
-            if args.curve_client_keys:
-                pub, sec = load_certificate(args.curve_client_keys)
-                if sec is None:
-                    raise InputError("no secret key in the client certificate", args.curve_client_keys)
-                client_keys = (pub, sec)
-        layouts = tuple(x.strip() for x in args.layouts.split(",") if x.strip())
+        server_key = load_certificate(args.curve_server_key)[0]
+        if args.curve_client_keys:
+            pub, sec = load_certificate(args.curve_client_keys)
+            if sec is None:
+                raise InputError("no secret key in the client certificate", args.curve_client_keys)
+            client_keys = (pub, sec)
+    layouts = tuple(x.strip() for x in args.layouts.split(",") if x.strip())
+    try:
         client = BridgeClient(args.server, layouts, curve_server_key=server_key, curve_client_keys=client_keys)
-    except (InputError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except KeyError as e:
+        raise InputError(f"--layouts: {e}") from None
     try:
         client.connect(timeout_s=args.timeout_s)
         result = client.run_turn(audio, INPUT_SAMPLE_RATE, timeout_s=args.timeout_s)
-    except BridgeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
     finally:
         client.close()
     paths = write_outputs(result, args.out)

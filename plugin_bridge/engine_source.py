@@ -58,6 +58,17 @@ class StackOptions(Config):
     """Named token2wav voices (name, prompt wav or voice file); the first is the default."""
     seed: int = 0
     """Seed of the tiny random weights."""
+    speech_engines: str | None = None
+    """A speech engines folder for the token2wav (python -m export.speech_export; + export.speech_trt)."""
+    speech_backend: str = "auto"
+    """What runs the token2wav's estimator and HiFT: auto, torch, onnxruntime or tensorrt (a2llm_rt.speech.backend)."""
+
+    def validate(self) -> None:
+        if self.speech_backend != "auto":
+            from a2llm_rt.speech.backend import BACKENDS  # imports torch: only for a non-default choice
+
+            if self.speech_backend not in BACKENDS:
+                raise ValueError(f"unknown speech backend {self.speech_backend!r} (one of {', '.join(BACKENDS)})")
 
 
 class _Aligner:
@@ -170,7 +181,8 @@ class EngineSource:
         cfg = config if config is not None else engine_config(backbone)
         cfg.validate()
         models = load_stack(backbone, motion, device=o.device, vocoder=o.vocoder, prompt_wav=o.prompt_wav,
-                            seed=o.seed, voices=dict(o.voices))  # fmt: skip
+                            seed=o.seed, voices=dict(o.voices), speech_engines=o.speech_engines,
+                            speech_backend=o.speech_backend)  # fmt: skip
         return cls(Engine(models, cfg), pace=pace, align=align)
 
     @property

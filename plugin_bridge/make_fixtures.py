@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from a2llm_rt.face.layouts import get_layout
+from a2llm_rt.utils.cli import cli_main
 from a2llm_rt.utils.fileio import atomic_write
 from plugin_bridge import protocol as P
 
@@ -284,6 +285,7 @@ def build() -> dict[str, bytes]:
     return files
 
 
+@cli_main(failures=(OSError,))
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=FIXTURES_DIR, help="folder to write (default: plugin_bridge/fixtures)")

@@ -384,9 +384,9 @@ class Welcome(Message):
     capabilities: int = 0
     heartbeat_ms: int = 1000
     session_timeout_ms: int = 10000
-    input_sample_rate: int = 16000
-    output_sample_rate: int = 24000
-    fps: float = 25.0
+    input_sample_rate: int = _ev.INPUT_SAMPLE_RATE
+    output_sample_rate: int = _ev.OUTPUT_SAMPLE_RATE
+    fps: float = _ev.FACE_FPS
     max_payload: int = MAX_PAYLOAD
     layouts: tuple[LayoutInfo, ...] = ()
     server_name: str = ""
@@ -474,7 +474,7 @@ class _Audio(Message):
     """
 
     samples: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # [n] int16 or float32, mono
-    sample_rate: int = 16000
+    sample_rate: int = _ev.INPUT_SAMPLE_RATE
     sample_offset: int = 0  # index of samples[0] in the utterance (UserAudio) or in the turn's answer (AudioChunk)
 
     def _flags(self) -> int:
@@ -555,7 +555,7 @@ class AudioChunk(_Audio):
     """Server -> client: answer speech, float32 24 kHz mono; ``sample_offset`` counts from the turn's first sample."""
 
     KIND: ClassVar[Kind] = Kind.AUDIO_CHUNK
-    sample_rate: int = 24000
+    sample_rate: int = _ev.OUTPUT_SAMPLE_RATE
 
     @classmethod
     def _parse(cls, r: _Reader, turn_id: int, seq: int, send_time_us: int) -> AudioChunk:
@@ -601,7 +601,7 @@ class FaceFrames(Message):
 
     KIND: ClassVar[Kind] = Kind.FACE_FRAMES
     first_frame: int = 0
-    fps: float = 25.0
+    fps: float = _ev.FACE_FPS
     layout_id: int = 2
     values: np.ndarray = field(default_factory=lambda: np.zeros((0, 52), np.float32))  # [n, dims]
 

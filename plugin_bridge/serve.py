@@ -30,15 +30,18 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import signal
 import sys
 from pathlib import Path
 
+from a2llm_rt.audio_vad import VadConfig
 from a2llm_rt.config import add_config_args, config_from_args
 from a2llm_rt.engine.motion_backend import add_motion_backend_args, motion_backend_from_args
 from a2llm_rt.engine.presets import preset
 from a2llm_rt.errors import InputError
+from a2llm_rt.utils.cli import cli_main
 from plugin_bridge.engine_source import EngineSource, StackOptions
 from plugin_bridge.scripted_source import ScriptedSource
 from plugin_bridge.server import BridgeServer, ServerConfig, make_curve_keys
@@ -64,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--motion", default="tiny", help="motion folder (tokenizer/ + connector/), or 'tiny'")
     ap.add_argument("--make-curve-keys", metavar="DIR", help="write server and client CURVE keys into DIR and exit")
     add_config_args(ap, ServerConfig, helps={"max_sessions": "bridge sessions (with the engine: at most its rows)"})
+    v = ap.add_argument_group("hands-free talk: voice-activity thresholds (a2llm_rt.audio_vad.VadConfig)")
+    add_config_args(v, VadConfig, prefix="vad_", flags={f.name: "--vad-" + f.name.replace("_", "-")
+                                                        for f in dataclasses.fields(VadConfig)})  # fmt: skip
     ap.add_argument("--pace", type=float, default=None,
                     help="1 = release audio/face no faster than real time, 0 = as generated (default: 1 for tiny "
                     "models and the scripted source, 0 for real weights)")  # fmt: skip
@@ -190,43 +196,48 @@ def _ray_source(args: argparse.Namespace, stack: StackOptions, config, pace: flo
     return source
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
+    """Exit 0 after a clean stop; 2 for bad options or weight folders (``error: ...`` on stderr)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.make_curve_keys:
+        pub, client = make_curve_keys(args.make_curve_keys)
+        print(
+            f"server public key: {pub}  (give it to clients)\nclient keys: {client} (allowed: listed in "
+            f"{Path(args.make_curve_keys) / 'clients'}; add more clients' public keys there)"
+        )
+        return 0
     source = None
     try:
-        if args.make_curve_keys:
-            pub, client = make_curve_keys(args.make_curve_keys)
-            print(
-                f"server public key: {pub}  (give it to clients)\nclient keys: {client} (allowed: listed in "
-                f"{Path(args.make_curve_keys) / 'clients'}; add more clients' public keys there)"
-            )
-            return 0
-        source = _source(args)
-        max_sessions = args.max_sessions
-        if hasattr(source, "max_sessions"):
-            max_sessions = min(max_sessions, source.max_sessions)
-        config = config_from_args(ServerConfig, args, max_sessions=max_sessions)
-        server = BridgeServer(source, config)
-    except (InputError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        _close(source)
-        return 2
+        try:
+            source = _source(args)
+            max_sessions = args.max_sessions
+            if hasattr(source, "max_sessions"):
+                max_sessions = min(max_sessions, source.max_sessions)
+            config = server_config(args, max_sessions)
+            server = BridgeServer(source, config)
+        except ValueError as e:  # an invalid option combination (Config.validate)
+            raise InputError(str(e)) from None
 
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("signal %d: shutting down", signum)
-        server.stop(timeout_s=0)
+        def on_signal(signum: int, _frame: object) -> None:
+            log.info("signal %d: shutting down", signum)
+            server.stop(timeout_s=0)
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    try:
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
         server.run()
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     finally:
         _close(source)
     return 0
+
+
+def server_config(args: argparse.Namespace, max_sessions: int | None = None) -> ServerConfig:
+    """The :class:`ServerConfig` of the parsed options (its ``vad`` from the ``--vad-*`` ones); ``ValueError`` for
+    invalid values."""
+    vad = config_from_args(VadConfig, args, prefix="vad_")
+    return config_from_args(ServerConfig, args, vad=vad, **({} if max_sessions is None else
+                                                            {"max_sessions": max_sessions}))  # fmt: skip
 
 
 def parse_voices(specs: list[str]) -> tuple[tuple[str, str], ...]:
@@ -235,9 +246,9 @@ def parse_voices(specs: list[str]) -> tuple[tuple[str, str], ...]:
     for spec in specs:
         name, sep, path = spec.partition("=")
         if not sep or not name.strip() or not path.strip():
-            raise SystemExit(f"--voice wants NAME=PATH, got {spec!r}")
+            raise InputError(f"--voice wants NAME=PATH, got {spec!r}")
         if name in out:
-            raise SystemExit(f"--voice {name} given twice")
+            raise InputError(f"--voice {name} given twice")
         out[name.strip()] = path.strip()
     return tuple(out.items())
 

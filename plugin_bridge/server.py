@@ -62,6 +62,7 @@ import scipy.signal  # noqa: F401  at start-up: the first import (~0.75 s) must 
 import zmq
 
 from a2llm_rt.audio import INPUT_SAMPLE_RATE, resample
+from a2llm_rt.audio_vad import VadConfig
 from a2llm_rt.config import Config
 from a2llm_rt.errors import InputError
 from a2llm_rt.face.idle import idle_to_layout
@@ -115,6 +116,8 @@ class ServerConfig(Config):
     pace_lookahead_s: float = 1.0
     """Paced sources: how far ahead of its release time a turn's events are prepared at most (a long turn's worker
     wakes once per half of this; more = fewer wake-ups, more memory per turn)."""
+    vad: VadConfig = field(default_factory=VadConfig)
+    """Hands-free talk: the utterance segmenter's thresholds (``serve --vad-*``; ServerInfo reports three of them)."""
 
     def validate(self) -> None:
         if self.heartbeat_s <= 0 or self.session_timeout_s <= self.heartbeat_s:
@@ -904,14 +907,12 @@ class BridgeServer:
 
     def _v2_open(self, s: _Session) -> None:
         """After a v2 Welcome: the session's character state and the ServerInfo (§10.3)."""
-        from a2llm_rt.audio_vad import VadConfig
-
         cs = C.CharacterSession(
             s.sid, s.layouts, bool(s.capabilities & P.Capability.IDLE_FACE), self._face, self._emotions, None, s.sid
         )
         s.v2 = cs
         lim, context = self._v2_limits()
-        vad = VadConfig()
+        vad = self.config.vad
         self._send(
             s,
             P.ServerInfo(
@@ -1181,7 +1182,7 @@ class BridgeServer:
             if self._segmenter is None:
                 from a2llm_rt.audio_vad import UtteranceSegmenter
 
-                self._segmenter = UtteranceSegmenter()
+                self._segmenter = UtteranceSegmenter(self.config.vad)
             cs.mic = C.MicStream(self._segmenter)
             cs.mic.answering = s.turn is not None
         refused = cs.mic.accept(msg)

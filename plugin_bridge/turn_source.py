@@ -30,11 +30,10 @@ from typing import Protocol
 
 import numpy as np
 
-from a2llm_rt.engine.events import FACE_FPS, OUTPUT_SAMPLE_RATE, AudioChunk, Event, FaceFrames, TextDelta, TurnEnd
+from a2llm_rt.audio import FACE_FPS, INPUT_SAMPLE_RATE, OUTPUT_SAMPLE_RATE, SAMPLES_PER_FRAME
+from a2llm_rt.engine.events import AudioChunk, Event, FaceFrames, TextDelta, TurnEnd
 
-INPUT_SAMPLE_RATE = 16000  # what run_turn receives
-FPS = FACE_FPS
-SAMPLES_PER_FRAME = round(OUTPUT_SAMPLE_RATE / FACE_FPS)  # 960: face frame k covers samples [k*960, (k+1)*960)
+FPS = FACE_FPS  # the time base is a2llm_rt.audio's: run_turn receives INPUT_SAMPLE_RATE audio
 
 __all__ = [
     "FPS", "INPUT_SAMPLE_RATE", "OUTPUT_SAMPLE_RATE", "SAMPLES_PER_FRAME", "AudioChunk", "CharacterLimits", "Event",

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from a2llm_rt.audio import FACE_FPS
 from a2llm_rt.engine.sampling import sample_codes
 from a2llm_rt.errors import InputError
 from a2llm_rt.face.layouts import ARKIT_INDEX
@@ -267,8 +268,8 @@ def evaluate_teacher_forced(
         if s.motion.shape[1] != 52:
             raise InputError("the teacher-forced diagnostic's meshes are ARKit: motion must be arkit52")
         vref = mesh.vertices(ref)
-        per.append(compute_metrics(mesh.vertices(pred), vref, regions, 25.0, template=template).to_dict())
-        ceiling.append(compute_metrics(mesh.vertices(rec), vref, regions, 25.0, template=template).to_dict())
+        per.append(compute_metrics(mesh.vertices(pred), vref, regions, FACE_FPS, template=template).to_dict())
+        ceiling.append(compute_metrics(mesh.vertices(rec), vref, regions, FACE_FPS, template=template).to_dict())
     if not per:
         raise InputError("no held-out samples with motion", data)
     train_codes = [b.motion_codes for b in load_built(recipe.train_data, builder) if b.motion_codes is not None]

@@ -168,10 +168,16 @@ def save_motion_dir(
 
 
 def load_vocoder(spec: str, n_codes: int, prompt_wav: str | Path | None = None, device: torch.device | str = "cpu",
-                 voices: dict[str, str | Path] | None = None) -> Vocoder:
+                 voices: dict[str, str | Path] | None = None, engines: str | Path | None = None,
+                 backend: str = "auto") -> Vocoder:
     """``tone`` -> the test vocoder; a ``token2wav/`` directory -> the native token2wav (:mod:`a2llm_rt.speech`),
-    with ``voices`` (name -> voice file or prompt WAV; the first is the default) and/or ``prompt_wav``."""
+    with ``voices`` (name -> voice file or prompt WAV; the first is the default) and/or ``prompt_wav``, its heavy
+    graphs run by ``backend`` from the speech ``engines`` folder (:func:`a2llm_rt.speech.backend.use_backend`)."""
     if spec == "tone":
+        if engines is not None or backend not in ("auto", "torch"):
+            what = f"--speech-engines {engines}" if engines is not None else f"--speech-backend {backend}"
+            raise InputError(f"{what} is for the token2wav vocoder, but this stack speaks with the test tone vocoder "
+                             "(give --vocoder TOKEN2WAV_DIR and a --voice)")
         return ToneVocoder(n_codes=n_codes)
     from a2llm_rt.speech.vocoder import NativeToken2WavVocoder
 
@@ -180,7 +186,7 @@ def load_vocoder(spec: str, n_codes: int, prompt_wav: str | Path | None = None, 
         voices = {"default": prompt_wav, **voices}
     if not voices:
         raise InputError("the token2wav vocoder needs a voice (a prompt wav or a voice file)", spec)
-    voc = NativeToken2WavVocoder.from_directory(spec, voices, device=device)
+    voc = NativeToken2WavVocoder.from_directory(spec, voices, device=device, engines=engines, backend=backend)
     if voc.n_codes != n_codes:
         raise InputError(f"token2wav has {voc.n_codes} codes but the backbone emits {n_codes}", spec)
     return voc
@@ -195,16 +201,24 @@ def load_stack(
     prompt_wav: str | Path | None = None,
     seed: int = 0,
     voices: dict[str, str | Path] | None = None,
+    speech_engines: str | Path | None = None,
+    speech_backend: str = "auto",
 ) -> Stack:
     """A stack from ``backbone`` (a directory or ``tiny``) and ``motion`` (a directory or ``tiny``).
 
     ``tiny`` parts get seeded random weights; a ``tiny`` motion stack with a real backbone is sized to its hidden
-    width. ``dtype`` defaults to bfloat16 on CUDA and float32 on the CPU.
+    width. ``dtype`` defaults to bfloat16 on CUDA and float32 on the CPU. ``vocoder``, ``prompt_wav``, ``voices``,
+    ``speech_engines``, ``speech_backend``: see :func:`load_vocoder` (a ``tiny`` backbone speaks through a token2wav
+    folder too, when its vocabulary is the tiny backbone's audio codes).
     """
     device = torch.device(device)
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     if str(backbone) == "tiny":
         tiny = build_tiny_stack(seed, device=device)
+        if vocoder != "tone" or speech_engines is not None or speech_backend not in ("auto", "torch"):
+            voc = load_vocoder(vocoder, tiny.layout.audio_codes, prompt_wav, device, voices, speech_engines,
+                               speech_backend)  # fmt: skip
+            tiny = dataclasses.replace(tiny, vocoder=voc)
         if str(motion) == "tiny":
             return tiny
         connector, mot, amap = load_motion_dir(motion, device)
@@ -229,7 +243,7 @@ def load_stack(
             logging.getLogger(__name__).warning(
                 "%s has token2wav/ but no voice was given (--voice NAME=wav): speaking with the test tone vocoder",
                 backbone)
-    voc = load_vocoder(vocoder, bb.layout.audio_codes, prompt_wav, device, voices)
+    voc = load_vocoder(vocoder, bb.layout.audio_codes, prompt_wav, device, voices, speech_engines, speech_backend)
     stack = Stack(bb, tok, connector, mot, voc, amap)
     stack.check()
     return stack

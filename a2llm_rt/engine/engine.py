@@ -35,6 +35,7 @@ from types import EllipsisType
 import numpy as np
 import torch
 
+from a2llm_rt.audio import INPUT_SAMPLE_RATE
 from a2llm_rt.config import Config
 from a2llm_rt.engine.builders import Stack, build_tiny_stack, load_stack
 from a2llm_rt.engine.decode import (
@@ -249,7 +250,7 @@ class Engine:
             self.cache.reset(mask)
             self._free_rows.append(session.row)
 
-    def submit(self, session: Session, audio: np.ndarray, sample_rate: int = 16000) -> None:
+    def submit(self, session: Session, audio: np.ndarray, sample_rate: int = INPUT_SAMPLE_RATE) -> None:
         """Queue a user utterance (``[n]`` or ``[channels, n]`` float/int16 PCM at ``sample_rate``) for the
         session's next turn; it is validated and prefilled at the next :meth:`step` (bad audio -> an Error event).
 
@@ -736,7 +737,7 @@ class Engine:
             events += self.step()
         return events
 
-    def run_turn(self, session: Session, audio: np.ndarray, sample_rate: int = 16000) -> list[Event]:
+    def run_turn(self, session: Session, audio: np.ndarray, sample_rate: int = INPUT_SAMPLE_RATE) -> list[Event]:
         """Synchronous single turn: submit and step until the engine is idle; the session's events in order."""
         self.submit(session, audio, sample_rate)
         return [e for e in self.run_until_idle() if e.session_id == session.id]

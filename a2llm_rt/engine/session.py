@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from a2llm_rt.audio import INPUT_SAMPLE_RATE
 from a2llm_rt.engine.decode import TurnState
 from a2llm_rt.engine.events import Error, Event, TurnEnd
 from a2llm_rt.engine.sampling import SamplingConfig, make_generator
@@ -97,7 +98,7 @@ class Session:
     def respond(
         self,
         audio: np.ndarray,
-        sample_rate: int = 16000,
+        sample_rate: int = INPUT_SAMPLE_RATE,
         cancel: threading.Event | None = None,
         poll_s: float = 0.02,
     ) -> Iterator[Event]:

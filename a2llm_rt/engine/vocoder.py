@@ -41,12 +41,12 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
+from a2llm_rt.audio import OUTPUT_SAMPLE_RATE
 from a2llm_rt.errors import InputError
 from a2llm_rt.streaming import StreamingState
 
-SAMPLE_RATE = 24_000
-CODE_RATE = 25
-SAMPLES_PER_CODE = SAMPLE_RATE // CODE_RATE  # 960
+CODE_RATE = 25  # audio codes per second (the vocoder's own rate; the time base is a2llm_rt.audio's)
+SAMPLES_PER_CODE = OUTPUT_SAMPLE_RATE // CODE_RATE  # 960
 
 Codes = Sequence[int] | np.ndarray | torch.Tensor
 
@@ -67,7 +67,7 @@ class VocoderState(StreamingState):
 class Vocoder(ABC):
     """Audio codes -> 24 kHz float32 PCM, whole-sequence or streaming. Weights shared, state per stream."""
 
-    sample_rate: int = SAMPLE_RATE
+    sample_rate: int = OUTPUT_SAMPLE_RATE
     samples_per_code: int = SAMPLES_PER_CODE
     lookahead_codes: int = 0
     chunk_codes: int = 1
@@ -179,7 +179,7 @@ class ToneVocoder(Vocoder):
         freqs = self._h[:, 0] * f0
         env = 1.0 / (1.0 + ((freqs - f1) / 120.0) ** 2) + 0.6 / (1.0 + ((freqs - f2) / 180.0) ** 2)
         env = env + 0.05 / self._h[:, 0]  # a little spectral tilt so every harmonic is present
-        env[freqs > 0.45 * SAMPLE_RATE] = 0.0
+        env[freqs > 0.45 * OUTPUT_SAMPLE_RATE] = 0.0
         return f0, env * (loud / env.sum())
 
     def init_state(self, voice: str | None = None) -> ToneState:
@@ -194,7 +194,7 @@ class ToneVocoder(Vocoder):
             f_prev, w_prev = self.tone(prev_code)
         r = self._ramp
         freq = f_prev + (f0 - f_prev) * r  # [960]
-        ph = phase + (2.0 * math.pi / SAMPLE_RATE) * np.cumsum(freq)  # phase after each sample
+        ph = phase + (2.0 * math.pi / OUTPUT_SAMPLE_RATE) * np.cumsum(freq)  # phase after each sample
         amps = w_prev[:, None] * (1.0 - r) + w[:, None] * r  # [H, 960]
         seg = (amps * np.sin(self._h * ph)).sum(0)
         return seg, float(math.fmod(ph[-1], 2.0 * math.pi))

@@ -45,6 +45,7 @@ import math
 
 import numpy as np
 
+from a2llm_rt.audio import FACE_FPS
 from a2llm_rt.config import Config
 from a2llm_rt.errors import InputError
 from a2llm_rt.face.flame_to_arkit import EYELID_SCALE, head_to_flame_global
@@ -69,7 +70,7 @@ _DEG = math.pi / 180.0
 class IdleConfig(Config):
     """Parameters of idle life (sources in the module docstring)."""
 
-    fps: float = 25.0
+    fps: float = FACE_FPS
     """Frame rate of the face stream (the project's motion rate)."""
     blink_rate_per_min: float = 17.0
     """Mean spontaneous blink rate at rest (Bentivoglio et al. 1997: 17/min)."""

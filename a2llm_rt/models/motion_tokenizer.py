@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from a2llm_rt.audio import FACE_FPS
 from a2llm_rt.config import Config
 from a2llm_rt.errors import InputError
 from a2llm_rt.face.layouts import get_layout
@@ -53,7 +54,7 @@ class MotionTokenizerConfig(Config):
 
     layout: str = "flame58"
     """Face layout of the frames (``flame58``: 58 values, ``arkit52``: 52)."""
-    fps: float = 25.0
+    fps: float = FACE_FPS
     """Frame rate of the motion the tokenizer was trained on."""
     group: int = 5
     """G: frames per token (25 fps / 5 = 5 Hz tokens)."""

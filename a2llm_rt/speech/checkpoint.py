@@ -22,6 +22,7 @@ import yaml
 
 from a2llm_rt.errors import InputError
 from a2llm_rt.speech.config import FlowConfig, HiFTConfig
+from a2llm_rt.utils.cli import cli_main
 
 #: Final class names that a ``!new:`` / ``!name:`` tag may name (any module path): Step-Audio-2's flow classes,
 #: CosyVoice2 / flashcosyvoice's HiFT and its F0 predictor.
@@ -253,13 +254,15 @@ def load_hift_config(folder: str | Path) -> HiFTConfig:
     return HiFTConfig(**{k: tup(v) for k, v in data.items()})
 
 
-def main(argv: list[str] | None = None) -> None:
+@cli_main
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Convert a token2wav folder's flow.pt/hift.pt to safetensors, once.")
     p.add_argument("folder")
     a = p.parse_args(argv)
     for path in convert_folder(a.folder):
         print(path)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

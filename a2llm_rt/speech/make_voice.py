@@ -28,6 +28,7 @@ from a2llm_rt.audio import INPUT_SAMPLE_RATE, OUTPUT_SAMPLE_RATE, read_wav, resa
 from a2llm_rt.errors import InputError
 from a2llm_rt.models.mel import log_mel_spectrogram, slaney_mel_filterbank
 from a2llm_rt.speech.voice import MIN_PROMPT_CODES, Voice
+from a2llm_rt.utils.cli import cli_main
 
 MIN_SECONDS = 1.0
 MAX_SECONDS = 30.0
@@ -135,6 +136,7 @@ class VoiceMaker:
         return self(samples, sr, name or Path(path).stem)
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Make a voice file (prompt codes, speaker embedding, prompt mel) "
                                             "from a prompt WAV, using a token2wav folder's ONNX models.")
@@ -143,12 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--token2wav", required=True, help="folder with speech_tokenizer_v2_25hz.onnx and campplus.onnx")
     p.add_argument("--name", default=None)
     a = p.parse_args(argv)
-    try:
-        voice = VoiceMaker.from_folder(a.token2wav).from_wav(a.wav, a.name)
-        voice.save(a.out)
-    except InputError as e:
-        print(f"error: {e}")
-        return 2
+    voice = VoiceMaker.from_folder(a.token2wav).from_wav(a.wav, a.name)
+    voice.save(a.out)
     print(f"{a.out}: {voice.prompt_tokens.numel()} prompt codes, {voice.prompt_mel.shape[0]} mel frames")
     return 0
 

@@ -291,17 +291,19 @@ def test_presets_come_from_one_function_and_explicit_values_win():
 
 
 def test_serve_cli_options_come_from_server_config():
-    """Every ServerConfig field is a serve option whose default is the dataclass's (nothing restated by hand)."""
+    """Every ServerConfig field is a serve option whose default is the dataclass's (nothing restated by hand); its
+    nested VadConfig's fields are the ``--vad-*`` options."""
     import dataclasses
 
-    from a2llm_rt.config import config_from_args
-    from plugin_bridge.serve import build_parser
+    from a2llm_rt.audio_vad import VadConfig
+    from plugin_bridge.serve import build_parser, server_config
 
     args = build_parser().parse_args([])
-    assert all(hasattr(args, f.name) for f in dataclasses.fields(ServerConfig))
-    assert config_from_args(ServerConfig, args) == ServerConfig()
+    assert all(hasattr(args, f.name) for f in dataclasses.fields(ServerConfig) if f.name != "vad")
+    assert all(hasattr(args, "vad_" + f.name) for f in dataclasses.fields(VadConfig))
+    assert server_config(args) == ServerConfig()
     args = build_parser().parse_args(["--sndhwm", "7", "--pace-lookahead-s", "0.3", "--max-sessions", "5"])
-    cfg = config_from_args(ServerConfig, args)
+    cfg = server_config(args)
     assert (cfg.sndhwm, cfg.pace_lookahead_s, cfg.max_sessions) == (7, 0.3, 5)
     with pytest.raises(ValueError, match="pace_lookahead_s"):
-        config_from_args(ServerConfig, build_parser().parse_args(["--pace-lookahead-s", "0"]))
+        server_config(build_parser().parse_args(["--pace-lookahead-s", "0"]))

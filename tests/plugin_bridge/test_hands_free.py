@@ -21,6 +21,7 @@ from tests.speech_helpers import conversation
 RATE = 48000  # the browser's usual microphone rate: the server decimates to 16 kHz
 CHUNK = RATE // 50  # 20 ms
 TOL = int(0.25 * RATE)
+HOLD = int(0.7 * RATE)  # silence after an utterance that the VAD needs to end it (min_silence_ms 500 + pad + windows)
 TEXTS = ("Hello there, how are you today?", "I would like to buy a sword.", "Where is the castle of the old king?")
 
 
@@ -65,6 +66,13 @@ class Mic:
                 return m
         return None
 
+    def hear(self, utterance_end: int) -> P.SpeechEnded:
+        """Send up to ``HOLD`` samples of silence past ``utterance_end``, then wait for the server's SpeechEnded
+        without sending more: the stream stops inside the silence however late the server runs (a loaded machine
+        must not let the next utterance reach the VAD before this one's answer)."""
+        hit = self.send_until(utterance_end + HOLD, stop=lambda m: isinstance(m, P.SpeechEnded))
+        return hit if hit is not None else self.wait_for(lambda m: isinstance(m, P.SpeechEnded))
+
     def wait_for(self, stop, timeout_s: float = 120.0) -> P.Message:
         hit = self.drain(timeout_s, stop)
         assert hit is not None, "timed out"
@@ -81,9 +89,8 @@ def test_every_utterance_is_one_turn_with_start_and_end_within_250_ms():
         served.endpoint, ("arkit52",), idle_face=False
     ) as c:
         mic = Mic(c, sig)
-        for k in range(len(truth)):
-            ended = mic.send_until(sig.size, stop=lambda m: isinstance(m, P.SpeechEnded))
-            assert ended is not None, f"utterance {k} not heard"
+        for _, t1 in truth:
+            ended = mic.hear(t1)
             # the stream pauses (its clock with it) until the answer is over: no answer overlaps the next utterance
             end = mic.wait_for(lambda m, t=ended.turn_id: isinstance(m, P.TurnEnd) and m.turn_id == t)
             assert end.status == P.TurnStatus.COMPLETED and end.audio_samples > 0
@@ -107,8 +114,7 @@ def test_barge_in_cancels_the_answer_within_100_ms_of_stream_time():
     src = tiny_source(pace=1.0, max_seconds=3.0, min_seconds=3.0)  # a real-time answer of 3 s
     with Served(src) as served, CharacterClient(served.endpoint, ("arkit52",)) as c:
         mic = Mic(c, sig)
-        first = mic.send_until(sig.size, stop=lambda m: isinstance(m, P.SpeechEnded))
-        tid = first.turn_id
+        tid = mic.hear(truth[0][1]).turn_id
         mic.wait_for(lambda m: isinstance(m, P.AudioChunk) and m.turn_id == tid)  # the answer is playing
         barge = mic.send_until(sig.size, stop=lambda m: isinstance(m, P.BargeIn))
         assert barge is not None and barge.turn_id == tid

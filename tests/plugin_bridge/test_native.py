@@ -73,6 +73,7 @@ def test_fixtures_fuzz_and_sync_clock(native_build: Path) -> None:
     out = _ctest(native_build, "^(protocol|playback)$")
     assert "golden_messages_decode_to_their_fields" in out
     assert "interpolates_between_frames" in out
+    assert "ok   barge_in_cancels_one_server_turn" in out and "ok   idle_face_plays_on_its_own_clock" in out
 
 
 def test_final_errors_are_final(native_build: Path) -> None:
@@ -163,7 +164,28 @@ def live_server():
 
 def test_live_turn_against_python_server(native_build: Path, live_server: str) -> None:
     out = _ctest(native_build, "^live$", {"A2LLM_TEST_ENDPOINT": live_server})
-    for name in ("one_turn_complete_in_order_and_in_sync", "cancel_mid_answer", "api_misuse_fails_cleanly"):
+    for name in (
+        "one_turn_complete_in_order_and_in_sync",
+        "cancel_mid_answer",
+        "character_and_typed_turn_against_the_server",  # protocol version 2 through the C ABI
+        "two_characters_talk_at_once",
+        "api_misuse_fails_cleanly",
+    ):
+        assert f"ok   {name}" in out, out[-4000:]
+
+
+def test_characters_against_a_scripted_server(native_build: Path) -> None:
+    """Protocol version 2 through the C ABI against a scripted ZeroMQ server inside the test: Hello negotiation and
+    the version 1 fallback, the character re-sent after a restart, typed turns, hands-free speech events, barge-in
+    (15 ms fade, late audio dropped), idle face, local checks against ServerInfo."""
+    out = _ctest(native_build, "^characters$")
+    for name in (
+        "version_2_session_with_a_character_typed_turn_and_idle_face",
+        "hands_free_speech_events_and_barge_in",
+        "the_character_is_re_sent_after_a_server_restart",
+        "a_version_1_server_gets_a_version_1_session",
+        "max_version_1_speaks_version_1_to_a_version_2_server",
+    ):
         assert f"ok   {name}" in out, out[-4000:]
 
 

@@ -99,10 +99,11 @@ def test_dll_is_self_contained_and_exports_the_c_abi(wine_env: dict[str, str]) -
 
 
 def test_fixtures_fuzz_sync_clock_and_final_errors_under_wine(wine_env: dict[str, str]) -> None:
-    out = _ctest(wine_env, "^(protocol|playback|final_errors)$")
+    out = _ctest(wine_env, "^(protocol|playback|final_errors|characters)$")
     assert "golden_messages_decode_to_their_fields" in out
     assert "interpolates_between_frames" in out
     assert "ok   no_audio_is_sent_after_the_server_ends_the_utterance_and_nothing_is_resent" in out
+    assert "ok   hands_free_speech_events_and_barge_in" in out  # protocol version 2 through the DLL's C ABI
 
 
 def test_decoder_parity_with_protocol_py_under_wine(wine_env: dict[str, str], tmp_path: Path) -> None:

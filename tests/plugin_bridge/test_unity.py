@@ -65,8 +65,13 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _run_console(built: Path, *args: str, timeout: float = 60) -> str:
-    env = dict(os.environ, LD_LIBRARY_PATH=f"{NATIVE_DIR}:{os.environ.get('LD_LIBRARY_PATH', '')}")
+def _run_console(built: Path, *args: str, timeout: float = 60, extra_env: dict[str, str] | None = None) -> str:
+    env = dict(
+        os.environ,
+        **(extra_env or {}),
+        LD_LIBRARY_PATH=f"{NATIVE_DIR}:{os.environ.get('LD_LIBRARY_PATH', '')}",
+        A2LLM_FIXTURES=str(REPO / "plugin_bridge" / "fixtures"),
+    )
     proc = subprocess.run(
         ["mono", "--debug", str(built / "A2LLMUnityConsoleTest.exe"), *args],
         capture_output=True,
@@ -112,6 +117,34 @@ def test_runtime_compiles_and_unit_tests_pass(built: Path) -> None:
     out = _run_console(built, "--unit-only")
     assert "PASS 24k->48k: chunked output == full output" in out
     assert "PASS weights = clamp01(curve * scale) * 100" in out
+    # the managed codec (A2LLMProtocol.cs) against every golden fixture, versions 1 and 2
+    assert "PASS a golden fixture of every kind 1-21 (versions 1 and 2)" in out
+    assert any(x.startswith("PASS C# decodes ") and "byte for byte" in x for x in out.splitlines()), out
+    assert any(x.startswith("PASS C# rejects ") for x in out.splitlines()), out
+
+
+def test_managed_decoder_parity_with_protocol_py(built: Path, tmp_path: Path) -> None:
+    """A2LLMProtocol.cs accepts exactly what protocol.py accepts (and re-encodes it byte for byte) and rejects the
+    rest with the same ErrorCode, on deterministic mutations of every golden fixture (versions 1 and 2)."""
+    import struct
+
+    from plugin_bridge import protocol as P
+    from tests.plugin_bridge.test_native import _mutations
+
+    cases = _mutations(3000, seed=11)
+    blob = bytearray(struct.pack("<I", len(cases)))
+    for b in cases:
+        try:
+            P.decode(b)
+            code = 0
+        except P.ProtocolError as e:
+            code = int(e.code)
+        blob += struct.pack("<IH", len(b), code) + b
+    path = tmp_path / "parity.bin"
+    path.write_bytes(bytes(blob))
+    out = _run_console(built, "--unit-only", timeout=300, extra_env={"A2LLM_PARITY_FILE": str(path)})
+    line = next(x for x in out.splitlines() if "C# decoder parity with protocol.py" in x)
+    assert line.startswith("PASS") and "3000 cases" in line and " 0 differ" in line, line
 
 
 @pytest.mark.slow
@@ -146,6 +179,10 @@ def test_live_turn_through_native_core(built: Path) -> None:
         "PASS nothing of the refused utterance is sent or re-sent",
         "PASS no further errors for the refused utterance (28)",
         "PASS the next utterance is a new turn and completes",
+        "PASS protocol version 2 negotiated",
+        "PASS character and game context applied",
+        "PASS a typed turn is answered with speech",
+        "PASS an unknown emotion is refused by the core",
     ):
         assert line in out or any(x.startswith(line) for x in out.splitlines()), out
 

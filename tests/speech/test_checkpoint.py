@@ -71,6 +71,7 @@ flow: !new:cosyvoice2.flow.flow.CausalMaskedDiffWithXvec
 def _tiny_yaml(c: FlowConfig) -> str:
     y = FLOW_YAML
     for a, b in (
+        ("vocab_size: 6561", f"vocab_size: {c.vocab_size}"),
         ("input_size: 512", f"input_size: {c.input_size}"),
         ("output_size: 512", f"output_size: {c.input_size}"),
         ("llm_input_size: 512", f"llm_input_size: {c.input_size}"),

@@ -84,8 +84,10 @@ def test_load_vocoder_from_folder_with_named_voices(tmp_path):
         load_vocoder(str(d), 6561)
     with pytest.raises(InputError, match="6561 codes but the backbone emits 100"):
         load_vocoder(str(d), 100, voices=voices)
-    with pytest.raises(SystemExit, match="NAME=PATH"):
+    with pytest.raises(InputError, match="NAME=PATH"):
         parse_voices(["alice"])
+    with pytest.raises(InputError, match="alice given twice"):
+        parse_voices(["alice=a.wav", "alice=b.wav"])
 
 
 def test_turn_through_the_bridge_streams_speech_chunk_by_chunk():

@@ -107,11 +107,13 @@ def test_bad_prompts_are_refused(folder, case, match):
         vm(x, sr)
 
 
-def test_not_audio_is_refused(folder, tmp_path):
+def test_not_audio_is_refused(folder, tmp_path, capsys):
     (tmp_path / "x.wav").write_bytes(b"this is not a wav file" * 10)
     with pytest.raises(InputError, match="WAV"):
         VoiceMaker.from_folder(folder).from_wav(tmp_path / "x.wav")
     assert main([str(tmp_path / "x.wav"), str(tmp_path / "o"), "--token2wav", str(folder)]) == 2
+    out = capsys.readouterr()
+    assert "WAV" in out.err and out.err.startswith("error: ") and not out.out  # the error on stderr, not stdout
 
 
 def test_bad_voice_file_is_refused(tmp_path):

@@ -2,7 +2,8 @@
  * a2llm_client.h - the C ABI of the a2llm native client core (plugin_bridge/native).
  *
  * One client = one connection (a ZeroMQ DEALER socket) to the a2llm bridge server
- * (`python -m plugin_bridge.serve`), speaking wire protocol version 1 (plugin_bridge/PROTOCOL.md).
+ * (`python -m plugin_bridge.serve`), speaking wire protocol version 2 (plugin_bridge/PROTOCOL.md; a version 1 server gets
+ * a version 1 session: the calls marked "version 2" then return A2LLM_ERR_UNSUPPORTED).
  * Both engine plugins (Unity: C# P/Invoke; Unreal: C++) use only this header.
  *
  * Threads
@@ -21,6 +22,25 @@
  * Errors
  *   Functions return a negative a2llm_status on failure and set a thread-local message for a2llm_last_error().
  *   No C++ exception ever crosses this ABI. All strings are UTF-8 and NUL-terminated.
+ *
+ * Game characters (protocol version 2, PROTOCOL.md 10)
+ *   - a2llm_client_set_character (persona, voice, default emotion + intensity, emotion modes), a2llm_client_set_context
+ *     (the game's situation, changed between turns without resetting the conversation) and a2llm_client_set_emotion
+ *     may be called at any time, also before the Welcome: the core keeps the latest of each and sends it after every
+ *     Welcome of a version 2 session (so a server restart does not lose the character). The server answers each with
+ *     a CONFIG_ACK event (applied) or an ERROR event (refused: UNKNOWN_VOICE, UNKNOWN_EMOTION, TEXT_TOO_LONG,
+ *     BAD_TEXT, TURN_IN_PROGRESS; the session stays usable). Once the SERVER_INFO event has arrived, the core also
+ *     checks names and sizes itself and returns A2LLM_ERR_INVALID_ARGUMENT with the reason.
+ *   - a2llm_client_send_text starts a typed turn, answered like an utterance.
+ *   - Hands-free: a2llm_client_send_mic_* streams the microphone continuously (20-100 ms pieces in real time, at one
+ *     of the server's mic rates); the server's voice-activity detector cuts utterances and says so with
+ *     SPEECH_STARTED / SPEECH_ENDED events (the turn, with bit 31 set in its id, starts at SPEECH_ENDED and is
+ *     answered like any other); speech over an answer gives a BARGE_IN event: the core has already faded that
+ *     answer out (15 ms) and dropped the rest. Hands-free needs echo cancellation or a headset: without it the
+ *     character's own voice reaches the microphone and interrupts itself (enable the platform's acoustic echo
+ *     canceller, or do not send the microphone while the answer plays).
+ *   - Idle face (A2LLM_CAP_IDLE_FACE): between turns the server streams idle frames (blinks, saccades, breathing,
+ *     listening); a2llm_client_face_frame_at returns them when no answer plays (flag A2LLM_FRAME_IDLE).
  *
  * Audio and A/V sync
  *   Answer audio is float32 mono at the Welcome's output rate (24000 Hz); face frames run at the Welcome's fps
@@ -58,8 +78,8 @@
 extern "C" {
 #endif
 
-#define A2LLM_ABI_VERSION 1      /* bumped on any incompatible change of this header */
-#define A2LLM_PROTOCOL_VERSION 1 /* wire protocol version spoken */
+#define A2LLM_ABI_VERSION 2      /* bumped on any incompatible change of this header (2: game characters) */
+#define A2LLM_PROTOCOL_VERSION 2 /* highest wire protocol version spoken (a version 1 server is still served) */
 
 /* Face layout wire ids (a2llm_rt/face/layouts.py). */
 #define A2LLM_LAYOUT_FLAME58 1    /* 58 values: expression[50] | jaw[3] | global pose[3] | eyelids[2] */
@@ -71,6 +91,24 @@ extern "C" {
 #define A2LLM_CAP_AUDIO 2u
 #define A2LLM_CAP_FACE 4u
 #define A2LLM_CAP_LIVELINK_UDP 8u /* Welcome only */
+#define A2LLM_CAP_IDLE_FACE 16u   /* version 2: idle face frames between turns (needs FACE) */
+
+/* Character emotion modes (a2llm_character.emotion_modes) and emotion scopes (a2llm_client_set_emotion). */
+#define A2LLM_EMOTION_PROMPT 1u /* the emotion is an instruction in the prompt: speech and face follow it (A2-LLM) */
+#define A2LLM_EMOTION_FACE 2u   /* a bounded offset/gain on the ARKit face output, blended over 300 ms (Audio2Face) */
+#define A2LLM_SCOPE_SESSION 0   /* the session's default emotion from now on */
+#define A2LLM_SCOPE_NEXT_TURN 1 /* only the next turn that starts */
+
+/* Turns the server starts itself (hands-free utterances) have this bit set in their id. */
+#define A2LLM_SERVER_TURN_BIT 0x80000000u
+
+/* SPEECH_ENDED reasons (a2llm_event.reason). */
+#define A2LLM_SPEECH_END_SILENCE 0
+#define A2LLM_SPEECH_END_MAX_LENGTH 1
+#define A2LLM_SPEECH_END_OF_STREAM 2
+
+/* CONFIG_ACK flags (a2llm_event.flags). */
+#define A2LLM_ACK_CONVERSATION_RESET 1u /* a changed persona started a new conversation */
 
 /* Pass as samples_played to a2llm_client_face_frame_at: use the core's own playhead (samples handed out by
  * a2llm_client_read_audio for the playing turn) minus options.output_latency_ms. */
@@ -91,6 +129,7 @@ typedef enum a2llm_status {
     A2LLM_ERR_REFUSED = -8,          /* send_audio: the server ended this utterance's turn (AUDIO_TOO_LONG, or the
                                         turn failed / ended): nothing is sent (no retry); end the utterance
                                         (end_of_utterance) or cancel, then start a new one */
+    A2LLM_ERR_UNSUPPORTED = -9,      /* a version 2 call in a version 1 session (the server speaks only version 1) */
     A2LLM_ERR_INTERNAL = -99
 } a2llm_status;
 
@@ -111,9 +150,19 @@ typedef enum a2llm_event_type {
     A2LLM_EVENT_ERROR = 6,        /* code = the protocol ErrorCode (plugin_bridge/protocol.py): from the server's
                                      Error message, or 1..9 for a server message the core could not decode
                                      (then turn_id = 0); text = message */
-    A2LLM_EVENT_DISCONNECTED = 7  /* the server went silent for ~3.5 heartbeats, or answered NOT_WELCOMED /
+    A2LLM_EVENT_DISCONNECTED = 7, /* the server went silent for ~3.5 heartbeats, or answered NOT_WELCOMED /
                                      SESSION_EXPIRED (it restarted); the core says Hello again by itself
                                      (CONNECTED follows). A half-sent utterance is lost: send it again. */
+    /* version 2 */
+    A2LLM_EVENT_SERVER_INFO = 8,    /* limits, mic rates, voices and emotions arrived (a2llm_client_server_info) */
+    A2LLM_EVENT_CONFIG_ACK = 9,     /* code = the kind applied (12 Character, 15 GameContext, 17 SetEmotion);
+                                       flags: A2LLM_ACK_CONVERSATION_RESET */
+    A2LLM_EVENT_SPEECH_STARTED = 10, /* hands-free: turn_id (bit 31 set) = the turn the utterance will become;
+                                       start_sample, detected_sample (offsets in the mic stream at its rate) */
+    A2LLM_EVENT_SPEECH_ENDED = 11,  /* start_sample, end_sample, detected_sample, reason: the turn starts now */
+    A2LLM_EVENT_BARGE_IN = 12       /* the player spoke over the answer of turn_id: it is cancelled (already faded
+                                       out here; its TURN_END CANCELLED follows); start_sample = where the speech
+                                       began, detected_sample */
 } a2llm_event_type;
 
 typedef enum a2llm_turn_status {
@@ -129,7 +178,7 @@ typedef enum a2llm_turn_status {
 #define A2LLM_FRAME_IDLE 2         /* no turn is playing: the last frame shown is held */
 
 /* One event. Field order is chosen so that there is no implicit padding on 64-bit targets (P/Invoke friendly,
- * sizeof == 128 on 64-bit). Fields that do not apply to a type are 0 / NULL. */
+ * sizeof == 160 on 64-bit). Fields that do not apply to a type are 0 / NULL. */
 typedef struct a2llm_event {
     int32_t type;            /* a2llm_event_type */
     uint32_t turn_id;        /* header turn id (0 for session-level messages) */
@@ -159,6 +208,12 @@ typedef struct a2llm_event {
     uint32_t face_frames;    /* frames per layout */
     int32_t status;          /* TURN_END: a2llm_turn_status */
     uint64_t audio_samples;  /* TURN_END */
+    /* version 2: offsets in the client's mic stream at its own rate (PROTOCOL.md 10.8) */
+    uint64_t start_sample;     /* SPEECH_STARTED / SPEECH_ENDED: utterance start; BARGE_IN: interrupting speech start */
+    uint64_t end_sample;       /* SPEECH_ENDED */
+    uint64_t detected_sample;  /* SPEECH_* / BARGE_IN: stream samples the server had when it decided */
+    int32_t reason;            /* SPEECH_ENDED: A2LLM_SPEECH_END_* */
+    uint32_t flags;            /* CONFIG_ACK: A2LLM_ACK_* */
 } a2llm_event;
 
 typedef struct a2llm_client_options {
@@ -177,7 +232,8 @@ typedef struct a2llm_client_options {
                                       default 1024; 0 = no AUDIO/FACE events at all */
     uint32_t max_buffered_seconds; /* audio ring limit per client (oldest unplayed turn audio is never dropped:
                                       beyond the limit, new audio is refused and counted in stats); default 120 */
-    uint32_t reserved0;            /* 0 (keeps the pointers below 8-byte aligned without implicit padding) */
+    uint32_t max_version;          /* highest protocol version offered in Hello: 0 = A2LLM_PROTOCOL_VERSION (2);
+                                      1 = speak version 1 only */
     const char* curve_server_key;  /* ZeroMQ CURVE: the server's public key (Z85, 40 chars), or NULL */
     const char* curve_public_key;  /* the client's CURVE key pair (Z85); NULL = generate one */
     const char* curve_secret_key;
@@ -201,7 +257,7 @@ typedef struct a2llm_stats {
 } a2llm_stats;
 
 /* --- library ------------------------------------------------------------------------------------------------ */
-A2LLM_API const char* a2llm_version(void);         /* "0.1.0" */
+A2LLM_API const char* a2llm_version(void);         /* "0.2.0" */
 A2LLM_API uint32_t a2llm_abi_version(void);        /* A2LLM_ABI_VERSION */
 A2LLM_API uint32_t a2llm_protocol_version(void);   /* A2LLM_PROTOCOL_VERSION */
 /* The last error message set on the calling thread by a failed call ("" when none). Valid until the next call
@@ -263,6 +319,67 @@ A2LLM_API uint64_t a2llm_client_playback_position(a2llm_client* client, uint32_t
  * (BUFFER_TOO_SMALL when capacity < dims). *flags (may be NULL) gets A2LLM_FRAME_*. */
 A2LLM_API int32_t a2llm_client_face_frame_at(a2llm_client* client, uint64_t samples_played, float* out_curves,
                                              int32_t capacity, int32_t* layout_id, int32_t* flags);
+
+/* --- game characters (protocol version 2) ---------------------------------------------------------------- */
+typedef struct a2llm_character {
+    uint32_t struct_size;   /* = sizeof(a2llm_character); set by a2llm_character_init */
+    uint32_t emotion_modes; /* A2LLM_EMOTION_PROMPT | A2LLM_EMOTION_FACE (default both) */
+    float intensity;        /* default emotion intensity, 0..1 (default 0) */
+    uint32_t reserved0;     /* 0 */
+    const char* persona;    /* the character's system prompt (UTF-8); NULL or "" = the server's default persona.
+                               A changed persona starts a new conversation (CONFIG_ACK flags RESET) */
+    const char* voice;      /* a name from the server's voices; NULL or "" = the server's default voice */
+    const char* emotion;    /* default emotion, a name from the server's emotions; NULL or "" = neutral */
+} a2llm_character; /* sizeof == 40 on 64-bit targets */
+
+typedef struct a2llm_server_info {
+    uint32_t max_persona_chars; /* limits in Unicode code points */
+    uint32_t max_context_chars;
+    uint32_t max_text_chars;
+    uint32_t vad_min_speech_ms; /* the voice-activity detector's thresholds */
+    uint32_t vad_min_silence_ms;
+    uint32_t vad_barge_in_ms;
+    uint32_t n_mic_rates;
+    uint32_t mic_rates[8];      /* the first n_mic_rates (at most 8) rates a2llm_client_send_mic_* accepts */
+    uint32_t n_voices;          /* names: a2llm_client_voice_name(0 .. n_voices-1); the first is the default */
+    uint32_t n_emotions;        /* names: a2llm_client_emotion_name(...) */
+} a2llm_server_info; /* sizeof == 68 */
+
+/* Negotiated protocol version of the current session (1 or 2), 0 before the Welcome. */
+A2LLM_API int32_t a2llm_client_session_version(a2llm_client* client);
+/* Fill *ch with the defaults above. */
+A2LLM_API void a2llm_character_init(a2llm_character* ch);
+/* Configure the character (replaces persona, voice and default emotion). Strings are copied. Only between turns
+ * (the server answers TURN_IN_PROGRESS otherwise). Returns A2LLM_OK when stored (and sent, if connected) or a
+ * negative status: INVALID_ARGUMENT (bad UTF-8, intensity outside 0..1, unknown mode bits, and after SERVER_INFO:
+ * unknown voice or emotion, persona over the limit), UNSUPPORTED in a version 1 session. */
+A2LLM_API int32_t a2llm_client_set_character(a2llm_client* client, const a2llm_character* ch);
+/* The game's situation ("The player just lost the battle."), used from the next turn on; NULL or "" clears it.
+ * Does not reset the conversation. Same returns as set_character. */
+A2LLM_API int32_t a2llm_client_set_context(a2llm_client* client, const char* text);
+/* The emotion for the session (A2LLM_SCOPE_SESSION, kept and re-sent after a reconnect) or only the next turn
+ * (A2LLM_SCOPE_NEXT_TURN; needs a connected version 2 session). name: a server emotion (not empty); intensity 0..1.
+ * Allowed during a turn. Same returns as set_character. */
+A2LLM_API int32_t a2llm_client_set_emotion(a2llm_client* client, const char* name, float intensity, int32_t scope);
+/* Start a typed turn (UTF-8, not empty; at most max_text_chars). Returns the turn id (> 0; same numbering as the
+ * audio turns) or a negative status: NOT_CONNECTED, UNSUPPORTED (version 1), INVALID_ARGUMENT (empty, bad UTF-8,
+ * too long, or an utterance is half-sent). Refused turns get an ERROR event and a TURN_END FAILED. */
+A2LLM_API int32_t a2llm_client_send_text(a2llm_client* client, const char* text);
+/* Hands-free: the next piece of the continuous microphone stream (mono, at a rate from a2llm_server_info.mic_rates).
+ * The first call (and the first after end_of_stream != 0, a rate change or a reconnect) starts a new stream at
+ * sample 0. To end the stream (an utterance in progress ends) call with n = 0 and end_of_stream != 0: the stream's own
+ * rate is used (sample_rate is ignored; nothing is sent when no stream runs). Returns A2LLM_OK or NOT_CONNECTED /
+ * UNSUPPORTED / INVALID_ARGUMENT (rate not accepted, non-finite or out-of-range float samples). Large buffers are
+ * split into several messages. */
+A2LLM_API int32_t a2llm_client_send_mic_pcm16(a2llm_client* client, const int16_t* samples, uint32_t n,
+                                              uint32_t sample_rate, int32_t end_of_stream);
+A2LLM_API int32_t a2llm_client_send_mic_f32(a2llm_client* client, const float* samples, uint32_t n,
+                                            uint32_t sample_rate, int32_t end_of_stream);
+/* The server's ServerInfo: returns 1 and fills *out once SERVER_INFO arrived, 0 before (or in a version 1 session). */
+A2LLM_API int32_t a2llm_client_server_info(a2llm_client* client, a2llm_server_info* out);
+/* Voice / emotion names from ServerInfo (UTF-8), or NULL. Pointers stay valid until destroy. */
+A2LLM_API const char* a2llm_client_voice_name(a2llm_client* client, int32_t index);
+A2LLM_API const char* a2llm_client_emotion_name(a2llm_client* client, int32_t index);
 
 /* --- static data from the Welcome (curve names are sent once; frames carry values by index) ------------------ */
 /* Granted layout ids into out (up to capacity); returns how many were granted (0 before the Welcome). */

@@ -8,7 +8,9 @@
 #include "client.hpp"
 
 // The layouts the plugins' P/Invoke / C++ declarations rely on (64-bit targets).
-static_assert(sizeof(void*) != 8 || sizeof(a2llm_event) == 128, "a2llm_event layout changed");
+static_assert(sizeof(void*) != 8 || sizeof(a2llm_event) == 160, "a2llm_event layout changed");
+static_assert(sizeof(void*) != 8 || sizeof(a2llm_character) == 40, "a2llm_character layout changed");
+static_assert(sizeof(a2llm_server_info) == 68, "a2llm_server_info layout changed");
 static_assert(sizeof(void*) != 8 || sizeof(a2llm_client_options) == 72, "a2llm_client_options layout changed");
 static_assert(sizeof(a2llm_stats) == 104, "a2llm_stats layout changed");
 
@@ -227,6 +229,108 @@ A2LLM_API const char* a2llm_client_curve_name(a2llm_client* c, int32_t layout_id
     }
     try {
         return c->impl.curve_name(layout_id, index);
+    } catch (...) {
+        return nullptr;
+    }
+}
+
+// --- version 2: game characters ----------------------------------------------------------------------------------
+A2LLM_API int32_t a2llm_client_session_version(a2llm_client* c) {
+    A2LLM_CHECK_CLIENT(c);
+    return c->impl.session_version();
+}
+
+A2LLM_API void a2llm_character_init(a2llm_character* ch) {
+    if (ch == nullptr) return;
+    std::memset(ch, 0, sizeof(*ch));
+    ch->struct_size = sizeof(*ch);
+    ch->emotion_modes = A2LLM_EMOTION_PROMPT | A2LLM_EMOTION_FACE;
+}
+
+A2LLM_API int32_t a2llm_client_set_character(a2llm_client* c, const a2llm_character* ch) {
+    A2LLM_CHECK_CLIENT(c);
+    if (ch == nullptr) return set_error(A2LLM_ERR_INVALID_ARGUMENT, "character is NULL");
+    if (ch->struct_size != sizeof(a2llm_character)) {
+        return set_error(A2LLM_ERR_INVALID_ARGUMENT, "character.struct_size is " + std::to_string(ch->struct_size) +
+                                                         ", expected " + std::to_string(sizeof(a2llm_character)) +
+                                                         " (call a2llm_character_init first)");
+    }
+    if (ch->reserved0 != 0) return set_error(A2LLM_ERR_INVALID_ARGUMENT, "character.reserved0 must be 0");
+    return guarded([&]() -> int32_t {
+        c->impl.set_character(*ch);
+        return A2LLM_OK;
+    });
+}
+
+A2LLM_API int32_t a2llm_client_set_context(a2llm_client* c, const char* text) {
+    A2LLM_CHECK_CLIENT(c);
+    return guarded([&]() -> int32_t {
+        c->impl.set_context(text);
+        return A2LLM_OK;
+    });
+}
+
+A2LLM_API int32_t a2llm_client_set_emotion(a2llm_client* c, const char* name, float intensity, int32_t scope) {
+    A2LLM_CHECK_CLIENT(c);
+    return guarded([&]() -> int32_t {
+        c->impl.set_emotion(name, intensity, scope);
+        return A2LLM_OK;
+    });
+}
+
+A2LLM_API int32_t a2llm_client_send_text(a2llm_client* c, const char* text) {
+    A2LLM_CHECK_CLIENT(c);
+    if (text == nullptr) return set_error(A2LLM_ERR_INVALID_ARGUMENT, "text is NULL");
+    return guarded([&]() -> int32_t { return static_cast<int32_t>(c->impl.send_text(text)); });
+}
+
+A2LLM_API int32_t a2llm_client_send_mic_pcm16(a2llm_client* c, const int16_t* samples, uint32_t n,
+                                              uint32_t sample_rate, int32_t end_of_stream) {
+    A2LLM_CHECK_CLIENT(c);
+    if (n > 0 && samples == nullptr) return set_error(A2LLM_ERR_INVALID_ARGUMENT, "samples is NULL");
+    return guarded([&]() -> int32_t {
+        static const int16_t none = 0;
+        c->impl.send_mic(samples ? samples : &none, nullptr, n, sample_rate, end_of_stream != 0);
+        return A2LLM_OK;
+    });
+}
+
+A2LLM_API int32_t a2llm_client_send_mic_f32(a2llm_client* c, const float* samples, uint32_t n, uint32_t sample_rate,
+                                            int32_t end_of_stream) {
+    A2LLM_CHECK_CLIENT(c);
+    if (n > 0 && samples == nullptr) return set_error(A2LLM_ERR_INVALID_ARGUMENT, "samples is NULL");
+    return guarded([&]() -> int32_t {
+        static const float none = 0.0f;
+        c->impl.send_mic(nullptr, samples ? samples : &none, n, sample_rate, end_of_stream != 0);
+        return A2LLM_OK;
+    });
+}
+
+A2LLM_API int32_t a2llm_client_server_info(a2llm_client* c, a2llm_server_info* out) {
+    A2LLM_CHECK_CLIENT(c);
+    if (out == nullptr) return set_error(A2LLM_ERR_INVALID_ARGUMENT, "out is NULL");
+    return guarded([&]() -> int32_t { return c->impl.server_info(out) ? 1 : 0; });
+}
+
+A2LLM_API const char* a2llm_client_voice_name(a2llm_client* c, int32_t index) {
+    if (c == nullptr) {
+        set_error(A2LLM_ERR_INVALID_ARGUMENT, "client is NULL");
+        return nullptr;
+    }
+    try {
+        return c->impl.voice_name(index);
+    } catch (...) {
+        return nullptr;
+    }
+}
+
+A2LLM_API const char* a2llm_client_emotion_name(a2llm_client* c, int32_t index) {
+    if (c == nullptr) {
+        set_error(A2LLM_ERR_INVALID_ARGUMENT, "client is NULL");
+        return nullptr;
+    }
+    try {
+        return c->impl.emotion_name(index);
     } catch (...) {
         return nullptr;
     }

@@ -30,6 +30,35 @@ PlaybackConfig playback_config(const a2llm_client_options& o) {
 
 bool is_media(int type) { return type == A2LLM_EVENT_AUDIO || type == A2LLM_EVENT_FACE; }
 
+// A caller's string: NULL = "", must be valid UTF-8 of at most `max_bytes` bytes.
+std::string utf8_arg(const char* s, size_t max_bytes, const char* what) {
+    std::string out = s ? s : "";
+    if (!proto::valid_utf8(reinterpret_cast<const uint8_t*>(out.data()), out.size())) {
+        throw ApiError(A2LLM_ERR_INVALID_ARGUMENT, std::string(what) + " is not valid UTF-8");
+    }
+    if (out.size() > max_bytes) {
+        throw ApiError(A2LLM_ERR_INVALID_ARGUMENT, std::string(what) + " is " + std::to_string(out.size()) +
+                                                       " bytes, the limit is " + std::to_string(max_bytes));
+    }
+    return out;
+}
+
+size_t code_points(const std::string& s) {
+    size_t n = 0;
+    for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+    return n;
+}
+
+void check_intensity(float v) {
+    if (!std::isfinite(v) || v < 0.0f || v > 1.0f) {
+        throw ApiError(A2LLM_ERR_INVALID_ARGUMENT, "intensity must be a finite number in [0, 1]");
+    }
+}
+
+bool listed(const std::vector<std::string>* names, const std::string& name) {
+    return names != nullptr && std::find(names->begin(), names->end(), name) != names->end();
+}
+
 }  // namespace
 
 Client::Client(const std::string& endpoint, const a2llm_client_options& opts)
@@ -186,11 +215,259 @@ void Client::cancel() {
         if (state_.load() == A2LLM_STATE_READY) enqueue(m);
     }
     playback_.cancel_upto(upto);
+    uint32_t server_turn = last_server_turn_.load();  // a hands-free answer that may not have sent anything yet
+    if (server_turn != 0) playback_.cancel_turn(server_turn);
+}
+
+// --- version 2: game characters --------------------------------------------------------------------------------
+void Client::check_v2(const char* what) {
+    int v = session_version_.load();
+    if (state_.load() != A2LLM_STATE_READY || v == 0) {
+        throw ApiError(A2LLM_ERR_NOT_CONNECTED, std::string(what) + ": not connected (no Welcome yet)");
+    }
+    if (v < proto::kVersion2) {
+        throw ApiError(A2LLM_ERR_UNSUPPORTED, std::string(what) + ": the server speaks protocol version " +
+                                                   std::to_string(v) + " only (needs version 2)");
+    }
+}
+
+// Sends now in a connected version 2 session; before the Welcome the stored copy goes out after it. A version 1
+// session refuses (UNSUPPORTED).
+void Client::send_config_if_v2(const proto::Message& m) {
+    if (state_.load() != A2LLM_STATE_READY || session_version_.load() == 0) return;
+    check_v2(proto::kind_name(m.kind));
+    enqueue(m);
+}
+
+void Client::resend_config() {  // cfg_mu_ held
+    std::lock_guard<std::mutex> out(out_mu_);
+    if (has_character_) enqueue_locked(character_);
+    if (has_emotion_) enqueue_locked(emotion_);
+    if (has_context_) enqueue_locked(context_);
+}
+
+void Client::set_character(const a2llm_character& ch) {
+    proto::Message m;
+    m.kind = proto::Kind::Character;
+    if (ch.emotion_modes & ~3u) throw ApiError(A2LLM_ERR_INVALID_ARGUMENT, "unknown emotion_modes bits");
+    m.emotion_modes = static_cast<uint8_t>(ch.emotion_modes);
+    check_intensity(ch.intensity);
+    m.intensity = ch.intensity;
+    m.voice = utf8_arg(ch.voice, proto::kMaxName, "voice");
+    m.emotion = utf8_arg(ch.emotion, proto::kMaxName, "emotion");
+    m.persona = utf8_arg(ch.persona, proto::kMaxPayload - 16 - 2 * proto::kMaxName, "persona");
+    {
+        std::lock_guard<std::mutex> lock(info_mu_);
+        if (has_info_) {
+            if (!m.voice.empty() && !listed(voices_, m.voice)) {
+                throw ApiError(A2LLM_ERR_INVALID_ARGUMENT, "unknown voice '" + m.voice + "' (the server has " +
+                                                               std::to_string(info_.n_voices) + " voices)");
+            }
+            if (!m.emotion.empty() && !listed(emotions_, m.emotion)) {
+                throw ApiError(A2LLM_ERR_INVALID_ARGUMENT, "unknown emotion '" + m.emotion + "'");
+            }
+            if (code_points(m.persona) > info_.max_persona_chars) {
+                throw ApiError(A2LLM_ERR_INVALID_ARGUMENT, "persona has " + std::to_string(code_points(m.persona)) +
+                                                               " characters, the server's limit is " +
+                                                               std::to_string(info_.max_persona_chars));
+            }
+        }
+    }
+    std::lock_guard<std::mutex> lock(cfg_mu_);
+    send_config_if_v2(m);
+    character_ = m;
+    has_character_ = true;
+    has_emotion_ = false;  // the character's default emotion replaces a session emotion set before
+}
+
+void Client::set_context(const char* text) {
+    proto::Message m;
+    m.kind = proto::Kind::GameContext;
+    m.text = utf8_arg(text, proto::kMaxPayload - 4, "context");
+    {
+        std::lock_guard<std::mutex> lock(info_mu_);
+        if (has_info_ && code_points(m.text) > info_.max_context_chars) {
+            throw ApiError(A2LLM_ERR_INVALID_ARGUMENT, "context has " + std::to_string(code_points(m.text)) +
+                                                           " characters, the server's limit is " +
+                                                           std::to_string(info_.max_context_chars));
+        }
+    }
+    std::lock_guard<std::mutex> lock(cfg_mu_);
+    send_config_if_v2(m);
+    context_ = m;
+    has_context_ = true;
+}
+
+void Client::set_emotion(const char* name, float intensity, int scope) {
+    proto::Message m;
+    m.kind = proto::Kind::SetEmotion;
+    if (scope != A2LLM_SCOPE_SESSION && scope != A2LLM_SCOPE_NEXT_TURN) {
+        throw ApiError(A2LLM_ERR_INVALID_ARGUMENT, "scope must be A2LLM_SCOPE_SESSION or A2LLM_SCOPE_NEXT_TURN");
+    }
+    m.scope = static_cast<uint8_t>(scope);
+    check_intensity(intensity);
+    m.intensity = intensity;
+    m.name = utf8_arg(name, proto::kMaxName, "emotion");
+    if (m.name.empty()) throw ApiError(A2LLM_ERR_INVALID_ARGUMENT, "emotion name is empty");
+    {
+        std::lock_guard<std::mutex> lock(info_mu_);
+        if (has_info_ && !listed(emotions_, m.name)) {
+            throw ApiError(A2LLM_ERR_INVALID_ARGUMENT, "unknown emotion '" + m.name + "'");
+        }
+    }
+    if (scope == A2LLM_SCOPE_NEXT_TURN) {
+        check_v2("SetEmotion(NEXT_TURN)");
+        enqueue(m);
+        return;
+    }
+    std::lock_guard<std::mutex> lock(cfg_mu_);
+    send_config_if_v2(m);
+    emotion_ = m;
+    has_emotion_ = true;
+}
+
+uint32_t Client::send_text(const char* text) {
+    std::string t = utf8_arg(text, proto::kMaxPayload - 4, "text");
+    if (t.empty()) throw ApiError(A2LLM_ERR_INVALID_ARGUMENT, "text is empty");
+    check_v2("send_text");
+    {
+        std::lock_guard<std::mutex> lock(info_mu_);
+        if (has_info_ && code_points(t) > info_.max_text_chars) {
+            throw ApiError(A2LLM_ERR_INVALID_ARGUMENT, "text has " + std::to_string(code_points(t)) +
+                                                           " characters, the server's limit is " +
+                                                           std::to_string(info_.max_text_chars));
+        }
+    }
+    std::lock_guard<std::mutex> tx(tx_mu_);
+    if (tx_turn_ != 0) {
+        throw ApiError(A2LLM_ERR_INVALID_ARGUMENT, "an utterance is being sent (turn " + std::to_string(tx_turn_) +
+                                                       "): end it or cancel first");
+    }
+    proto::Message m;
+    m.kind = proto::Kind::UserText;
+    m.turn_id = ++last_turn_;
+    m.text = std::move(t);
+    enqueue(m);
+    return m.turn_id;
+}
+
+void Client::send_mic(const int16_t* pcm16, const float* f32, uint32_t n, uint32_t rate, bool end_of_stream) {
+    if (n > 0 && pcm16 == nullptr && f32 == nullptr) throw ApiError(A2LLM_ERR_INVALID_ARGUMENT, "samples is NULL");
+    if (n == 0 && end_of_stream) {  // only ending the stream: at the stream's own rate, whatever was passed
+        std::lock_guard<std::mutex> tx(tx_mu_);
+        if (!mic_active_) return;  // no stream to end
+        rate = mic_rate_;
+    }
+    if (f32) {
+        for (uint32_t i = 0; i < n; ++i) {
+            if (!std::isfinite(f32[i]) || f32[i] < -1.0f || f32[i] > 1.0f) {
+                throw ApiError(A2LLM_ERR_INVALID_ARGUMENT,
+                               "sample " + std::to_string(i) + " is not a finite value in [-1, 1]");
+            }
+        }
+    }
+    check_v2("send_mic");
+    {
+        std::lock_guard<std::mutex> lock(info_mu_);
+        if (has_info_) {
+            bool ok = false;
+            for (uint32_t i = 0; i < info_.n_mic_rates && i < 8; ++i) ok |= info_.mic_rates[i] == rate;
+            if (!ok) {
+                std::string rates;
+                for (uint32_t i = 0; i < info_.n_mic_rates && i < 8; ++i) {
+                    rates += (i ? ", " : "") + std::to_string(info_.mic_rates[i]);
+                }
+                throw ApiError(A2LLM_ERR_INVALID_ARGUMENT,
+                               "mic rate " + std::to_string(rate) + " Hz is not accepted by the server (" + rates + ")");
+            }
+        } else if (rate < proto::kMinSampleRate || rate > proto::kMaxSampleRate) {
+            throw ApiError(A2LLM_ERR_INVALID_ARGUMENT, "sample_rate " + std::to_string(rate) + " out of range");
+        }
+    }
+    std::lock_guard<std::mutex> tx(tx_mu_);
+    if (!mic_active_ || rate != mic_rate_) {  // a new stream starts at sample 0 (the server resets its detector)
+        mic_active_ = true;
+        mic_rate_ = rate;
+        mic_offset_ = 0;
+    }
+    std::lock_guard<std::mutex> lock(out_mu_);
+    uint32_t done = 0;
+    do {
+        uint32_t k = std::min(kChunkSamples, n - done);
+        proto::Message m;
+        m.kind = proto::Kind::MicAudio;
+        m.sample_rate = rate;
+        m.sample_offset = mic_offset_;
+        if (pcm16) {
+            m.audio_format = proto::kPcm16;
+            m.pcm16.assign(pcm16 + done, pcm16 + done + k);
+        } else {
+            m.audio_format = proto::kF32;
+            if (f32) m.f32.assign(f32 + done, f32 + done + k);
+        }
+        done += k;
+        m.end_of_stream = end_of_stream && done == n;
+        if (k > 0 || m.end_of_stream) enqueue_locked(m);
+        mic_offset_ += k;
+    } while (done < n);
+    if (end_of_stream) mic_active_ = false;
+}
+
+bool Client::server_info(a2llm_server_info* out) {
+    std::lock_guard<std::mutex> lock(info_mu_);
+    if (!has_info_) {
+        *out = a2llm_server_info{};
+        return false;
+    }
+    *out = info_;
+    return true;
+}
+
+const char* Client::voice_name(int index) {
+    std::lock_guard<std::mutex> lock(info_mu_);
+    if (voices_ == nullptr || index < 0 || index >= static_cast<int>(voices_->size())) return nullptr;
+    return (*voices_)[static_cast<size_t>(index)].c_str();
+}
+
+const char* Client::emotion_name(int index) {
+    std::lock_guard<std::mutex> lock(info_mu_);
+    if (emotions_ == nullptr || index < 0 || index >= static_cast<int>(emotions_->size())) return nullptr;
+    return (*emotions_)[static_cast<size_t>(index)].c_str();
+}
+
+void Client::on_server_info(const proto::Message& m) {
+    std::lock_guard<std::mutex> lock(info_mu_);
+    info_ = a2llm_server_info{};
+    info_.max_persona_chars = m.max_persona_chars;
+    info_.max_context_chars = m.max_context_chars;
+    info_.max_text_chars = m.max_text_chars;
+    info_.vad_min_speech_ms = m.vad_min_speech_ms;
+    info_.vad_min_silence_ms = m.vad_min_silence_ms;
+    info_.vad_barge_in_ms = m.vad_barge_in_ms;
+    info_.n_mic_rates = static_cast<uint32_t>(std::min<size_t>(m.mic_rates.size(), 8));
+    for (uint32_t i = 0; i < info_.n_mic_rates; ++i) info_.mic_rates[i] = m.mic_rates[i];
+    names_store_.push_back(std::make_unique<std::vector<std::string>>(m.voices));
+    voices_ = names_store_.back().get();
+    names_store_.push_back(std::make_unique<std::vector<std::string>>(m.emotions));
+    emotions_ = names_store_.back().get();
+    info_.n_voices = static_cast<uint32_t>(m.voices.size());
+    info_.n_emotions = static_cast<uint32_t>(m.emotions.size());
+    has_info_ = true;
 }
 
 // --- I/O thread ------------------------------------------------------------------------------------------------
 bool Client::send_raw(Out& o) {
-    if (o.header[6] == static_cast<uint8_t>(proto::Kind::Hello)) seq_ = 0;  // PROTOCOL.md §6.3: Hello starts at 0
+    if (o.header[6] == static_cast<uint8_t>(proto::Kind::Hello)) {
+        seq_ = 0;  // PROTOCOL.md §6.3: Hello starts at 0 (and always has header version 1, 10.1)
+    } else {
+        // PROTOCOL.md 10.1: from the Welcome on, every message of a version 2 session has header version 2
+        uint16_t v = static_cast<uint16_t>(o.header[4] | (o.header[5] << 8));
+        uint16_t sv = static_cast<uint16_t>(session_version_.load());
+        if (sv > v) {
+            o.header[4] = static_cast<uint8_t>(sv);
+            o.header[5] = static_cast<uint8_t>(sv >> 8);
+        }
+    }
     proto::put_u64(o.header.data() + 16, seq_);
     proto::put_u64(o.header.data() + 24, now_us());
     try {
@@ -229,6 +506,8 @@ bool Client::send_hello() {
     last_hello_ = Clock::now();
     proto::Message m;
     m.kind = proto::Kind::Hello;
+    m.min_version = proto::kVersion;
+    m.max_version = static_cast<uint16_t>(opts_.max_version == 0 ? proto::kMaxVersion : opts_.max_version);
     m.capabilities = opts_.capabilities;
     for (uint32_t i = 0; i < opts_.n_layouts; ++i) m.layout_ids.push_back(opts_.layouts[i]);
     m.name = client_name_;
@@ -258,7 +537,9 @@ void Client::lost_session(const char* why) {
         std::lock_guard<std::mutex> tx(tx_mu_);
         tx_turn_ = 0;  // a half-sent utterance is gone with the session
         refused_turn_ = 0;
+        mic_active_ = false;  // the mic stream starts again at sample 0 in the next session
     }
+    session_version_ = 0;
     playback_.end_all();  // the turns in flight will get no TurnEnd: play what arrived
     Event ev;
     ev.e.type = A2LLM_EVENT_DISCONNECTED;
@@ -288,16 +569,21 @@ void Client::on_welcome(const proto::Message& m) {
         session_timeout_ms_ = heartbeat_ms_ * 7 / 2;
         granted_.clear();
         names_.clear();
+        has_info_ = false;  // a version 2 session sends its ServerInfo next
+        voices_ = emotions_ = nullptr;
         for (const proto::LayoutInfo& lay : m.layouts) {
             names_store_.push_back(std::make_unique<std::vector<std::string>>(lay.names));
             names_[lay.layout_id] = names_store_.back().get();
             granted_.push_back(lay.layout_id);
         }
     }
-    if (again) {
+    {
         std::lock_guard<std::mutex> tx(tx_mu_);
-        tx_turn_ = 0;
-        refused_turn_ = 0;
+        mic_active_ = false;
+        if (again) {
+            tx_turn_ = 0;
+            refused_turn_ = 0;
+        }
     }
     if (again) playback_.end_all();
     playback_.configure(m.output_sample_rate, m.fps);
@@ -308,6 +594,10 @@ void Client::on_welcome(const proto::Message& m) {
     ev.text = m.name;
     push_event(std::move(ev));
     {
+        // under cfg_mu_: a set_character racing with this Welcome is either re-sent here or sent by itself
+        std::lock_guard<std::mutex> cfg(cfg_mu_);
+        session_version_ = m.version;
+        if (m.version >= proto::kVersion2) resend_config();  // before any turn of the game's
         std::lock_guard<std::mutex> lock(state_mu_);
         state_ = A2LLM_STATE_READY;
     }
@@ -340,6 +630,34 @@ void Client::handle(const proto::Message& m) {
             counters_.audio_samples_received += ev.data.size();
             break;
         }
+        case proto::Kind::ServerInfo:
+            on_server_info(m);
+            ev.e.type = A2LLM_EVENT_SERVER_INFO;
+            break;
+        case proto::Kind::ConfigAck:
+            ev.e.type = A2LLM_EVENT_CONFIG_ACK;
+            ev.e.code = m.acked_kind;
+            ev.e.flags = m.flags;
+            break;
+        case proto::Kind::SpeechStarted:
+            ev.e.type = A2LLM_EVENT_SPEECH_STARTED;
+            ev.e.start_sample = m.start_sample;
+            ev.e.detected_sample = m.detected_sample;
+            break;
+        case proto::Kind::SpeechEnded:
+            if (m.turn_id != 0) last_server_turn_ = m.turn_id;
+            ev.e.type = A2LLM_EVENT_SPEECH_ENDED;
+            ev.e.start_sample = m.start_sample;
+            ev.e.end_sample = m.end_sample;
+            ev.e.detected_sample = m.detected_sample;
+            ev.e.reason = m.reason;
+            break;
+        case proto::Kind::BargeIn:
+            playback_.cancel_turn(m.turn_id);  // at once, with a 15 ms fade; its TurnEnd(CANCELLED) follows
+            ev.e.type = A2LLM_EVENT_BARGE_IN;
+            ev.e.start_sample = m.speech_sample;
+            ev.e.detected_sample = m.detected_sample;
+            break;
         case proto::Kind::FaceFrames:
             ev.e.type = A2LLM_EVENT_FACE;
             ev.e.first_frame = m.first_frame;
@@ -347,7 +665,11 @@ void Client::handle(const proto::Message& m) {
             ev.e.dims = m.dims;
             ev.e.layout_id = m.layout_id;
             ev.e.fps = m.fps;
-            playback_.add_face(m.turn_id, m.first_frame, m.layout_id, m.dims, m.values.data(), m.n_frames);
+            if (m.turn_id == 0) {  // idle face between turns (PROTOCOL.md 10.9)
+                playback_.add_idle_face(m.first_frame, m.layout_id, m.dims, m.values.data(), m.n_frames);
+            } else {
+                playback_.add_face(m.turn_id, m.first_frame, m.layout_id, m.dims, m.values.data(), m.n_frames);
+            }
             ev.data = m.values;
             {
                 std::lock_guard<std::mutex> lock(info_mu_);

@@ -22,7 +22,7 @@
 #include "protocol.hpp"
 #include "zmq_loader.hpp"
 
-#define A2LLM_VERSION_STRING "0.1.0"
+#define A2LLM_VERSION_STRING "0.2.0"
 
 namespace a2llm {
 
@@ -44,6 +44,16 @@ public:
     // pcm16 or f32 (one of them, or neither when n == 0). Returns the turn id.
     uint32_t send_audio(const int16_t* pcm16, const float* f32, uint32_t n, uint32_t sample_rate, bool eou);
     void cancel();
+    // version 2 (PROTOCOL.md 10)
+    int session_version() const { return session_version_.load(); }
+    void set_character(const a2llm_character& ch);
+    void set_context(const char* text);
+    void set_emotion(const char* name, float intensity, int scope);
+    uint32_t send_text(const char* text);
+    void send_mic(const int16_t* pcm16, const float* f32, uint32_t n, uint32_t sample_rate, bool end_of_stream);
+    bool server_info(a2llm_server_info* out);
+    const char* voice_name(int index);
+    const char* emotion_name(int index);
     bool poll(a2llm_event* ev);
     void stats(a2llm_stats* out);
     Playback& playback() { return playback_; }
@@ -76,6 +86,10 @@ private:
     void on_welcome(const proto::Message& m);
     void lost_session(const char* why);
     void utterance_ended_by_server(uint32_t turn, const std::string& why);
+    void check_v2(const char* what);        // throws NOT_CONNECTED / UNSUPPORTED unless a v2 session is up
+    void send_config_if_v2(const proto::Message& m);
+    void resend_config();                   // after a v2 Welcome: the stored character, emotion and context
+    void on_server_info(const proto::Message& m);
     void push_event(Event&& ev);
 
     struct ZmqLoaded {
@@ -122,6 +136,20 @@ private:
     uint32_t welcomes_ = 0;
     uint64_t peer_time_us_ = 0;
     a2llm_stats counters_{};
+
+    // version 2
+    std::atomic<int> session_version_{0};        // negotiated version (0 before the Welcome)
+    std::mutex cfg_mu_;                          // the character configuration kept across reconnects
+    bool has_character_ = false, has_context_ = false, has_emotion_ = false;
+    proto::Message character_, context_, emotion_;
+    bool has_info_ = false;                      // info_mu_: the session's ServerInfo
+    a2llm_server_info info_{};
+    const std::vector<std::string>* voices_ = nullptr;
+    const std::vector<std::string>* emotions_ = nullptr;
+    bool mic_active_ = false;                    // tx_mu_: the mic stream being sent
+    uint64_t mic_offset_ = 0;
+    uint32_t mic_rate_ = 0;
+    std::atomic<uint32_t> last_server_turn_{0};  // the latest hands-free turn that started (SpeechEnded)
 
     Playback playback_;
 };

@@ -24,12 +24,14 @@ void Playback::set_jitter_target(uint64_t samples) {
 }
 
 Playback::Turn* Playback::find_or_add(uint32_t turn) {
-    if (turn <= dropped_to_) return nullptr;
+    int f = family(turn);
+    uint32_t k = ordinal(turn);
+    if (turn == 0 || k <= dropped_to_[f]) return nullptr;
     for (auto& t : turns_) {
-        if (t->id == turn) return t.get();
+        if (t->id == turn) return t->cancelled ? nullptr : t.get();
     }
-    if (turn <= max_turn_) return nullptr;  // older than a turn we already have: stale
-    max_turn_ = turn;
+    if (k <= max_turn_[f]) return nullptr;  // older than a turn of its family we already have: stale
+    max_turn_[f] = k;
     turns_.push_back(std::make_unique<Turn>());
     turns_.back()->id = turn;
     return turns_.back().get();
@@ -131,14 +133,115 @@ void Playback::end_all() {
     }
 }
 
-void Playback::cancel_upto(uint32_t turn) {
-    std::lock_guard<std::mutex> lock(mu_);
-    while (!turns_.empty() && turns_.front()->id <= turn) {
-        buffered_ -= turn_size(*turns_.front());
+void Playback::mark_done(uint32_t turn) {
+    int f = family(turn);
+    uint32_t k = ordinal(turn);
+    dropped_to_[f] = std::max(dropped_to_[f], k);
+    max_turn_[f] = std::max(max_turn_[f], k);
+}
+
+void Playback::fade_front() {
+    Turn& t = *turns_.front();
+    uint64_t before = turn_size(t);
+    size_t k = t.ever_started ? std::min(kFadeSamples, t.audio.size()) : 0;
+    if (k == 0) {
+        buffered_ -= before;
         turns_.pop_front();
+        return;
     }
-    dropped_to_ = std::max(dropped_to_, turn);
-    max_turn_ = std::max(max_turn_, turn);
+    t.audio.resize(k);
+    for (size_t i = 0; i < k; ++i) t.audio[i] *= static_cast<float>(k - 1 - i) / static_cast<float>(k);  // ends at 0
+    t.pending.clear();
+    t.ended = t.started = t.cancelled = true;  // plays now (also after an underrun), then the turn is finished
+    buffered_ = buffered_ - before + k;
+}
+
+void Playback::cancel_upto(uint32_t client_upto) {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& t : turns_) mark_done(t->id);
+    while (turns_.size() > 1) {
+        buffered_ -= turn_size(*turns_.back());
+        turns_.pop_back();
+    }
+    if (!turns_.empty() && !turns_.front()->cancelled) fade_front();
+    if (client_upto != 0) mark_done(client_upto & ~kServerTurnBit);
+    max_turn_[0] = std::max(max_turn_[0], dropped_to_[0]);
+    max_turn_[1] = std::max(max_turn_[1], dropped_to_[1]);
+}
+
+void Playback::cancel_turn(uint32_t turn) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (turn == 0) return;
+    for (size_t i = 0; i < turns_.size(); ++i) {
+        if (turns_[i]->id != turn) continue;
+        if (i == 0) {
+            if (!turns_[0]->cancelled) fade_front();
+        } else {
+            buffered_ -= turn_size(*turns_[i]);
+            turns_.erase(turns_.begin() + static_cast<std::ptrdiff_t>(i));
+        }
+        break;
+    }
+    mark_done(turn);
+}
+
+bool Playback::add_idle_face(uint64_t first_frame, int layout, int dims, const float* values, uint32_t n,
+                             Clock::time_point now) {
+    if (dims <= 0 || n == 0) return false;
+    std::lock_guard<std::mutex> lock(mu_);
+    FaceStore& fs = idle_.face[layout];
+    if (fs.dims != 0 && fs.dims != dims) return false;
+    fs.dims = dims;
+    for (uint32_t i = 0; i < n; ++i) {
+        const float* row = values + static_cast<size_t>(i) * dims;
+        fs.frames[first_frame + i].assign(row, row + dims);
+    }
+    uint64_t newest = first_frame + n - 1;
+    if (!idle_.any || newest > idle_.newest) idle_.newest = newest;
+    idle_.any = true;
+    idle_.stale = false;
+    uint64_t keep_from = idle_.newest > 100 ? idle_.newest - 100 : 0;  // 4 s of idle frames at most
+    for (auto& kv : idle_.face) kv.second.frames.erase(kv.second.frames.begin(), kv.second.frames.lower_bound(keep_from));
+    double target = static_cast<double>(idle_.newest) - kIdleLagFrames;
+    double pos = idle_.anchor_frame +
+                 std::chrono::duration<double>(now - idle_.anchor_time).count() * static_cast<double>(cfg_.fps);
+    if (!idle_.anchored || std::fabs(pos - target) > kIdleResyncFrames) {  // (re)start, resume after a turn, drift
+        idle_.anchored = true;
+        idle_.anchor_frame = target;
+        idle_.anchor_time = now;
+    }
+    st_.frames += n;
+    return true;
+}
+
+int Playback::idle_face_at(int layout, float* out, int capacity, int* flags, Clock::time_point now) {
+    auto fit = idle_.face.find(layout);
+    if (!idle_.anchored || fit == idle_.face.end() || fit->second.frames.empty()) {
+        return hold_last(layout, out, capacity, flags, kIdle);
+    }
+    FaceStore& fs = fit->second;
+    if (capacity < fs.dims) return -1;
+    double pos = idle_.anchor_frame +
+                 std::chrono::duration<double>(now - idle_.anchor_time).count() * static_cast<double>(cfg_.fps);
+    double first = static_cast<double>(fs.frames.begin()->first);
+    if (pos < first) pos = first;
+    uint64_t k0 = static_cast<uint64_t>(std::floor(pos));
+    double a = pos - static_cast<double>(k0);
+    if (idle_.stale) return hold_last(layout, out, capacity, flags, kIdle);  // after an answer, before idle resumes
+    auto f0 = std::prev(fs.frames.upper_bound(k0));  // at or before the instant (the first frame is <= pos)
+    if (f0->first < k0) a = 0.0;                      // late (past the newest, or a missing frame): held
+    std::vector<float>& last = last_out_[layout];
+    auto f1 = fs.frames.find(k0 + 1);
+    if (a == 0.0 || f1 == fs.frames.end()) {
+        last = f0->second;
+    } else {
+        last.resize(static_cast<size_t>(fs.dims));
+        float af = static_cast<float>(a);
+        for (int i = 0; i < fs.dims; ++i) last[i] = f0->second[i] + af * (f1->second[i] - f0->second[i]);
+    }
+    std::copy(last.begin(), last.end(), out);
+    if (flags) *flags = kIdle;
+    return static_cast<int>(last.size());
 }
 
 size_t Playback::read(float* out, size_t n) {
@@ -164,8 +267,9 @@ size_t Playback::read(float* out, size_t n) {
         played += k;
         if (done == n) break;
         if (t.ended) {  // finished: the next turn follows without a gap
-            dropped_to_ = std::max(dropped_to_, t.id);
+            mark_done(t.id);
             turns_.pop_front();
+            idle_.stale = true;  // idle frames from before this answer are outdated
             continue;
         }
         t.started = false;  // underrun in the middle of a turn: silence, the playhead stays, re-buffer
@@ -197,9 +301,9 @@ int Playback::hold_last(int layout, float* out, int capacity, int* flags, int fl
     return dims;
 }
 
-int Playback::face_at(uint64_t samples, int layout, float* out, int capacity, int* flags) {
+int Playback::face_at(uint64_t samples, int layout, float* out, int capacity, int* flags, Clock::time_point now) {
     std::lock_guard<std::mutex> lock(mu_);
-    if (turns_.empty() || !turns_.front()->ever_started) return hold_last(layout, out, capacity, flags, kIdle);
+    if (turns_.empty() || !turns_.front()->ever_started) return idle_face_at(layout, out, capacity, flags, now);
     Turn& t = *turns_.front();
     if (samples == kCurrent) samples = t.base > cfg_.latency ? t.base - cfg_.latency : 0;
     auto fit = t.face.find(layout);

@@ -1,7 +1,8 @@
-// Decoder and encoder of the a2llm wire protocol v1; see protocol.hpp. Mirrors plugin_bridge/protocol.py check by
+// Decoder and encoder of the a2llm wire protocol (versions 1 and 2); see protocol.hpp. Mirrors plugin_bridge/protocol.py check by
 // check (same order, same ErrorCode) so that every client rejects the same bytes for the same reason.
 #include "protocol.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -216,6 +217,102 @@ void parse_turn_end(Reader& r, Message& m) {
     }
 }
 
+// --- version 2 (PROTOCOL.md 10) ------------------------------------------------------------------------------------
+std::string name8(Reader& r, const char* what) {
+    uint8_t n = r.u8();
+    return r.utf8(n, what);
+}
+
+std::string text32(Reader& r, const char* what) {
+    uint32_t n = r.u32();
+    return r.utf8(n, what);
+}
+
+// protocol._intensity, run by the message's _validate after the parse
+void check_intensity(float v) {
+    check(std::isfinite(v), kNonFinite, "intensity is not finite");
+    if (!(v >= 0.0f && v <= 1.0f)) fail(kBadValue, "intensity=" + std::to_string(v) + " must be in [0, 1]");
+}
+
+void parse_character(Reader& r, Message& m) {
+    m.emotion_modes = r.u8();
+    uint8_t r1 = r.u8();
+    uint16_t r2 = r.u16();
+    m.intensity = r.f32();
+    check(r1 == 0 && r2 == 0, kBadValue, "Character: reserved fields are not 0");
+    check((m.emotion_modes & ~3) == 0, kBadValue, "Character: unknown emotion_modes bits");
+    check(std::isfinite(m.intensity), kNonFinite, "Character: intensity is not finite");
+    m.voice = name8(r, "voice");
+    m.emotion = name8(r, "emotion");
+    m.persona = text32(r, "persona");
+    r.finish();
+    check_intensity(m.intensity);
+    check(m.persona.size() <= kMaxPayload - 16 - 2 * kMaxName, kBadValue, "persona is too long");
+}
+
+void parse_server_info(Reader& r, Message& m) {
+    m.max_persona_chars = r.u32();
+    m.max_context_chars = r.u32();
+    m.max_text_chars = r.u32();
+    m.vad_min_speech_ms = r.u32();
+    m.vad_min_silence_ms = r.u32();
+    m.vad_barge_in_ms = r.u32();
+    uint8_t n = r.u8();
+    const uint8_t* b = r.take(4u * n);
+    m.mic_rates.resize(n);
+    for (size_t i = 0; i < n; ++i) m.mic_rates[i] = ld32(b + 4 * i);
+    std::vector<std::string>* lists[] = {&m.voices, &m.emotions};
+    const char* what[] = {"voice", "emotion"};
+    for (int k = 0; k < 2; ++k) {
+        uint8_t count = r.u8();
+        lists[k]->clear();
+        for (int i = 0; i < count; ++i) lists[k]->push_back(name8(r, what[k]));
+    }
+    r.finish();
+    for (uint32_t rate : m.mic_rates) {
+        if (rate < kMinSampleRate || rate > kMaxSampleRate) fail(kBadValue, "mic rate " + std::to_string(rate) + " out of range");
+    }
+    for (const std::string& v : m.voices) check(!v.empty(), kBadValue, "an empty name in voices");
+    for (const std::string& e : m.emotions) check(!e.empty(), kBadValue, "an empty name in emotions");
+}
+
+void parse_config_ack(Reader& r, Message& m) {
+    m.acked_kind = r.u16();
+    m.flags = r.u16();
+    r.finish();
+    uint16_t k = m.acked_kind;
+    if (k != static_cast<uint16_t>(Kind::Character) && k != static_cast<uint16_t>(Kind::GameContext) &&
+        k != static_cast<uint16_t>(Kind::SetEmotion)) {
+        fail(kBadValue, "ConfigAck for kind " + std::to_string(k));
+    }
+    check((m.flags & ~kConfigAckConversationReset) == 0, kBadValue, "unknown ConfigAck flags");
+}
+
+void parse_set_emotion(Reader& r, Message& m) {
+    m.scope = r.u8();
+    uint8_t r1 = r.u8();
+    uint16_t r2 = r.u16();
+    m.intensity = r.f32();
+    check(r1 == 0 && r2 == 0, kBadValue, "SetEmotion: reserved fields are not 0");
+    check(m.scope <= kScopeNextTurn, kBadValue, "SetEmotion: unknown scope");
+    check(std::isfinite(m.intensity), kNonFinite, "SetEmotion: intensity is not finite");
+    m.name = name8(r, "emotion name");
+    r.finish();
+    check_intensity(m.intensity);
+    check(!m.name.empty(), kBadValue, "empty emotion name");
+}
+
+void parse_speech_ended(Reader& r, Message& m) {
+    m.start_sample = r.u64();
+    m.end_sample = r.u64();
+    m.detected_sample = r.u64();
+    m.reason = r.u8();
+    uint8_t r1 = r.u8(), r2 = r.u8(), r3 = r.u8();
+    check(r1 == 0 && r2 == 0 && r3 == 0, kBadValue, "SpeechEnded: reserved bytes are not 0");
+    check(m.reason <= kEndOfStream, kBadValue, "SpeechEnded: unknown reason");
+    r.finish();
+}
+
 void parse_payload(Kind kind, const uint8_t* p, size_t n, Message& m) {
     Reader r(p, n, kind_name(kind));
     switch (kind) {
@@ -260,6 +357,33 @@ void parse_payload(Kind kind, const uint8_t* p, size_t n, Message& m) {
         }
         case Kind::Cancel:
         case Kind::Bye: r.finish(); break;
+        case Kind::Character: parse_character(r, m); break;
+        case Kind::ServerInfo: parse_server_info(r, m); break;
+        case Kind::ConfigAck: parse_config_ack(r, m); break;
+        case Kind::GameContext:
+        case Kind::UserText:
+            m.text = text32(r, "text");
+            r.finish();
+            break;
+        case Kind::SetEmotion: parse_set_emotion(r, m); break;
+        case Kind::MicAudio: {
+            uint8_t flags = parse_audio(r, m);
+            check((flags & ~kMicFlagEndOfStream) == 0, kBadValue, "unknown MicAudio flags");
+            m.end_of_stream = (flags & kMicFlagEndOfStream) != 0;
+            validate_audio(m);
+            break;
+        }
+        case Kind::SpeechStarted:
+            m.start_sample = r.u64();
+            m.detected_sample = r.u64();
+            r.finish();
+            break;
+        case Kind::SpeechEnded: parse_speech_ended(r, m); break;
+        case Kind::BargeIn:
+            m.speech_sample = r.u64();
+            m.detected_sample = r.u64();
+            r.finish();
+            break;
     }
 }
 
@@ -267,12 +391,17 @@ void header_checks(const uint8_t* d, size_t n, Header& h) {
     if (n != kHeaderSize) fail(kBadLength, "header is " + std::to_string(n) + " bytes, expected 32");
     check(std::memcmp(d, "A2LM", 4) == 0, kBadMagic, "bad magic, expected A2LM");
     uint16_t version = ld16(d + 4);
-    if (version != kVersion) {
-        fail(kUnsupportedVersion, "protocol version " + std::to_string(version) + " is not supported (supported: [1])");
+    if (version < kVersion || version > kMaxVersion) {
+        fail(kUnsupportedVersion, "protocol version " + std::to_string(version) + " is not supported (supported: [1, 2])");
     }
     uint16_t kind = ld16(d + 6);
-    if (kind < 1 || kind > 11) fail(kUnknownKind, "unknown message kind " + std::to_string(kind));
+    if (kind < 1 || kind > kMaxKind) fail(kUnknownKind, "unknown message kind " + std::to_string(kind));
     h.kind = static_cast<Kind>(kind);
+    h.version = version;
+    if (version < min_version(h.kind)) {
+        fail(kUnknownKind, "message kind " + std::to_string(kind) + " does not exist in protocol version " +
+                               std::to_string(version));
+    }
     h.turn_id = ld32(d + 8);
     h.payload_length = ld32(d + 12);
     h.seq = ld64(d + 16);
@@ -285,6 +414,7 @@ void header_checks(const uint8_t* d, size_t n, Header& h) {
 bool finish_decode(const Header& h, const uint8_t* payload, size_t n, Message& out) {
     out = Message();
     out.kind = h.kind;
+    out.header_version = h.version;
     out.turn_id = h.turn_id;
     out.seq = h.seq;
     out.send_time_us = h.send_time_us;
@@ -329,9 +459,21 @@ const char* kind_name(Kind k) {
         case Kind::Heartbeat: return "Heartbeat";
         case Kind::Error: return "Error";
         case Kind::Bye: return "Bye";
+        case Kind::Character: return "Character";
+        case Kind::ServerInfo: return "ServerInfo";
+        case Kind::ConfigAck: return "ConfigAck";
+        case Kind::GameContext: return "GameContext";
+        case Kind::UserText: return "UserText";
+        case Kind::SetEmotion: return "SetEmotion";
+        case Kind::MicAudio: return "MicAudio";
+        case Kind::SpeechStarted: return "SpeechStarted";
+        case Kind::SpeechEnded: return "SpeechEnded";
+        case Kind::BargeIn: return "BargeIn";
     }
     return "?";
 }
+
+uint16_t min_version(Kind k) { return static_cast<uint16_t>(k) >= static_cast<uint16_t>(Kind::Character) ? kVersion2 : kVersion; }
 
 int layout_dims(int layout_id) {
     switch (layout_id) {
@@ -474,10 +616,14 @@ std::vector<uint8_t> encode_payload(const Message& m) {
             w.bytes(m.name);
             break;
         case Kind::UserAudio:
-        case Kind::AudioChunk: {
+        case Kind::AudioChunk:
+        case Kind::MicAudio: {
             bool pcm = m.audio_format == kPcm16;
             w.u8(pcm ? kPcm16 : kF32);
-            w.u8(m.kind == Kind::UserAudio && m.end_of_utterance ? kAudioFlagEndOfUtterance : 0);
+            uint8_t flags = 0;
+            if (m.kind == Kind::UserAudio && m.end_of_utterance) flags = kAudioFlagEndOfUtterance;
+            if (m.kind == Kind::MicAudio && m.end_of_stream) flags = kMicFlagEndOfStream;
+            w.u8(flags);
             w.u16(1);
             w.u32(m.sample_rate);
             w.u64(m.sample_offset);
@@ -529,6 +675,68 @@ std::vector<uint8_t> encode_payload(const Message& m) {
             break;
         case Kind::Cancel:
         case Kind::Bye: break;
+        case Kind::Character:
+            w.u8(m.emotion_modes);
+            w.u8(0);
+            w.u16(0);
+            w.f32(m.intensity);
+            w.u8(static_cast<uint8_t>(m.voice.size()));
+            w.bytes(m.voice);
+            w.u8(static_cast<uint8_t>(m.emotion.size()));
+            w.bytes(m.emotion);
+            w.u32(static_cast<uint32_t>(m.persona.size()));
+            w.bytes(m.persona);
+            break;
+        case Kind::ServerInfo:
+            w.u32(m.max_persona_chars);
+            w.u32(m.max_context_chars);
+            w.u32(m.max_text_chars);
+            w.u32(m.vad_min_speech_ms);
+            w.u32(m.vad_min_silence_ms);
+            w.u32(m.vad_barge_in_ms);
+            w.u8(static_cast<uint8_t>(m.mic_rates.size()));
+            for (uint32_t r : m.mic_rates) w.u32(r);
+            for (const std::vector<std::string>* names : {&m.voices, &m.emotions}) {
+                w.u8(static_cast<uint8_t>(names->size()));
+                for (const std::string& n : *names) {
+                    w.u8(static_cast<uint8_t>(n.size()));
+                    w.bytes(n);
+                }
+            }
+            break;
+        case Kind::ConfigAck:
+            w.u16(m.acked_kind);
+            w.u16(m.flags);
+            break;
+        case Kind::GameContext:
+        case Kind::UserText:
+            w.u32(static_cast<uint32_t>(m.text.size()));
+            w.bytes(m.text);
+            break;
+        case Kind::SetEmotion:
+            w.u8(m.scope);
+            w.u8(0);
+            w.u16(0);
+            w.f32(m.intensity);
+            w.u8(static_cast<uint8_t>(m.name.size()));
+            w.bytes(m.name);
+            break;
+        case Kind::SpeechStarted:
+            w.u64(m.start_sample);
+            w.u64(m.detected_sample);
+            break;
+        case Kind::SpeechEnded:
+            w.u64(m.start_sample);
+            w.u64(m.end_sample);
+            w.u64(m.detected_sample);
+            w.u8(m.reason);
+            w.u8(0);
+            w.u16(0);
+            break;
+        case Kind::BargeIn:
+            w.u64(m.speech_sample);
+            w.u64(m.detected_sample);
+            break;
     }
     return std::move(w.b);
 }
@@ -536,8 +744,9 @@ std::vector<uint8_t> encode_payload(const Message& m) {
 std::array<uint8_t, kHeaderSize> encode_header(const Message& m, uint32_t payload_length) {
     std::array<uint8_t, kHeaderSize> h{};
     std::memcpy(h.data(), "A2LM", 4);
-    h[4] = static_cast<uint8_t>(kVersion);
-    h[5] = static_cast<uint8_t>(kVersion >> 8);
+    uint16_t v = std::max(m.header_version, min_version(m.kind));
+    h[4] = static_cast<uint8_t>(v);
+    h[5] = static_cast<uint8_t>(v >> 8);
     uint16_t k = static_cast<uint16_t>(m.kind);
     h[6] = static_cast<uint8_t>(k);
     h[7] = static_cast<uint8_t>(k >> 8);

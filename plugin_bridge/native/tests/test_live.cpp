@@ -93,7 +93,7 @@ TEST(one_turn_complete_in_order_and_in_sync) {
                 case A2LLM_EVENT_CONNECTED:
                     connected_event = true;
                     CHECK(ev.text != nullptr && ev.text_len > 0);
-                    CHECK_EQ(ev.code, 1);
+                    CHECK_EQ(ev.code, A2LLM_PROTOCOL_VERSION);  // the server speaks version 2
                     break;
                 case A2LLM_EVENT_TEXT_DELTA:
                     CHECK_EQ(ev.turn_id, 1u);
@@ -236,6 +236,112 @@ TEST(cancel_mid_answer) {
     a2llm_client_destroy(c);
 }
 
+TEST(character_and_typed_turn_against_the_server) {
+    // protocol version 2 against the real server: ServerInfo, a character from its own lists, a game context, a
+    // typed turn answered with text, audio and face, and a refused unknown emotion that leaves the session usable
+    int32_t layouts[] = {A2LLM_LAYOUT_ARKIT52};
+    a2llm_client* c = connect(layouts, 1);
+    CHECK_EQ(a2llm_client_wait_ready(c, 60000), int32_t(A2LLM_OK));
+    CHECK_EQ(a2llm_client_session_version(c), int32_t(2));
+    a2llm_server_info info{};
+    auto t0 = Clock::now();
+    while (a2llm_client_server_info(c, &info) != 1 && seconds_since(t0) < 120.0) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    CHECK(info.n_emotions >= 7 && info.max_text_chars > 0 && info.n_mic_rates >= 1);
+    CHECK_EQ(std::string(a2llm_client_emotion_name(c, 0)), std::string("neutral"));
+    a2llm_character ch;
+    a2llm_character_init(&ch);
+    ch.persona = "You are Mira, a grumpy blacksmith.";
+    ch.voice = info.n_voices ? a2llm_client_voice_name(c, 0) : "";
+    ch.emotion = a2llm_client_emotion_name(c, 1);
+    ch.intensity = 0.5f;
+    CHECK_EQ(a2llm_client_set_character(c, &ch), int32_t(A2LLM_OK));
+    CHECK_EQ(a2llm_client_set_context(c, "The player just lost the battle."), int32_t(A2LLM_OK));
+    CHECK_EQ(a2llm_client_set_emotion(c, "no-such-emotion", 0.5f, A2LLM_SCOPE_SESSION), int32_t(A2LLM_ERR_INVALID_ARGUMENT));
+    int32_t turn = a2llm_client_send_text(c, "Can you fix my sword?");
+    CHECK(turn > 0);
+    int acks = 0, audio = 0, face = 0;
+    bool ended = false;
+    a2llm_event end{};
+    std::vector<float> buf(240);
+    while (!ended && seconds_since(t0) < 300.0) {
+        a2llm_event ev;
+        while (a2llm_client_poll(c, &ev) == 1) {
+            if (ev.type == A2LLM_EVENT_CONFIG_ACK) ++acks;
+            if (ev.type == A2LLM_EVENT_AUDIO && ev.turn_id == uint32_t(turn)) audio += int(ev.n_samples);
+            if (ev.type == A2LLM_EVENT_FACE && ev.turn_id == uint32_t(turn)) face += int(ev.n_frames);
+            if (ev.type == A2LLM_EVENT_ERROR) th::fail(__FILE__, __LINE__, std::string("server error: ") + ev.text);
+            if (ev.type == A2LLM_EVENT_TURN_END && ev.turn_id == uint32_t(turn)) {
+                ended = true;
+                end = ev;
+            }
+        }
+        a2llm_client_read_audio(c, buf.data(), 240);
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    CHECK(ended);
+    CHECK_EQ(end.status, int32_t(A2LLM_TURN_COMPLETED));
+    CHECK_EQ(acks, 2);  // Character and GameContext applied (the unknown emotion never left the client)
+    CHECK(audio > 0 && face > 0);
+    CHECK_EQ(uint64_t(audio), end.audio_samples);
+    a2llm_client_destroy(c);
+}
+
+TEST(two_characters_talk_at_once) {
+    // two connections = two characters with different personas and emotions, typed turns running at the same time
+    int32_t layouts[] = {A2LLM_LAYOUT_ARKIT52};
+    a2llm_client* c[2] = {connect(layouts, 1), connect(layouts, 1)};
+    const char* personas[2] = {"You are Brokk, the gruff dwarven smith.", "You are Lyra, a cheerful elven bard."};
+    auto t0 = Clock::now();
+    int32_t turns[2] = {0, 0};
+    for (int i = 0; i < 2; ++i) {
+        CHECK_EQ(a2llm_client_wait_ready(c[i], 60000), int32_t(A2LLM_OK));
+        a2llm_server_info info{};
+        while (a2llm_client_server_info(c[i], &info) != 1 && seconds_since(t0) < 120.0) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
+        a2llm_character ch;
+        a2llm_character_init(&ch);
+        ch.persona = personas[i];
+        ch.emotion = a2llm_client_emotion_name(c[i], i == 0 ? 3 : 1);  // angry / happy in the default table
+        ch.voice = info.n_voices > static_cast<uint32_t>(i) ? a2llm_client_voice_name(c[i], i) : "";
+        ch.intensity = 0.7f;
+        CHECK_EQ(a2llm_client_set_character(c[i], &ch), int32_t(A2LLM_OK));
+    }
+    for (int i = 0; i < 2; ++i) turns[i] = a2llm_client_send_text(c[i], i == 0 ? "Fix my sword." : "Sing me a song.");
+    bool ended[2] = {false, false};
+    int status[2] = {-1, -1};
+    uint64_t samples[2] = {0, 0};
+    std::vector<float> buf(240);
+    while (!(ended[0] && ended[1]) && seconds_since(t0) < 300.0) {
+        for (int i = 0; i < 2; ++i) {
+            a2llm_event ev;
+            while (a2llm_client_poll(c[i], &ev) == 1) {
+                if (ev.type == A2LLM_EVENT_ERROR) th::fail(__FILE__, __LINE__, std::string("server error: ") + ev.text);
+                if (ev.type == A2LLM_EVENT_TURN_END && ev.turn_id == uint32_t(turns[i])) {
+                    ended[i] = true;
+                    status[i] = ev.status;
+                    samples[i] = ev.audio_samples;
+                }
+            }
+            a2llm_client_read_audio(c[i], buf.data(), 240);
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    for (int i = 0; i < 2; ++i) {
+        CHECK(ended[i]);
+        CHECK_EQ(status[i], int(A2LLM_TURN_COMPLETED));
+        CHECK(samples[i] > 0);
+    }
+    a2llm_stats s0{}, s1{};
+    a2llm_client_stats(c[0], &s0);
+    a2llm_client_stats(c[1], &s1);
+    CHECK(s0.session_id != s1.session_id);
+    a2llm_client_destroy(c[0]);
+    a2llm_client_destroy(c[1]);
+}
+
 TEST(api_misuse_fails_cleanly) {
     CHECK(a2llm_client_create(nullptr, nullptr) == nullptr);
     CHECK(std::strlen(a2llm_last_error()) > 0);
@@ -263,7 +369,7 @@ TEST(api_misuse_fails_cleanly) {
     lid = 77;
     CHECK_EQ(a2llm_client_face_frame_at(c, 0, curves, 10, &lid, nullptr), int32_t(A2LLM_ERR_INVALID_ARGUMENT));
     CHECK_EQ(a2llm_client_read_audio(c, nullptr, 10), int32_t(A2LLM_ERR_INVALID_ARGUMENT));
-    CHECK_EQ(std::string(a2llm_version()), std::string("0.1.0"));
+    CHECK_EQ(std::string(a2llm_version()), std::string("0.2.0"));
     CHECK_EQ(a2llm_abi_version(), uint32_t(A2LLM_ABI_VERSION));
     CHECK_EQ(a2llm_layout_dims(A2LLM_LAYOUT_LIVELINK61), 61);
     a2llm_client_destroy(c);

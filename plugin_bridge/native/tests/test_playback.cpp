@@ -1,5 +1,6 @@
 // The audio ring, jitter buffer and A/V sync clock (Playback): interpolation between 25 fps frames, the jitter
 // target, underruns, late frames, out-of-order arrival, turn sequencing and cancel. No network.
+#include <chrono>
 #include <vector>
 
 #include "harness.hpp"
@@ -181,7 +182,7 @@ TEST(turns_play_back_to_back) {
     CHECK_EQ(p.stats().buffered, uint64_t(50));
 }
 
-TEST(cancel_drops_buffered_audio_and_holds_the_face) {
+TEST(cancel_fades_out_drops_buffered_audio_and_holds_the_face) {
     Playback p(cfg(0));
     add_audio(p, 1, 0, 5000);
     add_frames(p, 1, 0, 5);
@@ -190,8 +191,14 @@ TEST(cancel_drops_buffered_audio_and_holds_the_face) {
     int flags = -1;
     CHECK_NEAR(face0(p, 1440, &flags), 1.5, 1e-5);
     p.cancel_upto(1);
+    // a 15 ms fade from the playhead (sample 1000) down to 0, then silence: no click, no more of the answer
+    CHECK_EQ(p.stats().buffered, uint64_t(Playback::kFadeSamples));
+    CHECK_EQ(p.read(buf.data(), 1000), Playback::kFadeSamples);
+    CHECK_NEAR(buf[0], 1000e-6 * (Playback::kFadeSamples - 1) / double(Playback::kFadeSamples), 1e-9);
+    for (size_t i = 1; i < Playback::kFadeSamples; ++i) CHECK(buf[i] < buf[i - 1] + 1e-12f);
+    CHECK_EQ(buf[Playback::kFadeSamples - 1], 0.f);
+    CHECK_EQ(buf[Playback::kFadeSamples], 0.f);
     CHECK_EQ(p.read(buf.data(), 1000), size_t(0));
-    CHECK_EQ(buf[0], 0.f);
     CHECK_EQ(p.stats().buffered, uint64_t(0));
     CHECK_NEAR(face0(p, Playback::kCurrent, &flags), 1.5, 1e-5);  // idle: the last face shown is held
     CHECK_EQ(flags, int(Playback::kIdle));
@@ -200,6 +207,101 @@ TEST(cancel_drops_buffered_audio_and_holds_the_face) {
     CHECK_EQ(p.stats().buffered, uint64_t(0));
     add_audio(p, 2, 0, 100);  // the next turn plays
     CHECK_EQ(p.read(buf.data(), 100), size_t(100));
+}
+
+TEST(cancel_before_playback_drops_at_once) {
+    Playback p(cfg(2400));
+    add_audio(p, 1, 0, 1000);  // pre-buffering: nothing played yet
+    p.cancel_upto(1);
+    std::vector<float> buf(500);
+    CHECK_EQ(p.read(buf.data(), 500), size_t(0));
+    CHECK_EQ(p.stats().buffered, uint64_t(0));
+    p.cancel_upto(3);  // a cancel also refuses client turns not seen yet (<= 3)
+    add_audio(p, 3, 0, 100);
+    CHECK_EQ(p.stats().buffered, uint64_t(0));
+}
+
+TEST(client_and_server_turns_play_in_arrival_order) {
+    // PROTOCOL.md 10.1: hands-free turns have bit 31 set; client turns keep their own numbering
+    const uint32_t s1 = Playback::kServerTurnBit | 1, s2 = Playback::kServerTurnBit | 2;
+    Playback p(cfg(0));
+    add_audio(p, 1, 0, 100);
+    p.end_turn(1);
+    add_audio(p, s1, 0, 100);
+    p.end_turn(s1);
+    add_audio(p, 2, 0, 100);  // a typed turn after a hands-free one is not "stale"
+    p.end_turn(2);
+    std::vector<float> buf(300);
+    CHECK_EQ(p.read(buf.data(), 300), size_t(300));
+    add_audio(p, s1, 100, 10);  // late audio of finished turns is refused, in both families
+    add_audio(p, 1, 100, 10);
+    CHECK_EQ(p.stats().buffered, uint64_t(0));
+    add_audio(p, s2, 0, 50);
+    uint32_t turn = 0;
+    CHECK_EQ(p.read(buf.data(), 10), size_t(10));
+    p.position(&turn);
+    CHECK_EQ(turn, s2);
+}
+
+TEST(barge_in_cancels_one_server_turn) {
+    const uint32_t s1 = Playback::kServerTurnBit | 1;
+    Playback p(cfg(0));
+    add_audio(p, s1, 0, 4800);
+    std::vector<float> buf(2000);
+    p.read(buf.data(), 1000);
+    p.cancel_turn(s1);
+    CHECK_EQ(p.read(buf.data(), 2000), Playback::kFadeSamples);
+    add_audio(p, s1, 4800, 360);  // the server's own fade chunk of the cancelled turn is not played again
+    CHECK_EQ(p.read(buf.data(), 2000), size_t(0));
+    p.cancel_turn(Playback::kServerTurnBit | 2);  // a turn cancelled before any of it arrived
+    add_audio(p, Playback::kServerTurnBit | 2, 0, 100);
+    CHECK_EQ(p.stats().buffered, uint64_t(0));
+    add_audio(p, 5, 0, 100);  // client turns are unaffected
+    CHECK_EQ(p.read(buf.data(), 100), size_t(100));
+}
+
+TEST(idle_face_plays_on_its_own_clock_behind_the_newest_frame) {
+    using Clock = Playback::Clock;
+    using std::chrono::milliseconds;
+    Playback p(cfg(0));
+    auto t0 = Clock::time_point() + std::chrono::seconds(1000);
+    auto idle = [&](uint64_t first, uint32_t n, Clock::time_point at) {
+        std::vector<float> vals;
+        for (uint32_t k = 0; k < n; ++k)
+            for (int i = 0; i < kDims; ++i) vals.push_back(float(first + k));
+        CHECK(p.add_idle_face(first, kLayout, kDims, vals.data(), n, at));
+    };
+    auto at = [&](Clock::time_point when, int* fl) {
+        std::vector<float> out(kDims, -99.f);
+        int n = p.face_at(Playback::kCurrent, kLayout, out.data(), kDims, fl, when);
+        return n == kDims ? out[0] : -1.f;
+    };
+    int flags = -1;
+    idle(0, 8, t0);  // frames 0..7 arrive at once: shown 3 frames behind the newest (jitter buffer)
+    CHECK_NEAR(at(t0, &flags), 4.0, 1e-5);
+    CHECK_EQ(flags, int(Playback::kIdle));
+    CHECK_NEAR(at(t0 + milliseconds(20), &flags), 4.5, 1e-4);  // interpolated at 25 fps
+    CHECK_NEAR(at(t0 + milliseconds(200), &flags), 7.0, 1e-4);  // caught up with the newest: held
+    CHECK_NEAR(at(t0 + milliseconds(400), &flags), 7.0, 1e-4);
+    idle(8, 2, t0 + milliseconds(80));  // in time: no re-anchoring (the clock goes on)
+    CHECK_NEAR(at(t0 + milliseconds(120), &flags), 7.0, 1e-4);
+    CHECK_NEAR(at(t0 + milliseconds(140), &flags), 7.5, 1e-4);
+    // an answer plays (the idle stream pauses), then idle resumes with later frames: re-anchored, no jump back
+    add_audio(p, 1, 0, 960);
+    add_frames(p, 1, 0, 1);
+    p.end_turn(1);
+    std::vector<float> buf(480);
+    p.read(buf.data(), 480);
+    CHECK_NEAR(at(t0 + milliseconds(4000), &flags), 0.0, 1e-4);  // the answer's face
+    p.read(buf.data(), 480);
+    p.read(buf.data(), 480);  // the audio callback runs on: the finished answer leaves
+    uint32_t playing = 7;
+    p.position(&playing);
+    CHECK_EQ(playing, uint32_t(0));
+    CHECK_NEAR(at(t0 + milliseconds(5000), &flags), 0.0, 1e-4);  // the answer's last frame is held (no pop back)
+    idle(10, 2, t0 + milliseconds(6000));
+    CHECK_NEAR(at(t0 + milliseconds(6000), &flags), 8.0, 1e-4);
+    CHECK_EQ(flags, int(Playback::kIdle));
 }
 
 TEST(current_playhead_with_output_latency) {

@@ -112,6 +112,35 @@ static void check_fields(const std::string& file, const Message& m, const Json& 
         else if (k == "echo_us") CHECK_EQ(double(m.echo_us), v.num);
         else if (k == "code") CHECK_EQ(double(m.code), v.num);
         else if (k == "message") CHECK_EQ(m.text, v.str);
+        // version 2 (PROTOCOL.md 10)
+        else if (k == "emotion_modes") CHECK_EQ(double(m.emotion_modes), v.num);
+        else if (k == "intensity") CHECK_EQ(double(m.intensity), v.num);
+        else if (k == "voice") CHECK_EQ(m.voice, v.str);
+        else if (k == "emotion") CHECK_EQ(m.emotion, v.str);
+        else if (k == "persona") CHECK_EQ(m.persona, v.str);
+        else if (k == "scope") CHECK_EQ(double(m.scope), v.num);
+        else if (k == "name") CHECK_EQ(m.name, v.str);
+        else if (k == "max_persona_chars") CHECK_EQ(double(m.max_persona_chars), v.num);
+        else if (k == "max_context_chars") CHECK_EQ(double(m.max_context_chars), v.num);
+        else if (k == "max_text_chars") CHECK_EQ(double(m.max_text_chars), v.num);
+        else if (k == "vad_min_speech_ms") CHECK_EQ(double(m.vad_min_speech_ms), v.num);
+        else if (k == "vad_min_silence_ms") CHECK_EQ(double(m.vad_min_silence_ms), v.num);
+        else if (k == "vad_barge_in_ms") CHECK_EQ(double(m.vad_barge_in_ms), v.num);
+        else if (k == "mic_rates") {
+            CHECK_EQ(m.mic_rates.size(), v.arr.size());
+            for (size_t i = 0; i < std::min(m.mic_rates.size(), v.arr.size()); ++i) CHECK_EQ(double(m.mic_rates[i]), v.arr[i].num);
+        } else if (k == "voices" || k == "emotions") {
+            const std::vector<std::string>& got = k == "voices" ? m.voices : m.emotions;
+            CHECK_EQ(got.size(), v.arr.size());
+            for (size_t i = 0; i < std::min(got.size(), v.arr.size()); ++i) CHECK_EQ(got[i], v.arr[i].str);
+        } else if (k == "acked_kind") CHECK_EQ(double(m.acked_kind), v.num);
+        else if (k == "flags") CHECK_EQ(double(m.flags), v.num);
+        else if (k == "end_of_stream") CHECK_EQ(m.end_of_stream, v.b);
+        else if (k == "start_sample") CHECK_EQ(double(m.start_sample), v.num);
+        else if (k == "end_sample") CHECK_EQ(double(m.end_sample), v.num);
+        else if (k == "detected_sample") CHECK_EQ(double(m.detected_sample), v.num);
+        else if (k == "speech_sample") CHECK_EQ(double(m.speech_sample), v.num);
+        else if (k == "reason") CHECK_EQ(double(m.reason), v.num);
         else known = false;
         if (!known) th::fail(__FILE__, __LINE__, file + ": unknown field '" + k + "' in index.json");
     }
@@ -125,7 +154,7 @@ TEST(golden_messages_decode_to_their_fields) {
     CHECK_EQ(index.at("max_payload").num, double(a2llm::proto::kMaxPayload));
     const Json& msgs = index.at("messages");
     CHECK(msgs.arr.size() >= 11);
-    std::vector<int> kinds_seen(12, 0);
+    std::vector<int> kinds_seen(a2llm::proto::kMaxKind + 1, 0);
     for (const Json& e : msgs.arr) {
         const std::string file = e.at("file").str;
         std::vector<uint8_t> b = read_bytes(g_dir + "/" + file);
@@ -142,6 +171,7 @@ TEST(golden_messages_decode_to_their_fields) {
         CHECK_EQ(double(m.turn_id), e.at("turn_id").num);
         CHECK_EQ(double(m.seq), e.at("seq").num);
         CHECK_EQ(double(m.send_time_us), e.at("send_time_us").num);
+        CHECK_EQ(double(m.header_version), e.at("version").num);
         check_fields(file, m, e.at("fields"));
         kinds_seen[static_cast<int>(m.kind)] = 1;
 
@@ -152,7 +182,7 @@ TEST(golden_messages_decode_to_their_fields) {
         std::vector<uint8_t> again = a2llm::proto::encode(m);
         if (again != b) th::fail(__FILE__, __LINE__, file + ": re-encoding differs from the fixture");
     }
-    for (int k = 1; k <= 11; ++k) {
+    for (int k = 1; k <= a2llm::proto::kMaxKind; ++k) {
         if (!kinds_seen[k]) th::fail(__FILE__, __LINE__, "no golden fixture for kind " + std::to_string(k));
     }
 }

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <string>
 
+#include "A2LLMCharacterApi.h"
 #include "A2LLMNativeApi.h"
 
 #if defined(_WIN32)
@@ -90,6 +91,25 @@ int main(int argc, char** argv)
 		if (Client == nullptr)
 		{
 			std::fprintf(stderr, "create failed: %s\n", Api.a2llm_last_error());
+		}
+		else
+		{
+			// the component's character path (A2LLMCharacterApi.h): stored before the Welcome, checked locally
+			A2LLM::FCharacterUtf8 Character;
+			Character.Persona = "A cheerful innkeeper.";
+			Character.Voice = "alice";
+			Character.Emotion = "happy";
+			Character.Intensity = 0.5f;
+			EXPECT(A2LLM::ApplyCharacter(Api, Client, Character) == A2LLM_OK);
+			Character.Intensity = 1.5f;
+			EXPECT(A2LLM::ApplyCharacter(Api, Client, Character) == A2LLM_ERR_INVALID_ARGUMENT);
+			EXPECT(Api.a2llm_client_session_version(Client) == 0);
+			EXPECT(Api.a2llm_client_send_text(Client, "hello") == A2LLM_ERR_NOT_CONNECTED);
+			int Names = 0;
+			A2LLM::ForEachServerName(Api, Client, true, [&Names](const char*) { ++Names; });
+			EXPECT(Names == 0); // no ServerInfo before the Welcome
+			EXPECT(A2LLM::AcceptedMicRate(Api, Client, 48000) == 0);
+			EXPECT(A2LLM::IsServerTurn(A2LLM_SERVER_TURN_BIT | 1) && !A2LLM::IsServerTurn(1));
 		}
 	}
 	Api.a2llm_client_destroy(Client);

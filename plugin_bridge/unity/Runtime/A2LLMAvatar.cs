@@ -34,6 +34,17 @@ namespace A2LLM
     {
     }
 
+    [Serializable]
+    public class A2LLMConfigEvent : UnityEvent<int, bool>
+    {
+    }
+
+    /// <summary>(turn id) of a hands-free utterance or of the answer a barge-in cancelled.</summary>
+    [Serializable]
+    public class A2LLMSpeechEvent : UnityEvent<int>
+    {
+    }
+
     [AddComponentMenu("A2LLM/A2LLM Avatar")]
     [RequireComponent(typeof(AudioSource))]
     [DisallowMultipleComponent]
@@ -45,6 +56,18 @@ namespace A2LLM
 
         public bool connectOnStart = true;
         public A2LLMClientSettings clientSettings = new A2LLMClientSettings();
+
+        [Header("Character (protocol version 2)")]
+        [Tooltip("Persona, voice and default emotion; sent at Connect and kept across reconnects. Edit, then ApplyCharacter()")]
+        public A2LLMCharacter character = new A2LLMCharacter();
+
+        [TextArea(2, 5)]
+        [Tooltip("The game's situation, used from the next turn on (SetGameContext to change it while playing)")]
+        public string gameContext = "";
+
+        [Tooltip("Stream the microphone continuously: the server detects speech start/end and barge-in. Needs echo " +
+                 "cancellation or a headset, or the character's voice interrupts itself")]
+        public bool handsFree;
 
         [Header("Face")]
         public SkinnedMeshRenderer faceRenderer;
@@ -77,6 +100,11 @@ namespace A2LLM
         public A2LLMTurnEvent onTurnEnd = new A2LLMTurnEvent();
         public A2LLMTurnEvent onPlaybackFinished = new A2LLMTurnEvent();
         public A2LLMErrorEvent onError = new A2LLMErrorEvent();
+        public A2LLMSpeechEvent onSpeechStarted = new A2LLMSpeechEvent();
+        public A2LLMSpeechEvent onSpeechEnded = new A2LLMSpeechEvent();
+        public A2LLMSpeechEvent onBargeIn = new A2LLMSpeechEvent();
+        /// <summary>(acked kind: 12 character, 15 context, 17 emotion; true when a new persona reset the conversation)</summary>
+        public A2LLMConfigEvent onConfigApplied = new A2LLMConfigEvent();
 
         /// <summary>C# events (main thread), beside the UnityEvents.</summary>
         public event Action Connected;
@@ -96,6 +124,7 @@ namespace A2LLM
         private readonly float[] _curves = new float[64];
         private Quaternion _headRest = Quaternion.identity;
         private bool _talking;
+        private bool _streaming; // hands-free: the microphone streams MicAudio
         private int _talkTurn; // the turn of the utterance being spoken (0 until its first piece was sent)
         private int _currentTurn;
         private AudioClip _silentClip; // created once: a new clip per Connect would leak one per reconnect
@@ -130,6 +159,15 @@ namespace A2LLM
         {
             get { return _talking; }
         }
+
+        /// <summary>Hands-free: the microphone is streaming to the server.</summary>
+        public bool IsStreamingMicrophone
+        {
+            get { return _streaming; }
+        }
+
+        /// <summary>Hands-free: the server heard the player start an utterance and not yet its end.</summary>
+        public bool PlayerSpeaking { get; private set; }
 
         public A2LLMClient Client
         {
@@ -166,6 +204,17 @@ namespace A2LLM
         {
             Disconnect();
             _client = new A2LLMClient(serverEndpoint, clientSettings);
+            try
+            {
+                // stored by the core and sent after the Welcome (and again after any reconnect)
+                _client.SetCharacter(character);
+                if (!string.IsNullOrEmpty(gameContext)) _client.SetGameContext(gameContext);
+            }
+            catch (A2LLMException e)
+            {
+                Debug.LogWarning("A2LLM: character not applied: " + e.Message);
+                onError.Invoke(e.Status, e.Message);
+            }
             if (_source != null)
             {
                 // A silent looping clip keeps the source (and so OnAudioFilterRead) running; the filter writes the answer.
@@ -180,6 +229,7 @@ namespace A2LLM
         public void Disconnect()
         {
             StopTalking(false);
+            StopHandsFree();
             _audioClient = null; // the audio thread stops using it; Dispose waits for a call in flight
             if (_client != null)
             {
@@ -189,10 +239,111 @@ namespace A2LLM
             lock (_clockLock) _clockValid = false;
         }
 
+        // --- game characters (protocol version 2) -------------------------------------------------------------
+        /// <summary>Sends the (edited) character fields. A new persona starts a new conversation.</summary>
+        public void ApplyCharacter()
+        {
+            if (_client == null) throw new InvalidOperationException("not connected");
+            _client.SetCharacter(character);
+        }
+
+        /// <summary>The game's situation for the next turns; does not reset the conversation. "" clears it.</summary>
+        public void SetGameContext(string text)
+        {
+            gameContext = text ?? "";
+            if (_client != null) _client.SetGameContext(gameContext);
+        }
+
+        /// <summary>The emotion (a name from EmotionNames, intensity 0..1) for the session or only the next turn.</summary>
+        public void SetEmotion(string emotionName, float intensity, bool nextTurnOnly = false)
+        {
+            if (_client == null) throw new InvalidOperationException("not connected");
+            _client.SetEmotion(emotionName, intensity, nextTurnOnly);
+            if (!nextTurnOnly)
+            {
+                character.emotion = emotionName;
+                character.intensity = intensity;
+            }
+        }
+
+        /// <summary>A typed turn (chat box, accessibility): interrupts a playing answer; returns the turn id.</summary>
+        public int SendText(string text)
+        {
+            if (_client == null) throw new InvalidOperationException("not connected");
+            if (_playingTurn != 0 || _answerPending) CancelAnswer(); // barge-in
+            int turn = _client.SendText(text);
+            _currentTurn = turn;
+            _answerPending = true;
+            return turn;
+        }
+
+        /// <summary>The server's voices (for a picker), empty before it said which.</summary>
+        public string[] VoiceNames
+        {
+            get { return _client != null ? _client.Voices() : new string[0]; }
+        }
+
+        public string[] EmotionNames
+        {
+            get { return _client != null ? _client.Emotions() : new string[0]; }
+        }
+
+        /// <summary>Hands-free on: the microphone streams continuously once connected (push-to-talk is off meanwhile).</summary>
+        public void StartHandsFree()
+        {
+            handsFree = true;
+            if (_client == null || _streaming || !_client.IsReady) return; // Connected starts it
+            StopTalking(false);
+            _mic.Start(string.IsNullOrEmpty(microphoneDevice) ? null : microphoneDevice);
+            _streaming = true;
+        }
+
+        public void StopHandsFree()
+        {
+            handsFree = false;
+            if (!_streaming) return;
+            _streaming = false;
+            PlayerSpeaking = false;
+            _mic.Stop();
+            try
+            {
+                if (_client != null) _client.SendMic(new short[0], 0, A2LLMClient.InputSampleRate, true); // END_OF_STREAM
+            }
+            catch (A2LLMException)
+            {
+                // not connected any more: nothing to end
+            }
+        }
+
+        private void StreamMicrophone()
+        {
+            short[] pcm;
+            int n = _mic.Read(out pcm);
+            if (n <= 0) return;
+            try
+            {
+                _client.SendMic(pcm, n, A2LLMClient.InputSampleRate, false);
+            }
+            catch (A2LLMException e)
+            {
+                Debug.LogWarning("A2LLM: hands-free microphone not sent: " + e.Message);
+                if (e.Status == A2LLMNative.ErrUnsupported)
+                {
+                    StopHandsFree(); // a version 1 server: push-to-talk only
+                    handsFree = false;
+                }
+            }
+        }
+
         /// <summary>Push-to-talk pressed: interrupts the answer being played (barge-in) and starts the microphone.</summary>
         public void BeginTalking()
         {
             if (_client == null || _talking) return;
+            if (_streaming)
+            {
+                Debug.LogWarning("A2LLM: hands-free is on; push-to-talk is off until StopHandsFree()");
+                return;
+            }
             if (_playingTurn != 0 || _answerPending) CancelAnswer(); // barge-in
             _mic.Start(string.IsNullOrEmpty(microphoneDevice) ? null : microphoneDevice);
             _talking = true;
@@ -282,6 +433,7 @@ namespace A2LLM
         {
             if (_client == null) return;
             if (_talking) SendMicrophone();
+            if (_streaming) StreamMicrophone();
             PumpEvents();
             UpdateFace();
             TrackPlayback();
@@ -296,8 +448,26 @@ namespace A2LLM
                 {
                     case A2LLMEventType.Connected:
                         BindCurves();
+                        if (handsFree && !_streaming) StartHandsFree();
                         if (Connected != null) Connected();
                         onConnected.Invoke();
+                        break;
+                    case A2LLMEventType.SpeechStarted:
+                        PlayerSpeaking = true;
+                        onSpeechStarted.Invoke((int)ev.TurnId);
+                        break;
+                    case A2LLMEventType.SpeechEnded: // the hands-free turn starts now; its answer follows
+                        PlayerSpeaking = false;
+                        _currentTurn = (int)ev.TurnId;
+                        _answerPending = true;
+                        onSpeechEnded.Invoke((int)ev.TurnId);
+                        break;
+                    case A2LLMEventType.BargeIn: // the core already faded the answer out
+                        if (ev.TurnId == (uint)_currentTurn) _answerPending = false;
+                        onBargeIn.Invoke((int)ev.TurnId);
+                        break;
+                    case A2LLMEventType.ConfigAck:
+                        onConfigApplied.Invoke(ev.Code, (ev.Flags & A2LLMNative.AckConversationReset) != 0);
                         break;
                     case A2LLMEventType.TextDelta:
                         if (TextReceived != null) TextReceived(ev.Text);
@@ -320,6 +490,11 @@ namespace A2LLM
                         break;
                     case A2LLMEventType.Disconnected:
                         Debug.LogWarning("A2LLM: connection lost, reconnecting");
+                        if (_streaming)
+                        {
+                            _streaming = false; // restarted (at sample 0) by the next Connected
+                            _mic.Stop();
+                        }
                         break;
                 }
                 if (EventReceived != null) EventReceived(ev);

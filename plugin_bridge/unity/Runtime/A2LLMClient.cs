@@ -28,10 +28,39 @@ namespace A2LLM
         public uint jitterTargetMs = 100;
         public uint outputLatencyMs;
         public uint eventQueueCapacity = 1024;
+        /// <summary>Idle face frames between turns (blinks, saccades, breathing, listening; protocol version 2).</summary>
+        public bool idleFace = true;
+        /// <summary>Highest protocol version to offer: 0 = the highest (2); 1 = version 1 only.</summary>
+        public uint maxVersion;
         /// <summary>ZeroMQ CURVE keys (Z85), only when the server is not on loopback.</summary>
         public string curveServerKey;
         public string curvePublicKey;
         public string curveSecretKey;
+    }
+
+    /// <summary>A game character (protocol version 2): persona, voice, default emotion. Empty strings = the server's
+    /// defaults (its default persona, its first voice, neutral).</summary>
+    [Serializable]
+    public sealed class A2LLMCharacter
+    {
+        [UnityEngine.TextArea(3, 10)]
+        [UnityEngine.Tooltip("The character's system prompt (a changed persona starts a new conversation)")]
+        public string persona = "";
+
+        [UnityEngine.Tooltip("A voice name from the server's list (A2LLMClient.Voices); empty = the default voice")]
+        public string voice = "";
+
+        [UnityEngine.Tooltip("Default emotion: neutral, happy, sad, angry, surprised, afraid, disgusted, ... (the server's list)")]
+        public string emotion = "";
+
+        [UnityEngine.Range(0f, 1f)]
+        public float intensity;
+
+        [UnityEngine.Tooltip("The emotion as an instruction in the prompt: speech and face follow it (A2-LLM)")]
+        public bool emotionInPrompt = true;
+
+        [UnityEngine.Tooltip("The emotion as a bounded offset/gain on the ARKit face, blended over 300 ms (Audio2Face)")]
+        public bool emotionOnFace = true;
     }
 
     /// <summary>One event from the core, copied out of native memory (text decoded; audio and face values stay in
@@ -59,6 +88,18 @@ namespace A2LLM
         public float TotalS;
         public ulong AudioSamples;
         public uint FaceFrames;
+        // version 2: SpeechStarted / SpeechEnded / BargeIn (mic stream offsets at its own rate), ConfigAck
+        public ulong StartSample;
+        public ulong EndSample;
+        public ulong DetectedSample;
+        public int Reason; // SpeechEnded: 0 silence, 1 max length, 2 end of stream
+        public uint Flags; // ConfigAck: AckConversationReset
+
+        /// <summary>A hands-free turn (started by the server's voice-activity detector).</summary>
+        public bool IsServerTurn
+        {
+            get { return (TurnId & A2LLMNative.ServerTurnBit) != 0; }
+        }
 
         public override string ToString()
         {
@@ -77,6 +118,11 @@ namespace A2LLM
         TurnEnd = 5,
         Error = 6,
         Disconnected = 7,
+        ServerInfo = 8,
+        ConfigAck = 9,
+        SpeechStarted = 10,
+        SpeechEnded = 11,
+        BargeIn = 12,
     }
 
     public enum A2LLMTurnStatus
@@ -111,7 +157,8 @@ namespace A2LLM
 
             var opts = new A2LLMNative.ClientOptions();
             A2LLMNative.a2llm_client_options_init(ref opts);
-            opts.capabilities = settings.capabilities;
+            opts.capabilities = settings.capabilities | (settings.idleFace ? A2LLMNative.CapIdleFace : 0u);
+            opts.max_version = settings.maxVersion;
             int[] lay = settings.layouts ?? new int[0];
             if (lay.Length > 4) throw new ArgumentException("at most 4 layouts");
             opts.n_layouts = (uint)lay.Length;
@@ -276,7 +323,146 @@ namespace A2LLM
                 ev.TotalS = raw.total_s;
                 ev.AudioSamples = raw.audio_samples;
                 ev.FaceFrames = raw.face_frames;
+                ev.StartSample = raw.start_sample;
+                ev.EndSample = raw.end_sample;
+                ev.DetectedSample = raw.detected_sample;
+                ev.Reason = raw.reason;
+                ev.Flags = raw.flags;
                 return true;
+            }
+            finally { Exit(); }
+        }
+
+        // --- game characters (protocol version 2) ---------------------------------------------------------------
+        /// <summary>Negotiated protocol version (1 or 2), 0 before the Welcome.</summary>
+        public int SessionVersion
+        {
+            get
+            {
+                if (!Enter()) return 0;
+                try { return A2LLMNative.a2llm_client_session_version(_handle); }
+                finally { Exit(); }
+            }
+        }
+
+        /// <summary>Sets the character (kept by the core and re-sent after a reconnect). Throws A2LLMException
+        /// (ErrInvalidArgument: unknown voice/emotion, persona too long, ...; ErrUnsupported: a version 1 server).</summary>
+        public void SetCharacter(A2LLMCharacter c)
+        {
+            if (c == null) throw new ArgumentNullException("c");
+            if (!Enter()) throw new ObjectDisposedException("A2LLMClient");
+            var ch = new A2LLMNative.Character();
+            IntPtr persona = IntPtr.Zero, voice = IntPtr.Zero, emotion = IntPtr.Zero;
+            try
+            {
+                A2LLMNative.a2llm_character_init(ref ch);
+                ch.emotion_modes = (c.emotionInPrompt ? A2LLMNative.EmotionPrompt : 0u) | (c.emotionOnFace ? A2LLMNative.EmotionFace : 0u);
+                ch.intensity = c.intensity;
+                ch.persona = persona = A2LLMNative.Utf8.Alloc(c.persona ?? "");
+                ch.voice = voice = A2LLMNative.Utf8.Alloc(c.voice ?? "");
+                ch.emotion = emotion = A2LLMNative.Utf8.Alloc(c.emotion ?? "");
+                Check(A2LLMNative.a2llm_client_set_character(_handle, ref ch), "set_character");
+            }
+            finally
+            {
+                A2LLMNative.Utf8.Free(persona);
+                A2LLMNative.Utf8.Free(voice);
+                A2LLMNative.Utf8.Free(emotion);
+                Exit();
+            }
+        }
+
+        /// <summary>The game's situation for the next turns ("The player just lost the battle."); "" clears it.
+        /// Does not reset the conversation.</summary>
+        public void SetGameContext(string text)
+        {
+            if (!Enter()) throw new ObjectDisposedException("A2LLMClient");
+            IntPtr p = A2LLMNative.Utf8.Alloc(text ?? "");
+            try { Check(A2LLMNative.a2llm_client_set_context(_handle, p), "set_context"); }
+            finally
+            {
+                A2LLMNative.Utf8.Free(p);
+                Exit();
+            }
+        }
+
+        /// <summary>The emotion for the session, or only for the next turn (nextTurnOnly).</summary>
+        public void SetEmotion(string name, float intensity, bool nextTurnOnly = false)
+        {
+            if (!Enter()) throw new ObjectDisposedException("A2LLMClient");
+            IntPtr p = A2LLMNative.Utf8.Alloc(name ?? "");
+            try
+            {
+                Check(A2LLMNative.a2llm_client_set_emotion(_handle, p, intensity,
+                    nextTurnOnly ? A2LLMNative.ScopeNextTurn : A2LLMNative.ScopeSession), "set_emotion");
+            }
+            finally
+            {
+                A2LLMNative.Utf8.Free(p);
+                Exit();
+            }
+        }
+
+        /// <summary>A typed turn, answered like an utterance; returns its turn id.</summary>
+        public int SendText(string text)
+        {
+            if (!Enter()) throw new ObjectDisposedException("A2LLMClient");
+            IntPtr p = A2LLMNative.Utf8.Alloc(text ?? "");
+            try { return Check(A2LLMNative.a2llm_client_send_text(_handle, p), "send_text"); }
+            finally
+            {
+                A2LLMNative.Utf8.Free(p);
+                Exit();
+            }
+        }
+
+        /// <summary>Hands-free: the next piece of the continuous microphone stream (PCM16 mono at a server mic rate).</summary>
+        public void SendMic(short[] samples, int count, int sampleRate, bool endOfStream)
+        {
+            if (count < 0 || count > (samples == null ? 0 : samples.Length)) throw new ArgumentOutOfRangeException("count");
+            if (!Enter()) throw new ObjectDisposedException("A2LLMClient");
+            try
+            {
+                Check(A2LLMNative.a2llm_client_send_mic_pcm16(_handle, samples ?? new short[0], (uint)count, (uint)sampleRate,
+                    endOfStream ? 1 : 0), "send_mic_pcm16");
+            }
+            finally { Exit(); }
+        }
+
+        /// <summary>The server's limits, mic rates, voice and emotion counts; false before its ServerInfo (or v1).</summary>
+        public bool GetServerInfo(out A2LLMNative.ServerInfo info)
+        {
+            info = new A2LLMNative.ServerInfo();
+            if (!Enter()) return false;
+            try { return Check(A2LLMNative.a2llm_client_server_info(_handle, out info), "server_info") == 1; }
+            finally { Exit(); }
+        }
+
+        /// <summary>The server's voice names (the first is the default); empty before ServerInfo.</summary>
+        public string[] Voices()
+        {
+            return Names(true);
+        }
+
+        /// <summary>The server's emotion names (neutral first); empty before ServerInfo.</summary>
+        public string[] Emotions()
+        {
+            return Names(false);
+        }
+
+        private string[] Names(bool voices)
+        {
+            A2LLMNative.ServerInfo info;
+            if (!GetServerInfo(out info)) return new string[0];
+            if (!Enter()) return new string[0];
+            try
+            {
+                var n = (int)(voices ? info.n_voices : info.n_emotions);
+                var names = new string[n];
+                for (int i = 0; i < n; i++)
+                    names[i] = A2LLMNative.Utf8.FromNative(voices ? A2LLMNative.a2llm_client_voice_name(_handle, i)
+                        : A2LLMNative.a2llm_client_emotion_name(_handle, i));
+                return names;
             }
             finally { Exit(); }
         }

@@ -1,4 +1,4 @@
-// P/Invoke declarations mirroring plugin_bridge/native/include/a2llm_client.h (ABI version 1) exactly.
+// P/Invoke declarations mirroring plugin_bridge/native/include/a2llm_client.h (ABI version 2) exactly.
 // Structs are blittable (LayoutKind.Sequential, pointers as IntPtr, the options' uint8_t layouts[4] as four bytes),
 // so they cross the boundary without marshalling; strings are UTF-8 and converted by hand (Utf8 below), which
 // works the same on Mono, IL2CPP and .NET.
@@ -20,8 +20,8 @@ namespace A2LLM
         public const string Lib = "a2llm_client";
 #endif
 
-        public const uint AbiVersion = 1;
-        public const uint ProtocolVersion = 1;
+        public const uint AbiVersion = 2;
+        public const uint ProtocolVersion = 2;
 
         public const int LayoutFlame58 = 1;
         public const int LayoutArkit52 = 2;
@@ -31,6 +31,15 @@ namespace A2LLM
         public const uint CapAudio = 2;
         public const uint CapFace = 4;
         public const uint CapLiveLinkUdp = 8;
+        /// <summary>Version 2: idle face frames between turns (blinks, saccades, breathing, listening).</summary>
+        public const uint CapIdleFace = 16;
+
+        public const uint EmotionPrompt = 1; // the emotion is an instruction in the prompt (A2-LLM)
+        public const uint EmotionFace = 2; // a bounded offset/gain on the ARKit output (Audio2Face)
+        public const int ScopeSession = 0;
+        public const int ScopeNextTurn = 1;
+        public const uint ServerTurnBit = 0x80000000u;
+        public const uint AckConversationReset = 1;
 
         public const ulong PlayheadCurrent = ulong.MaxValue;
 
@@ -49,6 +58,8 @@ namespace A2LLM
         public const int ErrClosed = -7;
         /// <summary>send_audio: the server ended this utterance (AUDIO_TOO_LONG / turn failed); nothing was sent.</summary>
         public const int ErrRefused = -8;
+        /// <summary>A version 2 call in a version 1 session (the server speaks only version 1).</summary>
+        public const int ErrUnsupported = -9;
         public const int ErrInternal = -99;
 
         // protocol ErrorCodes carried by ERROR events (plugin_bridge/protocol.py)
@@ -60,7 +71,7 @@ namespace A2LLM
         public const int StateReady = 1;
         public const int StateClosed = 2;
 
-        /// <summary>a2llm_event (128 bytes on 64-bit targets, no implicit padding).</summary>
+        /// <summary>a2llm_event (160 bytes on 64-bit targets, no implicit padding).</summary>
         [StructLayout(LayoutKind.Sequential)]
         public struct Event
         {
@@ -91,6 +102,48 @@ namespace A2LLM
             public uint face_frames;
             public int status;
             public ulong audio_samples;
+            public ulong start_sample;
+            public ulong end_sample;
+            public ulong detected_sample;
+            public int reason;
+            public uint flags;
+        }
+
+        /// <summary>a2llm_character (40 bytes on 64-bit targets). Fill with <see cref="a2llm_character_init"/>.</summary>
+        [StructLayout(LayoutKind.Sequential)]
+        public struct Character
+        {
+            public uint struct_size;
+            public uint emotion_modes;
+            public float intensity;
+            public uint reserved0;
+            public IntPtr persona;
+            public IntPtr voice;
+            public IntPtr emotion;
+        }
+
+        /// <summary>a2llm_server_info (68 bytes).</summary>
+        [StructLayout(LayoutKind.Sequential)]
+        public struct ServerInfo
+        {
+            public uint max_persona_chars;
+            public uint max_context_chars;
+            public uint max_text_chars;
+            public uint vad_min_speech_ms;
+            public uint vad_min_silence_ms;
+            public uint vad_barge_in_ms;
+            public uint n_mic_rates;
+            public uint mic_rate0, mic_rate1, mic_rate2, mic_rate3, mic_rate4, mic_rate5, mic_rate6, mic_rate7;
+            public uint n_voices;
+            public uint n_emotions;
+
+            public uint[] MicRates()
+            {
+                var all = new[] { mic_rate0, mic_rate1, mic_rate2, mic_rate3, mic_rate4, mic_rate5, mic_rate6, mic_rate7 };
+                var r = new uint[Math.Min(n_mic_rates, 8u)];
+                Array.Copy(all, r, r.Length);
+                return r;
+            }
         }
 
         /// <summary>a2llm_client_options (72 bytes on 64-bit targets). Fill with <see cref="a2llm_client_options_init"/>.</summary>
@@ -110,7 +163,7 @@ namespace A2LLM
             public uint hello_retry_ms;
             public uint event_queue_capacity;
             public uint max_buffered_seconds;
-            public uint reserved0;
+            public uint max_version; // 0 = the highest (2); 1 = speak protocol version 1 only
             public IntPtr curve_server_key;
             public IntPtr curve_public_key;
             public IntPtr curve_secret_key;
@@ -198,6 +251,43 @@ namespace A2LLM
         [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
         public static extern int a2llm_client_face_frame_at(IntPtr client, ulong samplesPlayed, float[] outCurves,
             int capacity, ref int layoutId, out int flags);
+
+        // --- game characters (protocol version 2) -----------------------------------------------------------------
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        public static extern int a2llm_client_session_version(IntPtr client);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        public static extern void a2llm_character_init(ref Character ch);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        public static extern int a2llm_client_set_character(IntPtr client, ref Character ch);
+
+        /// <summary>text: a NUL-terminated UTF-8 string (<see cref="Utf8.Alloc"/>), IntPtr.Zero clears.</summary>
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        public static extern int a2llm_client_set_context(IntPtr client, IntPtr text);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        public static extern int a2llm_client_set_emotion(IntPtr client, IntPtr name, float intensity, int scope);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        public static extern int a2llm_client_send_text(IntPtr client, IntPtr text);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        public static extern int a2llm_client_send_mic_pcm16(IntPtr client, short[] samples, uint n, uint sampleRate,
+            int endOfStream);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        public static extern int a2llm_client_send_mic_f32(IntPtr client, float[] samples, uint n, uint sampleRate,
+            int endOfStream);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        public static extern int a2llm_client_server_info(IntPtr client, out ServerInfo info);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        public static extern IntPtr a2llm_client_voice_name(IntPtr client, int index);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]
+        public static extern IntPtr a2llm_client_emotion_name(IntPtr client, int index);
 
         // --- static data from the Welcome ------------------------------------------------------------------------
         [DllImport(Lib, CallingConvention = CallingConvention.Cdecl)]

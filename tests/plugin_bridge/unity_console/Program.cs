@@ -30,6 +30,8 @@ namespace A2LLMTests
             try
             {
                 UnitTests.Run(Check);
+                FixtureTests.Run(Check);
+                FixtureTests.Parity(Check);
                 bool native = args.Length == 0 || args[0] != "--unit-only";
                 if (native) AbiTests.Run(Check);
                 if (args.Length > 0 && args[0].StartsWith("tcp://")) LiveTest.Run(args[0], Check);
@@ -50,7 +52,7 @@ namespace A2LLMTests
         public static void Run(Action<bool, string> check)
         {
             check(A2LLMNative.a2llm_abi_version() == A2LLMNative.AbiVersion, "abi version matches the package");
-            check(A2LLMNative.a2llm_protocol_version() == A2LLMNative.ProtocolVersion, "protocol version 1");
+            check(A2LLMNative.a2llm_protocol_version() == A2LLMNative.ProtocolVersion, "protocol version 2");
             string version = A2LLMClient.NativeVersion;
             check(!string.IsNullOrEmpty(version) && version.Split('.').Length == 3, "native version string '" + version + "'");
             check(A2LLMNative.a2llm_layout_dims(A2LLMNative.LayoutFlame58) == 58, "layout dims flame58");
@@ -60,7 +62,9 @@ namespace A2LLMTests
 
             if (IntPtr.Size == 8)
             {
-                check(Marshal.SizeOf(typeof(A2LLMNative.Event)) == 128, "sizeof(a2llm_event) == 128");
+                check(Marshal.SizeOf(typeof(A2LLMNative.Event)) == 160, "sizeof(a2llm_event) == 160");
+                check(Marshal.SizeOf(typeof(A2LLMNative.Character)) == 40, "sizeof(a2llm_character) == 40");
+                check(Marshal.SizeOf(typeof(A2LLMNative.ServerInfo)) == 68, "sizeof(a2llm_server_info) == 68");
                 check(Marshal.SizeOf(typeof(A2LLMNative.ClientOptions)) == 72, "sizeof(a2llm_client_options) == 72");
                 check(Marshal.SizeOf(typeof(A2LLMNative.Stats)) == 104, "sizeof(a2llm_stats) == 104");
             }
@@ -71,6 +75,11 @@ namespace A2LLMTests
             check(opts.capabilities == 7 && opts.n_layouts == 1 && opts.layout0 == A2LLMNative.LayoutArkit52 &&
                   opts.jitter_target_ms == 100 && opts.event_queue_capacity == 1024,
                 "options defaults (caps 7, layouts {ARKIT52}, jitter 100 ms, queue 1024)");
+
+            var ch = new A2LLMNative.Character();
+            A2LLMNative.a2llm_character_init(ref ch);
+            check(ch.struct_size == (uint)Marshal.SizeOf(typeof(A2LLMNative.Character)) && ch.emotion_modes == 3,
+                "character_init writes struct_size and both emotion modes");
 
             bool threw = false;
             string message = "";
@@ -188,6 +197,47 @@ namespace A2LLMTests
             avatar.onError.RemoveListener(onError);
         }
 
+        /// <summary>Protocol version 2 through the component: the server's emotion list, a character and a game context
+        /// (each acknowledged), a refused unknown emotion (checked by the core, nothing sent), a typed turn answered.</summary>
+        private static void CharacterTurn(A2LLMAvatar avatar, Action<bool, string> check)
+        {
+            check(avatar.Client.SessionVersion == 2, "protocol version 2 negotiated");
+            string[] emotions = avatar.EmotionNames;
+            check(emotions.Length >= 7 && emotions[0] == "neutral", "the server's emotions (" + string.Join(",", emotions) + ")");
+            var acks = new List<int>();
+            UnityEngine.Events.UnityAction<int, bool> onAck = (kind, reset) => acks.Add(kind);
+            avatar.onConfigApplied.AddListener(onAck);
+            var ends = new List<A2LLMEvent>();
+            avatar.TurnEnded += e => ends.Add(e);
+            avatar.character.persona = "You are Brokk, the gruff dwarven smith of Ironhold.";
+            avatar.character.emotion = emotions[1];
+            avatar.character.intensity = 0.5f;
+            avatar.ApplyCharacter();
+            avatar.SetGameContext("The player just lost the battle.");
+            int refused = 0;
+            try
+            {
+                avatar.SetEmotion("no-such-emotion", 0.5f);
+            }
+            catch (A2LLMException e)
+            {
+                refused = e.Status;
+            }
+            check(refused == A2LLMNative.ErrInvalidArgument, "an unknown emotion is refused by the core (" + refused + ")");
+            int turn = avatar.SendText("How much for the sword?");
+            var deadline = DateTime.UtcNow.AddSeconds(60);
+            while (DateTime.UtcNow < deadline && !ends.Exists(e => e.TurnId == (uint)turn))
+            {
+                Lifecycle.Call(avatar, "Update");
+                Thread.Sleep(10);
+            }
+            check(acks.Contains(12) && acks.Contains(15), "character and game context applied (" + string.Join(",", acks) + ")");
+            var end = ends.Find(e => e.TurnId == (uint)turn);
+            check(end.TurnId == (uint)turn && end.Status == A2LLMTurnStatus.Completed && end.AudioSamples > 0,
+                "a typed turn is answered with speech (turn " + turn + ", " + end.AudioSamples + " samples)");
+            avatar.onConfigApplied.RemoveListener(onAck);
+        }
+
         public static void Run(string endpoint, Action<bool, string> check)
         {
             AudioSettings.TestOutputSampleRate = OutputRate;
@@ -213,6 +263,9 @@ namespace A2LLMTests
 
             var avatar = go.AddComponent<A2LLMAvatar>();
             avatar.serverEndpoint = endpoint;
+            // exact lip sync against the scripted face: no idle stream, so no crossfade from the idle pose into the
+            // answer (PROTOCOL.md 10.9) shifts its first frames
+            avatar.clientSettings.idleFace = false;
             avatar.faceRenderer = face;
             avatar.headTransform = head;
             avatar.blendShapeMap = map;
@@ -363,6 +416,7 @@ namespace A2LLMTests
             }
             check(connected == 2, "reconnected");
             TooLongUtterance(avatar, check);
+            CharacterTurn(avatar, check);
 
             UnityEngine.Object.Destroy(go); // OnDestroy -> Disconnect -> a2llm_client_destroy
             check(avatar.Client == null, "destroyed avatar released its client");

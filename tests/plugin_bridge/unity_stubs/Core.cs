@@ -234,6 +234,18 @@ namespace UnityEngine
     }
 
     [AttributeUsage(AttributeTargets.Field)]
+    public sealed class TextAreaAttribute : PropertyAttribute
+    {
+        public TextAreaAttribute()
+        {
+        }
+
+        public TextAreaAttribute(int minLines, int maxLines)
+        {
+        }
+    }
+
+    [AttributeUsage(AttributeTargets.Field)]
     public sealed class RangeAttribute : PropertyAttribute
     {
         public RangeAttribute(float min, float max)

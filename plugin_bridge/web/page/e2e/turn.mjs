@@ -137,7 +137,9 @@ async function runTurn(browser, o, log, t0) {
       const frames = [];
       for (let k = 0; k < n; k++) frames.push(names.map((c) => window.a2llm.curveAt(c, k * 960) ?? 0));
       let best = [0, 0, -1];
-      for (let i = 0; i < n; i++)
+      // the answer's first 6 frames are crossfaded from the idle face (PROTOCOL.md 10.9): compare the frames after it
+      const from = Math.min(6, n - 2);
+      for (let i = from; i < n; i++)
         for (let j = i + 1; j < n; j++) {
           const d = Math.abs(frames[i][0] - frames[j][0]) * 2 + frames[i].reduce((a, v, c) => a + Math.abs(v - frames[j][c]), 0);
           if (d > best[2]) best = [i, j, d];

@@ -6,7 +6,7 @@ import { FaceTrack, FrameFlag } from "./facetrack";
 import { Microphone } from "./mic";
 import { AnswerPlayer } from "./player";
 import * as P from "./protocol";
-import { BridgeSession } from "./session";
+import { BridgeSession, type CharacterConfig } from "./session";
 import { TurnEnds } from "./turns";
 import { parseWav, resample } from "./wav";
 
@@ -41,6 +41,13 @@ let fps = 25;
 let lastValues: { keys: string[]; values: Float32Array } | null = null;
 let heldFrames = 0;
 const decodeErrors: string[] = [];
+// version 2
+const speechLog: { kind: string; turn: number; start?: number; end?: number; detected?: number; reason?: number }[] = [];
+const acks: { kind: number; reset: boolean }[] = [];
+let idle: { layout: number; values: Float32Array; count: number } | null = null; // the newest idle frame
+let idleShown = 0;
+let handsFree = false;
+const faded = new Set<number>(); // turns cancelled here or by a barge-in: their late audio is not played
 
 // --- log / status ----------------------------------------------------------------------------------------------
 function log(text: string, error = false): void {
@@ -98,6 +105,7 @@ function onMessage(m: P.Message): void {
     }
     return;
   }
+  if (onV2Message(m)) return;
   if (m.kind === P.Kind.WELCOME || m.kind === P.Kind.HEARTBEAT || m.turn_id === 0) return;
   const t = turns.get(m.turn_id);
   if (!t) return; // a stale turn
@@ -110,7 +118,7 @@ function onMessage(m: P.Message): void {
       if (t.firstAudioMs === null) t.firstAudioMs = performance.now() - t.sentAt;
       const x = m.samples instanceof Float32Array ? m.samples : Float32Array.from(m.samples, (s) => s / 32768);
       t.audioSamples = Math.max(t.audioSamples, m.sample_offset + x.length);
-      if (t === current) player.add(t.id, m.sample_offset, x);
+      if (t === current && !faded.has(t.id)) player.add(t.id, m.sample_offset, x);
       break;
     }
     case P.Kind.FACE_FRAMES: {
@@ -125,7 +133,7 @@ function onMessage(m: P.Message): void {
     case P.Kind.TURN_END:
       t.end = m;
       for (const tr of t.tracks.values()) tr.ended = true;
-      if (t === current) player.end(t.id);
+      if (t === current && !faded.has(t.id)) player.end(t.id);
       log(
         `turn ${t.id} ${P.TurnStatus[m.status].toLowerCase()}: TTFT ${fmtS(m.ttft_s)}, TTFA ${fmtS(m.ttfa_s)}, ` +
           `RTF ${m.rtf >= 0 ? m.rtf.toFixed(2) : "–"}, ${m.face_frames} frames`,
@@ -136,6 +144,49 @@ function onMessage(m: P.Message): void {
   if (t === current) showTurn(t);
 }
 
+/** Version 2 messages of the session (character, hands-free, idle face); true when handled. */
+function onV2Message(m: P.Message): boolean {
+  switch (m.kind) {
+    case P.Kind.CONFIG_ACK:
+      acks.push({ kind: m.acked_kind, reset: (m.flags & P.CONFIG_ACK_CONVERSATION_RESET) !== 0 });
+      log(`${P.Kind[m.acked_kind].toLowerCase().replace("_", " ")} applied${m.flags ? " (new conversation)" : ""}`);
+      return true;
+    case P.Kind.SPEECH_STARTED:
+      speechLog.push({ kind: "start", turn: m.turn_id, start: m.start_sample, detected: m.detected_sample });
+      setVad("speaking", "speaking…");
+      return true;
+    case P.Kind.SPEECH_ENDED:
+      speechLog.push({ kind: "end", turn: m.turn_id, start: m.start_sample, end: m.end_sample, reason: m.reason });
+      setVad("listening", "listening");
+      beginTurn(m.turn_id, "hands-free utterance");
+      return true;
+    case P.Kind.BARGE_IN: {
+      speechLog.push({ kind: "barge", turn: m.turn_id, start: m.speech_sample, detected: m.detected_sample });
+      faded.add(m.turn_id);
+      player.fadeOut(m.turn_id); // the server cancelled it: stop now, with a 15 ms fade
+      const t = turns.get(m.turn_id);
+      if (t) for (const tr of t.tracks.values()) tr.ended = true;
+      log(`barge-in: turn ${m.turn_id} interrupted`);
+      return true;
+    }
+    case P.Kind.FACE_FRAMES:
+      if (m.turn_id !== 0) return false;
+      if (m.layout_id === 3 || (m.layout_id === 2 && idle?.layout !== 3)) {
+        const last = m.values.subarray((m.n_frames - 1) * m.dims, m.n_frames * m.dims);
+        idle = { layout: m.layout_id, values: Float32Array.from(last), count: (idle?.count ?? 0) + m.n_frames };
+      }
+      return true;
+    default:
+      return false;
+  }
+}
+
+function setVad(cls: string, text: string): void {
+  const el = $("vad");
+  el.className = `pill ${cls}`;
+  el.textContent = text;
+}
+
 const wsUrl = (path: string) => `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${path}`;
 let session: BridgeSession;
 
@@ -144,9 +195,23 @@ function startTurn(audio16k: Float32Array, what: string): void {
     log("not connected to the bridge yet", true);
     return;
   }
-  if (current && ends.needsCancel(current.id)) session.cancel(current.id);
-  void audioCtx.resume();
+  interruptCurrent();
   const id = session.sendUtterance(audio16k, 16000);
+  beginTurn(id, `${what} (${(audio16k.length / 16000).toFixed(2)} s)`);
+}
+
+/** Barge-in from this page (a new question while the answer plays): cancel it, fade it out. */
+function interruptCurrent(): void {
+  if (current && ends.needsCancel(current.id)) {
+    session.cancel(current.id);
+    faded.add(current.id);
+    player.fadeOut(current.id);
+  }
+}
+
+/** A turn starts (sent audio or text, or a hands-free utterance the server cut): follow and play its answer. */
+function beginTurn(id: number, what: string): void {
+  void audioCtx.resume();
   current = {
     id,
     text: "",
@@ -160,13 +225,101 @@ function startTurn(audio16k: Float32Array, what: string): void {
     errors: [],
   };
   turns.set(id, current);
-  for (const old of turns.keys()) if (old < id - 3) turns.delete(old);
+  for (const old of turns.keys()) if (turns.size > 6 && old !== id) turns.delete(old);
   player.reset(id);
   curves.clear();
   heldFrames = 0;
   ($("replay") as HTMLButtonElement).disabled = true;
-  log(`turn ${id}: sent ${what} (${(audio16k.length / 16000).toFixed(2)} s)`);
+  log(`turn ${id >= P.SERVER_TURN_BIT ? `h${id - P.SERVER_TURN_BIT}` : id}: ${what}`);
   showTurn(current);
+}
+
+function sendText(text: string): number | null {
+  try {
+    if (!session.ready) throw new Error("not connected to the bridge yet");
+    interruptCurrent();
+    const id = session.sendText(text);
+    beginTurn(id, `typed: ${text.length > 40 ? `${text.slice(0, 40)}…` : text}`);
+    return id;
+  } catch (e) {
+    log(`cannot send the text: ${(e as Error).message}`, true);
+    return null;
+  }
+}
+
+function characterFromForm(): CharacterConfig {
+  const modes =
+    (($("mode-prompt") as HTMLInputElement).checked ? P.EMOTION_MODE_PROMPT : 0) |
+    (($("mode-face") as HTMLInputElement).checked ? P.EMOTION_MODE_FACE : 0);
+  return {
+    persona: ($("persona") as HTMLTextAreaElement).value,
+    voice: ($("voice") as HTMLSelectElement).value,
+    emotion: ($("emotion") as HTMLSelectElement).value,
+    intensity: Number(($("intensity") as HTMLInputElement).value),
+    emotion_modes: modes,
+  };
+}
+
+function applyCharacter(c: CharacterConfig): boolean {
+  try {
+    const info = session.serverInfo;
+    if (info && [...c.persona].length > info.max_persona_chars)
+      throw new Error(`the persona has ${[...c.persona].length} characters, the server takes ${info.max_persona_chars}`);
+    session.setCharacter(c);
+    return true;
+  } catch (e) {
+    log(`character not applied: ${(e as Error).message}`, true);
+    return false;
+  }
+}
+
+async function setHandsFree(on: boolean): Promise<void> {
+  const btn = $("hands-free");
+  if (on === handsFree) return;
+  if (on) {
+    if (!session.v2) {
+      log("hands-free needs protocol version 2 (this server speaks version 1)", true);
+      return;
+    }
+    const rates = session.serverInfo?.mic_rates ?? [16000];
+    try {
+      await mic.startStreaming((x, rate) => {
+        if (!session.v2) return;
+        if (rates.includes(rate)) session.sendMic(x, rate);
+        else session.sendMic(resample(x, rate, 16000), 16000);
+      });
+    } catch (e) {
+      log(`microphone: ${(e as Error).message}`, true);
+      return;
+    }
+    handsFree = true;
+    setVad("listening", "listening");
+    log("hands-free on: talk; speaking over the answer interrupts it (use a headset or echo cancellation)");
+  } else {
+    handsFree = false;
+    mic.stop();
+    session.endMic();
+    setVad("", "–");
+    log("hands-free off");
+  }
+  btn.setAttribute("aria-pressed", String(handsFree));
+  btn.textContent = `Hands-free: ${handsFree ? "on" : "off"}`;
+}
+
+function onServerInfo(info: P.ServerInfo): void {
+  const fill = (id: string, names: string[], first: string) => {
+    const sel = $<HTMLSelectElement>(id);
+    const keep = sel.value;
+    sel.replaceChildren(new Option(first, ""), ...names.map((n) => new Option(n, n)));
+    if (names.includes(keep)) sel.value = keep;
+  };
+  fill("voice", info.voices, info.voices.length ? `default (${info.voices[0]})` : "default");
+  fill("emotion", info.emotions.filter((e) => e !== "neutral"), "neutral");
+  $<HTMLInputElement>("text").maxLength = info.max_text_chars;
+  $<HTMLTextAreaElement>("persona").maxLength = info.max_persona_chars;
+  $<HTMLInputElement>("context").maxLength = info.max_context_chars;
+  $("v2-note").textContent = "";
+  log(`server: ${info.voices.length} voices, ${info.emotions.length} emotions, mic ${info.mic_rates.join("/")} Hz`);
 }
 
 // --- controls --------------------------------------------------------------------------------------------------
@@ -222,18 +375,41 @@ function wireControls(): void {
   ptt.addEventListener("pointerup", up);
   ptt.addEventListener("pointerleave", up);
   window.addEventListener("keydown", (e) => {
-    if (e.code === "Space" && !e.repeat && document.activeElement?.tagName !== "SELECT") {
+    const tag = document.activeElement?.tagName;
+    if (e.code === "Space" && !e.repeat && tag !== "SELECT" && tag !== "INPUT" && tag !== "TEXTAREA" && !handsFree) {
       e.preventDefault();
       void down();
     }
   });
   window.addEventListener("keyup", (e) => {
-    if (e.code === "Space") up();
+    const tag = document.activeElement?.tagName;
+    if (e.code === "Space" && tag !== "INPUT" && tag !== "TEXTAREA") up();
   });
   $("stop").addEventListener("click", () => {
     if (current && ends.needsCancel(current.id)) session.cancel(current.id);
+    if (current) player.fadeOut(current.id);
     player.reset(0);
   });
+  $("text-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const box = $<HTMLInputElement>("text");
+    if (box.value.trim() && sendText(box.value) !== null) box.value = "";
+  });
+  $("hands-free").addEventListener("click", () => void setHandsFree(!handsFree));
+  $("apply-character").addEventListener("click", () => applyCharacter(characterFromForm()));
+  $("context-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    session.setContext($<HTMLInputElement>("context").value);
+  });
+  const intensity = $<HTMLInputElement>("intensity");
+  const emotionLive = () => {
+    $("intensity-out").textContent = Number(intensity.value).toFixed(2);
+    const name = $<HTMLSelectElement>("emotion").value || "neutral";
+    if (session.v2) session.setEmotion(name, Number(intensity.value)); // live: blended on the face over 300 ms
+  };
+  intensity.addEventListener("input", () => ($("intensity-out").textContent = Number(intensity.value).toFixed(2)));
+  intensity.addEventListener("change", emotionLive);
+  $("emotion").addEventListener("change", emotionLive);
   $("replay").addEventListener("click", () => {
     if (!current) return;
     void audioCtx.resume();
@@ -275,6 +451,9 @@ function drawLegend(): void {
 }
 
 function onWelcome(w: P.Welcome): void {
+  // version 1 server: no characters, typed turns or hands-free (push-to-talk and wav still work)
+  $("v2-note").textContent = w.version >= P.VERSION_2 ? "" : "(needs a protocol version 2 server)";
+  for (const id of ["apply-character", "send-text", "hands-free"]) ($(id) as HTMLButtonElement).disabled = w.version < P.VERSION_2;
   outputRate = w.output_sample_rate;
   fps = w.fps;
   player.rate = outputRate;
@@ -322,6 +501,14 @@ function frame(): void {
           return i === undefined ? undefined : f.values[i];
         });
       }
+    }
+  }
+  if (idle && !(current && player.turnId === current.id && player.started && player.active)) {
+    const keys = layoutKeys.get(idle.layout);
+    if (keys) {
+      avatar.setCurves(keys, idle.values); // between turns: the server's idle face (blinks, breathing, listening)
+      lastValues = { keys, values: idle.values };
+      idleShown++;
     }
   }
   if (avatar.loaded) avatar.render();
@@ -374,6 +561,19 @@ const hooks = {
   /** What the page sent: UserAudio messages per turn id, Cancels. */
   sent: () => ({ chunks: Object.fromEntries(session.sentChunks), cancels: session.cancelsSent }),
   audioState: () => audioCtx.state,
+  // version 2
+  version: () => session?.version ?? 0,
+  serverInfo: () => session?.serverInfo ?? null,
+  speech: () => speechLog,
+  acks: () => acks,
+  idle: () => ({ received: idle?.count ?? 0, shown: idleShown }),
+  handsFree: (on: boolean) => setHandsFree(on),
+  sendText: (text: string) => sendText(text),
+  setCharacter: (c: CharacterConfig) => applyCharacter(c),
+  setContext: (text: string) => session.setContext(text),
+  sentV2: () => ({ texts: session.textsSent, mic: session.micChunksSent }),
+  fadedAt: () => player.fadedAt,
+  micRate: () => session?.micStreamRate ?? 0,
 };
 (window as unknown as { a2llm: typeof hooks }).a2llm = hooks;
 
@@ -397,6 +597,7 @@ async function main(): Promise<void> {
     },
     onWelcome,
     onMessage,
+    onServerInfo,
     onDecodeError: (e) => {
       decodeErrors.push(e.message);
       log(`undecodable message: ${e.message}`, true);

@@ -1,4 +1,7 @@
-// Push-to-talk: record the microphone while the button is held, then hand back 16 kHz mono float samples.
+// The microphone. Push-to-talk: record while the button is held, then hand back 16 kHz mono float samples.
+// Hands-free (startStreaming()): hand every ~40 ms of audio to a callback as it comes, at the context's rate.
+// Both ask the browser for its acoustic echo canceller (echoCancellation): hands-free needs it (or a headset), or the
+// character's own voice from the speakers reaches the microphone and interrupts the answer (barge-in).
 import { resample } from "./wav";
 
 const WORKLET = `
@@ -17,12 +20,20 @@ export class Microphone {
   private node: AudioWorkletNode | null = null;
   private source: MediaStreamAudioSourceNode | null = null;
   private parts: Float32Array[] = [];
+  private onChunk: ((x: Float32Array, rate: number) => void) | null = null;
+  private pendingN = 0;
   private static loaded = new WeakSet<AudioContext>();
 
   constructor(readonly ctx: AudioContext) {}
 
   get recording(): boolean {
     return this.stream !== null;
+  }
+
+  /** Hands-free: stream the microphone to `onChunk` ([n] float32 at the context's rate, ~40 ms each) until stop(). */
+  async startStreaming(onChunk: (x: Float32Array, rate: number) => void): Promise<void> {
+    await this.start();
+    this.onChunk = onChunk;
   }
 
   async start(): Promise<void> {
@@ -42,24 +53,41 @@ export class Microphone {
     this.stream = stream;
     this.source = this.ctx.createMediaStreamSource(stream);
     this.node = new AudioWorkletNode(this.ctx, "a2llm-tap");
-    this.node.port.onmessage = (e: MessageEvent<Float32Array>) => this.parts.push(e.data);
+    this.node.port.onmessage = (e: MessageEvent<Float32Array>) => {
+      this.parts.push(e.data);
+      this.pendingN += e.data.length;
+      if (this.onChunk && this.pendingN >= this.ctx.sampleRate / 25) this.flush();
+    };
     this.source.connect(this.node);
   }
 
-  /** Stop and return what was said as [n] float32 at `rate` (16 kHz). */
-  stop(rate = 16000): Float32Array {
-    this.source?.disconnect();
-    this.node?.disconnect();
-    this.stream?.getTracks().forEach((t) => t.stop());
-    this.stream = null;
-    const n = this.parts.reduce((a, p) => a + p.length, 0);
-    const all = new Float32Array(n);
+  private take(): Float32Array {
+    const all = new Float32Array(this.pendingN);
     let o = 0;
     for (const p of this.parts) {
       all.set(p, o);
       o += p.length;
     }
     this.parts = [];
-    return resample(all, this.ctx.sampleRate, rate);
+    this.pendingN = 0;
+    return all;
+  }
+
+  private flush(): void {
+    const x = this.take();
+    if (x.length && this.onChunk) this.onChunk(x, this.ctx.sampleRate);
+  }
+
+  /** Stop and return what was said as [n] float32 at `rate` (16 kHz); a stream hands over its last piece. */
+  stop(rate = 16000): Float32Array {
+    if (this.onChunk) {
+      this.flush();
+      this.onChunk = null;
+    }
+    this.source?.disconnect();
+    this.node?.disconnect();
+    this.stream?.getTracks().forEach((t) => t.stop());
+    this.stream = null;
+    return resample(this.take(), this.ctx.sampleRate, rate);
   }
 }

@@ -57,6 +57,30 @@ export class AnswerPlayer {
     this.underruns = 0;
   }
 
+  /** Barge-in / Cancel: the playing answer fades out over 15 ms from now (no click), then the turn is dropped. */
+  fadeOut(turnId: number): void {
+    if (turnId !== this.turnId) return;
+    const t = this.ctx.currentTime;
+    const g = this.gain.gain;
+    g.cancelScheduledValues(t);
+    g.setValueAtTime(g.value, t);
+    g.linearRampToValueAtTime(0, t + 0.015);
+    g.setValueAtTime(1, t + 0.02);
+    for (const s of this.sources) {
+      try {
+        s.stop(t + 0.016);
+      } catch {
+        /* not started */
+      }
+    }
+    this.sources = [];
+    this.fadedAt = this.playhead();
+    this.reset(0);
+  }
+
+  /** The playhead at the last fadeOut (for the page's hooks). */
+  fadedAt: number | null = null;
+
   add(turnId: number, offset: number, samples: Float32Array): void {
     if (turnId !== this.turnId) this.reset(turnId);
     if (offset + samples.length <= this.scheduled) return; // duplicate

@@ -1,16 +1,19 @@
-// The a2llm bridge wire protocol, version 1, in the browser (spec: plugin_bridge/PROTOCOL.md; reference decoder:
-// plugin_bridge/protocol.py). One WebSocket binary message = one protocol message in its concatenated form:
+// The a2llm bridge wire protocol, versions 1 and 2, in the browser (spec: plugin_bridge/PROTOCOL.md, version 2 in
+// its section 10; reference decoder: plugin_bridge/protocol.py). One WebSocket binary message = one protocol message in its concatenated form:
 // a 32-byte little-endian header followed by the payload.
 //
 //   header: 0 char[4] "A2LM" | 4 u16 version | 6 u16 kind | 8 u32 turn_id | 12 u32 payload_length
 //           16 u64 seq | 24 u64 send_time_us
 //
 // Decoded messages use the spec's (snake_case) field names, the same as fixtures/index.json and the Python
-// dataclasses. u64 fields become JS numbers (exact below 2^53). decode() throws only ProtocolError, whose `code`
+// dataclasses; the header's version is `header_version` (Welcome has a payload field `version`). u64 fields become
+// JS numbers (exact below 2^53). decode() throws only ProtocolError, whose `code`
 // is the ErrorCode a server would answer with, checked in the same order as the Python decoder.
 
 export const MAGIC = [0x41, 0x32, 0x4c, 0x4d]; // "A2LM"
-export const VERSION = 1;
+export const VERSION = 1; // header version of the version 1 kinds (and of Hello, always)
+export const VERSION_2 = 2; // game characters (PROTOCOL.md §10)
+export const MAX_VERSION = VERSION_2;
 export const HEADER_SIZE = 32;
 export const MAX_PAYLOAD = 4 * 1024 * 1024;
 export const MAX_ERROR_MESSAGE = 1024;
@@ -29,7 +32,21 @@ export enum Kind {
   HEARTBEAT = 9,
   ERROR = 10,
   BYE = 11,
+  // version 2: only with header version >= 2
+  CHARACTER = 12,
+  SERVER_INFO = 13,
+  CONFIG_ACK = 14,
+  GAME_CONTEXT = 15,
+  USER_TEXT = 16,
+  SET_EMOTION = 17,
+  MIC_AUDIO = 18,
+  SPEECH_STARTED = 19,
+  SPEECH_ENDED = 20,
+  BARGE_IN = 21,
 }
+
+/** The lowest header version a kind exists in. */
+export const minVersion = (k: Kind): number => (k >= Kind.CHARACTER ? VERSION_2 : VERSION);
 
 export enum ErrorCode {
   BAD_MAGIC = 1,
@@ -51,6 +68,12 @@ export enum ErrorCode {
   SHUTTING_DOWN = 27,
   AUDIO_TOO_LONG = 28,
   INTERNAL = 39,
+  // version 2
+  UNKNOWN_VOICE = 40,
+  UNKNOWN_EMOTION = 41,
+  TEXT_TOO_LONG = 42,
+  BAD_TEXT = 43,
+  UNSUPPORTED_RATE = 44,
 }
 
 export enum AudioFormat {
@@ -63,6 +86,24 @@ export enum Capability {
   AUDIO = 2,
   FACE = 4,
   LIVELINK_UDP = 8,
+  IDLE_FACE = 16, // version 2: idle face frames (FaceFrames with turn_id 0) between turns
+}
+
+export const EMOTION_MODE_PROMPT = 1; // the emotion is an instruction in the prompt (the A2-LLM way)
+export const EMOTION_MODE_FACE = 2; // ... a bounded offset/gain on the ARKit output (the Audio2Face way)
+export const CONFIG_ACK_CONVERSATION_RESET = 1;
+export const MIC_FLAG_END_OF_STREAM = 1;
+export const SERVER_TURN_BIT = 0x80000000; // turns the server starts itself (hands-free utterances)
+
+export enum EmotionScope {
+  SESSION = 0,
+  NEXT_TURN = 1,
+}
+
+export enum SpeechEndReason {
+  SILENCE = 0,
+  MAX_LENGTH = 1,
+  END_OF_STREAM = 2,
 }
 
 export enum TurnStatus {
@@ -91,6 +132,8 @@ export class ProtocolError extends Error {
 }
 
 export interface Header {
+  /** the header's protocol version (1, or 2 in a version 2 session) */
+  header_version: number;
   turn_id: number;
   seq: number;
   send_time_us: number;
@@ -194,7 +237,88 @@ export interface ErrorMsg extends Header {
   message: string;
 }
 
+// --- version 2 (PROTOCOL.md §10) ---
+export interface Character extends Header {
+  kind: Kind.CHARACTER;
+  emotion_modes: number;
+  intensity: number;
+  voice: string;
+  emotion: string;
+  persona: string;
+}
+
+export interface ServerInfo extends Header {
+  kind: Kind.SERVER_INFO;
+  max_persona_chars: number;
+  max_context_chars: number;
+  max_text_chars: number;
+  vad_min_speech_ms: number;
+  vad_min_silence_ms: number;
+  vad_barge_in_ms: number;
+  mic_rates: number[];
+  voices: string[];
+  emotions: string[];
+}
+
+export interface ConfigAck extends Header {
+  kind: Kind.CONFIG_ACK;
+  acked_kind: number;
+  flags: number;
+}
+
+export interface GameContext extends Header {
+  kind: Kind.GAME_CONTEXT;
+  text: string;
+}
+
+export interface UserText extends Header {
+  kind: Kind.USER_TEXT;
+  text: string;
+}
+
+export interface SetEmotion extends Header {
+  kind: Kind.SET_EMOTION;
+  scope: EmotionScope;
+  intensity: number;
+  name: string;
+}
+
+export interface MicAudio extends AudioBody {
+  kind: Kind.MIC_AUDIO;
+  end_of_stream: boolean;
+}
+
+export interface SpeechStarted extends Header {
+  kind: Kind.SPEECH_STARTED;
+  start_sample: number;
+  detected_sample: number;
+}
+
+export interface SpeechEnded extends Header {
+  kind: Kind.SPEECH_ENDED;
+  start_sample: number;
+  end_sample: number;
+  detected_sample: number;
+  reason: SpeechEndReason;
+}
+
+export interface BargeIn extends Header {
+  kind: Kind.BARGE_IN;
+  speech_sample: number;
+  detected_sample: number;
+}
+
 export type Message =
+  | Character
+  | ServerInfo
+  | ConfigAck
+  | GameContext
+  | UserText
+  | SetEmotion
+  | MicAudio
+  | SpeechStarted
+  | SpeechEnded
+  | BargeIn
   | Hello
   | Welcome
   | UserAudio
@@ -321,7 +445,128 @@ function readAudio(r: Reader): Omit<AudioBody, keyof Header> & { flags: number }
   return { samples, format, sample_rate, sample_offset, flags };
 }
 
+/** protocol._intensity (the message's validation after the parse): finite, in [0, 1]. */
+function intensity(v: number): number {
+  check(finite(v, "intensity") >= 0 && v <= 1, ErrorCode.BAD_VALUE, `intensity=${v} must be in [0, 1]`);
+  return v;
+}
+
+const name8 = (r: Reader, what: string) => r.utf8(r.u8(), what);
+const text32 = (r: Reader, what: string) => r.utf8(r.u32(), what);
+const utf8Length = (s: string) => utf8enc.encode(s).length;
+
+function parseV2(kind: Kind, r: Reader, h: Header): Message {
+  switch (kind) {
+    case Kind.CHARACTER: {
+      const emotion_modes = r.u8();
+      const r1 = r.u8();
+      const r2 = r.u16();
+      const inten = r.f32();
+      check(r1 === 0 && r2 === 0, ErrorCode.BAD_VALUE, "Character: reserved fields are not 0");
+      check((emotion_modes & ~3) === 0, ErrorCode.BAD_VALUE, `Character: unknown emotion_modes bits ${emotion_modes}`);
+      check(Number.isFinite(inten), ErrorCode.NON_FINITE, "Character: intensity is not finite");
+      const voice = name8(r, "voice");
+      const emotion = name8(r, "emotion");
+      const persona = text32(r, "persona");
+      r.finish();
+      intensity(inten);
+      check(utf8Length(persona) <= MAX_PAYLOAD - 16 - 2 * 255, ErrorCode.BAD_VALUE, "persona is too long");
+      return { kind, ...h, emotion_modes, intensity: inten, voice, emotion, persona };
+    }
+    case Kind.SERVER_INFO: {
+      const max_persona_chars = r.u32();
+      const max_context_chars = r.u32();
+      const max_text_chars = r.u32();
+      const vad_min_speech_ms = r.u32();
+      const vad_min_silence_ms = r.u32();
+      const vad_barge_in_ms = r.u32();
+      const nRates = r.u8();
+      const raw = r.take(4 * nRates);
+      const dv = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+      const mic_rates = Array.from({ length: nRates }, (_, i) => dv.getUint32(4 * i, true));
+      const lists: string[][] = [];
+      for (const what of ["voice", "emotion"]) {
+        const n = r.u8();
+        const names: string[] = [];
+        for (let i = 0; i < n; i++) names.push(name8(r, what));
+        lists.push(names);
+      }
+      r.finish();
+      for (const rt of mic_rates) rate(rt, "mic rate");
+      for (const [i, what] of ["voices", "emotions"].entries())
+        for (const n of lists[i]) check(n.length > 0, ErrorCode.BAD_VALUE, `an empty name in ${what}`);
+      return {
+        kind, ...h, max_persona_chars, max_context_chars, max_text_chars, vad_min_speech_ms, vad_min_silence_ms,
+        vad_barge_in_ms, mic_rates, voices: lists[0], emotions: lists[1],
+      }; // prettier-ignore
+    }
+    case Kind.CONFIG_ACK: {
+      const acked_kind = r.u16();
+      const flags = r.u16();
+      r.finish();
+      check(
+        [Kind.CHARACTER, Kind.GAME_CONTEXT, Kind.SET_EMOTION].includes(acked_kind),
+        ErrorCode.BAD_VALUE,
+        `ConfigAck for kind ${acked_kind}`,
+      );
+      check((flags & ~CONFIG_ACK_CONVERSATION_RESET) === 0, ErrorCode.BAD_VALUE, `unknown ConfigAck flags ${flags}`);
+      return { kind, ...h, acked_kind, flags };
+    }
+    case Kind.GAME_CONTEXT:
+    case Kind.USER_TEXT: {
+      const text = text32(r, "text");
+      r.finish();
+      return { kind, ...h, text };
+    }
+    case Kind.SET_EMOTION: {
+      const scope = r.u8();
+      const r1 = r.u8();
+      const r2 = r.u16();
+      const inten = r.f32();
+      check(r1 === 0 && r2 === 0, ErrorCode.BAD_VALUE, "SetEmotion: reserved fields are not 0");
+      check(scope in EmotionScope, ErrorCode.BAD_VALUE, `SetEmotion: unknown scope ${scope}`);
+      check(Number.isFinite(inten), ErrorCode.NON_FINITE, "SetEmotion: intensity is not finite");
+      const name = name8(r, "emotion name");
+      r.finish();
+      intensity(inten);
+      check(name.length > 0, ErrorCode.BAD_VALUE, "empty emotion name");
+      return { kind, ...h, scope, intensity: inten, name };
+    }
+    case Kind.MIC_AUDIO: {
+      const { flags, ...a } = readAudio(r);
+      check((flags & ~MIC_FLAG_END_OF_STREAM) === 0, ErrorCode.BAD_VALUE, `unknown MicAudio flags ${flags}`);
+      return { kind, ...h, ...a, end_of_stream: (flags & MIC_FLAG_END_OF_STREAM) !== 0 };
+    }
+    case Kind.SPEECH_STARTED: {
+      const start_sample = r.u64();
+      const detected_sample = r.u64();
+      r.finish();
+      return { kind, ...h, start_sample, detected_sample };
+    }
+    case Kind.SPEECH_ENDED: {
+      const start_sample = r.u64();
+      const end_sample = r.u64();
+      const detected_sample = r.u64();
+      const reason = r.u8();
+      const rs = [r.u8(), r.u8(), r.u8()];
+      check(rs.every((x) => x === 0), ErrorCode.BAD_VALUE, "SpeechEnded: reserved bytes are not 0");
+      check(reason in SpeechEndReason, ErrorCode.BAD_VALUE, `SpeechEnded: unknown reason ${reason}`);
+      r.finish();
+      return { kind, ...h, start_sample, end_sample, detected_sample, reason };
+    }
+    case Kind.BARGE_IN: {
+      const speech_sample = r.u64();
+      const detected_sample = r.u64();
+      r.finish();
+      return { kind, ...h, speech_sample, detected_sample };
+    }
+    default:
+      throw new ProtocolError(ErrorCode.UNKNOWN_KIND, `unknown message kind ${kind}`);
+  }
+}
+
 function parsePayload(kind: Kind, r: Reader, h: Header): Message {
+  if (kind >= Kind.CHARACTER) return parseV2(kind, r, h);
   switch (kind) {
     case Kind.HELLO: {
       const min_version = r.u16();
@@ -441,6 +686,7 @@ function parsePayload(kind: Kind, r: Reader, h: Header): Message {
       return { kind, ...h, code, message };
     }
   }
+  throw new ProtocolError(ErrorCode.UNKNOWN_KIND, `unknown message kind ${kind}`);
 }
 
 /** Decode one message in its concatenated form (header + payload). Throws only ProtocolError. */
@@ -451,9 +697,18 @@ export function decode(data: ArrayBuffer | Uint8Array): Message {
   const magicOk = MAGIC.every((b, i) => buf[i] === b);
   check(magicOk, ErrorCode.BAD_MAGIC, "bad magic, expected A2LM");
   const version = v.getUint16(4, true);
-  check(version === VERSION, ErrorCode.UNSUPPORTED_VERSION, `protocol version ${version} is not supported`);
+  check(
+    version >= VERSION && version <= MAX_VERSION,
+    ErrorCode.UNSUPPORTED_VERSION,
+    `protocol version ${version} is not supported`,
+  );
   const kind = v.getUint16(6, true);
   check(kind in Kind && typeof Kind[kind] === "string", ErrorCode.UNKNOWN_KIND, `unknown message kind ${kind}`);
+  check(
+    version >= minVersion(kind),
+    ErrorCode.UNKNOWN_KIND,
+    `message kind ${kind} does not exist in protocol version ${version}`,
+  );
   const length = v.getUint32(12, true);
   check(length <= MAX_PAYLOAD, ErrorCode.PAYLOAD_TOO_LARGE, `payload_length ${length} > ${MAX_PAYLOAD}`);
   check(
@@ -462,6 +717,7 @@ export function decode(data: ArrayBuffer | Uint8Array): Message {
     `payload is ${buf.length - HEADER_SIZE} bytes, header says ${length}`,
   );
   const h: Header = {
+    header_version: version,
     turn_id: v.getUint32(8, true),
     seq: Number(v.getBigUint64(16, true)),
     send_time_us: Number(v.getBigUint64(24, true)),
@@ -506,6 +762,15 @@ class Writer {
     this.bytes.set(b, p);
     return this;
   }
+  f32(x: number): this {
+    this.view.setFloat32(this.grow(4), x, true);
+    return this;
+  }
+  f32s(a: Float32Array): this {
+    const p = this.grow(a.length * 4);
+    for (let i = 0; i < a.length; i++) this.view.setFloat32(p + 4 * i, a[i], true);
+    return this;
+  }
   i16s(a: Int16Array): this {
     const p = this.grow(a.length * 2);
     for (let i = 0; i < a.length; i++) this.view.setInt16(p + 2 * i, a[i], true);
@@ -516,14 +781,14 @@ class Writer {
   }
 }
 
-const DEFAULT_HEADER: Header = { turn_id: 0, seq: 0, send_time_us: 0 };
+const DEFAULT_HEADER: Header = { header_version: VERSION, turn_id: 0, seq: 0, send_time_us: 0 };
 
 function withHeader(kind: Kind, payload: Uint8Array, h: Partial<Header>): Uint8Array {
   const hh = { ...DEFAULT_HEADER, ...h };
   check(payload.length <= MAX_PAYLOAD, ErrorCode.PAYLOAD_TOO_LARGE, `payload ${payload.length} > ${MAX_PAYLOAD}`);
   const w = new Writer()
     .raw(new Uint8Array(MAGIC))
-    .u16(VERSION)
+    .u16(Math.max(hh.header_version, minVersion(kind)))
     .u16(kind)
     .u32(hh.turn_id)
     .u32(payload.length)
@@ -572,6 +837,81 @@ export function encodeUserAudio(
     .u32(samples.length)
     .i16s(samples);
   return withHeader(Kind.USER_AUDIO, w.result(), h);
+}
+
+// --- version 2 client messages (PROTOCOL.md §10) -----------------------------------------------------------------
+function checkIntensity(v: number): void {
+  check(Number.isFinite(v), ErrorCode.NON_FINITE, `intensity=${v} is not finite`);
+  check(v >= 0 && v <= 1, ErrorCode.BAD_VALUE, `intensity=${v} must be in [0, 1]`);
+}
+
+const textBytes = (s: string) => utf8enc.encode(s);
+
+/** Character (§10.4): the session's whole character configuration; empty strings = the server's defaults. */
+export function encodeCharacter(
+  o: { persona?: string; voice?: string; emotion?: string; intensity?: number; emotion_modes?: number },
+  h: Partial<Header> = {},
+): Uint8Array {
+  const modes = o.emotion_modes ?? EMOTION_MODE_PROMPT | EMOTION_MODE_FACE;
+  check((modes & ~3) === 0 && modes >= 0, ErrorCode.BAD_VALUE, `unknown emotion_modes bits ${modes}`);
+  const inten = o.intensity ?? 0;
+  checkIntensity(inten);
+  const voice = nameBytes(o.voice ?? "", "voice");
+  const emotion = nameBytes(o.emotion ?? "", "emotion");
+  const persona = textBytes(o.persona ?? "");
+  const w = new Writer().u8(modes).u8(0).u16(0).f32(inten);
+  w.u8(voice.length).raw(voice).u8(emotion.length).raw(emotion).u32(persona.length).raw(persona);
+  return withHeader(Kind.CHARACTER, w.result(), h);
+}
+
+/** GameContext (§10.6): the game's situation for the next turns; "" clears it. */
+export function encodeGameContext(text: string, h: Partial<Header> = {}): Uint8Array {
+  const b = textBytes(text);
+  return withHeader(Kind.GAME_CONTEXT, new Writer().u32(b.length).raw(b).result(), h);
+}
+
+/** UserText (§10.7): a typed turn; header turn_id > 0. */
+export function encodeUserText(text: string, h: Partial<Header> = {}): Uint8Array {
+  const b = textBytes(text);
+  return withHeader(Kind.USER_TEXT, new Writer().u32(b.length).raw(b).result(), h);
+}
+
+/** SetEmotion (§10.4): for the session (the new default) or only the next turn. */
+export function encodeSetEmotion(
+  o: { name: string; intensity: number; scope?: EmotionScope },
+  h: Partial<Header> = {},
+): Uint8Array {
+  checkIntensity(o.intensity);
+  const scope = o.scope ?? EmotionScope.SESSION;
+  check(scope in EmotionScope, ErrorCode.BAD_VALUE, `unknown emotion scope ${scope}`);
+  const name = nameBytes(o.name, "emotion name");
+  check(name.length > 0, ErrorCode.BAD_VALUE, "empty emotion name");
+  const w = new Writer().u8(scope).u8(0).u16(0).f32(o.intensity).u8(name.length).raw(name);
+  return withHeader(Kind.SET_EMOTION, w.result(), h);
+}
+
+/** MicAudio (§10.8): a piece of the continuous microphone stream (PCM16 or float32 in [-1, 1]);
+ * sample_offset 0 starts a new stream. */
+export function encodeMicAudio(
+  samples: Int16Array | Float32Array,
+  sample_rate: number,
+  sample_offset: number,
+  end_of_stream: boolean,
+  h: Partial<Header> = {},
+): Uint8Array {
+  rate(sample_rate, "sample_rate");
+  const pcm = samples instanceof Int16Array;
+  if (!pcm) finiteArray(samples, "audio samples");
+  const w = new Writer()
+    .u8(pcm ? AudioFormat.PCM16 : AudioFormat.F32)
+    .u8(end_of_stream ? MIC_FLAG_END_OF_STREAM : 0)
+    .u16(1)
+    .u32(sample_rate)
+    .u64(sample_offset)
+    .u32(samples.length);
+  if (pcm) w.i16s(samples);
+  else w.f32s(samples);
+  return withHeader(Kind.MIC_AUDIO, w.result(), { turn_id: 0, ...h });
 }
 
 export function encodeHeartbeat(time_us: number, echo_us: number, h: Partial<Header> = {}): Uint8Array {

@@ -42,6 +42,7 @@ bool UA2LLMAvatarComponent::Connect()
 	Settings.Endpoint = ServerEndpoint;
 	Settings.JitterTargetMs = static_cast<uint32>(FMath::Max(JitterTargetMs, 0));
 	Settings.CurveServerKey = CurveServerKey;
+	Settings.bIdleFace = bIdleFace;
 	FString Error;
 	Connection = FA2LLMConnection::Create(Settings, Error);
 	if (!Connection.IsValid())
@@ -49,6 +50,12 @@ bool UA2LLMAvatarComponent::Connect()
 		UE_LOG(LogA2LLM, Error, TEXT("%s"), *Error);
 		OnError.Broadcast(-1, Error);
 		return false;
+	}
+	// stored by the core and sent after the Welcome (and again after every reconnect)
+	ApplyCharacter();
+	if (!GameContext.IsEmpty())
+	{
+		SetGameContext(GameContext);
 	}
 
 	LiveLinkSource = FA2LLMLiveLinkSource::AddToLiveLink(ServerEndpoint);
@@ -78,6 +85,12 @@ void UA2LLMAvatarComponent::Disconnect()
 	if (bTalking)
 	{
 		EndTalking();
+	}
+	if (bStreaming)
+	{
+		const bool bWanted = bHandsFree;
+		StopHandsFree();
+		bHandsFree = bWanted; // reconnecting starts it again
 	}
 	if (AudioComponent != nullptr)
 	{
@@ -112,12 +125,28 @@ bool UA2LLMAvatarComponent::BeginTalking()
 	{
 		return false;
 	}
+	if (bStreaming)
+	{
+		UE_LOG(LogA2LLM, Warning, TEXT("hands-free is on: push-to-talk is off until StopHandsFree"));
+		return false;
+	}
 	uint32 PlayingTurn = 0;
 	A2LLM::Api().a2llm_client_playback_position(Connection->Handle(), &PlayingTurn);
 	if (PlayingTurn != 0 || bAnswerPending)
 	{
 		CancelAnswer(); // barge-in
 	}
+	if (!OpenMicrophone())
+	{
+		return false;
+	}
+	FScopeLock Lock(&MicLock);
+	bTalking = true;
+	return true;
+}
+
+bool UA2LLMAvatarComponent::OpenMicrophone()
+{
 	Capture = MakeUnique<Audio::FAudioCapture>();
 	Audio::FAudioCaptureDeviceParams Params; // default device, float32
 	Audio::FOnAudioCaptureFunction OnCapture = [this](const void* InAudio, int32 NumFrames, int32 NumChannels,
@@ -131,16 +160,24 @@ bool UA2LLMAvatarComponent::BeginTalking()
 		Capture.Reset();
 		return false;
 	}
-	FScopeLock Lock(&MicLock);
-	bTalking = true;
 	return true;
+}
+
+void UA2LLMAvatarComponent::CloseMicrophone()
+{
+	if (Capture.IsValid())
+	{
+		Capture->StopStream();
+		Capture->CloseStream();
+		Capture.Reset();
+	}
 }
 
 void UA2LLMAvatarComponent::OnMicrophoneAudio(const float* Audio, int32 NumFrames, int32 NumChannels, int32 SampleRate)
 {
 	// Capture thread: mix to mono and send at the device rate (the server resamples to 16 kHz, polyphase).
 	FScopeLock Lock(&MicLock);
-	if (!bTalking || !Connection.IsValid() || NumFrames <= 0 || NumChannels <= 0)
+	if ((!bTalking && !bStreaming) || !Connection.IsValid() || NumFrames <= 0 || NumChannels <= 0)
 	{
 		return;
 	}
@@ -153,6 +190,16 @@ void UA2LLMAvatarComponent::OnMicrophoneAudio(const float* Audio, int32 NumFrame
 			Sum += Audio[F * NumChannels + C];
 		}
 		MicMono[F] = FMath::Clamp(Sum / NumChannels, -1.f, 1.f);
+	}
+	if (bStreaming)
+	{
+		// hands-free: the continuous stream at the device rate (one of the server's mic rates, checked at start)
+		const int32 R = Connection->SendMic(MicMono.GetData(), NumFrames, SampleRate, false);
+		if (R < 0 && R != A2LLM_ERR_NOT_CONNECTED)
+		{
+			UE_LOG(LogA2LLM, Warning, TEXT("hands-free microphone not sent: %hs"), A2LLM::Api().a2llm_last_error());
+		}
+		return;
 	}
 	const int32 Turn = Connection->SendAudio(MicMono.GetData(), NumFrames, SampleRate, false);
 	if (Turn > 0)
@@ -190,12 +237,7 @@ void UA2LLMAvatarComponent::EndTalking()
 			}
 		}
 	}
-	if (Capture.IsValid())
-	{
-		Capture->StopStream();
-		Capture->CloseStream();
-		Capture.Reset();
-	}
+	CloseMicrophone();
 }
 
 void UA2LLMAvatarComponent::CancelAnswer()
@@ -205,6 +247,155 @@ void UA2LLMAvatarComponent::CancelAnswer()
 		Connection->Cancel();
 	}
 	bAnswerPending = false;
+}
+
+A2LLM::FCharacterUtf8 UA2LLMAvatarComponent::CharacterUtf8() const
+{
+	A2LLM::FCharacterUtf8 C;
+	C.Persona = std::string(TCHAR_TO_UTF8(*Persona));
+	C.Voice = std::string(TCHAR_TO_UTF8(*Voice));
+	C.Emotion = std::string(TCHAR_TO_UTF8(*Emotion));
+	C.Intensity = EmotionIntensity;
+	C.bEmotionInPrompt = bEmotionInPrompt;
+	C.bEmotionOnFace = bEmotionOnFace;
+	return C;
+}
+
+bool UA2LLMAvatarComponent::ApplyCharacter()
+{
+	if (!Connection.IsValid())
+	{
+		return false;
+	}
+	const int32 R = Connection->SetCharacter(CharacterUtf8());
+	if (R != A2LLM_OK)
+	{
+		const FString Why = UTF8_TO_TCHAR(A2LLM::Api().a2llm_last_error());
+		UE_LOG(LogA2LLM, Warning, TEXT("character not applied: %s"), *Why);
+		OnError.Broadcast(R, Why);
+	}
+	return R == A2LLM_OK;
+}
+
+bool UA2LLMAvatarComponent::SetGameContext(const FString& Text)
+{
+	GameContext = Text;
+	if (!Connection.IsValid())
+	{
+		return false;
+	}
+	const int32 R = Connection->SetContext(Text);
+	if (R != A2LLM_OK)
+	{
+		OnError.Broadcast(R, UTF8_TO_TCHAR(A2LLM::Api().a2llm_last_error()));
+	}
+	return R == A2LLM_OK;
+}
+
+bool UA2LLMAvatarComponent::SetEmotion(const FString& EmotionName, float Intensity, bool bNextTurnOnly)
+{
+	if (!Connection.IsValid())
+	{
+		return false;
+	}
+	const int32 R = Connection->SetEmotion(EmotionName, Intensity, bNextTurnOnly);
+	if (R != A2LLM_OK)
+	{
+		OnError.Broadcast(R, UTF8_TO_TCHAR(A2LLM::Api().a2llm_last_error()));
+		return false;
+	}
+	if (!bNextTurnOnly)
+	{
+		Emotion = EmotionName;
+		EmotionIntensity = Intensity;
+	}
+	return true;
+}
+
+int32 UA2LLMAvatarComponent::SendText(const FString& Text)
+{
+	if (!Connection.IsValid())
+	{
+		return A2LLM_ERR_NOT_CONNECTED;
+	}
+	uint32 PlayingTurn = 0;
+	A2LLM::Api().a2llm_client_playback_position(Connection->Handle(), &PlayingTurn);
+	if (PlayingTurn != 0 || bAnswerPending)
+	{
+		CancelAnswer(); // barge-in
+	}
+	const int32 Turn = Connection->SendText(Text);
+	if (Turn > 0)
+	{
+		CurrentTurn = static_cast<uint32>(Turn);
+		bAnswerPending = true;
+	}
+	else
+	{
+		OnError.Broadcast(Turn, UTF8_TO_TCHAR(A2LLM::Api().a2llm_last_error()));
+	}
+	return Turn;
+}
+
+bool UA2LLMAvatarComponent::StartHandsFree()
+{
+	bHandsFree = true;
+	if (!IsConnected() || bStreaming)
+	{
+		return bStreaming; // the CONNECTED event starts it
+	}
+	if (bTalking)
+	{
+		EndTalking();
+	}
+	if (A2LLM::Api().a2llm_client_session_version(Connection->Handle()) < 2)
+	{
+		UE_LOG(LogA2LLM, Warning, TEXT("hands-free needs protocol version 2; this server speaks version 1"));
+		return false;
+	}
+	if (!OpenMicrophone())
+	{
+		return false;
+	}
+	const int32 DeviceRate = Capture->GetSampleRate();
+	if (A2LLM::AcceptedMicRate(A2LLM::Api(), Connection->Handle(), static_cast<uint32>(DeviceRate)) == 0)
+	{
+		UE_LOG(LogA2LLM, Error, TEXT("the microphone runs at %d Hz, which the server does not take for hands-free "
+			"(16000, 32000 or 48000): set the device's rate"), DeviceRate);
+		CloseMicrophone();
+		return false;
+	}
+	FScopeLock Lock(&MicLock);
+	bStreaming = true;
+	return true;
+}
+
+void UA2LLMAvatarComponent::StopHandsFree()
+{
+	bHandsFree = false;
+	{
+		FScopeLock Lock(&MicLock);
+		if (!bStreaming)
+		{
+			return;
+		}
+		bStreaming = false;
+		if (Connection.IsValid())
+		{
+			Connection->SendMic(nullptr, 0, 16000, true); // END_OF_STREAM: an utterance in progress ends
+		}
+	}
+	CloseMicrophone();
+}
+
+TArray<FString> UA2LLMAvatarComponent::GetVoiceNames() const
+{
+	return Connection.IsValid() ? Connection->ServerNames(true) : TArray<FString>();
+}
+
+TArray<FString> UA2LLMAvatarComponent::GetEmotionNames() const
+{
+	return Connection.IsValid() ? Connection->ServerNames(false) : TArray<FString>();
 }
 
 void UA2LLMAvatarComponent::TickComponent(float DeltaTime, ELevelTick TickType,
@@ -245,6 +436,30 @@ void UA2LLMAvatarComponent::HandleEvent(const FA2LLMGameEvent& Event)
 		OnConnected.Broadcast();
 		break;
 	}
+	case A2LLM_EVENT_SERVER_INFO:
+		if (bHandsFree && !bStreaming)
+		{
+			StartHandsFree(); // the server's mic rates are known now
+		}
+		break;
+	case A2LLM_EVENT_SPEECH_STARTED:
+		OnSpeechStarted.Broadcast(static_cast<int32>(Event.TurnId));
+		break;
+	case A2LLM_EVENT_SPEECH_ENDED: // the hands-free turn starts; its answer follows
+		CurrentTurn = Event.TurnId;
+		bAnswerPending = true;
+		OnSpeechEnded.Broadcast(static_cast<int32>(Event.TurnId));
+		break;
+	case A2LLM_EVENT_BARGE_IN: // the core already faded the answer out
+		if (Event.TurnId == CurrentTurn)
+		{
+			bAnswerPending = false;
+		}
+		OnBargeIn.Broadcast(static_cast<int32>(Event.TurnId));
+		break;
+	case A2LLM_EVENT_CONFIG_ACK:
+		OnConfigApplied.Broadcast(Event.Code, (Event.Flags & A2LLM_ACK_CONVERSATION_RESET) != 0);
+		break;
 	case A2LLM_EVENT_TEXT_DELTA:
 		OnText.Broadcast(Event.Text);
 		break;
@@ -264,6 +479,11 @@ void UA2LLMAvatarComponent::HandleEvent(const FA2LLMGameEvent& Event)
 		OnError.Broadcast(Event.Code, Event.Text);
 		break;
 	case A2LLM_EVENT_DISCONNECTED:
+		if (bStreaming)
+		{
+			StopHandsFree(); // the stream restarts at sample 0 after the next ServerInfo
+			bHandsFree = true;
+		}
 		if (LiveLinkSource.IsValid())
 		{
 			LiveLinkSource->SetStatus(FText::FromString(TEXT("Reconnecting")));

@@ -29,7 +29,7 @@ FA2LLMConnectionPtr FA2LLMConnection::Create(const FA2LLMConnectionSettings& Set
 	}
 	a2llm_client_options Opts;
 	A2LLM::Api().a2llm_client_options_init(&Opts);
-	Opts.capabilities = A2LLM_CAP_TEXT | A2LLM_CAP_AUDIO | A2LLM_CAP_FACE;
+	Opts.capabilities = A2LLM_CAP_TEXT | A2LLM_CAP_AUDIO | A2LLM_CAP_FACE | (Settings.bIdleFace ? A2LLM_CAP_IDLE_FACE : 0u);
 	Opts.layouts[0] = A2LLM_LAYOUT_LIVELINK61; // the Live Link Face curve set, head included
 	Opts.n_layouts = 1;
 	Opts.jitter_target_ms = Settings.JitterTargetMs;
@@ -101,6 +101,11 @@ uint32 FA2LLMConnection::Run()
 		Out.TtfaS = Ev.ttfa_s;
 		Out.Rtf = Ev.rtf;
 		Out.AudioSamples = Ev.audio_samples;
+		Out.StartSample = Ev.start_sample;
+		Out.EndSample = Ev.end_sample;
+		Out.DetectedSample = Ev.detected_sample;
+		Out.Reason = Ev.reason;
+		Out.Flags = Ev.flags;
 		Events.Enqueue(MoveTemp(Out));
 	}
 	return 0;
@@ -159,4 +164,38 @@ int32 FA2LLMConnection::SendAudio(const float* Samples, int32 Num, int32 SampleR
 int32 FA2LLMConnection::Cancel()
 {
 	return A2LLM::Api().a2llm_client_cancel(Client);
+}
+
+int32 FA2LLMConnection::SetCharacter(const A2LLM::FCharacterUtf8& Character)
+{
+	return A2LLM::ApplyCharacter(A2LLM::Api(), Client, Character);
+}
+
+int32 FA2LLMConnection::SetContext(const FString& Text)
+{
+	return A2LLM::Api().a2llm_client_set_context(Client, Utf8(Text).GetData());
+}
+
+int32 FA2LLMConnection::SetEmotion(const FString& Emotion, float Intensity, bool bNextTurnOnly)
+{
+	return A2LLM::Api().a2llm_client_set_emotion(Client, Utf8(Emotion).GetData(), Intensity,
+		bNextTurnOnly ? A2LLM_SCOPE_NEXT_TURN : A2LLM_SCOPE_SESSION);
+}
+
+int32 FA2LLMConnection::SendText(const FString& Text)
+{
+	return A2LLM::Api().a2llm_client_send_text(Client, Utf8(Text).GetData());
+}
+
+int32 FA2LLMConnection::SendMic(const float* Samples, int32 Num, int32 SampleRate, bool bEndOfStream)
+{
+	return A2LLM::Api().a2llm_client_send_mic_f32(Client, Samples, static_cast<uint32>(FMath::Max(Num, 0)),
+		static_cast<uint32>(SampleRate), bEndOfStream ? 1 : 0);
+}
+
+TArray<FString> FA2LLMConnection::ServerNames(bool bVoices) const
+{
+	TArray<FString> Names;
+	A2LLM::ForEachServerName(A2LLM::Api(), Client, bVoices, [&Names](const char* Name) { Names.Add(FString(UTF8_TO_TCHAR(Name))); });
+	return Names;
 }

@@ -19,6 +19,8 @@ DECLARE_DYNAMIC_MULTICAST_DELEGATE(FA2LLMConnectedDelegate);
 DECLARE_DYNAMIC_MULTICAST_DELEGATE_OneParam(FA2LLMTextDelegate, const FString&, Text);
 DECLARE_DYNAMIC_MULTICAST_DELEGATE_TwoParams(FA2LLMTurnDelegate, int32, TurnId, int32, Status);
 DECLARE_DYNAMIC_MULTICAST_DELEGATE_TwoParams(FA2LLMErrorDelegate, int32, Code, const FString&, Message);
+DECLARE_DYNAMIC_MULTICAST_DELEGATE_OneParam(FA2LLMSpeechDelegate, int32, TurnId);
+DECLARE_DYNAMIC_MULTICAST_DELEGATE_TwoParams(FA2LLMConfigDelegate, int32, AckedKind, bool, bConversationReset);
 
 UCLASS(ClassGroup = (A2LLM), meta = (BlueprintSpawnableComponent))
 class A2LLMBRIDGE_API UA2LLMAvatarComponent : public UActorComponent
@@ -58,6 +60,59 @@ public:
 	UPROPERTY(EditAnywhere, BlueprintReadWrite, Category = "A2LLM")
 	FString CurveServerKey;
 
+	// --- the character (protocol version 2): sent at Connect, kept by the core across reconnects ---------------
+	/** The character's system prompt. A changed persona starts a new conversation. Empty = the server's default. */
+	UPROPERTY(EditAnywhere, BlueprintReadWrite, Category = "A2LLM|Character", meta = (MultiLine = true))
+	FString Persona;
+
+	/** A voice name from the server's list (GetVoiceNames); empty = its default voice. */
+	UPROPERTY(EditAnywhere, BlueprintReadWrite, Category = "A2LLM|Character")
+	FString Voice;
+
+	/** Default emotion: neutral, happy, sad, angry, surprised, afraid, disgusted, ... (GetEmotionNames). */
+	UPROPERTY(EditAnywhere, BlueprintReadWrite, Category = "A2LLM|Character")
+	FString Emotion;
+
+	UPROPERTY(EditAnywhere, BlueprintReadWrite, Category = "A2LLM|Character", meta = (ClampMin = "0", ClampMax = "1"))
+	float EmotionIntensity = 0.f;
+
+	/** The emotion as an instruction in the prompt: speech and face follow it through the model (A2-LLM). */
+	UPROPERTY(EditAnywhere, BlueprintReadWrite, Category = "A2LLM|Character")
+	bool bEmotionInPrompt = true;
+
+	/** The emotion as a bounded offset/gain on the ARKit curves, blended over 300 ms (Audio2Face). */
+	UPROPERTY(EditAnywhere, BlueprintReadWrite, Category = "A2LLM|Character")
+	bool bEmotionOnFace = true;
+
+	/** The game's situation, used from the next turn on (SetGameContext while playing); no conversation reset. */
+	UPROPERTY(EditAnywhere, BlueprintReadWrite, Category = "A2LLM|Character", meta = (MultiLine = true))
+	FString GameContext;
+
+	/** Idle face between turns: blinks, saccades, breathing, a listening pose. */
+	UPROPERTY(EditAnywhere, BlueprintReadWrite, Category = "A2LLM|Character")
+	bool bIdleFace = true;
+
+	/** Stream the microphone continuously; the server detects speech and barge-in. Needs echo cancellation or a
+	 * headset, or the character's voice interrupts itself. */
+	UPROPERTY(EditAnywhere, BlueprintReadWrite, Category = "A2LLM|Character")
+	bool bHandsFree = false;
+
+	/** Hands-free: the server heard the player start an utterance (its turn id has bit 31 set). */
+	UPROPERTY(BlueprintAssignable, Category = "A2LLM")
+	FA2LLMSpeechDelegate OnSpeechStarted;
+
+	/** Hands-free: the utterance ended; its answer follows with this turn id. */
+	UPROPERTY(BlueprintAssignable, Category = "A2LLM")
+	FA2LLMSpeechDelegate OnSpeechEnded;
+
+	/** The player spoke over the answer of TurnId: it was cancelled (the audio already faded out). */
+	UPROPERTY(BlueprintAssignable, Category = "A2LLM")
+	FA2LLMSpeechDelegate OnBargeIn;
+
+	/** The server applied a character (12), game context (15) or emotion (17). */
+	UPROPERTY(BlueprintAssignable, Category = "A2LLM")
+	FA2LLMConfigDelegate OnConfigApplied;
+
 	UPROPERTY(BlueprintAssignable, Category = "A2LLM")
 	FA2LLMConnectedDelegate OnConnected;
 
@@ -87,6 +142,34 @@ public:
 
 	UFUNCTION(BlueprintCallable, Category = "A2LLM")
 	void CancelAnswer();
+
+	/** Sends the character properties (after editing them while connected). False + OnError when refused. */
+	UFUNCTION(BlueprintCallable, Category = "A2LLM|Character")
+	bool ApplyCharacter();
+
+	UFUNCTION(BlueprintCallable, Category = "A2LLM|Character")
+	bool SetGameContext(const FString& Text);
+
+	/** The emotion for the session, or only the next turn. */
+	UFUNCTION(BlueprintCallable, Category = "A2LLM|Character")
+	bool SetEmotion(const FString& EmotionName, float Intensity, bool bNextTurnOnly);
+
+	/** A typed turn (chat box, accessibility), answered with speech and face; interrupts a playing answer.
+	 * Returns the turn id, or a negative status. */
+	UFUNCTION(BlueprintCallable, Category = "A2LLM|Character")
+	int32 SendText(const FString& Text);
+
+	UFUNCTION(BlueprintCallable, Category = "A2LLM|Character")
+	bool StartHandsFree();
+
+	UFUNCTION(BlueprintCallable, Category = "A2LLM|Character")
+	void StopHandsFree();
+
+	UFUNCTION(BlueprintPure, Category = "A2LLM|Character")
+	TArray<FString> GetVoiceNames() const;
+
+	UFUNCTION(BlueprintPure, Category = "A2LLM|Character")
+	TArray<FString> GetEmotionNames() const;
 
 	UFUNCTION(BlueprintPure, Category = "A2LLM")
 	bool IsConnected() const;
@@ -121,6 +204,10 @@ private:
 	TUniquePtr<Audio::FAudioCapture> Capture;
 	FCriticalSection MicLock; // orders microphone sends against the end-of-utterance send
 	bool bTalking = false; // guarded by MicLock
+	bool bStreaming = false; // hands-free: guarded by MicLock
+	bool OpenMicrophone();
+	void CloseMicrophone();
+	A2LLM::FCharacterUtf8 CharacterUtf8() const;
 	bool bAnswerPending = false;
 	uint32 CurrentTurn = 0;
 	TArray<float> MicMono; // capture thread scratch

@@ -11,6 +11,7 @@
 #include "HAL/CriticalSection.h"
 #include "HAL/Runnable.h"
 #include "HAL/ThreadSafeBool.h"
+#include "A2LLMCharacterApi.h"
 #include "a2llm_client.h"
 
 class FRunnableThread;
@@ -20,6 +21,8 @@ struct FA2LLMConnectionSettings
 	FString Endpoint = TEXT("tcp://127.0.0.1:5555");
 	FString ClientName = TEXT("a2llm-unreal");
 	uint32 JitterTargetMs = 100;
+	/** Idle face frames between turns (protocol version 2). */
+	bool bIdleFace = true;
 	/** ZeroMQ CURVE keys (Z85), only when the server is not on loopback. */
 	FString CurveServerKey;
 	FString CurvePublicKey;
@@ -38,6 +41,12 @@ struct FA2LLMGameEvent
 	float TtfaS = -1.f;
 	float Rtf = -1.f;
 	uint64 AudioSamples = 0;
+	// version 2: SPEECH_STARTED / SPEECH_ENDED / BARGE_IN (mic stream offsets), CONFIG_ACK (Code = kind, Flags)
+	uint64 StartSample = 0;
+	uint64 EndSample = 0;
+	uint64 DetectedSample = 0;
+	int32 Reason = 0;
+	uint32 Flags = 0;
 };
 
 class A2LLMBRIDGE_API FA2LLMConnection : public FRunnable
@@ -69,6 +78,16 @@ public:
 	/** Thread-safe sends (see a2llm_client.h). Return the turn id or a negative a2llm_status. */
 	int32 SendAudio(const float* Samples, int32 Num, int32 SampleRate, bool bEndOfUtterance);
 	int32 Cancel();
+
+	/** Version 2 (PROTOCOL.md 10), thread-safe. Return A2LLM_OK / a turn id, or a negative a2llm_status. */
+	int32 SetCharacter(const A2LLM::FCharacterUtf8& Character);
+	int32 SetContext(const FString& Text);
+	int32 SetEmotion(const FString& Emotion, float Intensity, bool bNextTurnOnly);
+	int32 SendText(const FString& Text);
+	/** Hands-free: a piece of the continuous microphone stream (mono float32 in [-1, 1]). */
+	int32 SendMic(const float* Samples, int32 Num, int32 SampleRate, bool bEndOfStream);
+	/** The server's voice or emotion names (empty before its ServerInfo). Any thread. */
+	TArray<FString> ServerNames(bool bVoices) const;
 
 	// FRunnable (the receive thread)
 	virtual uint32 Run() override;

@@ -31,6 +31,17 @@ namespace A2LLM
 	X(a2llm_client_read_audio)                                                                                       \
 	X(a2llm_client_playback_position)                                                                                \
 	X(a2llm_client_face_frame_at)                                                                                    \
+	X(a2llm_client_session_version)                                                                                  \
+	X(a2llm_character_init)                                                                                          \
+	X(a2llm_client_set_character)                                                                                    \
+	X(a2llm_client_set_context)                                                                                      \
+	X(a2llm_client_set_emotion)                                                                                      \
+	X(a2llm_client_send_text)                                                                                        \
+	X(a2llm_client_send_mic_pcm16)                                                                                   \
+	X(a2llm_client_send_mic_f32)                                                                                     \
+	X(a2llm_client_server_info)                                                                                      \
+	X(a2llm_client_voice_name)                                                                                       \
+	X(a2llm_client_emotion_name)                                                                                     \
 	X(a2llm_client_layouts)                                                                                          \
 	X(a2llm_client_curve_count)                                                                                      \
 	X(a2llm_client_curve_name)
