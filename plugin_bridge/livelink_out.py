@@ -7,6 +7,11 @@ late leaves at once; later than that, the subject's clock is re-anchored to now 
 frame numbers are timecode frames (frames since local midnight at the packet's rate, as the app sends), so Unreal
 sees them increase. After a turn ends, one neutral frame (all 61 curves 0) follows the last one, so the face rests.
 
+A protocol version 2 session (a game character, PROTOCOL.md §10) sends the same processed face its ZeroMQ client
+gets: the answer through the character's face (crossfade from idle, emotion offsets), and, when the client asked for
+idle frames, the idle face between turns (blinks, saccades, breathing, emotion); no neutral frame then: the idle
+face follows the answer.
+
 Each session is its own Live Link subject (``a2llm<session id>``); in Unreal pick it in the MetaHuman's
 Blueprint (Live Link Face "LLink Face Subj").
 """
@@ -67,8 +72,10 @@ class LiveLinkSender:
         now = time.monotonic()
         with self._cv:
             clock = self._clock.get(subject)
-            if clock is None or first_frame != clock[3] or clock[4] != fps:  # a new turn: anchor the clock now
-                clock = (now, first_frame, now, first_frame, fps)
+            if clock is None or first_frame != clock[3] or clock[4] != fps:  # a new stream (turn, idle): anchor
+                # its clock now, or after the subject's frames still queued (a subject's streams never interleave)
+                start = now if clock is None else max(now, clock[2] + 1.0 / clock[4])
+                clock = (start, first_frame, start, first_frame, fps)
             t0, k0 = clock[0], clock[1]
             if t0 + (first_frame - k0) / fps < now - MAX_LAG_S:  # the producer fell behind: re-anchor, no burst
                 t0, k0 = now, first_frame
@@ -90,12 +97,15 @@ class LiveLinkSender:
             heapq.heappush(self._heap, (due, next(self._order), subject, clock[4], zero))
             self._cv.notify()
 
-    def clear(self, subject: str) -> None:
-        """Drop the subject's queued frames (its turn was cancelled) and send one neutral frame now."""
+    def clear(self, subject: str, rest: bool = True) -> None:
+        """Drop the subject's queued frames (its turn was cancelled) and send one neutral frame now (``rest``; not
+        for a game character, whose idle face follows)."""
         with self._cv:
             self._heap = [x for x in self._heap if x[2] != subject]
             heapq.heapify(self._heap)
             self._clock.pop(subject, None)
+            if not rest:
+                return
             zero = np.zeros(LIVELINK61_DIM, np.float32)
             heapq.heappush(self._heap, (time.monotonic(), next(self._order), subject, 25.0, zero))
             self._cv.notify()

@@ -23,6 +23,11 @@ prefills it with the next utterance. Sessions on other replicas never notice. Ra
 (``max_restarts``, default: always); a health check (every ``health_s``) sees it come back under a new incarnation and
 gives it new sessions again, and closes sessions a replica holds that the bridge has moved away.
 
+Game characters (protocol v2): the bridge keeps each session's character (persona, voice, game context) and sends it
+with every turn, so the replica that runs the turn applies it first (no extra call; a failover's new replica gets it
+back before the restored conversation). Persona and typed text are checked by a replica's engine (the tokenizer
+lives there) with one blocking Ray call; a typed turn is kept in the conversation like an utterance.
+
 What is not recovered: the turn that was running (the client gets ``TURN_FAILED`` and asks again), and the sampling
 generator's position (a restored session samples from its seed again; greedy answers are unaffected). A replica that
 hangs without dying is not detected.
@@ -47,7 +52,7 @@ import numpy as np
 
 from a2llm_rt.errors import InputError
 from plugin_bridge.engine_source import EngineSource, StackOptions
-from plugin_bridge.turn_source import Event, SourceBusyError, TurnEnd, TurnError
+from plugin_bridge.turn_source import CharacterLimits, Event, SourceBusyError, TurnEnd, TurnError
 
 if TYPE_CHECKING:
     from a2llm_rt.engine.engine import EngineConfig
@@ -128,6 +133,17 @@ class _NotOpen:
     """The replica does not hold the session (it restarted since): the bridge reopens it with its conversation."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Character:
+    """A session's character as the bridge keeps it (protocol v2): sent with every turn, so the replica that runs
+    the turn (the first, or a new one after a failover) applies it before the turn. ``persona`` / ``voice``: None
+    for the engine's defaults; ``context``: the game context (with the emotion sentence) for the next turn."""
+
+    persona: str | None = None
+    voice: str | None = None
+    context: str | None = None
+
+
 class EngineReplica:
     """The Ray actor: one engine (:func:`build_engine_source`) and its sessions. Threaded (``max_concurrency``):
     every running turn holds one thread, control calls (ping, cancel, close) run beside them."""
@@ -155,7 +171,16 @@ class EngineReplica:
             "sessions": sorted(self.source.engine.sessions),  # type: ignore[attr-defined]
             "busy": [sid for sid, s in list(self.source.engine.sessions.items()) if s.busy],  # type: ignore[attr-defined]
             "up_s": time.time() - self._t0,
+            "voices": list(self.source.voices),
+            "limits": dataclasses.asdict(self.source.limits),
         }
+
+    def check_text(self, text: str, what: str, max_chars: int, allow_empty: bool) -> tuple[str | None, str | None]:
+        """The engine's check of untrusted text: (cleaned text, None), or (None, why) when refused."""
+        try:
+            return self.source.check_text(text, what, max_chars, allow_empty), None
+        except InputError as e:
+            return None, str(e)
 
     def close_session(self, session_id: int) -> None:
         self.cancel(session_id)
@@ -167,10 +192,10 @@ class EngineReplica:
         if ev is not None:
             ev.set()
 
-    def _open(self, session_id: int, restore: list | None, wait_s: float = 10.0) -> bool:
-        """Open the session (restoring its conversation) unless open; False when it is not open and ``restore`` is
-        None. A full engine is retried for ``wait_s``: the bridge counts rows exactly, so a full engine only means
-        a close it sent has not run yet."""
+    def _open(self, session_id: int, restore: list | None, character: Character, wait_s: float = 10.0) -> bool:
+        """Open the session (with its character, then restoring its conversation) unless open; False when it is not
+        open and ``restore`` is None. A full engine is retried for ``wait_s``: the bridge counts rows exactly, so a
+        full engine only means a close it sent has not run yet."""
         engine = self.source.engine
         if session_id in engine.sessions and restore is None:  # type: ignore[attr-defined]
             return True
@@ -186,11 +211,14 @@ class EngineReplica:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.02)
+        self.source.configure(session_id, character.persona, character.voice)  # before the history: it reopens
         if restore:
             engine.sessions[session_id].restore_conversation(restore)  # type: ignore[attr-defined]
         return True
 
-    def turn(self, session_id: int, audio: np.ndarray, restore: list | None) -> Iterator[list]:
+    def turn(
+        self, session_id: int, audio: np.ndarray | str, restore: list | None, character: Character | None = None
+    ) -> Iterator[list]:
         """Streaming generator: the bridge events of one turn, then :class:`_Sync` right before ``TurnEnd`` (or
         :class:`_Sync` + :class:`_Failed`, or a lone :class:`_NotOpen`), in lists: each yield carries every item
         ready at that moment (one Ray object costs the receiving process ~0.4 ms of CPU, whatever its size; the
@@ -201,7 +229,7 @@ class EngineReplica:
 
         def produce() -> None:
             try:
-                for item in self._turn_items(session_id, audio, restore):
+                for item in self._turn_items(session_id, audio, restore, character or Character()):
                     items.put(item)
             except BaseException as e:  # noqa: BLE001 - handed to the Ray task below
                 crash.append(e)
@@ -226,18 +254,27 @@ class EngineReplica:
                     raise crash[0]
                 return
 
-    def _turn_items(self, session_id: int, audio: np.ndarray, restore: list | None) -> Iterator[object]:
+    def _turn_items(
+        self, session_id: int, audio: np.ndarray | str, restore: list | None, character: Character
+    ) -> Iterator[object]:
         cancel = threading.Event()
-        audio = np.array(audio, np.float32)  # Ray hands out read-only arrays
+        if not isinstance(audio, str):  # str: a typed turn
+            audio = np.array(audio, np.float32)  # Ray hands out read-only arrays
         with self._lock:
             self._cancels[session_id] = cancel
         try:
             try:
-                if not self._open(session_id, restore):
+                if not self._open(session_id, restore, character):
                     yield _NotOpen()
                     return
+                # the character as the bridge holds it (same persona: no reset; the bridge reopens on a new one)
+                self.source.configure(session_id, character.persona, character.voice)
+                self.source.set_context(session_id, character.context)
             except SourceBusyError as e:
                 yield _Failed(f"the replica has no free row: {e}", "busy")
+                return
+            except InputError as e:  # the bridge checked it with a replica's engine: only a stale copy lands here
+                yield _Failed(f"character refused: {e}", "input")
                 return
             session = self.source.engine.sessions[session_id]  # type: ignore[attr-defined]
             done_before = session.turns_done
@@ -313,13 +350,15 @@ class _Conversation:
     """Index of the replica the session is placed on; None: not placed (its replica died and none had room)."""
     opened_on: str | None = None
     """The incarnation of that replica that holds the session (None: open it there, restoring the exchanges)."""
-    exchanges: list[tuple[np.ndarray, list[int]]] = dataclasses.field(default_factory=list)
+    exchanges: list[tuple[np.ndarray | str, list[int]]] = dataclasses.field(default_factory=list)
+    """(the user's audio ``[n]`` float32 16 kHz or typed text, answer ids) of each exchange the replica holds."""
+    character: Character = dataclasses.field(default_factory=Character)
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
 
 def mirror_exchanges(
-    exchanges: list[tuple[np.ndarray, list[int]]], audio: np.ndarray, answer: list[int] | None, held: int
-) -> list[tuple[np.ndarray, list[int]]]:
+    exchanges: list[tuple[np.ndarray | str, list[int]]], audio: np.ndarray | str, answer: list[int] | None, held: int
+) -> list[tuple[np.ndarray | str, list[int]]]:
     """The bridge's copy of a conversation after a turn: the replica's history holds ``held`` exchanges, the last
     ones of ``exchanges`` plus this turn's (``audio``, ``answer``) when the turn added one (``answer`` not None).
     Fewer than before means the engine forgot (a failed turn resets the conversation; one that outgrows the cache
@@ -366,6 +405,7 @@ class RaySource:
         max_restarts: int = -1,
         health_s: float = 1.0,
         start_timeout_s: float = 600.0,
+        check_timeout_s: float = 10.0,
     ):
         if replicas < 1:
             raise InputError(f"--replicas must be >= 1, got {replicas}")
@@ -392,6 +432,7 @@ class RaySource:
         self.gpus = gpus
         self.cpus = cpus
         self.health_s = health_s
+        self.check_timeout_s = check_timeout_s
         rows = spec.engine_config().max_sessions
         actor_cls = ray.remote(EngineReplica)
         opts = {
@@ -414,6 +455,9 @@ class RaySource:
             self.close()
             raise
         self.layouts: tuple[str, ...] = tuple(infos[0]["layouts"])
+        self.voices: tuple[str, ...] = tuple(infos[0]["voices"])
+        """The replicas' voice names, the default first (protocol v2 ServerInfo; all replicas load the same)."""
+        self.limits = CharacterLimits(**infos[0]["limits"])
         self._thread = threading.Thread(target=self._health_loop, name="ray-source-health", daemon=True)
         self._thread.start()
         self._watcher = threading.Thread(target=self._watch_loop, name="ray-source-cancel", daemon=True)
@@ -581,15 +625,75 @@ class RaySource:
                 self._closing.append(r.actor.close_session.remote(session_id))  # type: ignore[attr-defined]
             self._place_orphans()  # a row is free: a session whose replica died may take it
 
-    def run_turn(self, session_id: int, audio: np.ndarray, cancel: threading.Event) -> Iterator[Event]:
+    # ---- game characters (protocol v2) -----------------------------------------------------------------------------
+    def check_text(self, text: str, what: str, max_chars: int, allow_empty: bool = False) -> str:
+        """The engine's check of untrusted text (control tokens of the chat format need the tokenizer, which lives
+        in the replicas): one call to a live replica, waiting ``check_timeout_s`` at most.
+        :class:`~a2llm_rt.errors.InputError` when refused or when no replica answers."""
+        ray = self._ray
+        with self._lock:
+            up = [r for r in self._replicas if r.up]
+        if not up:
+            raise InputError(f"{what} cannot be checked now: no replica is up; try again")
+        r = min(up, key=lambda r: len(r.sessions))
+        try:
+            clean, why = ray.get(
+                r.actor.check_text.remote(text, what, max_chars, allow_empty),  # type: ignore[attr-defined]
+                timeout=self.check_timeout_s,
+            )
+        except Exception as e:  # noqa: BLE001 - the replica died or is stuck
+            raise InputError(f"{what} cannot be checked now ({r.name()}: {type(e).__name__}); try again") from None
+        if why is not None:
+            raise InputError(why)
+        return clean
+
+    def _conversation(self, session_id: int) -> _Conversation:
+        with self._lock:
+            c = self._conversations.get(session_id)
+        if c is None:
+            raise InputError(f"session {session_id} is not open")
+        return c
+
+    def configure(self, session_id: int, persona: str | None, voice: str | None) -> bool:
+        """Persona (None: the engine's default) and voice (None: the default) of a session, between turns, as
+        :meth:`EngineSource.configure`: the persona is checked by a replica's engine (blocking, see
+        :meth:`check_text`); the character is kept here and goes with every turn to the replica that runs it (a
+        restored session gets it back before its conversation). A changed persona starts a new conversation (the
+        replica's copy is reopened at the next turn); returns True then. :class:`~a2llm_rt.errors.InputError` for
+        bad text or an unknown voice (nothing changed)."""
+        c = self._conversation(session_id)
+        if voice is not None and self.voices and voice not in self.voices:
+            raise InputError(f"unknown voice {voice!r}")
+        if persona is not None:
+            persona = self.check_text(persona, "persona", self.limits.persona)
+        with c.lock:  # between turns: a turn of this session holds it
+            reset = persona != c.character.persona
+            with self._lock:
+                c.character = dataclasses.replace(c.character, persona=persona, voice=voice)
+                if reset:
+                    c.exchanges, c.opened_on = [], None  # its replica reopens it (new persona, empty history)
+        return reset
+
+    def set_context(self, session_id: int, text: str | None) -> None:
+        """The game context for the next turns (no reset): sent with the next turn. The server checked it with
+        :meth:`check_text` when it arrived."""
+        c = self._conversation(session_id)
+        with self._lock:
+            c.character = dataclasses.replace(c.character, context=text or None)
+
+    # ---- turns -------------------------------------------------------------------------------------------------------
+    def run_turn(self, session_id: int, audio: np.ndarray | str, cancel: threading.Event) -> Iterator[Event]:
+        """One turn: ``audio`` ``[n]`` float32 16 kHz, or a typed turn's text (protocol v2 UserText)."""
         with self._lock:
             c = self._conversations.get(session_id)
         if c is None:
             raise TurnError(f"session {session_id} is not open")
+        if not isinstance(audio, str):
+            audio = np.asarray(audio, np.float32)
         with c.lock:  # one turn of a session at a time (the previous one's exchange recorded)
-            yield from self._turn(session_id, c, np.asarray(audio, np.float32), cancel)
+            yield from self._turn(session_id, c, audio, cancel)
 
-    def _turn(self, sid: int, c: _Conversation, audio: np.ndarray, cancel: threading.Event) -> Iterator[Event]:
+    def _turn(self, sid: int, c: _Conversation, audio: np.ndarray | str, cancel: threading.Event) -> Iterator[Event]:
         ray = self._ray
         for _attempt in range(3):  # a replica found dead / restarted before anything was sent: place and retry
             with self._lock:
@@ -603,7 +707,10 @@ class RaySource:
                 r = self._replicas[c.replica]
                 incarnation = r.incarnation
                 restore = None if (c.opened_on is not None and c.opened_on == incarnation) else list(c.exchanges)
-            gen = r.actor.turn.options(num_returns="streaming").remote(sid, audio, restore)  # type: ignore[attr-defined]
+                character = c.character
+            gen = r.actor.turn.options(num_returns="streaming").remote(  # type: ignore[attr-defined]
+                sid, audio, restore, character
+            )
             sent = False
             watch = _Watch(cancel, r.actor, sid)
             with self._lock:
@@ -656,7 +763,7 @@ class RaySource:
                 return
         raise TurnError("no replica could take this turn (they keep failing)")
 
-    def _record(self, c: _Conversation, audio: np.ndarray, sync: _Sync) -> None:
+    def _record(self, c: _Conversation, audio: np.ndarray | str, sync: _Sync) -> None:
         with self._lock:
             c.exchanges = mirror_exchanges(c.exchanges, audio, sync.answer, sync.exchanges)
 

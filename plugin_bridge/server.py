@@ -18,9 +18,11 @@ Threads:
   production slot (a lock; the source's own ``next()`` outside it, as it may block), so turn threads wait on a lock
   rather than all fighting over the GIL with each other and with the loop that sends;
 - optionally a :class:`~plugin_bridge.livelink_out.LiveLinkSender` thread pacing Live Link Face UDP packets;
-- protocol version 2 (game characters, PROTOCOL.md §10): configuration and idle face frames on the main loop, the
-  hands-free microphone's voice-activity detection on the pool (one job at a time per session), its events handed
-  back to the main loop (``_control``); per-session state in :mod:`plugin_bridge.character`.
+- protocol version 2 (game characters, PROTOCOL.md §10): idle face frames on the main loop; configuration calls into
+  the source that may wait (a Character's persona check and session reopening, a GameContext's or UserText's check)
+  on a few config threads, the session's later messages held until it is answered (``_v2_offload``); the hands-free
+  microphone's voice-activity detection on the pool (one job at a time per session); both hand their results back to
+  the main loop (``_control``); per-session state in :mod:`plugin_bridge.character`.
 
 **Pacing** (the source's ``pace`` > 0: release audio and face at most ``pace`` x real time) is one scheduler on the
 main loop for every turn of every session: a heap of each session's next due time; the loop sleeps in its poll until
@@ -76,6 +78,9 @@ SERVER_NAME = "a2llm-bridge/0.2"
 PACE_SLACK_S = 0.002  # a paced message may leave this much before its due time (so one wake-up serves many turns)
 PACE_FIRST_AHEAD_S = 0.1  # a paced turn's first look-ahead (it doubles up to ServerConfig.pace_lookahead_s)
 PACE_WORKERS = 2  # threads that resume parked turns of sources that do not block
+CONFIG_WORKERS = 4  # threads that apply protocol v2 configuration with the source (persona checks, reopening)
+MAX_DEFERRED = 256  # messages a session may send while its configuration is being applied ...
+MAX_DEFERRED_BYTES = 8 * 2**20  # ... and their bytes; past either, a message is refused (SERVER_BUSY)
 PACE_BLOCKING_S = 0.005  # a next() that took longer marks the turn's source as blocking
 _RESUME = -1  # outbox kind: a parked turn (payload: its _Run) to hand to a worker again at the due time
 
@@ -233,6 +238,8 @@ class _Session:
     sent_first_audio: float = -1.0  # s from that turn's start to the first AudioChunk sent (-1: none yet)
     version: int = 1  # the negotiated protocol version
     v2: C.CharacterSession | None = None  # version 2: the game character (persona, emotion, idle face, mic)
+    deferred: deque | None = None  # v2: while the source applies a configuration, later messages wait here
+    deferred_bytes: int = 0
 
 
 class BridgeServer:
@@ -297,6 +304,9 @@ class BridgeServer:
         # resumed (parked) turns of sources that do not block run on a few threads of their own, so that hundreds of
         # paced turns never make hundreds of runnable threads
         self._pace_pool = ThreadPoolExecutor(PACE_WORKERS, thread_name_prefix="bridge-pace")
+        # protocol v2 work with the source that may wait (a persona's check, reopening an engine session behind a
+        # settling turn, a Ray call): never on the main loop (see _v2_offload)
+        self._config_pool = ThreadPoolExecutor(CONFIG_WORKERS, thread_name_prefix="bridge-config")
         # protocol v2 (game characters): the shared face pipeline, the VAD (loaded on the first MicAudio), and
         # main-loop callbacks posted by the mic jobs (run by _drain_outbox)
         self._face, self._emotions = C.make_face(ev.FPS)
@@ -392,6 +402,7 @@ class BridgeServer:
             self._close_session(s, P.ErrorCode.SHUTTING_DOWN, "server shutting down")
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._pace_pool.shutdown(wait=True, cancel_futures=True)
+        self._config_pool.shutdown(wait=True, cancel_futures=True)
         if self._livelink is not None:
             self._livelink.close()
         self._close_sockets()
@@ -668,6 +679,9 @@ class BridgeServer:
                 self._reply_unknown(identity, P.Error(P.ErrorCode.NOT_WELCOMED, "no session: send Hello"))
             return
         s.last_rx = time.monotonic()
+        if s.deferred is not None and not isinstance(msg, P.Heartbeat | P.Bye):  # after the configuration
+            self._defer(s, msg, sum(len(f) for f in frames[1:]))
+            return
         try:
             self._handle(s, msg)
         except Exception as e:  # the engine or a bug: report, keep serving
@@ -845,8 +859,8 @@ class BridgeServer:
             dropped += [(x[2], x[3]) for x in s.timed]
             s.pending = deque(x for x in s.pending if x[0] != t.turn_id)
             s.timed.clear()
-            if self._livelink is not None:
-                self._livelink.clear(_subject(s.sid))
+            if self._livelink is not None:  # a character's idle face takes over from where it was (no neutral pop)
+                self._livelink.clear(_subject(s.sid), rest=s.v2 is None or not s.v2.idle)
             end = self._cancelled_end(s, t)
             if s.v2 is not None:
                 end = self._v2_fade(s, t, dropped, end)
@@ -934,10 +948,18 @@ class BridgeServer:
         lim, context_limit = self._v2_limits()
         if isinstance(msg, P.GameContext):
             text = C.check_text(msg.text, "game context", context_limit, allow_empty=True)
-            if text and hasattr(self.source, "check_text"):
-                self.source.check_text(text, "game context", context_limit)
-            cs.context = text
-            return 0
+
+            def context_applied(_: object) -> None:
+                cs.context = text
+                self._send(s, P.ConfigAck(msg.KIND, 0, send_time_us=_now_us()))
+
+            if text and hasattr(self.source, "check_text"):  # the engine's tokenizer (a Ray call for RaySource)
+                self._v2_offload(
+                    s, functools.partial(self.source.check_text, text, "game context", context_limit), context_applied
+                )
+            else:
+                context_applied(None)
+            return None
         name = msg.name if isinstance(msg, P.SetEmotion) else (msg.emotion or "neutral")
         if name not in self._emotions.names:
             known = ", ".join(self._emotions.names)
@@ -963,17 +985,22 @@ class BridgeServer:
             return None
         persona = C.check_text(msg.persona, "persona", lim.persona, allow_empty=True) or None
         configure = getattr(self.source, "configure", None)
+        if configure is None and (persona or msg.voice):
+            self._send(s, P.Error(P.ErrorCode.BAD_VALUE, "this server's source takes no persona or voice"))
+            return None
+
+        def applied(reset: bool) -> None:  # main loop, once the source took it
+            cs.persona, cs.voice, cs.modes = persona or "", msg.voice, msg.emotion_modes
+            cs.default = C.Emotion(name, msg.intensity)
+            cs.apply_face_emotion()
+            self._send(s, P.ConfigAck(msg.KIND, P.CONFIG_ACK_CONVERSATION_RESET if reset else 0,
+                                      send_time_us=_now_us()))  # fmt: skip
+
         if configure is None:
-            if persona or msg.voice:
-                self._send(s, P.Error(P.ErrorCode.BAD_VALUE, "this server's source takes no persona or voice"))
-                return None
-            reset = False
-        else:
-            reset = configure(s.sid, persona, msg.voice or None)
-        cs.persona, cs.voice, cs.modes = persona or "", msg.voice, msg.emotion_modes
-        cs.default = C.Emotion(name, msg.intensity)
-        cs.apply_face_emotion()
-        return P.CONFIG_ACK_CONVERSATION_RESET if reset else 0
+            applied(False)
+        else:  # the source checks the persona and may reopen its session (waits for a cancelled turn to settle)
+            self._v2_offload(s, functools.partial(configure, s.sid, persona, msg.voice or None), applied)
+        return None
 
     def _user_text(self, s: _Session, msg: P.UserText) -> None:
         tid = msg.turn_id
@@ -985,20 +1012,27 @@ class BridgeServer:
                 s, tid, P.ErrorCode.TURN_IN_PROGRESS, f"turn {s.turn.turn_id} runs: Cancel it first; text dropped"
             )
             return
-        if not hasattr(self.source, "check_text"):  # e.g. the Ray source: audio turns only
+        if not hasattr(self.source, "check_text"):  # a source without an engine: audio turns only
             self._refuse_utterance(s, tid, P.ErrorCode.BAD_VALUE, "this server's source takes no typed turns")
             return
         lim, _ = self._v2_limits()
         try:
             text = C.check_text(msg.text, "text turn", lim.text, allow_empty=False)
-            text = self.source.check_text(text, "text turn", lim.text)
         except C.TextRefused as e:
             self._refuse_utterance(s, tid, e.code, e.message[:1000])
             return
-        except InputError as e:
+
+        def checked(clean: str) -> None:  # main loop; nothing of this session ran meanwhile (messages deferred)
+            self._v2_start_turn(s, tid, clean, 0)
+
+        def refused(e: BaseException) -> bool:
+            if not isinstance(e, InputError):
+                return False
             self._refuse_utterance(s, tid, P.ErrorCode.BAD_TEXT, str(e)[:1000])
-            return
-        self._v2_start_turn(s, tid, text, 0)
+            return True
+
+        s.last_turn_id = max(s.last_turn_id, tid)  # a Cancel of it meanwhile is not an unknown turn
+        self._v2_offload(s, functools.partial(self.source.check_text, text, "text turn", lim.text), checked, refused)
 
     def _v2_start_turn(self, s: _Session, tid: int, pcm: np.ndarray | str, rate: int) -> None:
         """Start turn ``tid`` from text (``pcm`` a str) or ``[n]`` int16 audio at ``rate``."""
@@ -1009,6 +1043,70 @@ class BridgeServer:
         s.sent_turn, s.sent, s.sent_started, s.sent_first_audio = tid, _zero_counts(), t.started, -1.0
         self._v2_turn_starts(s)
         self._pool.submit(self._run_turn, s.sid, t, pcm, rate, s.layouts, s.capabilities)
+
+    def _v2_offload(self, s: _Session, work, done, refused=None) -> None:
+        """Run ``work()`` (a call into the source that may wait) on the config pool; then, on the main loop,
+        ``done(result)``, or for an exception ``refused(exc)`` (True: handled) else the usual Error (InputError:
+        BAD_TEXT; TextRefused: its code; others: INTERNAL). Until then the session's later messages (and its mic's
+        events) wait in ``s.deferred`` and are handled afterwards in order: a UserText right after a Character runs
+        with the new character."""
+        s.deferred, s.deferred_bytes = deque(), 0
+
+        def job() -> None:
+            try:
+                result, exc = work(), None
+            except Exception as e:  # noqa: BLE001 - handed to the main loop
+                result, exc = None, e
+            self._post_control(lambda: self._v2_offloaded(s, done, refused, result, exc))
+
+        self._config_pool.submit(job)
+
+    def _v2_offloaded(self, s: _Session, done, refused, result: object, exc: BaseException | None) -> None:
+        """Main loop: an offloaded call finished: answer it, then handle what the session sent meanwhile."""
+        if self._by_sid.get(s.sid) is not s:
+            return  # the session closed meanwhile
+        held, s.deferred, s.deferred_bytes = s.deferred or deque(), None, 0
+        try:
+            if exc is None:
+                done(result)
+            elif refused is None or not refused(exc):
+                if isinstance(exc, C.TextRefused):
+                    self._send(s, P.Error(exc.code, exc.message[:1000]))
+                elif isinstance(exc, InputError):
+                    self._send(s, P.Error(P.ErrorCode.BAD_TEXT, str(exc)[:1000]))
+                else:
+                    log.error("session %d: configuration failed", s.sid, exc_info=exc)
+                    self._send(s, P.Error(P.ErrorCode.INTERNAL, f"internal error: {type(exc).__name__}"[:1000]))
+        except Exception as e:
+            log.exception("session %d: error finishing a configuration", s.sid)
+            self._send(s, P.Error(P.ErrorCode.INTERNAL, f"internal error: {type(e).__name__}"[:1000]))
+        while held and self._by_sid.get(s.sid) is s:
+            item, size = held.popleft()
+            if s.deferred is not None:  # handling one of them started another offload: the rest wait again
+                s.deferred.append((item, size))
+                s.deferred_bytes += size
+                continue
+            try:
+                if callable(item):  # a mic event callback
+                    item()
+                else:
+                    self._handle(s, item)
+            except Exception as e:  # the engine or a bug: report, keep serving
+                log.exception("session %d: error handling a deferred message", s.sid)
+                self._send(s, P.Error(P.ErrorCode.INTERNAL, f"internal error: {type(e).__name__}"[:1000]))
+
+    def _defer(self, s: _Session, item: object, size: int) -> None:
+        """Hold a message (or a mic event callback) until the session's configuration is applied (bounded)."""
+        if not callable(item) and (len(s.deferred) >= MAX_DEFERRED or s.deferred_bytes + size > MAX_DEFERRED_BYTES):
+            self._send(s, P.Error(
+                P.ErrorCode.SERVER_BUSY,
+                f"{type(item).__name__} dropped: over {MAX_DEFERRED} messages or {MAX_DEFERRED_BYTES >> 20} MiB sent "
+                "while the session's configuration was being applied; wait for its ConfigAck",
+                turn_id=getattr(item, "turn_id", 0),
+            ))  # fmt: skip
+            return
+        s.deferred.append((item, size))
+        s.deferred_bytes += size
 
     def _v2_turn_starts(self, s: _Session) -> None:
         cs = s.v2
@@ -1071,6 +1169,10 @@ class BridgeServer:
             if due is None:
                 continue
             first, frames = due
+            if self._livelink is not None:  # idle life (with the character's emotion) on Live Link too, unless a
+                with cs.face_lock:  # turn took the face since (its frames went to Live Link first: none after them)
+                    if cs.face_turn == 0:
+                        self._livelink.push(_subject(s.sid), first, frames, ev.FPS)
             for lid in cs.layouts:
                 v = idle_to_layout(frames, lid)
                 self._send(s, P.FaceFrames(first, ev.FPS, lid, v, turn_id=0, send_time_us=_now_us()))
@@ -1109,6 +1211,9 @@ class BridgeServer:
 
         s = self._by_sid.get(sid)
         if s is None or s.v2 is None:
+            return
+        if s.deferred is not None:  # after the configuration being applied, in order with the client's messages
+            self._defer(s, lambda: self._mic_events(sid, events), 0)
             return
         cs = s.v2
         for me in events:
@@ -1152,14 +1257,24 @@ class BridgeServer:
         if isinstance(e, ev.AudioChunk):
             return [P.event_payload(e)] if caps & P.Capability.AUDIO else []
         if isinstance(e, ev.FaceFrames):
-            if self._livelink is not None:
-                self._livelink.push(_subject(run.sid), e.first_frame, e.livelink61, e.fps)
-            if not caps & P.Capability.FACE:
-                return []
+            live = self._livelink is not None
             if run.v2 is None:
-                return [P.event_payload(e, layout=name) for name in run.names]
-            faces = run.v2.turn_face(run.turn.turn_id, e.frames, run.names, run.turn.cancel)
-            return [(P.Kind.FACE_FRAMES, P.face_payload(e.first_frame, e.fps, n, v)) for n, v in faces]
+                if live:
+                    self._livelink.push(_subject(run.sid), e.first_frame, e.livelink61, e.fps)
+                return [P.event_payload(e, layout=name) for name in run.names] if caps & P.Capability.FACE else []
+            # a version 2 session: one pass through the character's face (idle crossfade + emotion) for the client's
+            # layouts and Live Link alike
+            names = run.names if caps & P.Capability.FACE else []
+            want = [*names, "livelink61"] if live and "livelink61" not in names else names
+            if not want:
+                return []
+            out = []
+            for n, v in run.v2.turn_face(run.turn.turn_id, e.frames, want, run.turn.cancel):
+                if live and n == "livelink61":
+                    self._livelink.push(_subject(run.sid), e.first_frame, v, e.fps)
+                if n in names:
+                    out.append((P.Kind.FACE_FRAMES, P.face_payload(e.first_frame, e.fps, n, v)))
+            return out
         return []
 
     def _run_turn(self, sid: int, t: _Turn, pcm: np.ndarray, rate: int, layouts: tuple[int, ...], caps: int) -> None:
@@ -1267,7 +1382,7 @@ class BridgeServer:
             close = getattr(run.gen, "close", None)
             if close is not None:
                 close()
-            if self._livelink is not None:
+            if self._livelink is not None and (run.v2 is None or not run.v2.idle):  # idle frames take over else
                 self._livelink.rest(_subject(sid))
 
 

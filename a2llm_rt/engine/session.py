@@ -143,10 +143,11 @@ class Session:
         opening = len(self.history.fmt.assistant_open(speech=True))
         return list(self.history.ids[last.start + opening : last.end])
 
-    def restore_conversation(self, exchanges: list[tuple[np.ndarray, list[int]]]) -> None:
-        """Replace the conversation with ``exchanges``: (user audio ``[n]`` float32 16 kHz, answer ids from
-        :meth:`last_answer_ids`) each, after the system prompt. The cache row is emptied; the next turn prefills the
-        whole conversation with its own utterance (a conversation too long for the row starts over, as always).
+    def restore_conversation(self, exchanges: list[tuple[np.ndarray | str, list[int]]]) -> None:
+        """Replace the conversation with ``exchanges``: (user audio ``[n]`` float32 16 kHz, or a typed turn's text;
+        answer ids from :meth:`last_answer_ids`) each, after the system prompt. The cache row is emptied; the next
+        turn prefills the whole conversation with its own utterance (a conversation too long for the row starts over,
+        as always).
 
         Used to continue a conversation on another engine after its engine died. Between turns only."""
         from a2llm_rt.engine.engine import MIN_INPUT_SAMPLES
@@ -154,10 +155,13 @@ class Session:
 
         history = ChatHistory(self.history.fmt, self.system_prompt)
         for audio, answer in exchanges:
-            wave = prepare_waveform(np.asarray(audio, np.float32), 16000, self.engine.cfg.max_input_seconds)
-            if wave.numel() < MIN_INPUT_SAMPLES:  # as the engine's prefill pads a short utterance
-                wave = torch.nn.functional.pad(wave, (0, MIN_INPUT_SAMPLES - wave.numel()))
-            history.add_user_audio(wave)
+            if isinstance(audio, str):  # a typed turn
+                history.add_user_text(audio)
+            else:
+                wave = prepare_waveform(np.asarray(audio, np.float32), 16000, self.engine.cfg.max_input_seconds)
+                if wave.numel() < MIN_INPUT_SAMPLES:  # as the engine's prefill pads a short utterance
+                    wave = torch.nn.functional.pad(wave, (0, MIN_INPUT_SAMPLES - wave.numel()))
+                history.add_user_audio(wave)
             history.start_assistant(speech=True)
             history.append_generated(answer)
             history.end_assistant()

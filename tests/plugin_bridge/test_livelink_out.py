@@ -12,7 +12,7 @@ from a2llm_rt.face.livelink_packet import LiveLinkPacket
 from plugin_bridge.client import BridgeClient
 from plugin_bridge.livelink_out import LiveLinkSender, fps_fraction
 from plugin_bridge.scripted_source import ScriptedSource
-from tests.plugin_bridge.helpers import start_server
+from tests.plugin_bridge.helpers import start_server, wait_until
 
 
 def _udp() -> socket.socket:
@@ -71,4 +71,52 @@ def test_server_streams_the_face_as_live_link_packets():
         np.testing.assert_array_equal(res.face["livelink61"], expected)
     finally:
         server.stop()
+        rx.close()
+
+
+def test_a_character_session_sends_its_processed_face_and_idle_life_over_live_link():
+    """Protocol v2: Live Link gets what the ZeroMQ client gets (the answer through the character's face, emotion
+    included) and the idle face between turns; the client here asks for ARKIT52 only."""
+    import threading
+
+    from plugin_bridge.client import CharacterClient
+
+    rx = _udp()
+    packets: list[LiveLinkPacket] = []
+    stop = threading.Event()
+
+    def listen() -> None:
+        while not stop.is_set():
+            try:
+                packets.append(LiveLinkPacket.decode(rx.recv(4096), where="udp"))
+            except (TimeoutError, OSError):
+                continue
+
+    t = threading.Thread(target=listen, daemon=True)
+    t.start()
+    server = start_server(ScriptedSource(seconds=0.4), livelink=f"127.0.0.1:{rx.getsockname()[1]}")
+    try:
+        with CharacterClient(server.endpoint, ("arkit52",)) as c:
+            sid = c.welcome.session_id
+            c.set_character(emotion="happy", intensity=1.0)
+            assert wait_until(lambda: len(packets) >= 10, 30)  # idle life before any turn
+            assert all(p.subject == f"a2llm{sid}" for p in packets)
+            n_before = len(packets)
+            res = c.run_text_turn("Hi!", timeout_s=60)
+            n = res.face["arkit52"].shape[0]
+            # Live Link paces in real time: the answer's frames, then the idle face again
+            assert wait_until(lambda: len(packets) >= n_before + n + 10, 30)
+        face = res.face["arkit52"]
+        raw = ScriptedSource.face(0, face.shape[0])["arkit52"]
+        assert not np.allclose(face, raw, atol=1e-3)  # the client's answer went through the character's face
+        sent = np.stack([p.values[:52] for p in list(packets)])
+        # the answer's frames went out over Live Link exactly as the client got them, in order
+        start = [i for i in range(len(sent)) if np.allclose(sent[i], face[0], atol=1e-6)]
+        assert any(
+            i + face.shape[0] <= len(sent) and np.allclose(sent[i : i + face.shape[0]], face, atol=1e-6) for i in start
+        ), "the processed answer frames are not in the Live Link stream"
+    finally:
+        server.stop()
+        stop.set()
+        t.join(5)
         rx.close()
