@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from a2llm_rt.audio import INPUT_SAMPLE_RATE
 from a2llm_rt.audio_vad import WINDOW, BargeIn, SpeechEnd, SpeechStart, UtteranceSegmenter, VadState
 from a2llm_rt.errors import InputError
 from a2llm_rt.face.character_face import CharacterFace, CharacterFaceState
@@ -28,11 +29,12 @@ from a2llm_rt.face.emotion import EmotionBlender, EmotionState, EmotionTable, de
 from a2llm_rt.face.idle import idle_to_layout
 from a2llm_rt.face.layouts import get_layout
 from plugin_bridge import protocol as P
+from plugin_bridge.turn_source import convert_face
 
 MAX_MIC_BACKLOG_S = 5.0
 """Mic audio waiting for the detector, per session: a client that sends faster than real time (or a stalled server)
 gets ``Error(SERVER_BUSY)`` and its chunks dropped beyond this, instead of the server's memory growing."""
-MIC_RATES = (16000, 32000, 48000)
+MIC_RATES = tuple(k * INPUT_SAMPLE_RATE for k in (1, 2, 3))
 """MicAudio rates the server takes (PROTOCOL.md §10.3): integer multiples of the detector's 16 kHz, decimated with a
 streaming FIR; other rates (44.1 kHz) are resampled by the client."""
 IDLE_BATCH = 2  # idle face frames per message (80 ms at 25 fps)
@@ -79,9 +81,9 @@ class Decimator:
     def __init__(self, rate: int):
         from scipy.signal import firwin
 
-        if rate % 16000 or rate // 16000 not in (1, 2, 3):
+        if rate not in MIC_RATES:
             raise ValueError(f"rate {rate} is not 16, 32 or 48 kHz")
-        self.d = rate // 16000
+        self.d = rate // INPUT_SAMPLE_RATE
         self.taps = firwin(16 * self.d + 1, 7200.0, fs=rate) if self.d > 1 else None
         self.zi = np.zeros(0 if self.taps is None else self.taps.size - 1)
         self.phase = 0  # input samples to skip before the next kept one
@@ -124,7 +126,7 @@ class MicStream:
         self._state: VadState | None = None
         self._decim: Decimator | None = None
         self._fed16 = 0  # 16 kHz samples given to the detector in this stream
-        self._rate = 16000  # the client rate of the stream being fed
+        self._rate = INPUT_SAMPLE_RATE  # the client rate of the stream being fed
         self._gen_fed = -1
         self.lock = threading.Lock()
 
@@ -212,7 +214,7 @@ class MicStream:
 
     def to_client(self, s16: int) -> int:
         """A 16 kHz detector offset as a mic stream offset at the client's rate."""
-        return s16 * self._rate // 16000
+        return s16 * self._rate // INPUT_SAMPLE_RATE
 
 
 class CharacterSession:
@@ -288,8 +290,6 @@ class CharacterSession:
         through the character's face: crossfade from idle + emotion (LIVELINK61 / ARKIT52; FLAME58 unchanged).
         Layouts that cannot be made from ``frames`` are left out. A cancelled turn never takes the face back from
         the idle stream (``cancel`` is checked under the lock the main loop takes to resume idle)."""
-        from plugin_bridge.event_source import convert_face
-
         out: list[tuple[str, np.ndarray]] = []
         ll = convert_face(frames, "livelink61")
         done = None

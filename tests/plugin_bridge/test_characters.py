@@ -16,7 +16,8 @@ import torch
 from a2llm_rt.face.layouts import ARKIT_INDEX
 from plugin_bridge import protocol as P
 from plugin_bridge.client import BridgeClient, BridgeError, CharacterClient
-from plugin_bridge.event_source import EngineSource, ScriptedSource
+from plugin_bridge.engine_source import EngineSource
+from plugin_bridge.scripted_source import ScriptedSource
 from tests.plugin_bridge.helpers import raw_dealer, recv_msg, start_server
 from tests.plugin_bridge.test_engine_source import QUESTION, Served
 

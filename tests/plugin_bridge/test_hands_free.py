@@ -167,7 +167,7 @@ def test_decimator_streams_like_one_shot_and_keeps_the_speech_band(rate):
 
 
 def test_end_of_stream_ends_the_utterance_and_starts_its_turn():
-    from plugin_bridge.event_source import ScriptedSource
+    from plugin_bridge.scripted_source import ScriptedSource
     from tests.plugin_bridge.helpers import start_server
 
     sig, truth = conversation(TEXTS[:1], (0.6, 0.0))  # speech runs to the very end of the stream
