@@ -1,4 +1,5 @@
-"""Shared fixtures: the real captures in ../shared/data (skipped cleanly when absent) and the gpu marker."""
+"""Shared fixtures: the real captures in ../shared/data (skipped cleanly when absent), ``one_thread`` and the gpu
+marker."""
 
 from __future__ import annotations
 
@@ -33,6 +34,15 @@ def arkit_capture_csv() -> Path:
 @pytest.fixture
 def livelink_dir() -> Path:
     return shared_path("livelink")
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models on a shared 2-core machine run far faster on one thread (no OpenMP contention)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def pytest_collection_modifyitems(config, items):

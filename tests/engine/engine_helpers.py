@@ -3,21 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
-import torch
 
 from a2llm_rt.engine.engine import Engine, EngineConfig
 from a2llm_rt.engine.events import AudioChunk, Error, FaceFrames, TextDelta, TurnEnd
 from a2llm_rt.engine.sampling import SamplingConfig
-
-
-@pytest.fixture
-def one_thread():
-    """Tiny models on a shared 2-core machine run far faster on one thread (no OpenMP contention)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tone(seconds: float, freq: float = 220.0, sr: int = 16000, amp: float = 0.3) -> np.ndarray:

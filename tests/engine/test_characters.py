@@ -6,7 +6,7 @@ import pytest
 
 from a2llm_rt.engine.events import AudioChunk, Error, FaceFrames, TurnEnd
 from a2llm_rt.errors import InputError
-from tests.engine.engine_helpers import greedy_engine, of, one_thread, tone  # noqa: F401
+from tests.engine.engine_helpers import greedy_engine, of, tone
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -31,7 +31,7 @@ from a2llm_rt.engine.sampling import (
 from a2llm_rt.engine.trt_runner import run_in_batches
 from a2llm_rt.errors import InputError
 from a2llm_rt.models.backbone import grouped_attention
-from tests.engine.engine_helpers import greedy_engine, of, one_thread, summary, tone  # noqa: F401
+from tests.engine.engine_helpers import greedy_engine, of, summary, tone
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -11,7 +11,7 @@ from a2llm_rt.engine.decode import StepRunner, TokenClasses, pad_window
 from a2llm_rt.engine.events import AudioChunk, FaceFrames, TextDelta, TurnEnd
 from a2llm_rt.errors import InputError
 from a2llm_rt.models.token_layout import TA4Cursor
-from tests.engine.engine_helpers import greedy_engine, of, one_thread, tone  # noqa: F401
+from tests.engine.engine_helpers import greedy_engine, of, tone
 from tests.fixtures.upstream import upstream_fixture
 
 pytestmark = pytest.mark.usefixtures("one_thread")

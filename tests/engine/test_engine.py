@@ -11,7 +11,7 @@ import pytest
 from a2llm_rt.engine.engine import EngineBusyError
 from a2llm_rt.engine.events import AudioChunk, Error, TurnEnd
 from a2llm_rt.errors import InputError
-from tests.engine.engine_helpers import greedy_engine, of, one_thread, summary, tone  # noqa: F401
+from tests.engine.engine_helpers import greedy_engine, of, summary, tone
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

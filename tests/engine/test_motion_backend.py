@@ -21,7 +21,7 @@ from a2llm_rt.engine.events import Error, FaceFrames, TurnEnd
 from a2llm_rt.engine.motion_backend import MotionBackendConfig, OnnxRuntimeBackend, TorchBackend
 from a2llm_rt.engine.sampling import SamplingConfig
 from a2llm_rt.errors import InputError
-from tests.engine.engine_helpers import of, one_thread, tone  # noqa: F401
+from tests.engine.engine_helpers import of, tone
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

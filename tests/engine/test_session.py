@@ -8,7 +8,7 @@ import pytest
 from a2llm_rt.engine.engine import Engine, EngineConfig
 from a2llm_rt.engine.events import TurnEnd
 from a2llm_rt.engine.sampling import SamplingConfig
-from tests.engine.engine_helpers import greedy_engine, of, one_thread, summary, tone  # noqa: F401
+from tests.engine.engine_helpers import greedy_engine, of, summary, tone
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -11,7 +11,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 from a2llm_rt.face.layouts import ARKIT_INDEX
 from plugin_bridge import protocol as P
@@ -21,13 +20,7 @@ from plugin_bridge.scripted_source import ScriptedSource
 from tests.plugin_bridge.helpers import raw_dealer, recv_msg, start_server
 from tests.plugin_bridge.test_engine_source import QUESTION, Served
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_source(voices: bool = False, pace: float = 0.0, **engine_cfg) -> EngineSource:

@@ -13,7 +13,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 from plugin_bridge import protocol as P
 from plugin_bridge.client import BridgeClient, BridgeError
@@ -25,12 +24,7 @@ from plugin_bridge.turn_source import SAMPLES_PER_FRAME, AudioChunk, FaceFrames,
 QUESTION = (0.2 * np.sin(2 * np.pi * 180.0 * np.arange(8000) / 16000)).astype(np.float32)  # 0.5 s at 16 kHz
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: threads cost more than they save (and the CI machine has 2 cores)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_source(pace: float = 0.0, **engine_cfg) -> EngineSource:

@@ -9,7 +9,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 from scipy.signal import resample_poly
 
 from plugin_bridge import protocol as P
@@ -25,12 +24,7 @@ HOLD = int(0.7 * RATE)  # silence after an utterance that the VAD needs to end i
 TEXTS = ("Hello there, how are you today?", "I would like to buy a sword.", "Where is the castle of the old king?")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _at_48k(gaps_s, texts=TEXTS):

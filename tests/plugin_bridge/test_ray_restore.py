@@ -8,7 +8,6 @@ import threading
 
 import numpy as np
 import pytest
-import torch
 
 from a2llm_rt.engine.engine import EngineConfig
 from plugin_bridge.ray_source import ReplicaSpec, build_engine_source, mirror_exchanges
@@ -25,12 +24,7 @@ def tone(freq: float, n: int = 8000) -> np.ndarray:
     return (0.2 * np.sin(2 * np.pi * freq * np.arange(n) / 16000)).astype(np.float32)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def answer(events: list) -> tuple[str, np.ndarray, np.ndarray]:

@@ -12,7 +12,7 @@ from a2llm_rt.engine.events import AudioChunk, TurnEnd
 from a2llm_rt.errors import InputError
 from a2llm_rt.speech.config import FlowConfig
 from a2llm_rt.speech.vocoder import NativeToken2WavVocoder
-from tests.engine.engine_helpers import greedy_engine, of, one_thread, tone  # noqa: F401
+from tests.engine.engine_helpers import greedy_engine, of, tone
 
 from .helpers import tiny_model, tiny_voice
 

@@ -16,7 +16,6 @@ from a2llm_rt.errors import InputError
 from a2llm_rt.speech.config import FlowConfig
 from a2llm_rt.speech.token2wav import CHUNK_CODES, MEL_CACHE_FRAMES, Token2WavState
 from a2llm_rt.speech.vocoder import NativeToken2WavVocoder
-from tests.engine.engine_helpers import one_thread  # noqa: F401
 from tests.streaming_checks import (
     check_all,
     check_causality,

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from a2llm_rt.models.prompt import DEFAULT_SYSTEM_PROMPT
-from tests.engine.engine_helpers import greedy_engine, one_thread  # noqa: F401
+from tests.engine.engine_helpers import greedy_engine
 from tests.training.flame_qa_fixtures import make_sample
 from training.data.audio_tokenizers import ToyBandEnergyTokenizer
 from training.data.builders import IGNORE, SYSTEM_PROMPTS, SequenceBuilder
