@@ -129,6 +129,31 @@ bool Client::wait_ready(int timeout_ms) {
 }
 
 // --- sending ---------------------------------------------------------------------------------------------------
+void Client::enqueue_audio_locked(proto::Kind kind, uint32_t turn, uint32_t rate, uint64_t& offset,
+                                  const int16_t* pcm16, const float* f32, uint32_t n, bool end) {
+    uint32_t done = 0;
+    do {
+        uint32_t k = std::min(kChunkSamples, n - done);
+        proto::Message m;
+        m.kind = kind;
+        m.turn_id = turn;
+        m.sample_rate = rate;
+        m.sample_offset = offset;
+        if (pcm16) {
+            m.audio_format = proto::kPcm16;
+            m.pcm16.assign(pcm16 + done, pcm16 + done + k);
+        } else {
+            m.audio_format = proto::kF32;
+            if (f32) m.f32.assign(f32 + done, f32 + done + k);
+        }
+        done += k;
+        bool last = end && done == n;
+        (kind == proto::Kind::UserAudio ? m.end_of_utterance : m.end_of_stream) = last;
+        if (k > 0 || last) enqueue_locked(m);
+        offset += k;
+    } while (done < n);
+}
+
 void Client::enqueue_locked(const proto::Message& m) {
     std::vector<uint8_t> payload = proto::encode_payload(m);
     auto h = proto::encode_header(m, static_cast<uint32_t>(payload.size()));
@@ -177,26 +202,7 @@ uint32_t Client::send_audio(const int16_t* pcm16, const float* f32, uint32_t n, 
                                                (eou ? "" : "; end it or cancel, then start a new one"));
     }
     std::lock_guard<std::mutex> lock(out_mu_);
-    uint32_t done = 0;
-    do {
-        uint32_t k = std::min(kChunkSamples, n - done);
-        proto::Message m;
-        m.kind = proto::Kind::UserAudio;
-        m.turn_id = turn;
-        m.sample_rate = rate;
-        m.sample_offset = tx_offset_;
-        if (pcm16) {
-            m.audio_format = proto::kPcm16;
-            m.pcm16.assign(pcm16 + done, pcm16 + done + k);
-        } else {
-            m.audio_format = proto::kF32;
-            if (f32) m.f32.assign(f32 + done, f32 + done + k);
-        }
-        done += k;
-        m.end_of_utterance = eou && done == n;
-        if (k > 0 || m.end_of_utterance) enqueue_locked(m);
-        tx_offset_ += k;
-    } while (done < n);
+    enqueue_audio_locked(proto::Kind::UserAudio, turn, rate, tx_offset_, pcm16, f32, n, eou);
     if (eou) tx_turn_ = 0;
     return turn;
 }
@@ -391,25 +397,7 @@ void Client::send_mic(const int16_t* pcm16, const float* f32, uint32_t n, uint32
         mic_offset_ = 0;
     }
     std::lock_guard<std::mutex> lock(out_mu_);
-    uint32_t done = 0;
-    do {
-        uint32_t k = std::min(kChunkSamples, n - done);
-        proto::Message m;
-        m.kind = proto::Kind::MicAudio;
-        m.sample_rate = rate;
-        m.sample_offset = mic_offset_;
-        if (pcm16) {
-            m.audio_format = proto::kPcm16;
-            m.pcm16.assign(pcm16 + done, pcm16 + done + k);
-        } else {
-            m.audio_format = proto::kF32;
-            if (f32) m.f32.assign(f32 + done, f32 + done + k);
-        }
-        done += k;
-        m.end_of_stream = end_of_stream && done == n;
-        if (k > 0 || m.end_of_stream) enqueue_locked(m);
-        mic_offset_ += k;
-    } while (done < n);
+    enqueue_audio_locked(proto::Kind::MicAudio, 0, rate, mic_offset_, pcm16, f32, n, end_of_stream);
     if (end_of_stream) mic_active_ = false;
 }
 

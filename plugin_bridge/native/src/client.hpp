@@ -77,6 +77,9 @@ private:
 
     void io_loop();
     void enqueue_locked(const proto::Message& m);  // out_mu_ held
+    // UserAudio / MicAudio pieces of kChunkSamples from `offset` on (advanced); the last carries `end`. out_mu_ held.
+    void enqueue_audio_locked(proto::Kind kind, uint32_t turn, uint32_t rate, uint64_t& offset, const int16_t* pcm16,
+                              const float* f32, uint32_t n, bool end);
     void enqueue(const proto::Message& m);
     void flush_out();
     bool send_raw(Out& o);
