@@ -527,27 +527,36 @@ class _Audio(Message):
 
 
 @dataclass(frozen=True, eq=False)
-class UserAudio(_Audio):
-    """Client -> server: a chunk of the player's speech. Flags bit 0 = end of utterance (the turn starts)."""
+class _EndedAudio(_Audio):
+    """Client audio with one flag, ``_END_FLAG``, that ends something (the utterance, the mic stream): the bool field
+    named ``_END``."""
 
-    KIND: ClassVar[Kind] = Kind.USER_AUDIO
-    end_of_utterance: bool = False
+    _END: ClassVar[str]
+    _END_FLAG: ClassVar[int]
 
     def _flags(self) -> int:
-        return AUDIO_FLAG_END_OF_UTTERANCE if self.end_of_utterance else 0
+        return self._END_FLAG if getattr(self, self._END) else 0
 
     def _validate(self) -> None:
         super()._validate()
-        _frozen_set(self, "end_of_utterance", bool(self.end_of_utterance))
+        _frozen_set(self, self._END, bool(getattr(self, self._END)))
 
     @classmethod
-    def _parse(cls, r: _Reader, turn_id: int, seq: int, send_time_us: int) -> UserAudio:
+    def _parse(cls, r: _Reader, turn_id: int, seq: int, send_time_us: int) -> _EndedAudio:
         samples, flags, rate, offset = cls._parse_audio(r)
-        _check(flags & ~AUDIO_FLAG_END_OF_UTTERANCE == 0, ErrorCode.BAD_VALUE, f"unknown UserAudio flags {flags:#x}")
-        return cls(
-            samples, rate, offset, bool(flags & AUDIO_FLAG_END_OF_UTTERANCE),
-            turn_id=turn_id, seq=seq, send_time_us=send_time_us,
-        )  # fmt: skip
+        _check(flags & ~cls._END_FLAG == 0, ErrorCode.BAD_VALUE, f"unknown {cls.__name__} flags {flags:#x}")
+        ended = bool(flags & cls._END_FLAG)
+        return cls(samples, rate, offset, ended, turn_id=turn_id, seq=seq, send_time_us=send_time_us)
+
+
+@dataclass(frozen=True, eq=False)
+class UserAudio(_EndedAudio):
+    """Client -> server: a chunk of the player's speech. Flags bit 0 = end of utterance (the turn starts)."""
+
+    KIND: ClassVar[Kind] = Kind.USER_AUDIO
+    _END: ClassVar[str] = "end_of_utterance"
+    _END_FLAG: ClassVar[int] = AUDIO_FLAG_END_OF_UTTERANCE
+    end_of_utterance: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -1195,29 +1204,15 @@ class SetEmotion(Message):
 
 
 @dataclass(frozen=True, eq=False)
-class MicAudio(_Audio):
+class MicAudio(_EndedAudio):
     """Client -> server: continuous microphone audio for hands-free talk (§10.8); the audio body of UserAudio with
     ``sample_offset`` = index in the mic stream (0 starts a new stream) and flag bit 0 END_OF_STREAM."""
 
     KIND: ClassVar[Kind] = Kind.MIC_AUDIO
     MIN_VERSION: ClassVar[int] = VERSION_2
+    _END: ClassVar[str] = "end_of_stream"
+    _END_FLAG: ClassVar[int] = MIC_FLAG_END_OF_STREAM
     end_of_stream: bool = False
-
-    def _flags(self) -> int:
-        return MIC_FLAG_END_OF_STREAM if self.end_of_stream else 0
-
-    def _validate(self) -> None:
-        super()._validate()
-        _frozen_set(self, "end_of_stream", bool(self.end_of_stream))
-
-    @classmethod
-    def _parse(cls, r: _Reader, turn_id: int, seq: int, send_time_us: int) -> MicAudio:
-        samples, flags, rate, offset = cls._parse_audio(r)
-        _check(flags & ~MIC_FLAG_END_OF_STREAM == 0, ErrorCode.BAD_VALUE, f"unknown MicAudio flags {flags:#x}")
-        return cls(
-            samples, rate, offset, bool(flags & MIC_FLAG_END_OF_STREAM),
-            turn_id=turn_id, seq=seq, send_time_us=send_time_us,
-        )  # fmt: skip
 
 
 @dataclass(frozen=True, eq=False)
