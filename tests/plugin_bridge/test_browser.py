@@ -58,29 +58,17 @@ def _ensure_built() -> None:
 def test_page_unit_tests(tmp_path: Path):
     """Vitest: protocol.ts decodes every golden fixture as index.json says and gives protocol.py's verdict on 3000
     mutated fixtures (versions 1 and 2); the v2 session; A/V sync rule; wav reading."""
-    import struct
-
-    from plugin_bridge import protocol as P
-    from tests.plugin_bridge.test_native import _mutations
+    from tests.plugin_bridge.test_native import parity_file
 
     _need_page_toolchain()
-    cases = _mutations(3000, seed=13)
-    blob = bytearray(struct.pack("<I", len(cases)))
-    for b in cases:
-        try:
-            P.decode(b)
-            code = 0
-        except P.ProtocolError as e:
-            code = int(e.code)
-        blob += struct.pack("<IH", len(b), code) + b
-    (tmp_path / "parity.bin").write_bytes(bytes(blob))
+    parity = parity_file(tmp_path / "parity.bin", 3000, seed=13)
     r = subprocess.run(
         [str(PAGE / "node_modules" / ".bin" / "vitest"), "run"],
         cwd=PAGE,
         capture_output=True,
         text=True,
         timeout=2 * WAIT_S,
-        env={**os.environ, "A2LLM_PARITY_FILE": str(tmp_path / "parity.bin")},
+        env={**os.environ, "A2LLM_PARITY_FILE": str(parity)},
     )
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-4000:]

@@ -111,22 +111,28 @@ def _mutations(n: int, seed: int) -> list[bytes]:
     return out
 
 
-def test_decoder_parity_with_protocol_py(native_build: Path, tmp_path: Path) -> None:
-    """The C++ decoder accepts exactly what protocol.py accepts and rejects the rest with the same ErrorCode."""
-    cases = _mutations(4000, seed=7)
+def parity_file(path: Path, n: int, seed: int) -> Path:
+    """Writes ``n`` mutated fixtures with protocol.py's verdict on each (0 = accepted, else its ErrorCode) for the
+    other decoders to match: ``u32 n``, then per case ``u32 length, u16 code, bytes``; both verdicts occur."""
+    cases = _mutations(n, seed)
     blob = bytearray(struct.pack("<I", len(cases)))
-    n_ok = 0
+    codes = []
     for b in cases:
         try:
             P.decode(b)
             code = 0
-            n_ok += 1
         except P.ProtocolError as e:
             code = int(e.code)
+        codes.append(code)
         blob += struct.pack("<IH", len(b), code) + b
-    assert 0 < n_ok < len(cases)
-    path = tmp_path / "parity.bin"
+    assert 0 in codes and any(codes)
     path.write_bytes(bytes(blob))
+    return path
+
+
+def test_decoder_parity_with_protocol_py(native_build: Path, tmp_path: Path) -> None:
+    """The C++ decoder accepts exactly what protocol.py accepts and rejects the rest with the same ErrorCode."""
+    path = parity_file(tmp_path / "parity.bin", 4000, seed=7)
     out = _ctest(native_build, "^protocol_parity$", {"A2LLM_PARITY_FILE": str(path)})
     assert "parity: 4000 cases" in out
 

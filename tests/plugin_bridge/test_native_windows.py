@@ -15,16 +15,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import struct
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from plugin_bridge import protocol as P
 from tests.plugin_bridge.test_native import (  # noqa: F401  (live_server: a fixture)
-    _mutations,
     live_server,
+    parity_file,
     reconnect_after_server_restart,
 )
 
@@ -107,17 +105,7 @@ def test_fixtures_fuzz_sync_clock_and_final_errors_under_wine(wine_env: dict[str
 
 
 def test_decoder_parity_with_protocol_py_under_wine(wine_env: dict[str, str], tmp_path: Path) -> None:
-    cases = _mutations(4000, seed=11)
-    blob = bytearray(struct.pack("<I", len(cases)))
-    for b in cases:
-        try:
-            P.decode(b)
-            code = 0
-        except P.ProtocolError as e:
-            code = int(e.code)
-        blob += struct.pack("<IH", len(b), code) + b
-    path = tmp_path / "parity.bin"
-    path.write_bytes(bytes(blob))
+    path = parity_file(tmp_path / "parity.bin", 4000, seed=11)
     out = _ctest(wine_env, "^protocol_parity$", {"A2LLM_PARITY_FILE": str(path)})  # Z:\ maps the Unix root
     assert "parity: 4000 cases" in out
 

@@ -126,22 +126,9 @@ def test_runtime_compiles_and_unit_tests_pass(built: Path) -> None:
 def test_managed_decoder_parity_with_protocol_py(built: Path, tmp_path: Path) -> None:
     """A2LLMProtocol.cs accepts exactly what protocol.py accepts (and re-encodes it byte for byte) and rejects the
     rest with the same ErrorCode, on deterministic mutations of every golden fixture (versions 1 and 2)."""
-    import struct
+    from tests.plugin_bridge.test_native import parity_file
 
-    from plugin_bridge import protocol as P
-    from tests.plugin_bridge.test_native import _mutations
-
-    cases = _mutations(3000, seed=11)
-    blob = bytearray(struct.pack("<I", len(cases)))
-    for b in cases:
-        try:
-            P.decode(b)
-            code = 0
-        except P.ProtocolError as e:
-            code = int(e.code)
-        blob += struct.pack("<IH", len(b), code) + b
-    path = tmp_path / "parity.bin"
-    path.write_bytes(bytes(blob))
+    path = parity_file(tmp_path / "parity.bin", 3000, seed=11)
     out = _run_console(built, "--unit-only", timeout=300, extra_env={"A2LLM_PARITY_FILE": str(path)})
     line = next(x for x in out.splitlines() if "C# decoder parity with protocol.py" in x)
     assert line.startswith("PASS") and "3000 cases" in line and " 0 differ" in line, line
