@@ -20,6 +20,7 @@
 #include "a2llm_client.h"
 #include "harness.hpp"
 #include "protocol.hpp"
+#include "scripted_router.hpp"
 
 namespace {
 
@@ -30,18 +31,14 @@ constexpr int kWaitS = 120;  // any single wait; only a hang reaches it
 
 class ScriptedServer {
 public:
-    explicit ScriptedServer(uint16_t max_version) : max_version_(max_version), ctx_(1), router_(ctx_, zmq::socket_type::router) {
-        router_.set(zmq::sockopt::linger, 0);
-        router_.set(zmq::sockopt::rcvtimeo, 20);
-        router_.bind("tcp://127.0.0.1:*");
-        endpoint_ = router_.get(zmq::sockopt::last_endpoint);
+    explicit ScriptedServer(uint16_t max_version) : max_version_(max_version), net_(20) {
         thread_ = std::thread([this] { loop(); });
     }
     ~ScriptedServer() {
         stop_ = true;
         thread_.join();
     }
-    const std::string& endpoint() const { return endpoint_; }
+    const std::string& endpoint() const { return net_.endpoint(); }
     std::vector<proto::Message> received() {
         std::lock_guard<std::mutex> lock(mu_);
         return rx_;
@@ -58,11 +55,7 @@ public:
 private:
     void send(const zmq::message_t& id, proto::Message m) {
         m.header_version = session_version_;
-        std::vector<uint8_t> payload = proto::encode_payload(m);
-        auto h = proto::encode_header(m, static_cast<uint32_t>(payload.size()));
-        router_.send(zmq::buffer(id.data(), id.size()), zmq::send_flags::sndmore);
-        router_.send(zmq::buffer(h.data(), h.size()), zmq::send_flags::sndmore);
-        router_.send(zmq::buffer(payload), zmq::send_flags::none);
+        net_.send(id, m);
     }
     void audio(const zmq::message_t& id, uint32_t turn, uint64_t offset, size_t n, float value) {
         proto::Message a;
@@ -132,29 +125,13 @@ private:
         uint64_t mic = 0;
         bool started = false, barged = false;
         while (!stop_) {
-            std::vector<zmq::message_t> parts;
-            zmq::message_t first;
-            if (!router_.recv(first, zmq::recv_flags::none)) continue;
-            bool more = first.more();
-            parts.push_back(std::move(first));
-            while (more) {
-                zmq::message_t p;
-                (void)router_.recv(p, zmq::recv_flags::none);
-                more = p.more();
-                parts.push_back(std::move(p));
-            }
-            if (parts.size() != 3) continue;
+            zmq::message_t id;
             proto::Message m;
-            proto::DecodeError err;
-            if (!proto::decode_frames(parts[1].data<uint8_t>(), parts[1].size(), parts[2].data<uint8_t>(),
-                                      parts[2].size(), m, err)) {
-                continue;
-            }
+            if (!net_.recv(id, m)) continue;
             {
                 std::lock_guard<std::mutex> lock(mu_);
                 rx_.push_back(m);
             }
-            const zmq::message_t& id = parts[0];
             if (m.kind == proto::Kind::Hello) {
                 forget_ = false;
                 mic = 0;
@@ -235,9 +212,7 @@ private:
     uint16_t max_version_;
     uint16_t session_version_ = 1;
     uint32_t sessions_ = 0;
-    zmq::context_t ctx_;
-    zmq::socket_t router_;
-    std::string endpoint_;
+    th::ScriptedRouter net_;
     std::thread thread_;
     std::atomic<bool> stop_{false};
     std::atomic<bool> forget_{false};

@@ -17,6 +17,7 @@
 #include "a2llm_client.h"
 #include "harness.hpp"
 #include "protocol.hpp"
+#include "scripted_router.hpp"
 
 namespace {
 
@@ -37,18 +38,14 @@ class ScriptedServer {
 public:
     static constexpr uint64_t kLimit = 24000;
 
-    ScriptedServer() : ctx_(1), router_(ctx_, zmq::socket_type::router) {
-        router_.set(zmq::sockopt::linger, 0);
-        router_.set(zmq::sockopt::rcvtimeo, 50);
-        router_.bind("tcp://127.0.0.1:*");
-        endpoint_ = router_.get(zmq::sockopt::last_endpoint);
+    ScriptedServer() : net_(50) {
         thread_ = std::thread([this] { loop(); });
     }
     ~ScriptedServer() {
         stop_ = true;
         thread_.join();
     }
-    const std::string& endpoint() const { return endpoint_; }
+    const std::string& endpoint() const { return net_.endpoint(); }
     std::vector<Received> received() {
         std::lock_guard<std::mutex> lock(mu_);
         return rx_;
@@ -57,11 +54,7 @@ public:
 
 private:
     void send(const zmq::message_t& id, proto::Message m) {
-        std::vector<uint8_t> payload = proto::encode_payload(m);
-        auto h = proto::encode_header(m, static_cast<uint32_t>(payload.size()));
-        router_.send(zmq::buffer(id.data(), id.size()), zmq::send_flags::sndmore);
-        router_.send(zmq::buffer(h.data(), h.size()), zmq::send_flags::sndmore);
-        router_.send(zmq::buffer(payload), zmq::send_flags::none);
+        net_.send(id, m);
     }
     void error(const zmq::message_t& id, uint16_t code, uint32_t turn, const char* text) {
         proto::Message e;
@@ -82,25 +75,9 @@ private:
         uint64_t turn1 = 0;
         bool turn1_refused = false, turn3_started = false;
         while (!stop_) {
-            std::vector<zmq::message_t> parts;
-            zmq::message_t first;
-            if (!router_.recv(first, zmq::recv_flags::none)) continue;
-            bool more = first.more();
-            parts.push_back(std::move(first));
-            while (more) {
-                zmq::message_t p;
-                (void)router_.recv(p, zmq::recv_flags::none);
-                more = p.more();
-                parts.push_back(std::move(p));
-            }
-            if (parts.size() != 3) continue;
+            zmq::message_t id;
             proto::Message m;
-            proto::DecodeError err;
-            if (!proto::decode_frames(parts[1].data<uint8_t>(), parts[1].size(), parts[2].data<uint8_t>(),
-                                      parts[2].size(), m, err)) {
-                continue;
-            }
-            const zmq::message_t& id = parts[0];
+            if (!net_.recv(id, m)) continue;
             if (m.kind == proto::Kind::Hello) {
                 ++hellos_;
                 proto::Message w;
@@ -135,9 +112,7 @@ private:
         }
     }
 
-    zmq::context_t ctx_;
-    zmq::socket_t router_;
-    std::string endpoint_;
+    th::ScriptedRouter net_;
     std::thread thread_;
     std::atomic<bool> stop_{false};
     std::atomic<int> hellos_{0};
