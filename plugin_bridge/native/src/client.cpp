@@ -49,6 +49,15 @@ size_t code_points(const std::string& s) {
     return n;
 }
 
+// Text over the server's limit in characters (code points, as the server counts them) is refused locally.
+void check_chars(const std::string& s, uint64_t limit, const char* what) {
+    size_t n = code_points(s);
+    if (n > limit) {
+        throw ApiError(A2LLM_ERR_INVALID_ARGUMENT, std::string(what) + " has " + std::to_string(n) +
+                                                       " characters, the server's limit is " + std::to_string(limit));
+    }
+}
+
 void check_intensity(float v) {
     if (!std::isfinite(v) || v < 0.0f || v > 1.0f) {
         throw ApiError(A2LLM_ERR_INVALID_ARGUMENT, "intensity must be a finite number in [0, 1]");
@@ -272,11 +281,7 @@ void Client::set_character(const a2llm_character& ch) {
             if (!m.emotion.empty() && !listed(emotions_, m.emotion)) {
                 throw ApiError(A2LLM_ERR_INVALID_ARGUMENT, "unknown emotion '" + m.emotion + "'");
             }
-            if (code_points(m.persona) > info_.max_persona_chars) {
-                throw ApiError(A2LLM_ERR_INVALID_ARGUMENT, "persona has " + std::to_string(code_points(m.persona)) +
-                                                               " characters, the server's limit is " +
-                                                               std::to_string(info_.max_persona_chars));
-            }
+            check_chars(m.persona, info_.max_persona_chars, "persona");
         }
     }
     std::lock_guard<std::mutex> lock(cfg_mu_);
@@ -292,11 +297,7 @@ void Client::set_context(const char* text) {
     m.text = utf8_arg(text, proto::kMaxPayload - 4, "context");
     {
         std::lock_guard<std::mutex> lock(info_mu_);
-        if (has_info_ && code_points(m.text) > info_.max_context_chars) {
-            throw ApiError(A2LLM_ERR_INVALID_ARGUMENT, "context has " + std::to_string(code_points(m.text)) +
-                                                           " characters, the server's limit is " +
-                                                           std::to_string(info_.max_context_chars));
-        }
+        if (has_info_) check_chars(m.text, info_.max_context_chars, "context");
     }
     std::lock_guard<std::mutex> lock(cfg_mu_);
     send_config_if_v2(m);
@@ -338,11 +339,7 @@ uint32_t Client::send_text(const char* text) {
     check_v2("send_text");
     {
         std::lock_guard<std::mutex> lock(info_mu_);
-        if (has_info_ && code_points(t) > info_.max_text_chars) {
-            throw ApiError(A2LLM_ERR_INVALID_ARGUMENT, "text has " + std::to_string(code_points(t)) +
-                                                           " characters, the server's limit is " +
-                                                           std::to_string(info_.max_text_chars));
-        }
+        if (has_info_) check_chars(t, info_.max_text_chars, "text");
     }
     std::lock_guard<std::mutex> tx(tx_mu_);
     if (tx_turn_ != 0) {
