@@ -153,13 +153,7 @@ def start_extra_services(ctx: DemoContext) -> None:
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
 
     def stop() -> None:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(proc)
         log.close()
 
     ctx.services.append(stop)
@@ -181,6 +175,17 @@ def wait_for_ctrl_c(ctx: DemoContext) -> None:
         print("\nstopping")
 
 
+def terminate(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after 10 s; nothing when it already ended."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def stop_all(ctx: DemoContext) -> None:
     """Stop extra services, then the server with SIGTERM (SIGKILL after 10 s)."""
     for stop in reversed(ctx.services):
@@ -189,14 +194,8 @@ def stop_all(ctx: DemoContext) -> None:
         except Exception as e:  # noqa: BLE001 - keep stopping the rest
             print(f"warning: stopping a service failed: {e}", file=sys.stderr)
     ctx.services.clear()
-    p = ctx.server
-    if p is not None and p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+    if ctx.server is not None:
+        terminate(ctx.server)
     ctx.server = None
 
 
